@@ -1,0 +1,3 @@
+"""wattlake: self-hosted, real-time energy monitoring into a Parquet data lake."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from wattlake.cli import main
+
+main()

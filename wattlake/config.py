@@ -1,0 +1,199 @@
+"""One settings registry: name, default, unit, help.
+
+Precedence, lowest first: defaults < ``wattlake.toml`` < environment ``WATTLAKE_SECTION__KEY``
+< command-line flags. A setting named ``section.key`` is read from ``[section] key = …`` in the
+TOML file and from ``WATTLAKE_SECTION__KEY`` in the environment; a top-level setting such as
+``data_dir`` from ``data_dir = …`` and ``WATTLAKE_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wattlake.errors import ConfigError
+
+CONFIG_FILE_NAME = "wattlake.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One documented setting."""
+
+    name: str
+    default: Any
+    unit: str
+    help: str
+    kind: type
+
+    @property
+    def env_var(self) -> str:
+        """Return the environment variable that sets this setting."""
+        return "WATTLAKE_" + self.name.upper().replace(".", "__")
+
+    def coerce(self, value: Any, origin: str) -> Any:
+        """Convert ``value`` to this setting's type.
+
+        Raises:
+            ConfigError: the value cannot be converted; the message names ``origin``.
+        """
+        if value is None:
+            return None
+        try:
+            if self.kind is bool:
+                if isinstance(value, bool):
+                    return value
+                text = str(value).strip().lower()
+                if text in {"1", "true", "yes", "on"}:
+                    return True
+                if text in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(text)
+            if self.kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if self.kind in (int, float) and isinstance(value, bool):
+                raise ValueError(value)
+            return self.kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{origin} sets {self.name} to {value!r}, which is not a valid "
+                f"{self.kind.__name__}; fix it or unset it."
+            ) from exc
+
+
+REGISTRY: dict[str, Setting] = {}
+
+
+def register(name: str, default: Any, unit: str, help: str, kind: type | None = None) -> Setting:
+    """Add a setting to the registry and return it."""
+    if name in REGISTRY:
+        raise ValueError(f"setting {name} is registered twice")
+    setting = Setting(name, default, unit, help, kind or type(default))
+    REGISTRY[name] = setting
+    return setting
+
+
+# -- the settings -----------------------------------------------------------------------------
+register("data_dir", "./wattlake-data", "path", "Lake root: a local folder or s3://bucket/prefix.")
+register("lake.s3_endpoint_url", "", "URL", "S3 endpoint for s3:// lakes (empty: AWS default).")
+register("lake.s3_region", "us-east-1", "", "Region for s3:// lakes.")
+register("broker.host", "127.0.0.1", "", "Address the embedded broker listens on.")
+register("broker.port", 1883, "port", "Port of the embedded broker (0: pick a free port).")
+register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")
+register("ingest.qos", 1, "", "MQTT QoS of the ingest subscription (0 or 1).")
+register("ingest.max_payload_bytes", 262144, "bytes", "Payloads above this go to dead letters.")
+register("stream.name", "ingest", "", "Stream name written into every lake object name.")
+register("stream.flush_interval_s", 60.0, "s", "Flush the buffer at least this often.")
+register("stream.buffer_max_bytes", 5 * 1024 * 1024, "bytes", "Flush when the buffer is this big.")
+register("stream.buffer_max_rows", 500_000, "rows", "Flush when the buffer holds this many rows.")
+register("stream.compression", "zstd", "", "Parquet compression codec of lake files.")
+register("energy.tz", "UTC", "IANA zone", "Time zone of local days, hours and tariff zones.")
+register("energy.max_gap_s", 300.0, "s", "Longer intervals between samples count as gaps.")
+register("energy.max_power_w", 60000.0, "W", "Counter jumps implying more power are spikes.")
+register("demo.devices", 3, "devices", "Simulated devices started by `wattlake demo`.")
+register("demo.interval_s", 1.0, "s", "Seconds between a simulated device's publishes.")
+
+
+class Settings(Mapping[str, Any]):
+    """Resolved values of every registered setting."""
+
+    def __init__(self, values: dict[str, Any], origins: dict[str, str]) -> None:
+        self._values = values
+        self.origins = origins
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def data_dir(self) -> str:
+        """Return the lake root as given (a path or an s3:// URL)."""
+        return str(self._values["data_dir"])
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config_file: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Resolve every setting from defaults, the TOML file, the environment and overrides.
+
+        ``overrides`` holds command-line flags (``None`` values are ignored). The TOML file is
+        ``config_file`` if given, else ``wattlake.toml`` in the data dir, if present.
+
+        Raises:
+            ConfigError: the file is unreadable or a value has the wrong type or is unknown.
+        """
+        env = os.environ if environ is None else environ
+        flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values: dict[str, Any] = {n: s.default for n, s in REGISTRY.items()}
+        origins: dict[str, str] = dict.fromkeys(REGISTRY, "default")
+
+        def data_dir_now() -> str:
+            if "data_dir" in flags:
+                return str(flags["data_dir"])
+            return env.get(REGISTRY["data_dir"].env_var, str(values["data_dir"]))
+
+        path = Path(config_file) if config_file else None
+        if path is None and "://" not in data_dir_now():
+            candidate = Path(data_dir_now()) / CONFIG_FILE_NAME
+            path = candidate if candidate.is_file() else None
+        if path is not None:
+            for name, value in _read_toml(path).items():
+                values[name] = REGISTRY[name].coerce(value, str(path))
+                origins[name] = str(path)
+        for name, setting in REGISTRY.items():
+            if setting.env_var in env:
+                values[name] = setting.coerce(env[setting.env_var], setting.env_var)
+                origins[name] = setting.env_var
+        for name, value in flags.items():
+            if name not in REGISTRY:
+                raise ConfigError(f"Unknown setting {name}.")
+            values[name] = REGISTRY[name].coerce(value, "the command line")
+            origins[name] = "flag"
+        return cls(values, origins)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Config file {path} does not exist; check --config.") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc}.") from exc
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[key] = value
+    unknown = sorted(set(flat) - set(REGISTRY))
+    if unknown:
+        raise ConfigError(
+            f"Config file {path} has unknown setting(s) {', '.join(unknown)}; "
+            "see docs/configuration.md for the list."
+        )
+    return flat
+
+
+def settings_markdown() -> str:
+    """Return the configuration reference as a Markdown table."""
+    lines = [
+        "| setting | environment variable | default | unit | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for s in REGISTRY.values():
+        lines.append(f"| `{s.name}` | `{s.env_var}` | `{s.default!r}` | {s.unit} | {s.help} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""Fixtures shared by every test: a clean environment and real services started on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the user's WATTLAKE_* variables and working directory out of every test."""
+    for name in list(os.environ):
+        if name.startswith("WATTLAKE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def need(program: str) -> str:
+    """Return the path of ``program``; skip without it, but fail in CI where it must exist."""
+    path = shutil.which(program) or (
+        f"/usr/sbin/{program}" if os.path.exists(f"/usr/sbin/{program}") else None
+    )
+    if path is None:
+        message = f"{program} is not installed (the README's test command installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+@dataclass
+class Mosquitto:
+    """A real Mosquitto broker started for a test."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None = None) -> Mosquitto:
+    """Start Mosquitto on a free port with a config file in ``workdir``."""
+    binary = need("mosquitto")
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        f"persistence_location {workdir}/\n"
+        "max_queued_messages 1000000\n"
+        "max_inflight_messages 1000\n" + extra_config
+    )
+    log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        process.kill()
+        raise
+    return Mosquitto(port, process, config)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto broker on a free port, stopped after the test."""
+    broker = start_mosquitto(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    """Return the shared device payload fixtures folder."""
+    path = Path(os.environ.get("WATTLAKE_TEST_FIXTURES", FIXTURES))
+    if not path.is_dir():
+        # The fixtures are copied into tests/fixtures so the suite also runs outside the workspace.
+        path = Path(__file__).resolve().parent / "fixtures"
+    return path

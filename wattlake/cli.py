@@ -1,0 +1,198 @@
+"""The ``wattlake`` command line. One place turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import duckdb
+import typer
+
+from wattlake.console import (
+    ConfigOption,
+    DataDirOption,
+    FormatOption,
+    OutputFormat,
+    emit_rows,
+    load_settings,
+    say,
+    stop_on_signals,
+)
+from wattlake.errors import UsageError, WattlakeError
+
+app = typer.Typer(
+    name="wattlake",
+    help="Self-hosted, real-time energy monitoring: meters over MQTT into a Parquet lake.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+log = logging.getLogger("wattlake")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int | None, typer.Option(help="Simulated devices.", min=1)] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+    broker_port: Annotated[
+        int | None, typer.Option(help="Port of the embedded broker (0: any free port).")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between a device's publishes.", min=0.001)
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the whole stack on this machine: broker, ingest, lake and simulated meters."""
+    from wattlake.devices.simulator import Simulator
+    from wattlake.gateway.broker import EmbeddedBroker
+    from wattlake.gateway.mqtt import BrokerAddress
+    from wattlake.stream.ingest import IngestWorker
+
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be a positive number of seconds.")
+    settings = load_settings(
+        data_dir,
+        config,
+        **{"demo.devices": devices, "broker.port": broker_port, "demo.interval_s": interval},
+    )
+    stop = threading.Event()
+    stop_on_signals(stop)
+    with EmbeddedBroker(host=settings["broker.host"], port=settings["broker.port"]) as broker:
+        worker = IngestWorker(settings, broker.url)
+        errors: list[BaseException] = []
+        ingest = threading.Thread(
+            target=_run_collecting, args=(worker.run, stop, errors), name="ingest"
+        )
+        ingest.start()
+        if not worker.ready.wait(15):
+            stop.set()
+            ingest.join()
+            raise errors[0] if errors else WattlakeError("The ingest worker did not start.")
+        simulator = Simulator(
+            BrokerAddress.parse(broker.url),
+            devices=settings["demo.devices"],
+            interval_s=settings["demo.interval_s"],
+        )
+        sim = threading.Thread(target=simulator.run, name="simulator")
+        sim.start()
+        say(
+            f"wattlake demo: broker {broker.url}, {settings['demo.devices']} simulated device(s), "
+            f"lake {worker.lake.url}"
+        )
+        say('Query it with: wattlake query "SELECT device_id, count(*) FROM readings GROUP BY 1"')
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            stop.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+        simulator.stop()
+        sim.join()
+        stop.set()
+        ingest.join()
+        if errors:
+            raise errors[0]
+        stats = worker.stream.stats
+        say(
+            f"stopped: {simulator.published} messages published, {stats.readings} readings "
+            f"in {stats.files_written} file(s), {stats.dead_letters} dead letter(s)"
+        )
+
+
+def _run_collecting(target: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+    try:
+        target(stop)
+    except BaseException as exc:
+        errors.append(exc)
+        stop.set()
+
+
+@app.command()
+def query(
+    sql: Annotated[
+        str, typer.Argument(help="SQL over the views readings, raw_readings, dead_letters.")
+    ],
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run SQL over the lake and print the result."""
+    from wattlake.lake.storage import Lake
+    from wattlake.query.engine import connect
+
+    settings = load_settings(data_dir, config)
+    con = connect(Lake.from_settings(settings))
+    try:
+        cursor = con.execute(sql)
+    except duckdb.Error as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise UsageError(f"The query failed: {first_line}") from exc
+    if cursor.description is None:
+        return
+    columns = [d[0] for d in cursor.description]
+    rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    emit_rows(rows, fmt, columns=columns)
+
+
+config_app = typer.Typer(help="Show settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print every setting with its value and where the value came from."""
+    from wattlake.config import REGISTRY
+
+    settings = load_settings(data_dir, config)
+    rows = [
+        {"setting": n, "value": settings[n], "unit": s.unit, "from": settings.origins[n]}
+        for n, s in REGISTRY.items()
+    ]
+    emit_rows(rows, fmt)
+
+
+def _register_optional_commands() -> None:
+    """Add the command groups that live beside this module."""
+    import importlib
+
+    for module_name in (
+        "wattlake.cli_devices",
+        "wattlake.cli_stream",
+        "wattlake.cli_energy",
+        "wattlake.cli_pv",
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: a user's mistake is one sentence and exit code 2, never a traceback."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(args=argv, prog_name="wattlake")
+    except WattlakeError as exc:
+        say(f"Error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        say("Interrupted.")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Device formats: decoders from vendor payloads to canonical readings, and the simulator."""

@@ -1,0 +1,38 @@
+"""Checks shared by every decoder: numbers and timestamps that can be stored."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+from wattlake.errors import DecodeError
+
+# Readings before 2000 or more than a day ahead of the receive time are not believable.
+MIN_TS_MS: Final = 946_684_800_000
+MAX_FUTURE_MS: Final = 24 * 3600 * 1000
+
+
+def number(value: Any, field: str) -> float:
+    """Return ``value`` as a finite float.
+
+    Raises:
+        DecodeError: ``bad-type`` for a non-number, ``not-finite`` for NaN or infinity.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("bad-type", f"{field} is {type(value).__name__}, not a number")
+    result = float(value)
+    if not math.isfinite(result):
+        raise DecodeError("not-finite", f"{field} is {value!r}")
+    return result
+
+
+def timestamp_ms(seconds: Any, received_at_ms: int) -> int:
+    """Convert device epoch seconds to milliseconds, refusing impossible times.
+
+    Raises:
+        DecodeError: ``bad-timestamp`` before 2000 or more than a day after ``received_at_ms``.
+    """
+    ts_ms = round(number(seconds, "ts") * 1000)
+    if ts_ms < MIN_TS_MS or ts_ms > received_at_ms + MAX_FUTURE_MS:
+        raise DecodeError("bad-timestamp", f"device time {seconds!r} s is out of range")
+    return ts_ms

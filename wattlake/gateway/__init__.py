@@ -1,0 +1,1 @@
+"""The gateway (AWS IoT Core's role): brokers and the MQTT client that receives device messages."""

@@ -1,0 +1,1 @@
+"""Query (Athena's role): SQL over the lake with DuckDB."""

@@ -1,0 +1,89 @@
+"""DuckDB views over the lake: ``readings`` (deduplicated), ``raw_readings``, ``dead_letters``."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from wattlake.config import Settings
+from wattlake.lake.storage import ERRORS, RAW_READINGS, Lake
+from wattlake.schema import COLUMNS, READING_SCHEMA
+
+_COLUMN_LIST = ", ".join(COLUMNS)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory DuckDB connection with the lake's views defined.
+
+    ``readings`` holds each (device_id, channel, ts) once: delivery is at-least-once, so the
+    earliest received copy of a duplicate wins.
+    """
+    con = duckdb.connect()
+    files = lake.list_files(RAW_READINGS, ".parquet")
+    if not files:
+        con.register("raw_readings_empty", READING_SCHEMA.empty_table())
+        con.execute("CREATE VIEW raw_readings AS SELECT * FROM raw_readings_empty")
+    elif lake.is_local:
+        listing = ", ".join(_sql_string(f) for f in files)
+        con.execute(
+            f"CREATE VIEW raw_readings AS SELECT {_COLUMN_LIST} "
+            f"FROM read_parquet([{listing}], union_by_name = true)"
+        )
+    else:
+        dataset = ds.dataset(files, schema=READING_SCHEMA, format="parquet", filesystem=lake.fs)
+        con.register("raw_readings_dataset", dataset)
+        con.execute(f"CREATE VIEW raw_readings AS SELECT {_COLUMN_LIST} FROM raw_readings_dataset")
+    con.execute(
+        f"""
+        CREATE VIEW readings AS
+        SELECT {_COLUMN_LIST} FROM raw_readings
+        QUALIFY row_number() OVER (
+            PARTITION BY device_id, channel, ts ORDER BY received_at, source
+        ) = 1
+        """
+    )
+    _dead_letter_view(con, lake)
+    return con
+
+
+def _dead_letter_view(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    files = lake.list_files(ERRORS, ".jsonl")
+    if files and lake.is_local:
+        listing = ", ".join(_sql_string(f) for f in files)
+        con.execute(
+            "CREATE VIEW dead_letters AS SELECT * FROM read_json("
+            f"[{listing}], format = 'newline_delimited', union_by_name = true)"
+        )
+        return
+    con.execute(
+        "CREATE VIEW dead_letters AS SELECT NULL::INTEGER AS attempts, NULL::VARCHAR AS "
+        "error_code, NULL::VARCHAR AS error_message, NULL::VARCHAR AS topic, "
+        "NULL::VARCHAR AS raw_base64 WHERE false"
+    )
+
+
+def load_readings(
+    settings: Settings, *, device_id: str | None, start_ms: int, end_ms: int
+) -> pa.Table:
+    """Return deduplicated readings sorted by device, channel and ts.
+
+    The range [``start_ms``, ``end_ms``) is widened by ``energy.max_gap_s`` on both sides so that
+    intervals crossing its edges can be interpolated.
+    """
+    margin_ms = int(settings["energy.max_gap_s"] * 1000)
+    con = connect(Lake.from_settings(settings))
+    query = (
+        "SELECT * FROM readings WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
+        + (" AND device_id = ?" if device_id is not None else "")
+        + " ORDER BY device_id, channel, ts"
+    )
+    params: list[object] = [start_ms - margin_ms, end_ms + margin_ms]
+    if device_id is not None:
+        params.append(device_id)
+    table = con.sql(query, params=params).to_arrow_table()
+    return table.cast(READING_SCHEMA)

@@ -1,0 +1,1 @@
+"""The delivery stream (Firehose's role): buffer readings and deliver them to the lake."""

@@ -110,14 +110,10 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    """Return the shared device payload fixtures folder."""
-    path = Path(os.environ.get("WATTLAKE_TEST_FIXTURES", FIXTURES))
-    if not path.is_dir():
-        # The fixtures are copied into tests/fixtures so the suite also runs outside the workspace.
-        path = Path(__file__).resolve().parent / "fixtures"
-    return path
+    """Return the device payload fixtures (a copy of shared/fixtures kept with the tests)."""
+    return FIXTURES

@@ -1,0 +1,179 @@
+"""The whole path: meter payloads over a real broker, through ingest, into the lake, out by SQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import Mosquitto
+from wattlake.config import Settings
+from wattlake.gateway.broker import EmbeddedBroker
+from wattlake.stream.ingest import IngestWorker
+
+
+def wattlake(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "wattlake", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
+
+
+def query_json(data_dir: Path, sql: str) -> list[dict[str, object]]:
+    out = wattlake("query", sql, "--format", "json", "--data-dir", str(data_dir)).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish at QoS 1 and wait until the broker has acknowledged every message."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-publisher")
+    client.connect(host, int(port))
+    client.loop_start()
+    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(timeout=10)
+    client.disconnect()
+    client.loop_stop()
+
+
+PROBE = (
+    "probe-device/events/rpc",
+    b'{"src":"probe-device","method":"NotifyStatus","params":{"em1:0":{"act_power":1}}}',
+)
+
+
+class RunningIngest:
+    """An ingest worker in a thread that has provably subscribed (a probe went through)."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        settings = Settings.load(overrides={"data_dir": str(data_dir)}, environ={})
+        self.worker = IngestWorker(settings, url)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
+        self.thread.start()
+        assert self.worker.ready.wait(15)
+        deadline = time.monotonic() + 15
+        while self.worker.stream.stats.readings == 0:
+            assert time.monotonic() < deadline, "the ingest never received the probe"
+            publish_all(url, [PROBE])
+            time.sleep(0.2)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def fixture_messages(fixtures_dir: Path) -> list[tuple[str, bytes]]:
+    messages = []
+    for path in sorted((fixtures_dir / "shelly").glob("gen2-*.json")):
+        doc = json.loads(path.read_text())
+        messages.append((f"{doc['src']}/events/rpc", json.dumps(doc).encode()))
+    return messages
+
+
+BAD_JSON = b'{"src": "shellyproem50-bad", "method": "NotifyStatus", "params": {'
+BAD_TYPE = (
+    b'{"src":"shellyproem50-bad","method":"NotifyStatus","params":{"em1:0":{"act_power":"x"}}}'
+)
+
+
+@pytest.fixture(params=["mosquitto", "embedded"])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A real broker: Mosquitto started by the suite, or wattlake's embedded amqtt broker."""
+    if request.param == "mosquitto":
+        mosquitto: Mosquitto = request.getfixturevalue("mosquitto")
+        yield mosquitto.url
+    else:
+        with EmbeddedBroker(port=0) as broker:
+            yield broker.url
+
+
+def test_fixtures_flow_into_readings_and_bad_payloads_into_dead_letters(
+    broker_url: str, tmp_path: Path, fixtures_dir: Path
+) -> None:
+    data_dir = tmp_path / "lake"
+    ingest = RunningIngest(broker_url, data_dir)
+    messages = fixture_messages(fixtures_dir)
+    publish_all(broker_url, [messages[0], ("shellyproem50-bad/events/rpc", BAD_JSON)])
+    # The ingest keeps going after bad input: what follows it still arrives.
+    publish_all(broker_url, [*messages[1:], ("shellyproem50-bad/events/rpc", BAD_TYPE)])
+    deadline = time.monotonic() + 15
+    while ingest.worker.stream.stats.dead_letters < 2 or ingest.worker.stream.stats.readings < 11:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ingest.finish()
+
+    rows = query_json(
+        data_dir,
+        "SELECT device_id, channel, epoch_ms(ts) AS ts_ms, power_w, energy_wh, "
+        "returned_energy_wh, voltage_v, source FROM readings "
+        "WHERE device_id <> 'probe-device' ORDER BY device_id, ts_ms, channel",
+    )
+    # 3 phases of the Pro 3EM power + 3 phases of its counters; 2 channels x 2 of the Pro EM.
+    assert len(rows) == 10
+    proem_power = [r for r in rows if r["ts_ms"] == 1757060280210 and r["power_w"] is not None]
+    assert [(r["channel"], r["power_w"], r["voltage_v"]) for r in proem_power] == [
+        (0, 1150.3, 231.4),
+        (1, -5080.3, 224.6),
+    ]
+    phase_c = [
+        r for r in rows if r["device_id"] == "shellypro3em-1234567890ab" and r["channel"] == 2
+    ]
+    assert [
+        (r["ts_ms"], r["power_w"], r["energy_wh"], r["returned_energy_wh"]) for r in phase_c
+    ] == [
+        (1757059829080, -18.0, None, None),
+        (1757060280210, None, 26289.44, 131881.85),
+    ]
+    assert {r["source"] for r in rows} == {"shelly-gen2"}
+
+    letters = query_json(
+        data_dir, "SELECT error_code, topic, raw_base64 FROM dead_letters ORDER BY error_code"
+    )
+    assert [(d["error_code"], d["topic"]) for d in letters] == [
+        ("bad-type", "shellyproem50-bad/events/rpc"),
+        ("invalid-json", "shellyproem50-bad/events/rpc"),
+    ]
+    assert base64.b64decode(str(letters[0]["raw_base64"])) == BAD_TYPE
+    assert base64.b64decode(str(letters[1]["raw_base64"])) == BAD_JSON
+    assert list((data_dir / "errors" / "invalid-json").glob("date=*/*.jsonl"))
+
+
+def test_demo_runs_for_its_duration_and_leaves_a_queryable_lake(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo-lake"
+    started = time.monotonic()
+    result = wattlake(
+        "demo", "--devices", "2", "--duration", "3", "--interval", "0.2",
+        "--broker-port", "0", "--data-dir", str(data_dir),
+    )  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert "stopped:" in result.stderr
+    rows = query_json(
+        data_dir,
+        "SELECT device_id, channel, count(*) AS n, min(power_w) AS p FROM readings GROUP BY ALL "
+        "ORDER BY ALL",
+    )
+    assert [(r["device_id"], r["channel"]) for r in rows] == [
+        ("shellyproem50-sim0000", 0),
+        ("shellyproem50-sim0000", 1),
+        ("shellyproem50-sim0001", 0),
+        ("shellyproem50-sim0001", 1),
+    ]
+    assert all(int(str(r["n"])) >= 5 and float(str(r["p"])) > 0 for r in rows)
+    parquet = list((data_dir / "raw" / "readings").glob("date=*/hour=*/ingest-*.parquet"))
+    assert parquet, "demo wrote no Parquet file into raw/readings/date=/hour="
+    assert not list(data_dir.rglob("*.tmp")), "a temporary file was left in the lake"

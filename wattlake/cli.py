@@ -51,7 +51,7 @@ def demo(
 ) -> None:
     """Run the whole stack on this machine: broker, ingest, lake and simulated meters."""
     from wattlake.devices.simulator import Simulator
-    from wattlake.gateway.broker import EmbeddedBroker
+    from wattlake.gateway.broker import EmbeddedBroker, port_is_free
     from wattlake.gateway.mqtt import BrokerAddress
     from wattlake.stream.ingest import IngestWorker
 
@@ -62,9 +62,15 @@ def demo(
         config,
         **{"demo.devices": devices, "broker.port": broker_port, "demo.interval_s": interval},
     )
+    port = settings["broker.port"]
+    if settings.origins["broker.port"] == "default" and not port_is_free(
+        settings["broker.host"], port
+    ):
+        say(f"Port {port} is taken (another MQTT broker?); the demo broker uses a free port.")
+        port = 0
     stop = threading.Event()
     stop_on_signals(stop)
-    with EmbeddedBroker(host=settings["broker.host"], port=settings["broker.port"]) as broker:
+    with EmbeddedBroker(host=settings["broker.host"], port=port) as broker:
         worker = IngestWorker(settings, broker.url)
         errors: list[BaseException] = []
         ingest = threading.Thread(
@@ -86,7 +92,13 @@ def demo(
             f"wattlake demo: broker {broker.url}, {settings['demo.devices']} simulated device(s), "
             f"lake {worker.lake.url}"
         )
-        say('Query it with: wattlake query "SELECT device_id, count(*) FROM readings GROUP BY 1"')
+        say(
+            "Readings land in raw/readings/ under the lake after each flush "
+            f"(every {settings['stream.flush_interval_s']:g} s, and at exit). Ask them with:\n"
+            f'  wattlake query --data-dir {worker.lake.url} "SELECT device_id, channel, '
+            'count(*), max(ts) FROM readings GROUP BY ALL"\n'
+            "Stop with Ctrl-C: every buffer is flushed first."
+        )
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             stop.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))

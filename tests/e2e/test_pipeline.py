@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -177,3 +179,37 @@ def test_demo_runs_for_its_duration_and_leaves_a_queryable_lake(tmp_path: Path) 
     parquet = list((data_dir / "raw" / "readings").glob("date=*/hour=*/ingest-*.parquet"))
     assert parquet, "demo wrote no Parquet file into raw/readings/date=/hour="
     assert not list(data_dir.rglob("*.tmp")), "a temporary file was left in the lake"
+
+
+def test_ctrl_c_stops_the_demo_with_every_buffer_flushed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lake"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wattlake",
+            "demo",
+            "--devices",
+            "1",
+            "--interval",
+            "0.1",
+            "--broker-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the demo says where to look once everything runs
+        if "Stop with Ctrl-C" in line:
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    published = int(re.search(r"stopped: (\d+) messages published", rest).group(1))  # type: ignore[union-attr]
+    rows = query_json(data_dir, "SELECT count(*) AS n FROM readings")
+    # Every published message (two channels each) is in the lake: the buffer was flushed.
+    assert rows == [{"n": 2 * published}]

@@ -20,6 +20,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Return True when nothing listens on ``host:port``."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 class EmbeddedBroker:
     """An amqtt broker on ``host:port`` (port 0 picks a free one), in its own thread."""
 

@@ -1,0 +1,101 @@
+"""``wattlake query``: SQL over the lake's views, in every output format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wattlake.lake.storage import Lake
+from wattlake.schema import readings_to_table
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def reading(ts_ms: int, power_w: float, received_ms: int) -> dict[str, object]:
+    return {
+        "ts": ts_ms,
+        "received_at": received_ms,
+        "device_id": "meter-1",
+        "channel": 0,
+        "power_w": power_w,
+        "source": "generic",
+    }
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path) -> Path:
+    """A lake with one reading delivered twice (in two files) and one delivered once."""
+    lake = Lake.open(str(tmp_path / "lake"))
+    first = readings_to_table([reading(T0, 100.0, T0 + 5), reading(T0 + 1000, 200.0, T0 + 1005)])
+    again = readings_to_table([reading(T0 + 1000, 200.0, T0 + 9000)])
+    lake.write_table("raw/readings/date=2026-01-01/hour=00/a.parquet", first)
+    lake.write_table("raw/readings/date=2026-01-01/hour=00/b.parquet", again)
+    return tmp_path / "lake"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattlake", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_readings_holds_each_reading_once(lake_dir: Path) -> None:
+    sql = "SELECT count(*) AS n, sum(power_w) AS p FROM readings"
+    out = run("query", sql, "--format", "json", "--data-dir", str(lake_dir))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"n": 2, "p": 300.0}
+    raw = run("query", "SELECT count(*) AS n FROM raw_readings", "--format", "json",
+              "--data-dir", str(lake_dir))  # fmt: skip
+    assert json.loads(raw.stdout) == {"n": 3}
+
+
+def test_the_earliest_received_copy_wins(lake_dir: Path) -> None:
+    sql = "SELECT epoch_ms(received_at) AS r FROM readings WHERE ts = epoch_ms(1767225601000)"
+    out = run("query", sql, "--format", "json", "--data-dir", str(lake_dir))
+    assert json.loads(out.stdout) == {"r": T0 + 1005}
+
+
+def test_csv_and_table_output(lake_dir: Path) -> None:
+    sql = "SELECT device_id, power_w FROM readings ORDER BY ts"
+    out = run("query", sql, "--format", "csv", "--data-dir", str(lake_dir))
+    assert list(csv.reader(io.StringIO(out.stdout))) == [
+        ["device_id", "power_w"],
+        ["meter-1", "100.0"],
+        ["meter-1", "200.0"],
+    ]
+    table = run("query", sql, "--data-dir", str(lake_dir))
+    assert "meter-1" in table.stdout and "power_w" in table.stdout
+
+
+def test_timestamps_come_out_as_iso_8601_in_json(lake_dir: Path) -> None:
+    out = run("query", "SELECT min(ts) AS t FROM readings", "--format", "json",
+              "--data-dir", str(lake_dir))  # fmt: skip
+    assert json.loads(out.stdout)["t"].startswith("2026-01-01T00:00:00")
+
+
+def test_bad_sql_is_one_sentence_and_exit_code_2(lake_dir: Path) -> None:
+    out = run("query", "SELEC 1", "--data-dir", str(lake_dir))
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: The query failed")
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_lake_has_empty_views(tmp_path: Path) -> None:
+    out = run("query", "SELECT count(*) AS n FROM readings", "--format", "json",
+              "--data-dir", str(tmp_path / "nothing-here"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"n": 0}
+
+
+def test_bad_option_value_exits_2_without_traceback(tmp_path: Path) -> None:
+    out = run("demo", "--devices", "many")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "Invalid value for '--devices'" in out.stderr

@@ -1,0 +1,288 @@
+"""Energy from cumulative counters (``energy_wh``, ``returned_energy_wh``) of one series.
+
+A meter's own counter is the most accurate source of energy, but real counters misbehave. Each
+step between two readings is classified, and only *normal* steps count:
+
+* **unavailable** — the reading is NaN or negative (devices send ``-1`` for "unknown"); it is left
+  out and the step runs from the reading before to the reading after.
+* **glitch** — the counter drops and comes back to at least its earlier level within
+  ``glitch_window_s`` (default 300 s), by a rise no steeper than ``max_power_w``. The low
+  readings are ignored; the step from before the drop to the return counts as one normal step.
+* **reset** — the counter drops and does not come back (a reboot, a replaced meter). The reading
+  after the drop is the new baseline. *Conservative rule*: the step across the reset counts
+  **nothing**, because the reboot time is unknown — the value after the drop may hold energy
+  since the reboot, or a stale value restored from flash. The event reports the value after the
+  drop (``to_wh``) as the most that step could have missed; energy from power samples, where
+  present, shows what happened (see ``counter_minus_power_wh`` in the query layer).
+* **spike** — the counter rises faster than ``max_power_w`` (default 60 kW per channel) allows,
+  plus ``resolution_wh`` for the counter's rounding. If the next reading is plausible again from
+  the level before the spike, the spike reading alone is an outlier and is ignored. Otherwise
+  the counter moved to a new level: the jump counts nothing and the new level is the baseline.
+
+Counter energy is then apportioned to buckets: the *total* of each step comes from the counter,
+its *shape in time* from power samples when they exist (else linear in time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from wattlake.energy.integrate import integrate_power
+
+_MS_PER_HOUR: Final = 3_600_000.0
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterEvent:
+    """One counter anomaly.
+
+    ``kind`` is ``unavailable``, ``glitch``, ``reset`` or ``spike``; [``start_ms``, ``end_ms``]
+    is the step or run of readings concerned [ms UTC]; ``from_wh`` and ``to_wh`` are the counter
+    values around it [Wh] (NaN for ``unavailable``).
+    """
+
+    kind: str
+    start_ms: int
+    end_ms: int
+    from_wh: float
+    to_wh: float
+
+
+@dataclass(frozen=True, slots=True)
+class CleanCounter:
+    """Accepted readings of a counter and which steps between them count.
+
+    Attributes
+    ----------
+    ts_ms : int64 array
+        Times of the accepted readings [ms UTC].
+    counter_wh : float64 array
+        Counter value at each accepted reading [Wh].
+    counts : bool array
+        One per step between consecutive accepted readings: whether its delta counts.
+    events : tuple of CounterEvent
+        Every anomaly found, in time order within each kind.
+    """
+
+    ts_ms: IntArray
+    counter_wh: FloatArray
+    counts: BoolArray
+    events: tuple[CounterEvent, ...]
+
+    @property
+    def delta_wh(self) -> FloatArray:
+        """Return the counted energy of each step (0 for reset and spike steps) [Wh]."""
+        return np.where(self.counts, np.diff(self.counter_wh), 0.0)
+
+    @property
+    def cumulative_wh(self) -> FloatArray:
+        """Return the counted energy from the first accepted reading to each one [Wh]."""
+        return np.concatenate(([0.0], np.cumsum(self.delta_wh)))
+
+    @property
+    def total_wh(self) -> float:
+        """Return the counted energy of the whole series [Wh]."""
+        return float(self.delta_wh.sum())
+
+
+def clean_counter(
+    ts_ms: npt.ArrayLike,
+    counter_wh: npt.ArrayLike,
+    *,
+    max_power_w: float = 60_000.0,
+    glitch_window_s: float = 300.0,
+    resolution_wh: float = 1.0,
+) -> CleanCounter:
+    """Classify the steps of a cumulative counter and keep the ones that count.
+
+    Parameters
+    ----------
+    ts_ms : int array
+        Reading times [ms UTC], sorted ascending.
+    counter_wh : float array
+        Counter values [Wh]; NaN or negative means unavailable.
+    max_power_w : float, default 60000
+        Highest plausible average power of one step [W].
+    glitch_window_s : float, default 300
+        A drop that returns to the earlier level within this time is a glitch [s].
+    resolution_wh : float, default 1
+        Counter rounding allowed on top of ``max_power_w`` [Wh].
+
+    Returns
+    -------
+    CleanCounter
+
+    Raises:
+        ValueError: arrays of different lengths or unsorted times.
+    """
+    ts_all = np.atleast_1d(np.asarray(ts_ms, dtype=np.int64))
+    v_all = np.atleast_1d(np.asarray(counter_wh, dtype=np.float64))
+    if ts_all.shape != v_all.shape or ts_all.ndim != 1:
+        raise ValueError("ts_ms and counter_wh must be 1-d arrays of the same length")
+    if ts_all.size > 1 and np.any(np.diff(ts_all) < 0):
+        raise ValueError("ts_ms must be sorted ascending within a series")
+    events: list[CounterEvent] = []
+
+    available = np.isfinite(v_all) & (v_all >= 0)
+    if not available.all():
+        flips = np.flatnonzero(np.diff(np.concatenate(([1], available.view(np.int8), [1]))))
+        for start, stop in zip(flips[::2], flips[1::2], strict=True):
+            events.append(
+                CounterEvent(
+                    "unavailable", int(ts_all[start]), int(ts_all[stop - 1]), np.nan, np.nan
+                )
+            )
+    t = ts_all[available]
+    v = v_all[available]
+    n = t.size
+    if n < 2:
+        return CleanCounter(t, v, np.zeros(0, dtype=np.bool_), tuple(events))
+
+    per_ms_wh = max_power_w / _MS_PER_HOUR
+    window_ms = glitch_window_s * 1000.0
+
+    def limit_wh(b: int, c: int) -> float:
+        return per_ms_wh * float(t[c] - t[b]) + resolution_wh
+
+    step = np.diff(v)
+    step_limit = per_ms_wh * np.diff(t) + resolution_wh
+    anomalies = np.flatnonzero((step < 0) | (step > step_limit))
+    keep = np.ones(n, dtype=np.bool_)
+    no_count: list[int] = []  # accepted readings whose following step counts nothing
+
+    # Walk from anomaly to anomaly: a Python step per anomaly, never per reading. `b` is the
+    # baseline reading, `c` the reading compared with it.
+    b, c = 0, 1
+    while c < n:
+        if c == b + 1:
+            at = int(np.searchsorted(anomalies, b))
+            if at == anomalies.size:
+                break
+            b = int(anomalies[at])
+            c = b + 1
+        delta = v[c] - v[b]
+        if 0 <= delta <= limit_wh(b, c):
+            b, c = c, c + 1
+            continue
+        if delta < 0:
+            stop = int(np.searchsorted(t, t[c] + window_ms, side="right"))
+            back = np.flatnonzero(v[c:stop] >= v[b])
+            j = c + int(back[0]) if back.size else -1
+            if j > 0 and v[j] - v[b] <= limit_wh(b, j):
+                keep[c:j] = False
+                glitch = CounterEvent("glitch", int(t[c]), int(t[j - 1]), float(v[b]), float(v[c]))
+                events.append(glitch)
+                c = j
+                continue
+            no_count.append(b)
+            events.append(CounterEvent("reset", int(t[b]), int(t[c]), float(v[b]), float(v[c])))
+            b, c = c, c + 1
+            continue
+        nxt = c + 1
+        if nxt < n and 0 <= v[nxt] - v[b] <= limit_wh(b, nxt):
+            keep[c] = False
+            events.append(CounterEvent("spike", int(t[c]), int(t[c]), float(v[b]), float(v[c])))
+            c = nxt
+            continue
+        no_count.append(b)
+        events.append(CounterEvent("spike", int(t[b]), int(t[c]), float(v[b]), float(v[c])))
+        b, c = c, c + 1
+
+    kept_index = np.flatnonzero(keep)
+    counts = np.ones(kept_index.size - 1, dtype=np.bool_)
+    if no_count:
+        counts[np.searchsorted(kept_index, np.array(no_count, dtype=np.int64))] = False
+    events.sort(key=lambda e: (e.start_ms, e.kind))
+    return CleanCounter(t[kept_index], v[kept_index], counts, tuple(events))
+
+
+@dataclass(frozen=True, slots=True)
+class CounterBuckets:
+    """Counter energy per bucket.
+
+    ``energy_wh`` is the counted energy of each bucket [Wh]; ``covered_s`` the time of each
+    bucket inside counted steps [s]; ``shaped_by_power`` whether power samples shaped the split.
+    """
+
+    edges_ms: IntArray
+    energy_wh: FloatArray
+    covered_s: FloatArray
+    shaped_by_power: bool
+
+
+def counter_buckets(
+    counter: CleanCounter,
+    edges_ms: npt.ArrayLike,
+    *,
+    power_ts_ms: npt.ArrayLike | None = None,
+    power_w: npt.ArrayLike | None = None,
+    export: bool = False,
+    max_gap_s: float = 300.0,
+) -> CounterBuckets:
+    """Apportion counted energy to buckets.
+
+    Each step's total is the counter delta. Inside a step that crosses edges, energy is split in
+    proportion to the energy of the power samples (their import part, or export part when
+    ``export``) when those exist and are non-zero over the step, else in proportion to time.
+
+    Parameters
+    ----------
+    counter : CleanCounter
+        From :func:`clean_counter`.
+    edges_ms : int array
+        Bucket edges [ms UTC], ascending.
+    power_ts_ms, power_w : array, optional
+        Power samples of the same series [ms UTC], [W].
+    export : bool, default False
+        The counter counts export (``returned_energy_wh``).
+    max_gap_s : float, default 300
+        Passed to the power integration; gaps are bridged linearly for shaping [s].
+    """
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    t = counter.ts_ms
+    cum = counter.cumulative_wh
+    n_buckets = max(edges.size - 1, 0)
+    if t.size < 2 or n_buckets == 0:
+        zeros = np.zeros(n_buckets, dtype=np.float64)
+        return CounterBuckets(edges, zeros, zeros.copy(), False)
+    steps = np.diff(t).astype(np.float64)
+    cov_cum = np.concatenate(([0.0], np.cumsum(np.where(counter.counts, steps, 0.0))))
+    covered_s = np.diff(np.interp(edges, t, cov_cum)) / 1000.0
+    at_edges = np.interp(edges, t, cum)  # linear in time within each step
+
+    shaped = False
+    if power_ts_ms is not None and power_w is not None:
+        pts = np.asarray(power_ts_ms, dtype=np.int64)
+        pw = np.asarray(power_w, dtype=np.float64)
+        k = np.searchsorted(t, edges, side="right") - 1
+        inside = (k >= 0) & (k < t.size - 1)
+        if pts.size >= 2 and inside.any():
+            kk = k[inside]
+            points = np.unique(np.concatenate((t[kk], t[kk + 1], edges[inside])))
+            energy = integrate_power(pts, pw, points, max_gap_s=max_gap_s, gap_policy="linear")
+            part = energy.export_wh if export else energy.import_wh
+            power_cum = np.concatenate(([0.0], np.cumsum(part)))
+
+            def power_at(instants: IntArray) -> FloatArray:
+                return power_cum[np.searchsorted(points, instants)]
+
+            whole = power_at(t[kk + 1]) - power_at(t[kk])
+            share = power_at(edges[inside]) - power_at(t[kk])
+            usable = whole > 0
+            if usable.any():
+                shaped = True
+                step_wh = cum[kk + 1] - cum[kk]
+                by_power = cum[kk] + step_wh * np.divide(
+                    share, whole, out=np.zeros_like(share), where=usable
+                )
+                values = at_edges[inside]
+                at_edges[inside] = np.where(usable, by_power, values)
+    return CounterBuckets(edges, np.diff(at_edges), covered_s, shaped)

@@ -113,6 +113,18 @@ class Lake:
         pq.write_table(table, buffer, compression=compression)
         return self.write_bytes(relative, buffer.getvalue())
 
+    def read_bytes(self, path: str) -> bytes:
+        """Return the content of the object at full ``path``.
+
+        Raises:
+            TransientStorageError: the object could not be read.
+        """
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return bytes(stream.read())
+        except OSError as exc:
+            raise TransientStorageError(f"Could not read {path}: {exc}") from exc
+
     def list_files(self, relative: str, suffix: str = "") -> list[str]:
         """Return full paths of the objects below ``relative`` ending in ``suffix``, sorted."""
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)

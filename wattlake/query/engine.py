@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.json as pa_json
 
 from wattlake.config import Settings
 from wattlake.lake.storage import ERRORS, RAW_READINGS, Lake
@@ -59,12 +62,16 @@ def _dead_letter_view(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
             "CREATE VIEW dead_letters AS SELECT * FROM read_json("
             f"[{listing}], format = 'newline_delimited', union_by_name = true)"
         )
-        return
-    con.execute(
-        "CREATE VIEW dead_letters AS SELECT NULL::INTEGER AS attempts, NULL::VARCHAR AS "
-        "error_code, NULL::VARCHAR AS error_message, NULL::VARCHAR AS topic, "
-        "NULL::VARCHAR AS raw_base64 WHERE false"
-    )
+    elif files:
+        lines = b"".join(lake.read_bytes(f) for f in files)
+        con.register("dead_letters_table", pa_json.read_json(io.BytesIO(lines)))
+        con.execute("CREATE VIEW dead_letters AS SELECT * FROM dead_letters_table")
+    else:
+        con.execute(
+            "CREATE VIEW dead_letters AS SELECT NULL::INTEGER AS attempts, NULL::VARCHAR AS "
+            "error_code, NULL::VARCHAR AS error_message, NULL::VARCHAR AS topic, "
+            "NULL::VARCHAR AS raw_base64, NULL::VARCHAR AS raw_text WHERE false"
+        )
 
 
 def load_readings(

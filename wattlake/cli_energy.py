@@ -1,0 +1,315 @@
+"""Commands of the energy stage: ``wattlake energy``, ``wattlake cost`` and ``wattlake tariffs``."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import typer
+
+from wattlake.console import (
+    ConfigOption,
+    DataDirOption,
+    FormatOption,
+    OutputFormat,
+    emit_rows,
+    load_settings,
+    say,
+)
+from wattlake.errors import UsageError
+
+
+class Every(enum.StrEnum):
+    """Bucket sizes of ``wattlake energy``."""
+
+    quarter = "15min"
+    hour = "hour"
+    day = "day"
+    month = "month"
+
+
+class Method(enum.StrEnum):
+    """How energy is computed."""
+
+    auto = "auto"
+    trapezoid = "trapezoid"
+    left = "left"
+    right = "right"
+
+
+class Gaps(enum.StrEnum):
+    """What an interval longer than ``energy.max_gap_s`` contributes."""
+
+    skip = "skip"
+    hold = "hold"
+    linear = "linear"
+
+
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="One device (default: every device).")
+]
+ChannelOption = Annotated[
+    int | None,
+    typer.Option("--channel", help="One channel (default: the device's channels summed).", min=0),
+]
+StartOption = Annotated[
+    str, typer.Option("--start", help="Start, inclusive: a date (local midnight) or ISO time.")
+]
+EndOption = Annotated[
+    str, typer.Option("--end", help="End, exclusive: a date (local midnight) or ISO time.")
+]
+TzOption = Annotated[
+    str | None, typer.Option("--tz", help="IANA time zone of local days [setting energy.tz].")
+]
+MethodOption = Annotated[
+    Method,
+    typer.Option(
+        "--method",
+        help="auto: counters where present, else trapezoid; or trapezoid, left, right on power.",
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the energy stage's commands to ``app``."""
+    app.command("energy")(energy)
+    app.command("cost")(cost)
+    tariffs = typer.Typer(
+        name="tariffs", help="Built-in and custom time-of-use tariffs.", no_args_is_help=True
+    )
+    tariffs.command("list")(tariffs_list)
+    tariffs.command("show")(tariffs_show)
+    tariffs.command("compare")(tariffs_compare)
+    app.add_typer(tariffs)
+
+
+def _range(settings: Any, tz_name: str | None, start: str, end: str) -> tuple[Any, int, int]:
+    from wattlake.energy.buckets import parse_time_ms, zone
+
+    tz = zone(tz_name or settings["energy.tz"])
+    start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
+    if end_ms <= start_ms:
+        raise UsageError(f"--end ({end}) must be after --start ({start}).")
+    return tz, start_ms, end_ms
+
+
+def _readings(settings: Any, device: str | None, start_ms: int, end_ms: int) -> Any:
+    from wattlake.query.engine import load_readings
+
+    table = load_readings(settings, device_id=device, start_ms=start_ms, end_ms=end_ms)
+    if table.num_rows == 0:
+        where = f"device {device}" if device else "any device"
+        say(f"No readings for {where} in that range; check --device, --start and --end.")
+    return table
+
+
+def energy(
+    start: StartOption,
+    end: EndOption,
+    device: DeviceOption = None,
+    channel: ChannelOption = None,
+    every: Annotated[Every, typer.Option("--every", help="Bucket size.")] = Every.hour,
+    tz: TzOption = None,
+    method: MethodOption = Method.auto,
+    gaps: Annotated[
+        Gaps, typer.Option("--gaps", help="Energy of a gap: skip (none), hold or linear.")
+    ] = Gaps.skip,
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Energy imported and exported per device and local bucket [Wh]."""
+    from wattlake.energy.buckets import bucket_edges_ms
+    from wattlake.query.energy import ENERGY_COLUMNS, energy_rows
+
+    settings = load_settings(data_dir, config)
+    zone_info, start_ms, end_ms = _range(settings, tz, start, end)
+    edges = bucket_edges_ms(start_ms, end_ms, every.value, zone_info)
+    table = _readings(settings, device, start_ms, end_ms)
+    rows, results = energy_rows(
+        table,
+        edges,
+        zone_info,
+        method=method.value,
+        channel=channel,
+        max_gap_s=float(settings["energy.max_gap_s"]),
+        max_power_w=float(settings["energy.max_power_w"]),
+        gap_policy=gaps.value,
+    )
+    for r in results:
+        if r.events:
+            kinds: dict[str, int] = {}
+            for e in r.events:
+                kinds[e.kind] = kinds.get(e.kind, 0) + 1
+            found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            say(
+                f"{r.series.device_id} channel {r.series.channel}: counter {found} "
+                "(see docs/energy.md)."
+            )
+    emit_rows(rows, fmt, columns=list(ENERGY_COLUMNS), title="Energy [Wh]")
+
+
+def cost(
+    tariff: Annotated[str, typer.Option("--tariff", help="Built-in tariff name or a .toml file.")],
+    start: StartOption,
+    end: EndOption,
+    device: DeviceOption = None,
+    channel: ChannelOption = None,
+    tz: TzOption = None,
+    method: MethodOption = Method.auto,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare", help="Also price under these tariffs: NAME,NAME,… (cheapest first)."
+        ),
+    ] = None,
+    shift_share: Annotated[
+        float | None,
+        typer.Option(
+            "--shift-share", help="Estimate savings of moving this share (0–1) of dear-zone load."
+        ),
+    ] = None,
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Energy and cost per tariff zone, fixed charges and total."""
+    from wattlake.energy.tariffs import (
+        compare_tariffs,
+        cost_rows,
+        load_tariff,
+        shift_savings,
+        tariff_cost,
+        tariff_segments,
+    )
+    from wattlake.query.energy import segment_energy, split_series
+
+    settings = load_settings(data_dir, config)
+    chosen = load_tariff(tariff)
+    others = [load_tariff(n.strip()) for n in compare.split(",") if n.strip()] if compare else []
+    if shift_share is not None and not 0.0 <= shift_share <= 1.0:
+        raise UsageError(f"--shift-share must be between 0 and 1, not {shift_share}.")
+    _, start_ms, end_ms = _range(settings, tz, start, end)
+    table = _readings(settings, device, start_ms, end_ms)
+    over = segment_energy(
+        split_series(table, channel=channel),
+        method=method.value,
+        max_gap_s=float(settings["energy.max_gap_s"]),
+        max_power_w=float(settings["energy.max_power_w"]),
+    )
+    if compare is not None:
+        rows = compare_tariffs([chosen, *others], over, start_ms, end_ms)
+        emit_rows(rows, fmt, title="Tariffs compared")
+        return
+    segments = tariff_segments(chosen, start_ms, end_ms)
+    imp, exp = over(segments.edges_ms)
+    rows = cost_rows(tariff_cost(chosen, segments, imp, exp))
+    if shift_share is not None:
+        shift = shift_savings(chosen, segments, imp, shift_share)
+        rows.append(
+            {
+                "tariff": chosen.name,
+                "zone": f"shift-{shift_share:g}",
+                "import_wh": shift["shifted_wh"],
+                "export_wh": 0.0,
+                "import_cost": 0.0,
+                "export_credit": 0.0,
+                "cost": -shift["savings"],
+                "currency": chosen.currency,
+            }
+        )
+    emit_rows(rows, fmt, title=f"Cost under {chosen.name} ({chosen.currency})")
+
+
+def tariffs_list(fmt: FormatOption = OutputFormat.table) -> None:
+    """List the built-in tariffs."""
+    from wattlake.energy.tariffs import builtin_tariff_names, load_tariff
+
+    rows = []
+    for name in builtin_tariff_names():
+        t = load_tariff(name)
+        rows.append(
+            {
+                "name": t.name,
+                "title": t.title,
+                "currency": t.currency,
+                "timezone": t.timezone,
+                "zones": ",".join(t.zones),
+            }
+        )
+    emit_rows(rows, fmt, title="Built-in tariffs")
+
+
+def tariffs_show(
+    name: Annotated[str, typer.Argument(help="Built-in tariff name or a .toml file.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show a tariff's zones and prices, one row per price period and zone."""
+    from wattlake.energy.tariffs import load_tariff
+
+    t = load_tariff(name)
+    rows = []
+    for period in t.prices:
+        for z in t.zones:
+            when = [
+                f"{'/'.join(sorted(r.days))} months {_months(r.months)} "
+                + " ".join(
+                    f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+                    for a, b in r.ranges_min
+                )
+                for r in t.rules
+                if r.zone == z
+            ]
+            if z == t.default_zone:
+                when.append("all other times")
+            rows.append(
+                {
+                    "tariff": t.name,
+                    "valid_from": period.valid_from.isoformat(),
+                    "zone": z,
+                    "when": "; ".join(when),
+                    "import_per_kwh": period.import_per_kwh[z],
+                    "export_per_kwh": period.export_per_kwh[z],
+                    "fixed_per_day": period.fixed_per_day,
+                    "fixed_per_month": period.fixed_per_month,
+                    "currency": t.currency,
+                    "timezone": t.timezone,
+                }
+            )
+    emit_rows(rows, fmt, title=t.title or t.name)
+
+
+def _months(months: frozenset[int]) -> str:
+    return "all" if len(months) == 12 else ",".join(str(m) for m in sorted(months))
+
+
+def tariffs_compare(
+    tariffs: Annotated[str, typer.Option("--tariffs", help="Tariffs to compare: NAME,NAME,…")],
+    start: StartOption,
+    end: EndOption,
+    device: DeviceOption = None,
+    channel: ChannelOption = None,
+    tz: TzOption = None,
+    method: MethodOption = Method.auto,
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Which tariff would have been cheapest on the same consumption."""
+    names = [n.strip() for n in tariffs.split(",") if n.strip()]
+    if not names:
+        raise UsageError("Give tariffs to compare, e.g. --tariffs pl-g11,pl-g12.")
+    cost(
+        tariff=names[0],
+        start=start,
+        end=end,
+        device=device,
+        channel=channel,
+        tz=tz,
+        method=method,
+        compare=",".join(names[1:]),
+        shift_share=None,
+        fmt=fmt,
+        data_dir=data_dir,
+        config=config,
+    )

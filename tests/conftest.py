@@ -9,11 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
+
+from wattlake.lake.storage import Lake
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -201,3 +205,22 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return s3_server
+
+
+def make_bucket(endpoint_url: str) -> str:
+    bucket = f"lake-{uuid.uuid4().hex[:10]}"
+    scheme, _, host = endpoint_url.partition("://")
+    fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    return bucket
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
+    """The same tests on a local folder and on a bucket of the real S3 server."""
+    if request.param == "local":
+        yield Lake.open(str(tmp_path / "lake"))
+    else:
+        server: S3Server = request.getfixturevalue("s3_env")
+        bucket = make_bucket(server.endpoint_url)
+        yield Lake.open(f"s3://{bucket}/prefix", s3_endpoint_url=server.endpoint_url)

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pyarrow.fs as pafs
 import pytest
 
-from tests.conftest import S3Server
 from wattlake.errors import StorageError
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
 from wattlake.schema import readings_to_table
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def make_bucket(endpoint_url: str) -> str:
-    bucket = f"lake-{uuid.uuid4().hex[:10]}"
-    scheme, _, host = endpoint_url.partition("://")
-    fs = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, allow_bucket_creation=True)
-    fs.create_dir(bucket)
-    return bucket
-
-
-@pytest.fixture(params=["local", "s3"])
-def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
-    if request.param == "local":
-        yield Lake.open(str(tmp_path / "lake"))
-    else:
-        server: S3Server = request.getfixturevalue("s3_env")
-        bucket = make_bucket(server.endpoint_url)
-        yield Lake.open(f"s3://{bucket}/prefix", s3_endpoint_url=server.endpoint_url)
 
 
 def rows(*specs: tuple[int, float, int]) -> list[dict[str, object]]:

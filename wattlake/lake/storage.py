@@ -125,6 +125,19 @@ class Lake:
         except OSError as exc:
             raise TransientStorageError(f"Could not read {path}: {exc}") from exc
 
+    def delete(self, path: str) -> None:
+        """Delete the object at full ``path``; a missing object is not an error.
+
+        Raises:
+            TransientStorageError: the object could not be deleted.
+        """
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise TransientStorageError(f"Could not delete {path}: {exc}") from exc
+
     def list_files(self, relative: str, suffix: str = "") -> list[str]:
         """Return full paths of the objects below ``relative`` ending in ``suffix``, sorted."""
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)

@@ -1,4 +1,5 @@
-"""DuckDB views over the lake: ``readings`` (deduplicated), ``raw_readings``, ``dead_letters``."""
+"""DuckDB views over the lake: ``readings`` (deduplicated), ``raw_readings``,
+``curated_readings`` and ``dead_letters``."""
 
 from __future__ import annotations
 
@@ -6,48 +7,33 @@ import io
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.json as pa_json
 
 from wattlake.config import Settings
-from wattlake.lake.storage import ERRORS, RAW_READINGS, Lake
+from wattlake.lake.catalog import DEDUP_WINDOW, parquet_view, sql_string
+from wattlake.lake.storage import CURATED_READINGS, ERRORS, RAW_READINGS, Lake
 from wattlake.schema import COLUMNS, READING_SCHEMA
 
 _COLUMN_LIST = ", ".join(COLUMNS)
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the lake's views defined.
 
-    ``readings`` holds each (device_id, channel, ts) once: delivery is at-least-once, so the
-    earliest received copy of a duplicate wins.
+    ``raw_readings`` is what the stream delivered and compaction has not yet taken;
+    ``curated_readings`` is what compaction wrote; ``readings`` is both, with each
+    (device_id, channel, ts) once: delivery is at-least-once, so the earliest received copy wins.
     """
     con = duckdb.connect()
-    files = lake.list_files(RAW_READINGS, ".parquet")
-    if not files:
-        con.register("raw_readings_empty", READING_SCHEMA.empty_table())
-        con.execute("CREATE VIEW raw_readings AS SELECT * FROM raw_readings_empty")
-    elif lake.is_local:
-        listing = ", ".join(_sql_string(f) for f in files)
-        con.execute(
-            f"CREATE VIEW raw_readings AS SELECT {_COLUMN_LIST} "
-            f"FROM read_parquet([{listing}], union_by_name = true)"
-        )
-    else:
-        dataset = ds.dataset(files, schema=READING_SCHEMA, format="parquet", filesystem=lake.fs)
-        con.register("raw_readings_dataset", dataset)
-        con.execute(f"CREATE VIEW raw_readings AS SELECT {_COLUMN_LIST} FROM raw_readings_dataset")
+    parquet_view(con, "raw_readings", lake, lake.list_files(RAW_READINGS, ".parquet"))
+    parquet_view(con, "curated_readings", lake, lake.list_files(CURATED_READINGS, ".parquet"))
     con.execute(
         f"""
         CREATE VIEW readings AS
-        SELECT {_COLUMN_LIST} FROM raw_readings
-        QUALIFY row_number() OVER (
-            PARTITION BY device_id, channel, ts ORDER BY received_at, source
-        ) = 1
+        SELECT {_COLUMN_LIST} FROM (
+            SELECT * FROM curated_readings UNION ALL SELECT * FROM raw_readings
+        )
+        QUALIFY row_number() OVER ({DEDUP_WINDOW}) = 1
         """
     )
     _dead_letter_view(con, lake)
@@ -57,7 +43,7 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
 def _dead_letter_view(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     files = lake.list_files(ERRORS, ".jsonl")
     if files and lake.is_local:
-        listing = ", ".join(_sql_string(f) for f in files)
+        listing = ", ".join(sql_string(f) for f in files)
         con.execute(
             "CREATE VIEW dead_letters AS SELECT * FROM read_json("
             f"[{listing}], format = 'newline_delimited', union_by_name = true)"

@@ -1,0 +1,1 @@
+"""Jobs over the lake (Glue ETL's role): compaction, rollups, exports, lifecycle."""

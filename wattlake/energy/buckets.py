@@ -158,6 +158,7 @@ def bucket_edges_ms(start_ms: int, end_ms: int, every: str, tz: ZoneInfo) -> npt
     Raises:
         UsageError: ``every`` is unknown or the range is empty.
     """
+    start_ms, end_ms = int(start_ms), int(end_ms)
     if end_ms <= start_ms:
         raise UsageError("The end must be after the start; check --start and --end.")
     if every in ("15min", "hour"):

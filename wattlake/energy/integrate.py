@@ -103,6 +103,7 @@ def positive_part_wh(
     -------
     numeric
         Energy of the positive part [W·ms]; a sign change is split at the zero crossing.
+        NaN input gives NaN.
     """
     a = np.asarray(start_w, dtype=np.float64)
     b = np.asarray(end_w, dtype=np.float64)
@@ -113,7 +114,8 @@ def positive_part_wh(
     cross = (lo < 0) & (hi > 0)
     # Zero crossing: the positive triangle has height hi and a base hi / (hi - lo) of the interval.
     span = np.where(cross, hi - lo, 1.0)
-    return np.where(cross, hi * hi / (2.0 * span) * x, out)
+    out = np.where(cross, hi * hi / (2.0 * span) * x, out)
+    return np.where(np.isnan(a + b + x), np.nan, out)
 
 
 def _shape(

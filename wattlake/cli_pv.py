@@ -264,7 +264,11 @@ def forecast(
     # Hours after the last measurement are not consumption of zero, just not measured yet.
     measured = np.flatnonzero(~np.isnan(load_wh))
     if measured.size == 0:
-        raise BadInputError("No hour in this range has consumption; check --device and --until.")
+        raise BadInputError(
+            "No hour in this range has measured consumption; check --device and --until, or "
+            "raise energy.max_gap_s if the meter reports less often than every "
+            f"{settings['energy.max_gap_s']:g} s."
+        )
     hours, load_wh = hours[: measured[-1] + 1], load_wh[: measured[-1] + 1]
     result = fc.forecast_next_day(hours, load_wh, tz=zone_name, country=country)
     rows = [

@@ -182,12 +182,37 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    server = S3Server(f"http://127.0.0.1:{s3_port}", process)
     try:
-        wait_for_port(s3_port, timeout_s=60)
-    except TimeoutError:
-        process.kill()
+        wait_for_port(s3_port, timeout_s=90)
+        _wait_until_writable(server, timeout_s=90)
+    except (TimeoutError, OSError):
+        server.stop()
         raise
-    return S3Server(f"http://127.0.0.1:{s3_port}", process)
+    return server
+
+
+def _wait_until_writable(server: S3Server, timeout_s: float) -> None:
+    """Wait until the S3 gateway stores an object: its port opens before the filer is ready."""
+    scheme, _, host = server.endpoint_url.partition("://")
+    fs = pafs.S3FileSystem(
+        endpoint_override=host,
+        scheme=scheme,
+        access_key=S3_ACCESS_KEY,
+        secret_key=S3_SECRET_KEY,
+        allow_bucket_creation=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fs.create_dir("ready-probe")
+            with fs.open_output_stream("ready-probe/probe") as out:
+                out.write(b"ok")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_with_grpc() -> int:
+    """Return a free port P whose P + 10000 is free too (SeaweedFS puts its gRPC there)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 45_000)
+        if all(_bindable(p) for p in (port, port + 10_000)):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
@@ -161,7 +180,7 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         ]
     }
     (workdir / "s3.json").write_text(json.dumps(identities))
-    s3_port, master, volume, filer = free_port(), free_port(), free_port(), free_port()
+    s3_port, master, volume, filer = (free_port_with_grpc() for _ in range(4))
     log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [

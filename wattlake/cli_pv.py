@@ -226,7 +226,7 @@ def forecast(
     ] = 7,
     country: Annotated[
         str | None,
-        typer.Option(help="ISO 3166 country code for public holidays, e.g. DE (default: none)."),
+        typer.Option(help="ISO 3166 country of public holidays, e.g. DE [setting energy.country]."),
     ] = None,
     until: Annotated[
         str | None,
@@ -246,7 +246,8 @@ def forecast(
     from wattlake.energy import forecast as fc
     from wattlake.energy.buckets import local_midnight_ms, parse_time_ms, zone
 
-    settings = load_settings(data_dir, config, **{"energy.tz": tz})
+    settings = load_settings(data_dir, config, **{"energy.tz": tz, "energy.country": country})
+    country = settings["energy.country"] or None
     zone_name = settings["energy.tz"]
     zi = zone(zone_name)
     if until is None:

@@ -94,6 +94,7 @@ register("stream.compression", "zstd", "", "Parquet compression codec of lake fi
 register("energy.tz", "UTC", "IANA zone", "Time zone of local days, hours and tariff zones.")
 register("energy.max_gap_s", 300.0, "s", "Longer intervals between samples count as gaps.")
 register("energy.max_power_w", 60000.0, "W", "Counter jumps implying more power are spikes.")
+register("energy.country", "", "ISO 3166", "Country of public holidays for forecasts (e.g. PL).")
 register("demo.devices", 3, "devices", "Simulated devices started by `wattlake demo`.")
 register("demo.interval_s", 1.0, "s", "Seconds between a simulated device's publishes.")
 

@@ -185,6 +185,7 @@ def start_seaweedfs(workdir: Path) -> S3Server:
     process = subprocess.Popen(
         [
             binary,
+            f"-logdir={workdir}",
             "server",
             f"-dir={workdir}",
             "-ip=127.0.0.1",

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import pyarrow as pa
+
 from wattlake.schema import Reading
+
+Decoded = list[Reading] | pa.Table
+"""What a decoder returns: reading dicts, or for large batches an Arrow table that already has
+exactly :data:`wattlake.schema.READING_SCHEMA` (the fast path that skips Python objects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +32,7 @@ class Decoder(Protocol):
 
     source: str
 
-    def decode(self, message: RawMessage) -> list[Reading]:
+    def decode(self, message: RawMessage) -> Decoded:
         """Return the readings in ``message`` (possibly none, e.g. a status message).
 
         Raises:

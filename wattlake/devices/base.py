@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import pyarrow as pa
 
 from wattlake.schema import Reading
 
-Decoded = list[Reading] | pa.Table
+Decoded: TypeAlias = list[Reading] | pa.Table
 """What a decoder returns: reading dicts, or for large batches an Arrow table that already has
 exactly :data:`wattlake.schema.READING_SCHEMA` (the fast path that skips Python objects)."""
 

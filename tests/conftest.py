@@ -135,6 +135,35 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+def tiny_disk_command(mount_point: Path, size: str, command: list[str]) -> list[str]:
+    """Return ``command`` run with a real ``size`` tmpfs mounted on ``mount_point``: a disk that
+    fills up. It lives in a private mount namespace (``unshare``), so no root is needed and
+    nothing outside the command sees it; its files vanish with the command.
+    """
+    unshare = need("unshare")
+    script = f'mount -t tmpfs -o size={size} wattlake-tiny "$0" && shift && exec "$@"'
+    return [
+        unshare,
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        script,
+        str(mount_point),
+        "--",
+        *command,
+    ]
+
+
+def run_on_tiny_disk(mount_point: Path, size: str, command: list[str]) -> str:
+    """Run ``command`` with a tiny disk on ``mount_point`` and return its standard output."""
+    done = subprocess.run(
+        tiny_disk_command(mount_point, size, command), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -73,7 +73,7 @@ def demo(
     stop = threading.Event()
     stop_on_signals(stop)
     with EmbeddedBroker(host=settings["broker.host"], port=port) as broker:
-        worker = IngestWorker(settings, broker.url)
+        worker = IngestWorker(settings, broker.url, mqtt5=False, drain=True)
         errors: list[BaseException] = []
         ingest = threading.Thread(
             target=_run_collecting, args=(worker.run, stop, errors), name="ingest"
@@ -224,7 +224,12 @@ def config_show(
 
     settings = load_settings(data_dir, config)
     rows = [
-        {"setting": n, "value": settings[n], "unit": s.unit, "from": settings.origins[n]}
+        {
+            "setting": n,
+            "value": "********" if s.unit == "secret" and settings[n] else settings[n],
+            "unit": s.unit,
+            "from": settings.origins[n],
+        }
         for n, s in REGISTRY.items()
     ]
     emit_rows(rows, fmt)

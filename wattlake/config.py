@@ -86,11 +86,67 @@ register("broker.port", 1883, "port", "Port of the embedded broker (0: pick a fr
 register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")
 register("ingest.qos", 1, "", "MQTT QoS of the ingest subscription (0 or 1).")
 register("ingest.max_payload_bytes", 262144, "bytes", "Payloads above this go to dead letters.")
+register(
+    "ingest.session_expiry_s",
+    7 * 24 * 3600,
+    "s",
+    "How long the broker keeps an absent worker's persistent session and messages.",
+)
+register(
+    "ingest.max_inflight",
+    1000,
+    "messages",
+    "Unacknowledged messages the broker may send at once (MQTT 5 receive maximum).",
+)
+register("ingest.username", "", "", "User name the ingest presents to the broker.")
+register(
+    "ingest.password",
+    "",
+    "secret",
+    "Password the ingest presents to the broker (use the environment, never logged).",
+)
+register(
+    "ingest.tls_ca_file",
+    "",
+    "path",
+    "CA certificate(s) to verify an mqtts:// broker (empty: the system's).",
+)
+register(
+    "ingest.tls_cert_file",
+    "",
+    "path",
+    "Client certificate for an mqtts:// broker that asks for one.",
+)
+register("ingest.tls_key_file", "", "path", "Private key of ingest.tls_cert_file.")
+register(
+    "ingest.tls_insecure", False, "", "Skip verifying the broker's certificate (testing only)."
+)
 register("stream.name", "ingest", "", "Stream name written into every lake object name.")
 register("stream.flush_interval_s", 60.0, "s", "Flush the buffer at least this often.")
 register("stream.buffer_max_bytes", 5 * 1024 * 1024, "bytes", "Flush when the buffer is this big.")
 register("stream.buffer_max_rows", 500_000, "rows", "Flush when the buffer holds this many rows.")
 register("stream.compression", "zstd", "", "Parquet compression codec of lake files.")
+register(
+    "stream.wal_dir",
+    "",
+    "path",
+    "WAL folder (empty: wal/<stream> in a local lake, else ~/.local/state/wattlake/wal/<stream>).",
+)
+register(
+    "stream.wal_segment_bytes", 64 * 1024 * 1024, "bytes", "Start a new WAL segment past this size."
+)
+register(
+    "stream.wal_max_bytes",
+    1024 * 1024 * 1024,
+    "bytes",
+    "While the lake is unwritable, stop acknowledging messages once the WAL holds this much.",
+)
+register(
+    "stream.retry_max_s",
+    60.0,
+    "s",
+    "Longest wait between retries of a failed lake write (backoff doubles up to it).",
+)
 register("energy.tz", "UTC", "IANA zone", "Time zone of local days, hours and tariff zones.")
 register("energy.max_gap_s", 300.0, "s", "Longer intervals between samples count as gaps.")
 register("energy.max_power_w", 60000.0, "W", "Counter jumps implying more power are spikes.")

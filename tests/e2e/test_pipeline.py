@@ -62,7 +62,9 @@ class RunningIngest:
 
     def __init__(self, url: str, data_dir: Path) -> None:
         settings = Settings.load(overrides={"data_dir": str(data_dir)}, environ={})
-        self.worker = IngestWorker(settings, url)
+        # amqtt speaks MQTT 3.1.1 only; Mosquitto gets MQTT 5 like production workers.
+        embedded = EmbeddedBroker.serves(url)
+        self.worker = IngestWorker(settings, url, mqtt5=not embedded, drain=True)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.run, args=(self.stop,))
         self.thread.start()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from wattlake.errors import BrokerError
 
@@ -31,7 +31,13 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    """An amqtt broker on ``host:port`` (port 0 picks a free one), in its own thread."""
+    """An amqtt broker on ``host:port`` (port 0 picks a free one), in its own thread.
+
+    amqtt speaks MQTT 3.1.1 only: clients connect with that, and shared subscriptions are not
+    available.
+    """
+
+    _running: ClassVar[set[str]] = set()
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -63,7 +69,13 @@ class EmbeddedBroker:
                 "choose another port with --broker-port."
             ) from self._error
         log.info("embedded MQTT broker listening on %s", self.url)
+        EmbeddedBroker._running.add(self.url)
         return self
+
+    @classmethod
+    def serves(cls, url: str) -> bool:
+        """Return True when ``url`` is an embedded broker running in this process."""
+        return url in cls._running
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -101,6 +113,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Stop the broker and wait for its thread."""
+        EmbeddedBroker._running.discard(self.url)
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)

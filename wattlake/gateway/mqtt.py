@@ -9,12 +9,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from wattlake.devices.base import RawMessage
-from wattlake.errors import BrokerError, UsageError
+from wattlake.errors import BrokerError, ConfigError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,42 @@ class Delivery:
     message: RawMessage
     mid: int
     qos: int
+    connection: int
 
 
-def new_client(client_id: str, *, clean_start: bool) -> mqtt.Client:
-    """Return a paho MQTT 3.1.1 client with the callback API version 2."""
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How to reach a broker over TLS (``mqtts://``)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False
+
+    def context(self) -> ssl.SSLContext:
+        """Return a client TLS context: the system's CAs unless ``ca_file`` is given.
+
+        Raises:
+            ConfigError: a certificate or key file cannot be used.
+        """
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            if self.cert_file:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"Cannot use the TLS client certificate: {exc}.") from exc
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+def new_client(client_id: str, *, clean_start: bool, mqtt5: bool = False) -> mqtt.Client:
+    """Return a paho client (MQTT 3.1.1, or 5 with ``mqtt5``) with the callback API version 2."""
+    if mqtt5:
+        return mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
     return mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -66,9 +101,14 @@ def new_client(client_id: str, *, clean_start: bool) -> mqtt.Client:
 
 
 class MqttSource:
-    """Subscribe to topics and queue every message as a :class:`Delivery`.
+    """Subscribe to topics and queue every message as a :class:`Delivery`, unacknowledged.
 
-    The consumer takes batches with :meth:`take`; paho's network loop runs in its own thread.
+    QoS 1 messages are acknowledged (PUBACK) only when the owner calls :meth:`ack`, after it has
+    made them durable; until then the broker keeps them and sends them again after a reconnect.
+    Unacknowledged messages also bound memory: the broker sends at most ``max_inflight`` of
+    them. A fixed ``client_id`` keeps a persistent session, so the broker queues messages while
+    the worker is away. paho's network loop runs in its own thread; the consumer takes batches
+    with :meth:`take`.
     """
 
     def __init__(
@@ -78,51 +118,100 @@ class MqttSource:
         topics: list[str],
         qos: int = 1,
         client_id: str | None = None,
-        tls_context: ssl.SSLContext | None = None,
+        mqtt5: bool = True,
+        shared_group: str = "",
+        session_expiry_s: int = 7 * 24 * 3600,
+        max_inflight: int = 1000,
+        username: str = "",
+        password: str = "",
+        tls: TlsOptions | None = None,
     ) -> None:
+        if shared_group and not mqtt5:
+            raise UsageError("Shared subscriptions (--shared-group) need an MQTT 5 broker.")
+        if shared_group and ("/" in shared_group or "+" in shared_group or "#" in shared_group):
+            raise UsageError(f"Shared group {shared_group!r} must not contain '/', '+' or '#'.")
         self.address = address
-        self.topics = topics
+        self.topics = [f"$share/{shared_group}/{t}" for t in topics] if shared_group else topics
         self.qos = qos
+        self.persistent = client_id is not None
         self.client_id = client_id or f"wattlake-ingest-{uuid.uuid4().hex[:8]}"
-        # A fixed client id keeps a persistent session: the broker queues while we are away.
-        self._client = new_client(self.client_id, clean_start=client_id is None)
-        if tls_context is not None:
-            self._client.tls_set_context(tls_context)
+        self.mqtt5 = mqtt5
+        self.session_expiry_s = session_expiry_s
+        self.max_inflight = max_inflight
+        self._client = new_client(self.client_id, clean_start=not self.persistent, mqtt5=mqtt5)
+        self._client.manual_ack_set(True)
+        self._client.max_inflight_messages_set(max_inflight)
+        if username:
+            self._client.username_pw_set(username, password or None)
+        if address.tls:
+            self._client.tls_set_context((tls or TlsOptions()).context())
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
-        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._refused: str | None = None
+        self._connection = 0
 
     def start(self, timeout_s: float = 15.0) -> None:
-        """Connect and subscribe, waiting until the broker has accepted us.
+        """Connect and subscribe, waiting until the broker has granted the subscription.
 
         Raises:
-            BrokerError: the broker cannot be reached.
+            BrokerError: the broker cannot be reached, refuses us or the subscription.
         """
+        where = f"{self.address.host}:{self.address.port}"
+        properties = None
+        if self.mqtt5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.session_expiry_s if self.persistent else 0
+            properties.ReceiveMaximum = self.max_inflight
         try:
-            self._client.connect(self.address.host, self.address.port, keepalive=30)
-        except OSError as exc:
+            self._client.connect(
+                self.address.host,
+                self.address.port,
+                keepalive=30,
+                clean_start=not self.persistent if self.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=properties,
+            )
+        except (OSError, ssl.SSLError) as exc:
             raise BrokerError(
-                f"Cannot reach the MQTT broker at {self.address.host}:{self.address.port}: {exc}; "
-                "check --broker and that the broker runs."
+                f"Cannot reach the MQTT broker at {where}: {exc}; "
+                "check --broker (and the TLS options) and that the broker runs."
             ) from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
-            self._client.loop_stop()
-            raise BrokerError(
-                f"The MQTT broker at {self.address.host}:{self.address.port} did not accept "
-                f"the connection within {timeout_s:.0f} s."
-            )
+        deadline = time.monotonic() + timeout_s
+        while not self._subscribed.wait(0.05):
+            if self._refused is not None or time.monotonic() > deadline:
+                self._client.loop_stop()
+                raise BrokerError(
+                    f"The MQTT broker at {where} "
+                    + (
+                        f"refused us: {self._refused}."
+                        if self._refused
+                        else f"did not grant the subscription within {timeout_s:.0f} s."
+                    )
+                )
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            log.error("broker refused the connection: %s", rc)
+            self._refused = str(rc)
+            log.error("the MQTT broker refused the connection: %s", rc)
             return
+        self._connection += 1
         client.subscribe([(topic, self.qos) for topic in self.topics])
-        self._connected.set()
+
+    def _on_subscribe(
+        self, _c: object, _u: object, _mid: int, reason_codes: list[Any], _p: object
+    ) -> None:
+        refused = [str(code) for code in reason_codes if getattr(code, "is_failure", False)]
+        if refused:
+            self._refused = f"subscription to {self.topics} refused ({', '.join(refused)})"
+            log.error("the MQTT broker %s", self._refused)
+            return
+        self._subscribed.set()
 
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, reason: object, _p: object
@@ -133,7 +222,12 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received_at_ms = time.time_ns() // 1_000_000
         self._queue.put(
-            Delivery(RawMessage(msg.topic, bytes(msg.payload), received_at_ms), msg.mid, msg.qos)
+            Delivery(
+                RawMessage(msg.topic, bytes(msg.payload), received_at_ms),
+                msg.mid,
+                msg.qos,
+                self._connection,
+            )
         )
 
     def take(self, max_items: int = 10_000, timeout_s: float = 0.1) -> list[Delivery]:
@@ -150,7 +244,18 @@ class MqttSource:
                 break
         return batch
 
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge ``deliveries`` to the broker (PUBACK for QoS 1).
+
+        Messages received on an earlier connection are not acknowledged: the broker has sent
+        them again on the new one, and their packet ids may now name other messages.
+        """
+        current = self._connection
+        for delivery in deliveries:
+            if delivery.qos and delivery.connection == current:
+                self._client.ack(delivery.mid, delivery.qos)
+
     def stop(self) -> None:
-        """Disconnect and stop the network thread."""
+        """Disconnect and stop the network thread; unacknowledged messages stay with the broker."""
         self._client.disconnect()
         self._client.loop_stop()

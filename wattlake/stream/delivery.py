@@ -1,8 +1,11 @@
 """Buffer decoded readings and deliver them to the lake as Parquet, Firehose-style.
 
-A flush happens when the buffer reaches ``buffer_max_bytes`` or ``buffer_max_rows``, or when
-``flush_interval_s`` has passed since the last one, whichever comes first. Readings are
-partitioned by their own UTC date and hour, so late data lands in its own partition.
+A flush is wanted when the buffer reaches ``buffer_max_bytes`` or ``buffer_max_rows``, or when
+``flush_interval_s`` has passed since the last one, whichever comes first; the owner of the
+stream decides when to flush (the ingest worker first makes the messages durable in its WAL).
+The buffer holds Arrow tables, not Python objects, so its memory is what ``buffer_max_bytes``
+counts. Readings are partitioned by their own UTC date and hour, so late data lands in its own
+partition; each partition becomes one Parquet file sorted by device, channel and time.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from wattlake.devices.base import RawMessage
@@ -25,9 +29,6 @@ from wattlake.stream.deadletters import DeadLetter, write_dead_letters
 from wattlake.stream.naming import MS_PER_HOUR, hour_partition, object_name
 
 log = logging.getLogger(__name__)
-
-# Rough in-memory size of one buffered reading, for the byte limit [bytes].
-READING_BYTES_ESTIMATE = 400
 
 
 @dataclass(slots=True)
@@ -71,7 +72,8 @@ class DeliveryStream:
         self.compression = compression
         self.stats = StreamStats()
         self._lock = threading.RLock()
-        self._partitions: dict[int, list[Reading]] = defaultdict(list)
+        self._tables: list[pa.Table] = []
+        self._bytes = 0
         self._dead: list[DeadLetter] = []
         self._rows = 0
         self._seq = 0
@@ -82,27 +84,38 @@ class DeliveryStream:
         """Return how many readings wait in the buffer."""
         return self._rows
 
-    def accept(self, messages: Iterable[RawMessage]) -> None:
-        """Decode ``messages`` into the buffer; undecodable ones become dead letters.
+    @property
+    def buffered_bytes(self) -> int:
+        """Return the memory held by buffered readings [bytes]."""
+        return self._bytes
 
-        Flushes when a size limit is reached.
-        """
+    def accept(self, messages: Iterable[RawMessage]) -> None:
+        """Decode ``messages`` into the buffer; undecodable ones become dead letters."""
         with self._lock:
+            dicts: list[Reading] = []
             for message in messages:
                 self.stats.messages += 1
                 try:
-                    readings = self.router.decode(message)
+                    decoded = self.router.decode(message)
                 except DecodeError as exc:
                     self._dead_letter(DeadLetter(message, exc.reason, str(exc)))
                     continue
-                for reading in readings:
-                    self._partitions[reading["ts"] // MS_PER_HOUR].append(reading)
-                self._rows += len(readings)
-                self.stats.readings += len(readings)
-            if self._rows >= self.limits.buffer_max_rows or (
-                self._rows * READING_BYTES_ESTIMATE >= self.limits.buffer_max_bytes
-            ):
-                self.flush()
+                if isinstance(decoded, pa.Table):
+                    self._add(decoded)
+                else:
+                    dicts += decoded
+            drain = getattr(self.router, "drain", None)
+            if drain is not None:
+                dicts += drain(time.time_ns() // 1_000_000)
+            if dicts:
+                self._add(readings_to_table(dicts))
+
+    def _add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._tables.append(table)
+            self._rows += table.num_rows
+            self._bytes += table.nbytes
+            self.stats.readings += table.num_rows
 
     def _dead_letter(self, letter: DeadLetter) -> None:
         self._dead.append(letter)
@@ -120,34 +133,33 @@ class DeliveryStream:
         """Return True when ``flush_interval_s`` has passed since the last flush."""
         return time.monotonic() - self._last_flush >= self.limits.flush_interval_s
 
+    def flush_wanted(self) -> bool:
+        """Return True when a buffering limit (time, bytes or rows) has been reached."""
+        return (
+            self._rows >= self.limits.buffer_max_rows
+            or self._bytes >= self.limits.buffer_max_bytes
+            or self.flush_due()
+        )
+
     def flush(self) -> list[str]:
         """Write every buffered reading and dead letter to the lake; return the objects written.
 
+        Readings that decoders still hold (e.g. an incomplete Gen1 publish cycle) are taken
+        first, so nothing stays only in memory after a flush.
+
         Raises:
-            wattlake.errors.TransientStorageError: the lake could not be written; the buffer is
-                kept and the flush can be retried.
+            wattlake.errors.TransientStorageError: the lake could not be written; whatever was
+                not written stays in the buffer and the flush can be retried.
         """
         with self._lock:
+            drain = getattr(self.router, "drain", None)
+            if drain is not None:
+                held = drain(None)
+                if held:
+                    self._add(readings_to_table(held))
             written: list[str] = []
-            for hour_index in sorted(self._partitions):
-                readings = self._partitions[hour_index]
-                table = readings_to_table(readings)
-                order = pc.sort_indices(
-                    table,
-                    sort_keys=[
-                        ("device_id", "ascending"),
-                        ("channel", "ascending"),
-                        ("ts", "ascending"),
-                    ],
-                )
-                table = table.take(order)
-                name = object_name(self.name, self._next_seq(), ".parquet")
-                relative = f"{RAW_READINGS}/{hour_partition(hour_index)}/{name}"
-                written.append(self.lake.write_table(relative, table, compression=self.compression))
-                del self._partitions[hour_index]
-                self._rows -= len(readings)
-                self.stats.files_written += 1
-                self.stats.rows_written += table.num_rows
+            if self._tables:
+                written += self._write_readings()
             if self._dead:
                 written += write_dead_letters(self.lake, self.name, self._next_seq(), self._dead)
                 self._dead = []
@@ -156,6 +168,38 @@ class DeliveryStream:
             if written:
                 log.info("flushed %d object(s) to %s", len(written), self.lake.url)
             return written
+
+    def _write_readings(self) -> list[str]:
+        """Write one sorted file per UTC hour; what was not written stays in the buffer."""
+        table = pa.concat_tables(self._tables)
+        hours = pc.divide(table["ts"].cast(pa.int64()), MS_PER_HOUR)
+        order = pc.sort_indices(
+            table.append_column("_hour", hours),
+            sort_keys=[
+                ("_hour", "ascending"),
+                ("device_id", "ascending"),
+                ("channel", "ascending"),
+                ("ts", "ascending"),
+            ],
+        )
+        table = table.take(order)
+        hour_of_row = hours.take(order).to_numpy()
+        self._tables = [table]
+        written: list[str] = []
+        starts = [0, *(np.flatnonzero(hour_of_row[1:] != hour_of_row[:-1]) + 1).tolist()]
+        ends = [*starts[1:], table.num_rows]
+        for start, end in zip(starts, ends, strict=True):
+            part = table.slice(start, end - start)
+            name = object_name(self.name, self._next_seq(), ".parquet")
+            relative = f"{RAW_READINGS}/{hour_partition(int(hour_of_row[start]))}/{name}"
+            written.append(self.lake.write_table(relative, part, compression=self.compression))
+            rest = table.slice(end)
+            self._tables = [rest] if rest.num_rows else []
+            self._rows = rest.num_rows
+            self._bytes = rest.nbytes
+            self.stats.files_written += 1
+            self.stats.rows_written += part.num_rows
+        return written
 
     def _next_seq(self) -> int:
         self._seq += 1

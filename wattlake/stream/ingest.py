@@ -1,21 +1,49 @@
-"""An ingest worker: MQTT messages in, readings delivered to the lake."""
+"""An ingest worker: MQTT messages in, readings delivered to the lake, nothing acknowledged lost.
+
+Each batch of messages taken from the broker goes through the same steps, in this order:
+
+1. append the raw messages to the write-ahead log and ``fsync`` once (group commit);
+2. acknowledge them to the broker (PUBACK): only now may a device forget them;
+3. decode them into the stream's buffer.
+
+When the buffer is due, the WAL's open segment is closed, the buffer is written to the lake,
+and only then are the closed segments deleted. A crash anywhere leaves every acknowledged
+message in the WAL or in committed lake files; on start the WAL is replayed. A message may
+reach the lake twice (written, then replayed or sent again by the broker): the ``readings``
+view and compaction keep one row per (device_id, channel, ts).
+
+When the lake cannot be written the worker keeps the buffer, goes on logging messages to the
+WAL (not decoding them) and retries with exponential backoff; when the WAL reaches
+``stream.wal_max_bytes`` it stops taking messages, so the broker stops sending and devices
+keep their data until the lake is back.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 
 from wattlake.config import Settings
 from wattlake.devices.router import DecoderRouter
-from wattlake.gateway.mqtt import BrokerAddress, MqttSource
+from wattlake.errors import ConfigError, StorageError
+from wattlake.gateway.mqtt import BrokerAddress, Delivery, MqttSource, TlsOptions
 from wattlake.lake.storage import Lake
 from wattlake.stream.delivery import DeliveryStream, FlushLimits
+from wattlake.stream.wal import WriteAheadLog, read_segment
 
 log = logging.getLogger(__name__)
 
 # How long the broker may stay silent before a draining worker decides it has everything [s].
 DRAIN_QUIET_S = 0.5
+# The longest a draining worker keeps taking messages after it was asked to stop [s].
+DRAIN_MAX_S = 10.0
+# First wait before retrying a failed lake write or WAL append [s]; it doubles each time.
+RETRY_FIRST_S = 0.5
 
 
 def stream_from_settings(settings: Settings, lake: Lake) -> DeliveryStream:
@@ -34,6 +62,62 @@ def stream_from_settings(settings: Settings, lake: Lake) -> DeliveryStream:
     )
 
 
+def wal_dir_from_settings(settings: Settings, lake: Lake) -> Path:
+    """Return the WAL folder: ``stream.wal_dir``, else ``wal/<stream>`` in a local lake, else
+    ``~/.local/state/wattlake/wal/<stream>`` for a lake in S3.
+
+    Raises:
+        ConfigError: a WAL cannot live in object storage.
+    """
+    configured = settings["stream.wal_dir"]
+    if configured:
+        if "://" in configured:
+            raise ConfigError(f"stream.wal_dir {configured!r} must be a local folder.")
+        return Path(configured)
+    if lake.is_local:
+        return Path(lake.root) / "wal" / settings["stream.name"]
+    return Path.home() / ".local/state/wattlake/wal" / settings["stream.name"]
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential retry delays, from ``first_s`` doubling up to ``max_s``."""
+
+    first_s: float
+    max_s: float
+    delay_s: float = 0.0
+    next_at: float = 0.0
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Record a failure and return the wait before the next attempt [s]."""
+        self.failures += 1
+        self.delay_s = min(self.max_s, self.first_s if self.delay_s == 0 else self.delay_s * 2)
+        self.next_at = time.monotonic() + self.delay_s
+        return self.delay_s
+
+    def due(self) -> bool:
+        """Return True when the next attempt may start."""
+        return time.monotonic() >= self.next_at
+
+    def reset(self) -> None:
+        """Forget earlier failures."""
+        self.delay_s, self.failures = 0.0, 0
+
+
+@dataclass(slots=True)
+class IngestHealth:
+    """What is wrong, if anything, for logs and metrics."""
+
+    lake_ok: bool = True
+    wal_ok: bool = True
+    acknowledging: bool = True
+    last_error: str = ""
+    wal_bytes: int = 0
+    acked: int = 0
+    replayed: int = 0
+
+
 class IngestWorker:
     """Subscribe to a broker and deliver what arrives until told to stop."""
 
@@ -44,41 +128,238 @@ class IngestWorker:
         *,
         client_id: str | None = None,
         lake: Lake | None = None,
+        mqtt5: bool = True,
+        shared_group: str = "",
+        drain: bool = False,
     ) -> None:
         self.lake = lake or Lake.from_settings(settings)
         self.stream = stream_from_settings(settings, self.lake)
+        self.wal = WriteAheadLog(
+            wal_dir_from_settings(settings, self.lake),
+            segment_max_bytes=settings["stream.wal_segment_bytes"],
+        )
+        self.wal_max_bytes: int = settings["stream.wal_max_bytes"]
+        self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
+        self.health = IngestHealth()
+        self.drain = drain
         topics = [t.strip() for t in settings["ingest.topics"].split(",") if t.strip()]
+        if client_id is None:
+            client_id = f"wattlake-{settings['stream.name']}-{socket.gethostname()}"
         self.source = MqttSource(
             BrokerAddress.parse(broker_url),
             topics=topics,
             qos=settings["ingest.qos"],
             client_id=client_id,
+            mqtt5=mqtt5,
+            shared_group=shared_group,
+            session_expiry_s=settings["ingest.session_expiry_s"],
+            max_inflight=settings["ingest.max_inflight"],
+            username=settings["ingest.username"],
+            password=settings["ingest.password"],
+            tls=TlsOptions(
+                ca_file=settings["ingest.tls_ca_file"],
+                cert_file=settings["ingest.tls_cert_file"],
+                key_file=settings["ingest.tls_key_file"],
+                insecure=settings["ingest.tls_insecure"],
+            ),
         )
         self.ready = threading.Event()
+        # Closed WAL segments whose messages are all in the stream's buffer ...
+        self._loaded: list[Path] = []
+        # ... and those that are not (left by an earlier run, or logged while the lake was
+        # unwritable); they are read back into the buffer once the lake takes writes.
+        self._pending: deque[Path] = deque()
+        # Deliveries that could not be written to the WAL, retried before anything new.
+        self._held: list[Delivery] = []
+
+    @property
+    def degraded(self) -> bool:
+        """Return True while the lake cannot be written (messages only go to the WAL)."""
+        return not self.health.lake_ok
 
     def run(self, stop: threading.Event) -> None:
-        """Ingest until ``stop`` is set, then drain what the broker still sends and flush.
+        """Replay the WAL, then ingest until ``stop`` is set; flush and return.
 
         Raises:
             wattlake.errors.BrokerError: the broker cannot be reached.
+            wattlake.errors.ConfigError: the WAL folder is in use or unusable.
+            wattlake.errors.StorageError: at exit, readings remain in the WAL only (the lake
+                could not be written); they are delivered on the next start.
         """
-        self.source.start()
-        self.ready.set()
+        self._pending.extend(self.wal.open())
         try:
-            while not stop.is_set():
-                self._step()
-            quiet_since = time.monotonic()
-            while time.monotonic() - quiet_since < DRAIN_QUIET_S:
-                if self._step():
-                    quiet_since = time.monotonic()
+            if self._pending:
+                log.info(
+                    "replaying %d WAL segment(s) from %s", len(self._pending), self.wal.directory
+                )
+                self._catch_up()
+            self.source.start()
+            try:
+                self.ready.set()
+                while not stop.is_set():
+                    self._step()
+                self._finish_taking()
+            finally:
+                self.source.stop()
+            self._final_flush()
         finally:
-            self.source.stop()
-            self.stream.flush()
+            self.wal.close()
 
-    def _step(self) -> bool:
-        batch = self.source.take(timeout_s=0.1)
-        if batch:
-            self.stream.accept(d.message for d in batch)
-        if self.stream.flush_due():
+    def _finish_taking(self) -> None:
+        """After a stop: take what the broker already sent (all of it, when draining)."""
+        started = quiet_since = time.monotonic()
+        limit_s = DRAIN_MAX_S if self.drain else 1.0
+        while self._step(timeout_s=0.05) and time.monotonic() - started < limit_s:
+            quiet_since = time.monotonic()
+        if not self.drain:
+            return
+        while time.monotonic() - quiet_since < DRAIN_QUIET_S and (
+            time.monotonic() - started < DRAIN_MAX_S
+        ):
+            if self._step():
+                quiet_since = time.monotonic()
+
+    def _step(self, timeout_s: float = 0.1) -> bool:
+        """Take one batch from the broker through WAL, ack and buffer; flush or retry when due.
+
+        Returns True when messages were taken.
+        """
+        took = False
+        if self._held:
+            if self.backoff.due():
+                self._log_to_wal(self._held)
+            else:
+                time.sleep(min(timeout_s, 0.05))
+        elif self.wal.total_bytes >= self.wal_max_bytes and self.degraded:
+            if self.health.acknowledging:
+                self.health.acknowledging = False
+                log.error(
+                    "the WAL holds %d bytes, its limit (stream.wal_max_bytes); no longer taking "
+                    "messages until the lake can be written: the broker and devices keep them",
+                    self.wal.total_bytes,
+                )
+            time.sleep(min(timeout_s, 0.05))
+        else:
+            batch = self.source.take(timeout_s=timeout_s)
+            if batch:
+                took = True
+                self._log_to_wal(batch)
+        if self.degraded:
+            if self.backoff.due():
+                self._recover()
+        elif self.stream.flush_wanted() or self.wal.total_bytes >= self.wal_max_bytes:
+            self._flush()
+        self.health.wal_bytes = self.wal.total_bytes
+        return took
+
+    def _log_to_wal(self, batch: list[Delivery]) -> None:
+        """Make ``batch`` durable, acknowledge it, and buffer it unless the lake is down."""
+        messages = [d.message for d in batch]
+        if self.wal.current_bytes >= self.wal.segment_max_bytes:
+            self._rotate()
+        try:
+            self.wal.append(messages)
+            self.wal.sync()
+        except OSError as exc:
+            self._held = batch
+            wait = self.backoff.failed()
+            self.health.wal_ok = False
+            self.health.last_error = f"cannot write the WAL in {self.wal.directory}: {exc}"
+            log.error(
+                "%s; %d message(s) not acknowledged (the broker keeps them); retrying in %.1f s",
+                self.health.last_error,
+                len(batch),
+                wait,
+            )
+            return
+        if not self.health.wal_ok:
+            log.warning("the WAL in %s takes writes again", self.wal.directory)
+            self.health.wal_ok = True
+            if self.health.lake_ok:
+                self.backoff.reset()
+        self._held = []
+        self.source.ack(batch)
+        self.health.acked += len(batch)
+        if not self.degraded:
+            self.stream.accept(messages)
+
+    def _rotate(self) -> None:
+        """Close the WAL's open segment; file it by whether its messages are in the buffer."""
+        closed = self.wal.rotate()
+        if closed is not None:
+            (self._pending if self.degraded else self._loaded).append(closed)
+
+    def _flush(self) -> bool:
+        """Write the buffer to the lake, then drop the WAL segments it covered.
+
+        Returns False when the lake cannot be written (the worker is then degraded).
+        """
+        self._rotate()
+        try:
             self.stream.flush()
-        return bool(batch)
+        except StorageError as exc:
+            wait = self.backoff.failed()
+            if self.health.lake_ok:
+                log.error(
+                    "cannot write to the lake %s: %s. Messages are kept in the WAL (%s, up to "
+                    "%d bytes) and acknowledged; retrying in %.1f s",
+                    self.lake.url,
+                    exc,
+                    self.wal.directory,
+                    self.wal_max_bytes,
+                    wait,
+                )
+            else:
+                log.error("the lake is still unwritable (%s); retrying in %.1f s", exc, wait)
+            self.health.lake_ok = False
+            self.health.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
+            return False
+        self.wal.delete(self._loaded)
+        self._loaded = []
+        return True
+
+    def _recover(self) -> None:
+        """Retry the lake; when it takes writes, read back what only the WAL holds."""
+        if not self._flush():
+            return
+        log.warning("the lake %s takes writes again; catching up from the WAL", self.lake.url)
+        self.health.lake_ok = True
+        self.health.acknowledging = True
+        self.health.last_error = ""
+        self.backoff.reset()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Read pending WAL segments into the buffer, oldest first, flushing as limits say."""
+        self._rotate()
+        while self._pending:
+            segment = self._pending[0]
+            for messages in read_segment(segment):
+                self.stream.accept(messages)
+                self.health.replayed += len(messages)
+            self._loaded.append(self._pending.popleft())
+            if self.stream.flush_wanted() and not self._flush():
+                return
+        self._flush()
+
+    def _final_flush(self) -> None:
+        """Flush at exit; if the lake is still down, say where the data waits."""
+        if self.degraded:
+            self._recover()
+        else:
+            self._flush()
+        if self.degraded or self._held:
+            raise StorageError(
+                f"{self.health.last_error}. {self.wal.total_bytes} bytes of acknowledged "
+                f"messages stay in the WAL at {self.wal.directory}; the next start of the "
+                "ingest delivers them."
+            )
+
+    def describe(self) -> str:
+        """Return a one-line summary of what the worker did, for the console."""
+        stats = self.stream.stats
+        return (
+            f"{stats.messages} message(s), {stats.readings} reading(s) in {stats.files_written} "
+            f"file(s), {stats.dead_letters} dead letter(s), {self.health.replayed} replayed "
+            "from the WAL"
+        )

@@ -1,0 +1,270 @@
+"""The write-ahead log: every accepted message is on disk before the device hears "accepted".
+
+A WAL is a folder of numbered segment files. Each record holds one raw message exactly as the
+gateway received it (topic, payload, receive time), framed by its length and a CRC-32, so a
+record torn by a crash is recognised and ignored: it was never synced, hence never acknowledged.
+Appends are cheap; :meth:`WriteAheadLog.sync` makes everything appended so far durable with one
+``fsync`` (group commit: one sync per batch of messages, not per message).
+
+A segment is deleted only by its owner, once the readings of all its records are in committed
+lake files. One process owns a WAL folder at a time (an exclusive ``flock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from wattlake.devices.base import RawMessage
+from wattlake.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAGIC: Final = b"WLWAL01\n"
+# Record header: CRC-32 of everything after it, payload length, receive time [ms], topic length.
+HEADER: Final = struct.Struct("<IIqH")
+SUFFIX: Final = ".wal"
+# Messages handed back per chunk when a segment is read.
+READ_CHUNK: Final = 5_000
+
+
+class WriteAheadLog:
+    """Append-only, CRC-framed segments of raw messages in one folder."""
+
+    def __init__(self, directory: Path, *, segment_max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.directory = directory
+        self.segment_max_bytes = segment_max_bytes
+        self._lock_fd: int | None = None
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._synced = 0
+        self._records = 0
+        self._next = 0
+        self._closed_bytes = 0
+
+    def open(self) -> list[Path]:
+        """Take ownership of the folder and return the segments left by an earlier run, oldest
+        first; they are not reopened for appending.
+
+        Raises:
+            ConfigError: another process owns the folder, or it cannot be created.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"Cannot use the WAL folder {self.directory}: {exc}.") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise ConfigError(
+                f"Another ingest process uses the WAL folder {self.directory}; give each worker "
+                "its own stream.name or stream.wal_dir."
+            ) from exc
+        self._lock_fd = fd
+        existing = self.segments()
+        self._closed_bytes = sum(p.stat().st_size for p in existing)
+        self._next = int(existing[-1].stem) + 1 if existing else 1
+        return existing
+
+    def segments(self) -> list[Path]:
+        """Return every segment file in the folder, oldest first, the open one included."""
+        return sorted(self.directory.glob(f"*{SUFFIX}"))
+
+    @property
+    def total_bytes(self) -> int:
+        """Return the bytes held by all segments, the open one included."""
+        return self._closed_bytes + self._size
+
+    @property
+    def current_bytes(self) -> int:
+        """Return the size of the open segment; the owner rotates past ``segment_max_bytes``."""
+        return self._size
+
+    @property
+    def current(self) -> Path | None:
+        """Return the segment that appends go to, or None before the first append."""
+        return self._path
+
+    def append(self, messages: Sequence[RawMessage]) -> None:
+        """Append ``messages`` to the open segment (not yet durable: call :meth:`sync`).
+
+        On failure the segment is cut back to its last whole record and closed, so a later
+        append never follows a torn record.
+
+        Raises:
+            OSError: the disk is full or failing; nothing of ``messages`` counts as written.
+        """
+        if not messages:
+            return
+        if self._file is None:
+            self._start_segment()
+        assert self._file is not None
+        parts: list[bytes] = []
+        for message in messages:
+            topic = message.topic.encode()
+            body = topic + message.payload
+            head = HEADER.pack(0, len(message.payload), message.received_at_ms, len(topic))[4:]
+            crc = zlib.crc32(body, zlib.crc32(head))
+            parts += (struct.pack("<I", crc), head, body)
+        data = b"".join(parts)
+        try:
+            self._file.write(data)
+        except OSError:
+            self._cut_back()
+            raise
+        self._size += len(data)
+        self._records += len(messages)
+
+    def sync(self) -> None:
+        """Make every appended record durable (one ``fsync``: the group commit).
+
+        Raises:
+            OSError: the data may not be on disk; do not acknowledge it.
+        """
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._cut_back()
+            raise
+        self._synced = self._size
+
+    def _cut_back(self) -> None:
+        """Drop the unsynced tail of the open segment after a failed write and close it."""
+        if self._file is None or self._path is None:
+            return
+        path, synced = self._path, self._synced
+        with contextlib.suppress(OSError):
+            self._file.close()
+        try:
+            os.truncate(path, synced)
+        except OSError as exc:
+            log.error("could not cut back WAL segment %s: %s", path, exc)
+        self._file, self._path = None, None
+        self._size = self._synced = 0
+        self._closed_bytes += synced
+        if synced <= len(MAGIC):
+            path.unlink(missing_ok=True)
+            self._closed_bytes -= synced
+
+    def _start_segment(self) -> None:
+        path = self.directory / f"{self._next:016d}{SUFFIX}"
+        self._next += 1
+        handle = open(path, "xb")  # noqa: SIM115 - kept open until rotated
+        try:
+            handle.write(MAGIC)
+        except OSError:
+            handle.close()
+            path.unlink(missing_ok=True)
+            raise
+        self._file, self._path = handle, path
+        self._size, self._synced, self._records = len(MAGIC), 0, 0
+        _fsync_dir(self.directory)
+
+    def rotate(self) -> Path | None:
+        """Close the open segment and return it (None when there is none or it is empty).
+
+        The next append starts a new segment.
+
+        Raises:
+            OSError: the final sync failed.
+        """
+        if self._file is None or self._path is None:
+            return None
+        path, records = self._path, self._records
+        self.sync()
+        self._file.close()
+        self._closed_bytes += self._size
+        self._file, self._path, self._size, self._synced, self._records = None, None, 0, 0, 0
+        if records == 0:
+            self.delete([path])
+            return None
+        return path
+
+    def delete(self, paths: Sequence[Path]) -> None:
+        """Delete closed segments whose readings are committed to the lake."""
+        for path in paths:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            self._closed_bytes -= size
+        if paths:
+            _fsync_dir(self.directory)
+
+    def close(self) -> None:
+        """Sync and close the open segment and give up ownership of the folder."""
+        try:
+            self.rotate()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+def read_segment(path: Path, chunk: int = READ_CHUNK) -> Iterator[list[RawMessage]]:
+    """Yield the messages of a segment in chunks, stopping at the first torn or corrupt record.
+
+    A torn tail is what a crash leaves of an append that was never synced, so never
+    acknowledged; it is ignored with a warning. Corruption before the tail keeps the segment's
+    bytes in ``<name>.corrupt`` beside it for inspection.
+    """
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        log.error("WAL segment %s has no WAL header; kept as %s.corrupt", path, path.name)
+        _keep_corrupt(path, data)
+        return
+    offset, out = len(MAGIC), []
+    while offset < len(data):
+        end_of_header = offset + HEADER.size
+        if end_of_header > len(data):
+            break
+        crc, payload_len, received_at_ms, topic_len = HEADER.unpack_from(data, offset)
+        end = end_of_header + topic_len + payload_len
+        if end > len(data):
+            break
+        head = data[offset + 4 : end_of_header]
+        body = data[end_of_header:end]
+        if zlib.crc32(body, zlib.crc32(head)) != crc:
+            break
+        topic = body[:topic_len].decode()
+        out.append(RawMessage(topic, body[topic_len:], received_at_ms))
+        offset = end
+        if len(out) >= chunk:
+            yield out
+            out = []
+    if out:
+        yield out
+    if offset < len(data):
+        log.warning(
+            "WAL segment %s: %d byte(s) after the last whole record ignored (an append that "
+            "was never synced, so never acknowledged)",
+            path,
+            len(data) - offset,
+        )
+        _keep_corrupt(path, data)
+
+
+def _keep_corrupt(path: Path, data: bytes) -> None:
+    path.with_name(path.name + ".corrupt").write_bytes(data)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,145 @@
+"""Nothing acknowledged is lost, nothing is counted twice: kill -9, an unwritable lake, a full disk.
+
+Every test runs a real Mosquitto and real ingest workers; the publisher is a plain QoS 1 client.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mosquitto, tiny_disk_command
+from tests.stream.support import (
+    IngestProcess,
+    Publisher,
+    expected_keys,
+    lake_keys,
+    reading_message,
+    wait_until,
+)
+from wattlake.config import Settings
+from wattlake.stream.ingest import IngestWorker
+
+
+def wal_segments(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "wal" / "ingest").glob("*.wal"))
+
+
+def test_sigkill_mid_stream_then_restart_gives_every_reading_exactly_once(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    count = 30_000
+    data_dir = tmp_path / "lake"
+    env = {"WATTLAKE_STREAM__FLUSH_INTERVAL_S": "2"}
+    first = IngestProcess(mosquitto.url, data_dir, tmp_path / "ingest-1.log", env=env)
+    first.wait_subscribed()
+    publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p1")
+    publisher.start()
+    wait_until(lambda: publisher.acknowledged() >= count // 3, 120, "a third published")
+    # Kill while the WAL holds acknowledged messages that no lake file has yet.
+    wait_until(lambda: any(p.stat().st_size > 100 for p in wal_segments(data_dir)), 60, "WAL")
+    first.kill()
+    # While no worker runs, the broker keeps the messages for the persistent session.
+    wait_until(lambda: publisher.acknowledged() >= count // 2, 120, "half published")
+    second = IngestProcess(mosquitto.url, data_dir, tmp_path / "ingest-2.log", env=env)
+    second.wait_subscribed()
+    publisher.wait()
+    publisher.close()
+    wait_until(lambda: lake_keys(data_dir)[1] >= count, 180, "every reading in the lake")
+    assert second.stop() == 0, second.text()
+
+    raw_rows, view_rows, keys = lake_keys(data_dir)
+    assert view_rows == count
+    assert keys == expected_keys(count)
+    assert raw_rows >= count  # at-least-once below, exactly once in `readings`
+    assert wal_segments(data_dir) == [], "committed segments are deleted"
+    assert "Traceback" not in first.text() + second.text()
+    replayed = re.search(r"(\d+) replayed from the WAL", second.text())
+    assert replayed and int(replayed.group(1)) > 0, second.text()
+
+
+def in_process_worker(
+    url: str, data_dir: Path, **settings: object
+) -> tuple[IngestWorker, threading.Event, threading.Thread]:
+    values = {"data_dir": str(data_dir), "stream.flush_interval_s": 0.2, **settings}
+    worker = IngestWorker(Settings.load(overrides=values, environ={}), url, client_id="inproc")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    assert worker.ready.wait(30)
+    return worker, stop, thread
+
+
+def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then_catches_up(
+    mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = 3_000
+    data_dir = tmp_path / "lake"
+    data_dir.mkdir()
+    blocker = data_dir / "raw"
+    blocker.write_text("a file where the raw/ folder should be: every lake write fails")
+    worker, stop, thread = in_process_worker(
+        mosquitto.url, data_dir, **{"stream.wal_max_bytes": 150_000, "stream.retry_max_s": 0.5}
+    )
+    publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p2")
+    publisher.start().wait()
+    wait_until(lambda: not worker.health.acknowledging, 60, "the WAL limit")
+    assert not worker.health.lake_ok
+    assert "cannot write to the lake" in worker.health.last_error
+    assert 0 < worker.health.acked < count, "past the limit the broker keeps the rest"
+    time.sleep(1)
+    assert worker.health.acked < count
+    assert worker.wal.total_bytes >= 150_000
+    assert "cannot write to the lake" in caplog.text and "no longer taking messages" in caplog.text
+
+    blocker.unlink()
+    wait_until(lambda: lake_keys(data_dir)[1] >= count, 120, "the lake to catch up")
+    wait_until(lambda: worker.health.lake_ok and worker.health.acknowledging, 30, "health")
+    stop.set()
+    thread.join(30)
+    publisher.close()
+    raw_rows, view_rows, keys = lake_keys(data_dir)
+    assert (view_rows, keys) == (count, expected_keys(count))
+    assert raw_rows == count, "a lake that was only down writes nothing twice"
+    assert "takes writes again" in caplog.text
+    assert wal_segments(data_dir) == []
+
+
+def test_a_full_disk_is_reported_and_the_next_start_delivers_everything(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    count = 3_000
+    data_dir = tmp_path / "lake"
+    raw = data_dir / "raw"
+    raw.mkdir(parents=True)
+    # The lake's raw/ folder is an 8 KiB file system: no Parquet file of 1,000 readings fits.
+    env = {"WATTLAKE_STREAM__FLUSH_INTERVAL_S": "60", "WATTLAKE_STREAM__BUFFER_MAX_ROWS": "1000"}
+    full = IngestProcess(
+        mosquitto.url,
+        data_dir,
+        tmp_path / "ingest-full.log",
+        env=env,
+        wrap=lambda command: tiny_disk_command(raw, "8k", command),
+    )
+    full.wait_subscribed()
+    publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p3")
+    publisher.start().wait()
+    wait_until(lambda: "No space left on device" in full.text(), 60, "the disk-full error")
+    assert full.stop() == 1
+    text = full.text()
+    assert "cannot write to the lake" in text
+    assert "stay in the WAL" in text and "the next start of the ingest delivers them" in text
+    assert "Traceback" not in text
+    assert wal_segments(data_dir), "the acknowledged messages wait in the WAL"
+
+    after = IngestProcess(mosquitto.url, data_dir, tmp_path / "ingest-after.log")
+    after.wait_subscribed()
+    wait_until(lambda: lake_keys(data_dir)[1] >= count, 120, "the replay")
+    assert after.stop() == 0
+    publisher.close()
+    _, view_rows, keys = lake_keys(data_dir)
+    assert (view_rows, keys) == (count, expected_keys(count))

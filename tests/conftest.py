@@ -115,7 +115,8 @@ def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None =
         "allow_anonymous true\n"
         f"persistence_location {workdir}/\n"
         "max_queued_messages 1000000\n"
-        "max_inflight_messages 1000\n" + extra_config
+        "max_inflight_messages 1000\n" + ("user root\n" if os.geteuid() == 0 else "") + extra_config
+        # As root Mosquitto would switch to user "mosquitto", who cannot read the test's files.
     )
     log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)

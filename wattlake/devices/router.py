@@ -1,33 +1,136 @@
-"""Choose the decoder for a message by its topic, and decode it."""
+"""Choose the decoder for a message by its topic (or a per-device override), and decode it.
+
+Default routes, first match wins (``+`` is one topic level, ``#`` one or more):
+
+====================================  ==============  =====================================
+topic                                 format          device id
+====================================  ==============  =====================================
+``wattlake/+/readings``               ``generic``     level 2
+``shellies/announce``                 ``shelly-gen1`` ``id`` in the announce document
+``shellies/+/#`` (``emeter/+/+``,     ``shelly-gen1`` level 2
+``online``, ``announce``, relay …)
+``+/events/rpc``                      ``shelly-gen2`` level 1 (the device's MQTT prefix)
+``+/status/+``                        ``shelly-gen2`` level 1
+``+/online``                          ``shelly-gen2`` level 1
+====================================  ==============  =====================================
+
+The setting ``devices.formats`` (``device_id=format,...``) overrides the format per device: the
+device is the level the matching route names, or, for a topic no route matches, the first level
+that is a configured device id (e.g. a Gen2 meter with the prefix ``shellies/<id>`` publishes
+``shellies/<id>/events/rpc``). Decoders read topics from the right (``.../events/rpc``,
+``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under any prefix.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
-from wattlake.devices.base import Decoder, RawMessage
+from wattlake.devices.base import Decoded, Decoder, RawMessage
+from wattlake.devices.generic import GenericDecoder
+from wattlake.devices.shelly_gen1 import ShellyGen1Decoder
 from wattlake.devices.shelly_gen2 import ShellyGen2Decoder
-from wattlake.errors import DecodeError
+from wattlake.devices.status import DeviceStatus, StatusRegistry
+from wattlake.errors import ConfigError, DecodeError
 from wattlake.schema import Reading
+
+FORMATS_SETTING: Final = "devices.formats"
+# Topic pattern -> (format, index of the level that names the device, None: in the payload).
+ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
+    (("wattlake", "+", "readings"), "generic", 1),
+    (("shellies", "announce"), "shelly-gen1", None),
+    (("shellies", "+", "#"), "shelly-gen1", 1),
+    (("+", "events", "rpc"), "shelly-gen2", 0),
+    (("+", "status", "+"), "shelly-gen2", 0),
+    (("+", "online"), "shelly-gen2", 0),
+)
+FORMATS: Final = frozenset(fmt for _, fmt, _ in ROUTES)
+
+
+def parse_formats(text: str) -> dict[str, str]:
+    """Parse the ``devices.formats`` setting, ``device_id=format,...``, into a mapping.
+
+    Raises:
+        ConfigError: an entry is not ``device=format`` or names an unknown format.
+    """
+    formats: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        device_id, sep, fmt = (part.strip() for part in entry.partition("="))
+        if not sep or not device_id or not fmt:
+            raise ConfigError(
+                f"{FORMATS_SETTING} entry {entry!r} is not device_id=format; fix the setting."
+            )
+        formats[device_id] = fmt
+    return formats
+
+
+def match(pattern: tuple[str, ...], parts: list[str]) -> bool:
+    """Return True when topic levels ``parts`` match an MQTT-style ``pattern``."""
+    if pattern[-1] == "#":
+        fixed = pattern[:-1]
+        if len(parts) <= len(fixed):
+            return False
+    elif len(parts) != len(pattern):
+        return False
+    else:
+        fixed = pattern
+    return all(p == "+" or p == part for p, part in zip(fixed, parts, strict=False))
 
 
 class DecoderRouter:
-    """Route each message to the decoder of its format, chosen by topic pattern."""
+    """Route each message to the decoder of its format; keep device status for all formats."""
 
-    def __init__(self, *, max_payload_bytes: int = 262_144) -> None:
+    def __init__(
+        self,
+        *,
+        max_payload_bytes: int = 262_144,
+        formats: Mapping[str, str] | str | None = None,
+    ) -> None:
+        """Create the decoders.
+
+        ``formats`` maps device ids to a format name (or is the ``devices.formats`` text).
+
+        Raises:
+            ConfigError: ``formats`` names a format that does not exist.
+        """
         self.max_payload_bytes = max_payload_bytes
-        self._gen2 = ShellyGen2Decoder()
+        overrides = parse_formats(formats) if isinstance(formats, str) else dict(formats or {})
+        unknown = sorted(f for f in overrides.values() if f not in FORMATS)
+        if unknown:
+            raise ConfigError(
+                f"{FORMATS_SETTING} names unknown format {unknown[0]!r}; "
+                f"use one of {', '.join(sorted(FORMATS))}."
+            )
+        self.formats = overrides
+        self.status = StatusRegistry()
+        self._gen1 = ShellyGen1Decoder(self.status)
+        self._decoders: dict[str, Decoder] = {
+            "shelly-gen1": self._gen1,
+            "shelly-gen2": ShellyGen2Decoder(self.status),
+            "generic": GenericDecoder(self.status),
+        }
 
-    def decoder_for(self, topic: str) -> Decoder | None:
-        """Return the decoder for ``topic``, or None for a topic that carries no readings."""
+    def format_for(self, topic: str) -> str:
+        """Return the name of the format that decodes ``topic``.
+
+        Raises:
+            DecodeError: ``unknown-topic`` when no route and no override covers the topic.
+        """
         parts = topic.split("/")
-        if len(parts) == 3 and parts[1:] == ["events", "rpc"]:
-            return self._gen2
-        if len(parts) == 2 and parts[1] == "online":
-            return None
-        raise DecodeError("unknown-topic", f"no device format uses topic {topic!r}")
+        for pattern, fmt, device_at in ROUTES:
+            if match(pattern, parts):
+                device_id = parts[device_at] if device_at is not None else None
+                return self.formats.get(device_id, fmt) if device_id is not None else fmt
+        if self.formats:
+            for level in parts:
+                if level in self.formats:
+                    return self.formats[level]
+        raise DecodeError("unknown-topic", f"no device format uses topic {topic[:200]!r}")
 
-    def decode(self, message: RawMessage) -> list[Reading]:
-        """Decode ``message`` into readings.
+    def decode(self, message: RawMessage) -> Decoded:
+        """Decode ``message`` into readings (dicts, or an Arrow table for large batches).
 
         Raises:
             DecodeError: the payload is too large, the topic unknown, or the payload bad.
@@ -37,8 +140,16 @@ class DecoderRouter:
                 "oversized-payload",
                 f"payload of {len(message.payload)} bytes exceeds {self.max_payload_bytes}",
             )
-        decoder = self.decoder_for(message.topic)
-        return [] if decoder is None else decoder.decode(message)
+        return self._decoders[self.format_for(message.topic)].decode(message)
 
+    def drain(self, now_ms: int | None = None) -> list[Reading]:
+        """Return readings held in decoder state (Gen1 cycles not yet complete).
 
-STATUS_ONLY: Final = ("online",)
+        ``now_ms`` None returns all of them (call it before a flush, so nothing sits only in
+        memory); otherwise only cycles quiet for the cycle timeout at ``now_ms`` [ms].
+        """
+        return self._gen1.drain(now_ms)
+
+    def device_status(self) -> dict[str, DeviceStatus]:
+        """Return what is known about every device seen: online, last seen, model, firmware."""
+        return self.status.snapshot()

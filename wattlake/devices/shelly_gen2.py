@@ -1,8 +1,19 @@
-"""Shelly Gen2+ energy meters (Pro EM, EM Gen3, Pro 3EM) over MQTT JSON-RPC notifications.
+"""Shelly Gen2+ energy meters (Pro EM, EM Gen3, Pro 3EM) over MQTT.
 
-Topic ``<prefix>/events/rpc`` carries ``NotifyStatus`` (changed keys only) and
-``NotifyFullStatus`` (everything). Each component's keys are merged onto the last known state of
-that component, so a notification with one changed key still yields a complete reading.
+Topics, below the device's MQTT prefix (the device id unless configured otherwise):
+
+- ``<prefix>/events/rpc``: JSON-RPC notifications. ``NotifyStatus`` carries the changed keys of
+  some components, ``NotifyFullStatus`` all of them; each component's keys are merged onto the
+  last known state of that component, so a notification with one changed key still yields a
+  complete reading. ``params.ts`` [s] is the device time. ``NotifyEvent`` carries events; those
+  named ``data`` from ``emdata:N``/``em1data:N`` hold per-minute records of the meter's store,
+  decoded into readings with their own times so they fill gaps (see :func:`record_readings`);
+  other events carry no readings.
+- ``<prefix>/status/<component>``: the component's whole status object (the same mapping tables;
+  ``ts`` is the receive time unless the object has a ``ts`` [s]).
+- ``<prefix>/online``: the last will, ``true``/``false``, for the device-status registry.
+
+The device id is ``src`` of a notification, else the last level of the prefix.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from wattlake.devices.base import RawMessage
+from wattlake.devices.status import StatusRegistry, parse_online
 from wattlake.devices.validate import number, timestamp_ms
 from wattlake.errors import DecodeError
 from wattlake.schema import Reading
@@ -30,66 +42,141 @@ EM1_MAP: Final = {
 EM1DATA_MAP: Final = {"total_act_energy": "energy_wh", "total_act_ret_energy": "returned_energy_wh"}
 # Three-phase meters (em:0, emdata:0) prefix the same keys with the phase letter.
 PHASES: Final = ("a", "b", "c")
-EM_MAP: Final = {
+EM_MAP: Final[dict[str, tuple[int | None, str]]] = {
     f"{p}_{key}": (ch, col) for ch, p in enumerate(PHASES) for key, col in EM1_MAP.items()
 }
-EMDATA_MAP: Final = {
+EMDATA_MAP: Final[dict[str, tuple[int | None, str]]] = {
     f"{p}_{key}": (ch, col) for ch, p in enumerate(PHASES) for key, col in EM1DATA_MAP.items()
 }
+# Component kind -> (vendor key -> (channel or None for the component's own id, column)).
+COMPONENT_MAPS: Final[dict[str, dict[str, tuple[int | None, str]]]] = {
+    "em1": {k: (None, col) for k, col in EM1_MAP.items()},
+    "em1data": {k: (None, col) for k, col in EM1DATA_MAP.items()},
+    "em": EM_MAP,
+    "emdata": EMDATA_MAP,
+}
+# Per-minute data records (NotifyEvent "data", EMData/EM1Data.GetData): each row is one
+# interval's statistics, not a counter. Record key (without phase prefix) -> column; the
+# interval's import and export energy [Wh] become its mean power [W] (see record_readings).
+RECORD_MAP: Final = {"avg_voltage": "voltage_v", "avg_current": "current_a"}
+RECORD_IMPORT_KEY: Final = "total_act_energy"
+RECORD_EXPORT_KEY: Final = "total_act_ret_energy"
+RECORD_COMPONENTS: Final = {"em1data": (None,), "emdata": PHASES}
 NOTIFY_METHODS: Final = frozenset({"NotifyStatus", "NotifyFullStatus"})
+EVENT_METHOD: Final = "NotifyEvent"
+DATA_EVENT: Final = "data"
+# Components a meter reports that carry no energy readings.
+IGNORED_COMPONENTS: Final = frozenset(
+    {
+        "sys",
+        "wifi",
+        "cloud",
+        "mqtt",
+        "ble",
+        "bthome",
+        "eth",
+        "ws",
+        "temperature",
+        "input",
+        "switch",
+        "script",
+        "modbus",
+        "ts",
+    }
+)
+MAX_CHANNEL: Final = 32_767  # channel is int16 in the canonical schema
 
 
 class ShellyGen2Decoder:
-    """Decode Gen2+ ``events/rpc`` notifications into readings, one per channel."""
+    """Decode Gen2+ notifications and status topics into readings, one per channel."""
 
     source = SOURCE
 
-    def __init__(self) -> None:
+    def __init__(self, status: StatusRegistry | None = None) -> None:
+        self.status = status or StatusRegistry()
         # (device_id, component) -> last known key/value state of that component
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
 
     def decode(self, message: RawMessage) -> list[Reading]:
-        """Return one reading per channel that the notification touches.
+        """Return the readings in a Gen2 message (none for ``online`` and most events).
 
         Raises:
-            DecodeError: invalid JSON, a wrong type, an unknown method or component.
+            DecodeError: ``unknown-topic``, ``invalid-json``, ``bad-type``, ``not-finite``,
+                ``bad-timestamp``, ``unknown-method`` or ``unknown-component``.
         """
-        try:
-            doc = msgspec.json.decode(message.payload)
-        except msgspec.DecodeError as exc:
-            raise DecodeError("invalid-json", f"payload is not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise DecodeError("bad-type", "payload is not a JSON object")
+        parts = message.topic.split("/")
+        if len(parts) >= 3 and parts[-2:] == ["events", "rpc"]:
+            return self._rpc(parts[:-2], message)
+        if len(parts) >= 3 and parts[-2] == "status":
+            return self._status_topic(parts[:-2], parts[-1], message)
+        if len(parts) >= 2 and parts[-1] == "online":
+            device_id = _prefix_device(parts[:-1], message.topic)
+            online = parse_online(message.payload)
+            self.status.seen(device_id, SOURCE, message.received_at_ms, online=online)
+            return []
+        raise DecodeError("unknown-topic", f"topic {message.topic!r} is not a Gen2 topic")
+
+    def _rpc(self, prefix: list[str], message: RawMessage) -> list[Reading]:
+        doc = _json_object(message.payload)
         method = doc.get("method")
-        if method not in NOTIFY_METHODS:
-            raise DecodeError("unknown-method", f"method {method!r} carries no readings")
         params = doc.get("params")
         if not isinstance(params, dict):
             raise DecodeError("bad-type", "params is not an object")
-        device_id = doc.get("src") or message.topic.split("/", 1)[0]
-        if not isinstance(device_id, str) or not device_id:
+        device_id = doc.get("src") or _prefix_device(prefix, message.topic)
+        if not isinstance(device_id, str):
             raise DecodeError("bad-type", "src is not a device id")
-        ts_ms = (
-            timestamp_ms(params["ts"], message.received_at_ms)
-            if "ts" in params
-            else message.received_at_ms
-        )
+        received = message.received_at_ms
+        self.status.seen(device_id, SOURCE, received)
+        if method == EVENT_METHOD:
+            return self._events(device_id, params, received)
+        if method not in NOTIFY_METHODS:
+            raise DecodeError("unknown-method", f"method {method!r} carries no readings")
+        ts_ms = timestamp_ms(params["ts"], received) if "ts" in params else received
+        full = method == "NotifyFullStatus"
+        components = {c: v for c, v in params.items() if c != "ts"}
+        return self._readings(device_id, components, ts_ms, received, full=full)
+
+    def _status_topic(
+        self, prefix: list[str], component: str, message: RawMessage
+    ) -> list[Reading]:
+        device_id = _prefix_device(prefix, message.topic)
+        doc = _json_object(message.payload)
+        received = message.received_at_ms
+        self.status.seen(device_id, SOURCE, received)
+        ts_ms = timestamp_ms(doc["ts"], received) if "ts" in doc else received
+        return self._readings(device_id, {component: doc}, ts_ms, received, full=True)
+
+    def _readings(
+        self,
+        device_id: str,
+        components: dict[str, Any],
+        ts_ms: int,
+        received_at_ms: int,
+        *,
+        full: bool,
+    ) -> list[Reading]:
+        """Merge each component onto its known state and map it to one reading per channel."""
         by_channel: dict[int, Reading] = {}
-        for component, changes in params.items():
-            if component == "ts":
-                continue
+        for component, changes in components.items():
             if not isinstance(changes, dict):
                 raise DecodeError("bad-type", f"{component} is not an object")
-            kind, _, _ = component.partition(":")
-            state = self._merge(device_id, component, changes, full=method == "NotifyFullStatus")
-            for channel, column, value in _columns(component, kind, state):
-                reading = by_channel.setdefault(channel, {"channel": channel})
-                reading[column] = number(value, f"{component}.{column}")
-        for reading in by_channel.values():
+            table = _component_map(component)
+            if table is None:
+                continue
+            state = self._merge(device_id, component, changes, full=full)
+            own = _component_id(component)
+            for key, (channel, column) in table.items():
+                value = state.get(key)
+                if value is None:
+                    continue
+                reading = by_channel.setdefault(own if channel is None else channel, {})
+                reading[column] = number(value, f"{component}.{key}")
+        for channel, reading in by_channel.items():
             reading.update(
                 ts=ts_ms,
-                received_at=message.received_at_ms,
+                received_at=received_at_ms,
                 device_id=device_id,
+                channel=channel,
                 source=SOURCE,
             )
         return list(by_channel.values())
@@ -103,26 +190,149 @@ class ShellyGen2Decoder:
         self._state[key] = state
         return state
 
+    def _events(self, device_id: str, params: dict[str, Any], received_at_ms: int) -> list[Reading]:
+        events = params.get("events")
+        if not isinstance(events, list):
+            raise DecodeError("bad-type", "NotifyEvent params.events is not a list")
+        readings: list[Reading] = []
+        for event in events:
+            if not isinstance(event, dict):
+                raise DecodeError("bad-type", "an event is not an object")
+            if event.get("event") != DATA_EVENT:
+                continue  # button presses, config changes …: no readings
+            component = event.get("component")
+            if not isinstance(component, str):
+                raise DecodeError("bad-type", "a data event names no component")
+            readings += record_readings(device_id, component, event, received_at_ms)
+        return readings
 
-def _columns(component: str, kind: str, state: dict[str, Any]) -> list[tuple[int, str, Any]]:
-    """Map a component's state to (channel, column, value) triples; nulls are skipped."""
-    out: list[tuple[int, str, Any]] = []
-    if kind in ("em1", "em1data"):
-        try:
-            channel = int(component.partition(":")[2])
-        except ValueError as exc:
-            raise DecodeError("unknown-component", f"component {component!r}") from exc
-        table = EM1_MAP if kind == "em1" else EM1DATA_MAP
-        out = [(channel, col, state[k]) for k, col in table.items() if state.get(k) is not None]
-    elif kind in ("em", "emdata"):
-        table3 = EM_MAP if kind == "em" else EMDATA_MAP
-        out = [(ch, col, state[k]) for k, (ch, col) in table3.items() if state.get(k) is not None]
-    elif kind not in IGNORED_COMPONENTS:
+
+def record_readings(
+    device_id: str, component: str, event: dict[str, Any], received_at_ms: int
+) -> list[Reading]:
+    """Decode the per-minute records of an ``emdata``/``em1data`` ``data`` event into readings.
+
+    Accepted shape (the record layout of ``EMData.GetData``/``EM1Data.GetData``)::
+
+        {"component": "em1data:0", "event": "data", "ts": 1757060340.0,
+         "data": {"keys": ["total_act_energy", "total_act_ret_energy", "avg_voltage", ...],
+                  "ts": 1757060280, "period": 60,
+                  "values": [[1.23, 0.0, 231.2, ...], ...]}}
+
+    ``keys`` may sit in ``data`` or in the event. Row ``i`` of ``values`` covers the interval
+    that starts at ``data.ts + i * period`` [s]; it becomes one reading per channel at that
+    start whose ``power_w`` is the interval's mean power, ``(import - export) * 3600 / period``
+    [W] (so integrating with the left rule gives back the device's energies exactly), with
+    ``avg_voltage``/``avg_current`` as ``voltage_v``/``current_a``. Counters are not in
+    records, so ``energy_wh`` stays null. Rows whose mapped values are all null yield nothing.
+
+    Raises:
+        DecodeError: ``unknown-component``, ``bad-type``, ``not-finite``, ``bad-timestamp``.
+    """
+    kind, _, _ = component.partition(":")
+    phases = RECORD_COMPONENTS.get(kind)
+    if phases is None:
+        raise DecodeError("unknown-component", f"component {component!r} has no data records")
+    own = _component_id(component)
+    data = event.get("data")
+    if not isinstance(data, dict):
+        raise DecodeError("bad-type", f"{component} data event has no data object")
+    keys = data.get("keys", event.get("keys"))
+    values = data.get("values")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise DecodeError("bad-type", f"{component} data record has no list of keys")
+    if not isinstance(values, list):
+        raise DecodeError("bad-type", f"{component} data record has no list of values")
+    start_ms = timestamp_ms(data.get("ts"), received_at_ms)
+    period_s = number(data.get("period"), "period")
+    if period_s <= 0:
+        raise DecodeError("bad-type", f"{component} data period {period_s} s is not positive")
+    index = {key: i for i, key in enumerate(keys)}
+    readings: list[Reading] = []
+    for row_number, row in enumerate(values):
+        if not isinstance(row, list) or len(row) != len(keys):
+            raise DecodeError("bad-type", f"{component} record {row_number} does not fit keys")
+        ts_ms = start_ms + round(row_number * period_s * 1000)
+        if ts_ms > received_at_ms + 24 * 3600 * 1000:
+            raise DecodeError("bad-timestamp", f"{component} record {row_number} is in the future")
+        for phase_index, phase in enumerate(phases):
+            pre = "" if phase is None else f"{phase}_"
+            channel = own if phase is None else phase_index
+
+            def cell(key: str, pre: str = pre, row: list[Any] = row) -> float | None:
+                at = index.get(pre + key)
+                if at is None or row[at] is None:
+                    return None
+                return number(row[at], f"{component}.{pre}{key}")
+
+            reading: Reading = {
+                col: value for key, col in RECORD_MAP.items() if (value := cell(key)) is not None
+            }
+            imported, exported = cell(RECORD_IMPORT_KEY), cell(RECORD_EXPORT_KEY)
+            if imported is not None or exported is not None:
+                net_wh = (imported or 0.0) - (exported or 0.0)
+                reading["power_w"] = net_wh * 3600.0 / period_s
+            if not reading:
+                continue
+            reading.update(
+                ts=ts_ms,
+                received_at=received_at_ms,
+                device_id=device_id,
+                channel=channel,
+                source=SOURCE,
+            )
+            readings.append(reading)
+    return readings
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """Return a payload that must be one JSON object.
+
+    Raises:
+        DecodeError: ``invalid-json`` or ``bad-type``.
+    """
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("invalid-json", f"payload is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError("bad-type", "payload is not a JSON object")
+    return doc
+
+
+def _component_map(component: str) -> dict[str, tuple[int | None, str]] | None:
+    """Return the mapping table of a component, None for one without readings.
+
+    Raises:
+        DecodeError: ``unknown-component`` for a component that is neither.
+    """
+    kind, _, _ = component.partition(":")
+    table = COMPONENT_MAPS.get(kind)
+    if table is None and kind not in IGNORED_COMPONENTS:
         raise DecodeError("unknown-component", f"component {component!r} is not a meter")
-    return out
+    return table
 
 
-# Components a meter reports that carry no energy readings.
-IGNORED_COMPONENTS: Final = frozenset(
-    {"sys", "wifi", "cloud", "mqtt", "ble", "eth", "ws", "temperature", "input", "switch", "ts"}
-)
+def _component_id(component: str) -> int:
+    """Return the instance id of ``kind:N`` (0 when there is none).
+
+    Raises:
+        DecodeError: ``unknown-component`` when N is not a channel number.
+    """
+    _, colon, text = component.partition(":")
+    if not colon:
+        return 0
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > MAX_CHANNEL:
+        raise DecodeError("unknown-component", f"component {component!r} has no instance id")
+    return int(text)
+
+
+def _prefix_device(prefix: list[str], topic: str) -> str:
+    """Return the device id of a topic prefix: its last level.
+
+    Raises:
+        DecodeError: ``unknown-topic`` when the prefix is empty.
+    """
+    if not prefix or not prefix[-1]:
+        raise DecodeError("unknown-topic", f"topic {topic!r} names no device")
+    return prefix[-1]

@@ -20,7 +20,10 @@ def number(value: Any, field: str) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError("bad-type", f"{field} is {type(value).__name__}, not a number")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError as exc:  # an integer too large for a float
+        raise DecodeError("not-finite", f"{field} is an integer too large for a float") from exc
     if not math.isfinite(result):
         raise DecodeError("not-finite", f"{field} is {value!r}")
     return result
@@ -36,3 +39,18 @@ def timestamp_ms(seconds: Any, received_at_ms: int) -> int:
     if ts_ms < MIN_TS_MS or ts_ms > received_at_ms + MAX_FUTURE_MS:
         raise DecodeError("bad-timestamp", f"device time {seconds!r} s is out of range")
     return ts_ms
+
+
+def number_text(payload: bytes, field: str) -> float:
+    """Return a payload that is one number written as text (``"1243.52"``) as a finite float.
+
+    Raises:
+        DecodeError: ``bad-type`` for anything but a number, ``not-finite`` for NaN or infinity.
+    """
+    try:
+        value = float(payload.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError("bad-type", f"{field} is {payload[:40]!r}, not a number") from exc
+    if not math.isfinite(value):
+        raise DecodeError("not-finite", f"{field} is {payload[:40]!r}")
+    return value

@@ -5,7 +5,8 @@ Rows then go through the same decoder, validation and dead-letter handling as li
 
 - ``csv``: a header row of canonical column names (``ts``, ``device_id``, ``channel``,
   ``power_w``, ``energy_wh`` …); ``ts`` as ISO 8601 (an offset or ``Z``; naive means UTC) or
-  epoch seconds.
+  epoch seconds. ``received_at`` and ``source`` (as in an export of ``wattlake query``) are
+  dropped: the lake sets them again.
 - ``jsonl``: one JSON object per line with the same names.
 - ``parquet``: a table with the same column names.
 - ``shelly-csv``: the per-minute CSV a Shelly Gen2+ meter exports from its ``EM1Data``/``EMData``
@@ -35,6 +36,8 @@ from wattlake.errors import BadInputError, UsageError
 
 GENERIC_TOPIC: Final = "wattlake/{device_id}/readings"
 SHELLY_TS_COLUMNS: Final = ("timestamp (UTC)", "timestamp", "ts")
+# Columns the lake sets itself (a query export carries them): dropped, set again on import.
+LAKE_SET_COLUMNS: Final = ("received_at", "source")
 # Shelly export column -> canonical column, for the statistics that map one to one.
 SHELLY_CSV_MAP: Final = {"avg_voltage": "voltage_v", "avg_current": "current_a"}
 
@@ -84,6 +87,7 @@ class FileRows:
                 device = self.device_id or "unknown"
                 yield RawMessage(GENERIC_TOPIC.format(device_id=device), row, received_at_ms)
                 continue
+            row = _canonical(row)
             device = str(row.get("device_id") or self.device_id or "")
             if self.device_id is not None:
                 row["device_id"] = self.device_id
@@ -129,6 +133,28 @@ class FileRows:
                     if line.get(vendor) not in (None, ""):
                         row[column] = _number_or_text(line[vendor])
                 yield row
+
+
+def _canonical(row: dict[str, Any]) -> dict[str, Any]:
+    """Make a file row a generic-format reading: lake-set columns out, naive ts as UTC."""
+    for column in LAKE_SET_COLUMNS:
+        row.pop(column, None)
+    ts = row.get("ts")
+    if isinstance(ts, str):
+        row["ts"] = _utc_iso(ts)
+    channel = row.get("channel")
+    if isinstance(channel, float) and channel.is_integer():
+        row["channel"] = int(channel)  # CSV cells arrive as floats; the format wants an int
+    return row
+
+
+def _utc_iso(text: str) -> str:
+    """Return ISO 8601 ``text`` with an offset: a naive time is UTC. Anything else unchanged."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text  # the decoder refuses it and says why
+    return text if moment.tzinfo is not None else moment.replace(tzinfo=UTC).isoformat()
 
 
 def _average_power_w(line: dict[str, str], period_s: float) -> Any:

@@ -1,0 +1,234 @@
+"""The generic JSON format: canonical readings published by any device or script.
+
+Topic ``wattlake/<device_id>/readings``; the payload is one reading object or an array of them
+(device-side batching). Keys are the canonical column names (:data:`FIELDS`): ``ts``
+(optional: epoch seconds as a number, or an ISO 8601 string with an offset; default the receive
+time), ``device_id`` (optional; must equal the topic's), ``channel`` (default 0) and any
+measurement column (``power_w``, ``energy_wh`` …, null or absent when unknown). Any other key
+is refused. One bad reading refuses the whole message, so nothing is silently dropped (the stream
+keeps the raw bytes as a dead letter).
+
+Arrays of :data:`TABLE_MIN_READINGS` or more are decoded into typed structs by msgspec and
+returned as an Arrow table in the canonical schema, built column by column and checked with
+vectorized kernels; smaller messages become reading dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wattlake.devices.base import Decoded, RawMessage
+from wattlake.devices.status import StatusRegistry
+from wattlake.devices.validate import MAX_FUTURE_MS, MIN_TS_MS, timestamp_ms
+from wattlake.errors import DecodeError
+from wattlake.schema import COLUMNS, MEASUREMENT_COLUMNS, READING_SCHEMA, TS_TYPE, Reading
+
+SOURCE: Final = "generic"
+LEAF: Final = "readings"
+# Arrays at least this long come back as an Arrow table (fewer: reading dicts).
+TABLE_MIN_READINGS: Final = 16
+
+# msgspec validation message fragment -> reason code (anything else is bad-type).
+VALIDATION_REASONS: Final = (("unknown field", "unknown-field"), ("out of range", "not-finite"))
+
+Channel = Annotated[int, msgspec.Meta(ge=0, le=32_767)]
+
+
+class GenericReading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One reading of the generic format; every name is a canonical column."""
+
+    ts: float | str | None = None
+    device_id: str | None = None
+    channel: Channel = 0
+    power_w: float | None = None
+    apparent_power_va: float | None = None
+    reactive_power_var: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    pf: float | None = None
+    freq_hz: float | None = None
+    energy_wh: float | None = None
+    returned_energy_wh: float | None = None
+
+
+FIELDS: Final = GenericReading.__struct_fields__
+_DECODER: Final = msgspec.json.Decoder(GenericReading | list[GenericReading])
+
+
+class GenericDecoder:
+    """Decode generic-format messages: one reading or an array of readings."""
+
+    source = SOURCE
+
+    def __init__(self, status: StatusRegistry | None = None) -> None:
+        self.status = status or StatusRegistry()
+
+    def decode(self, message: RawMessage) -> Decoded:
+        """Return the message's readings: dicts, or an Arrow table for large arrays.
+
+        Raises:
+            DecodeError: ``unknown-topic``, ``invalid-json``, ``unknown-field`` (the message
+                names the key), ``bad-type``, ``not-finite``, ``bad-timestamp`` or
+                ``device-mismatch``.
+        """
+        device_id = topic_device(message.topic)
+        try:
+            doc = _DECODER.decode(message.payload)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            reason = next((r for part, r in VALIDATION_REASONS if part in text), "bad-type")
+            raise DecodeError(reason, f"generic reading: {text}") from exc
+        except msgspec.DecodeError as exc:
+            raise DecodeError("invalid-json", f"payload is not JSON: {exc}") from exc
+        self.status.seen(device_id, SOURCE, message.received_at_ms)
+        rows = [doc] if isinstance(doc, GenericReading) else doc
+        ids = {r.device_id for r in rows if r.device_id is not None}
+        ids.discard(device_id)
+        if ids:
+            raise DecodeError(
+                "device-mismatch",
+                f"readings name device {sorted(ids)[0]!r} on the topic of {device_id!r}",
+            )
+        if len(rows) >= TABLE_MIN_READINGS:
+            return _table(rows, device_id, message.received_at_ms)
+        return [_reading(r, device_id, message.received_at_ms) for r in rows]
+
+
+def topic_device(topic: str) -> str:
+    """Return the device id of ``wattlake/<device_id>/readings`` (or ``<prefix>/<id>/readings``).
+
+    Raises:
+        DecodeError: ``unknown-topic`` for a topic that does not end in ``<device_id>/readings``.
+    """
+    parts = topic.split("/")
+    if len(parts) < 2 or parts[-1] != LEAF or not parts[-2]:
+        raise DecodeError("unknown-topic", f"topic {topic!r} is not wattlake/<device>/readings")
+    return parts[-2]
+
+
+def ts_ms(value: float | str | None, received_at_ms: int) -> int:
+    """Return a generic ``ts`` as epoch milliseconds; None means the receive time.
+
+    Raises:
+        DecodeError: ``bad-timestamp`` for text that is not ISO 8601 with an offset, or a time
+            before 2000 or more than a day after ``received_at_ms``; ``not-finite``.
+    """
+    if value is None:
+        return received_at_ms
+    if not isinstance(value, str):
+        return timestamp_ms(value, received_at_ms)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise DecodeError("bad-timestamp", f"ts {value[:40]!r} is not ISO 8601") from exc
+    if moment.tzinfo is None:
+        raise DecodeError("bad-timestamp", f"ts {value[:40]!r} has no UTC offset")
+    return timestamp_ms(moment.timestamp(), received_at_ms)
+
+
+def _reading(row: GenericReading, device_id: str, received_at_ms: int) -> Reading:
+    reading: Reading = {
+        "ts": ts_ms(row.ts, received_at_ms),
+        "received_at": received_at_ms,
+        "device_id": device_id,
+        "channel": row.channel,
+        "source": SOURCE,
+    }
+    for column in MEASUREMENT_COLUMNS:
+        value = getattr(row, column)
+        if value is not None:
+            if not math.isfinite(value):
+                raise DecodeError("not-finite", f"{column} is {value!r}")
+            reading[column] = value
+    return reading
+
+
+def _table(rows: list[GenericReading], device_id: str, received_at_ms: int) -> pa.Table:
+    """Build the canonical table of ``rows`` column by column, checks vectorized.
+
+    Raises:
+        DecodeError: ``not-finite`` or ``bad-timestamp`` naming the first bad row.
+    """
+    n = len(rows)
+    # One tuple per column: attrgetter + zip is the cheapest way out of the structs.
+    values = list(zip(*map(_MEASUREMENTS, rows), strict=True))
+    columns: dict[str, pa.Array] = {}
+    present = []
+    for column, column_values in zip(MEASUREMENT_COLUMNS, values, strict=True):
+        if column_values.count(None) == n:
+            columns[column] = _constant(None, n, pa.float64())
+        else:
+            columns[column] = array = pa.array(column_values, type=pa.float64())
+            present.append(array)
+    if present:
+        # msgspec already refuses numbers out of float range; this keeps the promise explicit.
+        finite = pc.is_finite(pa.chunked_array(present, type=pa.float64()))
+        if not pc.all(finite).as_py():
+            first = pc.index(finite, False).as_py()
+            raise DecodeError("not-finite", f"reading {first % n}: a value is not finite")
+    channels = [r.channel for r in rows]
+    columns["ts"] = _ts_array([r.ts for r in rows], received_at_ms)
+    columns["received_at"] = _constant(received_at_ms, n, TS_TYPE)
+    columns["device_id"] = _constant(device_id, n, pa.string())
+    columns["channel"] = (
+        _constant(0, n, pa.int16())
+        if channels.count(0) == n
+        else pa.array(channels, type=pa.int16())
+    )
+    columns["source"] = _constant(SOURCE, n, pa.string())
+    return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=READING_SCHEMA)
+
+
+_MEASUREMENTS: Final = operator.attrgetter(*MEASUREMENT_COLUMNS)
+
+
+_CONSTANTS: dict[tuple[Any, int, str], pa.Array] = {}
+CONSTANTS_MAX: Final = 4096
+
+
+def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    """Return an array of ``n`` times ``value`` (cached, bounded: arrays are immutable)."""
+    key = (value, n, str(type_))
+    array = _CONSTANTS.get(key)
+    if array is None:
+        if len(_CONSTANTS) >= CONSTANTS_MAX:
+            _CONSTANTS.clear()
+        array = _CONSTANTS[key] = pa.array([value] * n, type=type_)
+    return array
+
+
+def _ts_array(raw: list[float | str | None], received_at_ms: int) -> pa.Array:
+    """Return the ``ts`` column [ms]: vectorized for numbers, per row for ISO text.
+
+    Raises:
+        DecodeError: ``bad-timestamp`` or ``not-finite`` naming the first bad row.
+    """
+    n = len(raw)
+    if raw.count(None) == n:
+        return _constant(received_at_ms, n, TS_TYPE)
+    if str in set(map(type, raw)):  # ISO text among the times: parse row by row
+        values: list[int] = []
+        for i, t in enumerate(raw):
+            try:
+                values.append(ts_ms(t, received_at_ms))
+            except DecodeError as exc:
+                raise DecodeError(exc.reason, f"reading {i}: {exc}") from exc
+        return pa.array(values, type=TS_TYPE)
+    # None becomes NaN; msgspec never yields NaN from JSON, so NaN means "absent".
+    seconds = np.array(raw, dtype=np.float64)
+    millis = np.round(seconds * 1000.0)
+    np.copyto(millis, float(received_at_ms), where=np.isnan(millis))
+    low, high = millis.min(), millis.max()
+    if not (low >= MIN_TS_MS and high <= received_at_ms + MAX_FUTURE_MS):
+        bad = (millis < MIN_TS_MS) | (millis > received_at_ms + MAX_FUTURE_MS) | np.isinf(millis)
+        first = int(np.argmax(bad))
+        raise DecodeError("bad-timestamp", f"reading {first}: ts {raw[first]!r} s is out of range")
+    return pa.array(millis.astype(np.int64), type=TS_TYPE)

@@ -48,6 +48,10 @@ def demo(
     interval: Annotated[
         float | None, typer.Option(help="Seconds between a device's publishes.", min=0.001)
     ] = None,
+    history_days: Annotated[
+        float | None,
+        typer.Option(help="Days of simulated history to publish before going live.", min=0),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -62,7 +66,12 @@ def demo(
     settings = load_settings(
         data_dir,
         config,
-        **{"demo.devices": devices, "broker.port": broker_port, "demo.interval_s": interval},
+        **{
+            "demo.devices": devices,
+            "broker.port": broker_port,
+            "demo.interval_s": interval,
+            "demo.history_days": history_days,
+        },
     )
     port = settings["broker.port"]
     if settings.origins["broker.port"] == "default" and not port_is_free(
@@ -87,12 +96,17 @@ def demo(
             BrokerAddress.parse(broker.url),
             devices=settings["demo.devices"],
             interval_s=settings["demo.interval_s"],
+            backfill_days=settings["demo.history_days"],
         )
-        sim = threading.Thread(target=simulator.run, name="simulator")
+        sim = threading.Thread(
+            target=_run_collecting, args=(lambda _: simulator.run(), stop, errors), name="simulator"
+        )
         sim.start()
+        history = settings["demo.history_days"]
         say(
             f"wattlake demo: broker {broker.url}, {settings['demo.devices']} simulated device(s), "
             f"lake {worker.lake.url}"
+            + (f"; {history:g} day(s) of history first" if history else "")
         )
         say(
             "Readings land in raw/readings/ under the lake after each flush "
@@ -112,7 +126,8 @@ def demo(
             raise errors[0]
         stats = worker.stream.stats
         say(
-            f"stopped: {simulator.published} messages published, {stats.readings} readings "
+            f"stopped: {simulator.stats.data_messages} messages published "
+            f"(and {simulator.stats.status_messages} status), {stats.readings} readings "
             f"in {stats.files_written} file(s), {stats.dead_letters} dead letter(s)"
         )
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from wattlake.console import say, stop_on_signals
+from wattlake.devices.simulator import Faults, FleetConfig, SimFormat
+from wattlake.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -18,32 +23,156 @@ def register(app: typer.Typer) -> None:
 def simulate(
     broker: Annotated[str, typer.Option(help="Broker URL, mqtt://HOST:PORT.")],
     devices: Annotated[int, typer.Option(help="Simulated devices.", min=1)] = 1,
-    rate: Annotated[float, typer.Option(help="Messages per second per device.", min=0.001)] = 1.0,
+    rate: Annotated[float, typer.Option(help="Publish rounds per second per device.")] = 1.0,
+    payload_format: Annotated[
+        SimFormat, typer.Option("--format", help="Payload format of every device.")
+    ] = SimFormat.shelly_gen2,
     count: Annotated[
-        int | None, typer.Option(help="Stop after this many messages per device.", min=1)
+        int | None, typer.Option(help="Stop after this many live rounds per device.", min=1)
+    ] = None,
+    batch: Annotated[
+        int, typer.Option(help="Readings per message (generic format only).", min=1)
+    ] = 1,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same data.")] = 0,
     qos: Annotated[int, typer.Option(help="MQTT QoS of the publishes (0 or 1).", min=0, max=1)] = 1,
+    speed: Annotated[
+        float,
+        typer.Option(help="Simulated seconds per wall-clock second."),
+    ] = 1.0,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Simulated time of the first live round, ISO 8601 (default: now)."),
+    ] = None,
+    backfill_days: Annotated[
+        float,
+        typer.Option(help="First publish this many days of history (device-time formats).", min=0),
+    ] = 0.0,
+    backfill_interval: Annotated[
+        float,
+        typer.Option(help="Seconds of device time between backfilled rounds."),
+    ] = 60.0,
+    pv_kwp: Annotated[
+        float, typer.Option(help="Peak power of the PV array of PV homes [kWp] (0: none).", min=0)
+    ] = 0.0,
+    pv_share: Annotated[float, typer.Option(help="Share of devices with PV.", min=0, max=1)] = 1.0,
+    ev_share: Annotated[
+        float, typer.Option(help="Share of devices charging an electric car.", min=0, max=1)
+    ] = 0.0,
+    heat_pump_share: Annotated[
+        float, typer.Option(help="Share of devices with a heat pump.", min=0, max=1)
+    ] = 0.0,
+    reboot_rate: Annotated[
+        float, typer.Option(help="Chance per device and round of a reboot.", min=0, max=1)
+    ] = 0.0,
+    offline_rate: Annotated[
+        float, typer.Option(help="Chance per device and round of going offline.", min=0, max=1)
+    ] = 0.0,
+    offline_s: Annotated[
+        float, typer.Option(help="Length of an offline gap [simulated s].", min=0)
+    ] = 60.0,
+    duplicate_rate: Annotated[
+        float, typer.Option(help="Chance per message of sending it twice.", min=0, max=1)
+    ] = 0.0,
+    late_rate: Annotated[
+        float, typer.Option(help="Chance per message of sending it late.", min=0, max=1)
+    ] = 0.0,
+    late_s: Annotated[
+        float, typer.Option(help="How late a late message is [simulated s].", min=0)
+    ] = 30.0,
+    malformed_rate: Annotated[
+        float, typer.Option(help="Chance per message of a broken payload.", min=0, max=1)
+    ] = 0.0,
+    clock_skew_rate: Annotated[
+        float, typer.Option(help="Share of devices whose clock is off.", min=0, max=1)
+    ] = 0.0,
+    clock_skew_s: Annotated[
+        float, typer.Option(help="Largest clock offset of a skewed device [s].", min=0)
+    ] = 120.0,
+    report: Annotated[
+        str, typer.Option(help="Report at the end: text (stderr) or json (one line on stdout).")
+    ] = "text",
 ) -> None:
-    """Publish simulated meter readings to a broker."""
+    """Publish simulated meter readings, with injected faults, to a broker."""
     from wattlake.devices.simulator import Simulator
     from wattlake.gateway.mqtt import BrokerAddress
 
-    stop = threading.Event()
-    stop_on_signals(stop)
-    simulator = Simulator(
-        BrokerAddress.parse(broker),
+    if report not in ("text", "json"):
+        raise UsageError(f"--report must be text or json, not {report!r}.")
+    for option, value in (
+        ("--rate", rate),
+        ("--speed", speed),
+        ("--backfill-interval", backfill_interval),
+        ("--duration", duration),
+    ):
+        if value is not None and not value > 0:
+            raise UsageError(f"{option} must be a positive number, not {value:g}.")
+    address = BrokerAddress.parse(broker)
+    faults = Faults(
+        reboot_rate=reboot_rate,
+        offline_rate=offline_rate,
+        offline_s=offline_s,
+        duplicate_rate=duplicate_rate,
+        late_rate=late_rate,
+        late_s=late_s,
+        malformed_rate=malformed_rate,
+        clock_skew_rate=clock_skew_rate,
+        clock_skew_s=clock_skew_s,
+    )
+    config = FleetConfig(
+        fmt=payload_format,
         devices=devices,
-        interval_s=1.0 / rate,
         seed=seed,
+        faults=faults,
+        batch=batch,
+        pv_kwp=pv_kwp,
+        pv_share=pv_share,
+        ev_share=ev_share,
+        heat_pump_share=heat_pump_share,
+    )
+    simulator = Simulator(
+        address,
+        config=config,
+        interval_s=1.0 / rate,
         qos=qos,
         count=count,
+        speed=speed,
+        backfill_days=backfill_days,
+        backfill_interval_s=backfill_interval,
+        duration_s=duration,
+        start_s=_epoch_s(start),
     )
+    stop = threading.Event()
+    stop_on_signals(stop)
 
     def stop_when_asked() -> None:
         stop.wait()
         simulator.stop()
 
     threading.Thread(target=stop_when_asked, daemon=True).start()
-    published = simulator.run()
-    say(f"published {published} messages")
+    simulator.run()
+    stats = simulator.stats
+    if report == "json":
+        sys.stdout.write(json.dumps(stats.as_dict()) + "\n")
+        sys.stdout.flush()
+    say(stats.summary())
+
+
+def _epoch_s(text: str | None) -> float | None:
+    """Return an ISO 8601 time (naive means UTC) as epoch seconds.
+
+    Raises:
+        UsageError: the text is not a time.
+    """
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--start {text!r} is not a time like 2026-01-31T12:00:00Z.") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -153,6 +153,12 @@ register("energy.max_power_w", 60000.0, "W", "Counter jumps implying more power 
 register("energy.country", "", "ISO 3166", "Country of public holidays for forecasts (e.g. PL).")
 register("demo.devices", 3, "devices", "Simulated devices started by `wattlake demo`.")
 register("demo.interval_s", 1.0, "s", "Seconds between a simulated device's publishes.")
+register(
+    "demo.history_days",
+    0.0,
+    "days",
+    "Days of simulated history `wattlake demo` publishes (one round a minute) before going live.",
+)
 register("devices.formats", "", "", "Per-device format overrides: device_id=format,...")
 
 

@@ -1,0 +1,149 @@
+"""``wattlake simulate`` as a user runs it: against a real Mosquitto, and with bad options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.conftest import Mosquitto
+
+
+def wattlake(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattlake", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Collector:
+    """A paho subscriber on ``#`` that counts what arrives."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("mqtt://").split(":")
+        self.messages: list[tuple[str, bytes]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sim-collector")
+        self.client.on_connect = lambda c, *_: c.subscribe("#", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload))
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+        assert self.subscribed.wait(10)
+
+    def wait_for(self, n: int, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.messages) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # and nothing more arrives
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "extra", "topic_shapes"),
+    [
+        (
+            "shelly-gen1",
+            ["--duplicate-rate", "0.05", "--reboot-rate", "0.02"],
+            {"shellies/+/emeter/+/+", "shellies/+/online", "shellies/+/announce"},
+        ),
+        ("shelly-gen2", ["--late-rate", "0.1", "--late-s", "1"], {"+/events/rpc", "+/online"}),
+        ("generic", ["--batch", "10", "--malformed-rate", "0.1"], {"wattlake/+/readings"}),
+    ],
+)
+def test_simulate_publishes_what_it_reports(
+    mosquitto: Mosquitto, fmt: str, extra: list[str], topic_shapes: set[str]
+) -> None:
+    collector = Collector(mosquitto.url)
+    try:
+        result = wattlake(
+            "simulate", "--broker", mosquitto.url, "--devices", "3", "--rate", "100",
+            "--count", "30", "--format", fmt, "--seed", "1", "--report", "json", *extra,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        collector.wait_for(stats["messages"])
+    finally:
+        collector.close()
+    assert len(collector.messages) == stats["messages"]  # QoS 1: every one arrives
+    assert stats["rounds"] == 30
+    assert "published" in result.stderr and "injected" in result.stderr
+
+    def shape(topic: str) -> str:
+        parts = topic.split("/")
+        keep = {"shellies", "emeter", "online", "announce", "events", "rpc", "wattlake", "readings"}
+        return "/".join(p if p in keep else "+" for p in parts)
+
+    shapes = Counter(shape(t) for t, _ in collector.messages)
+    assert set(shapes) == topic_shapes
+    devices = {
+        t.split("/")[1 if t.startswith(("shellies/", "wattlake/")) else 0]
+        for t, _ in collector.messages
+    }
+    assert len(devices) == 3
+    if fmt == "shelly-gen1":
+        assert shapes["shellies/+/emeter/+/+"] == 3 * 30 * 16 + stats["duplicates"]
+    if fmt == "generic":
+        assert sum(1 for _, p in collector.messages if p.startswith(b"[")) >= 3 * 30 * 0.8
+
+
+def test_backfill_publishes_history_with_device_time_first(mosquitto: Mosquitto) -> None:
+    collector = Collector(mosquitto.url)
+    try:
+        result = wattlake(
+            "simulate", "--broker", mosquitto.url, "--devices", "2", "--rate", "50",
+            "--count", "5", "--backfill-days", "1", "--backfill-interval", "300",
+            "--start", "2026-03-01T12:00:00Z", "--report", "json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        collector.wait_for(stats["messages"])
+    finally:
+        collector.close()
+    assert stats["rounds"] == 288 + 5  # a day in 5-minute rounds, then 5 live rounds
+    times = [
+        json.loads(p)["params"]["ts"] for t, p in collector.messages if t.endswith("/events/rpc")
+    ]
+    start = 1772366400.0  # 2026-03-01T12:00:00Z
+    assert min(times) == start - 86400
+    assert max(times) == pytest.approx(start + 4 * 0.02)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--format", "shelly-gen1", "--backfill-days", "1"], "device time"),
+        (["--format", "shelly-gen2", "--batch", "10"], "--batch"),
+        (["--format", "shelly-gen9"], "--format"),
+        (["--reboot-rate", "1.5"], "--reboot-rate"),
+        (["--late-rate", "0.6", "--duplicate-rate", "0.6"], "together"),
+        (["--rate", "0"], "--rate"),
+        (["--devices", "0"], "--devices"),
+        (["--start", "yesterday"], "--start"),
+        (["--report", "xml"], "--report"),
+    ],
+)
+def test_bad_options_exit_2_with_one_sentence(args: list[str], words: str) -> None:
+    result = wattlake("simulate", "--broker", "mqtt://127.0.0.1:9", *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert words in result.stderr
+
+
+def test_a_bad_broker_url_exits_2_and_an_absent_broker_exits_1() -> None:
+    bad = wattlake("simulate", "--broker", "http://example.org")
+    assert bad.returncode == 2 and "mqtt://HOST:PORT" in bad.stderr
+    absent = wattlake("simulate", "--broker", "mqtt://127.0.0.1:9", "--count", "1")
+    assert absent.returncode == 1 and "Cannot reach the MQTT broker" in absent.stderr
+    assert "Traceback" not in absent.stderr

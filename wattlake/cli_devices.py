@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -153,12 +154,15 @@ def simulate(
         simulator.stop()
 
     threading.Thread(target=stop_when_asked, daemon=True).start()
+    started = time.monotonic()
     simulator.run()
+    elapsed_s = time.monotonic() - started
     stats = simulator.stats
     if report == "json":
-        sys.stdout.write(json.dumps(stats.as_dict()) + "\n")
+        sys.stdout.write(json.dumps({**stats.as_dict(), "elapsed_s": round(elapsed_s, 3)}) + "\n")
         sys.stdout.flush()
-    say(stats.summary())
+    rate_text = f" ({stats.messages / elapsed_s:.0f} msg/s)" if elapsed_s > 0 else ""
+    say(f"{stats.summary()}; {elapsed_s:.1f} s{rate_text}")
 
 
 def _epoch_s(text: str | None) -> float | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -147,3 +149,23 @@ def test_a_bad_broker_url_exits_2_and_an_absent_broker_exits_1() -> None:
     absent = wattlake("simulate", "--broker", "mqtt://127.0.0.1:9", "--count", "1")
     assert absent.returncode == 1 and "Cannot reach the MQTT broker" in absent.stderr
     assert "Traceback" not in absent.stderr
+
+
+def test_demo_backfills_history_days_before_going_live(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lake"
+    started_s = time.time()
+    result = wattlake(
+        "demo", "--devices", "1", "--duration", "2", "--interval", "0.2",
+        "--history-days", "0.25", "--broker-port", "0", "--data-dir", str(data_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "0.25 day(s) of history" in " ".join(result.stderr.split())  # rich wraps lines
+    published = int(re.search(r"stopped: (\d+) messages published", result.stderr).group(1))  # type: ignore[union-attr]
+    out = wattlake(
+        "query", "SELECT count(*) AS n, epoch(min(ts)) AS first_s FROM readings",
+        "--format", "json", "--data-dir", str(data_dir),
+    )  # fmt: skip
+    row = json.loads(out.stdout)
+    assert row["n"] == 2 * published  # every notification: both channels
+    assert published >= 360 + 5  # 6 h of one round a minute, then live rounds
+    assert started_s - 0.25 * 86400 - 60 <= row["first_s"] <= started_s - 0.25 * 86400 + 60

@@ -170,14 +170,18 @@ def day_events(house: Household, day: int) -> tuple[Event, ...]:
     return tuple(events)
 
 
-def _events_power_w(house: Household, ts_s: float, appliance: str) -> float:
+def events_power_w(house: Household, ts_s: float) -> dict[str, float]:
+    """Return the draw of each event-driven appliance running at ``ts_s`` [W]."""
     day = math.floor((ts_s + house.utc_offset_s) / DAY_S)
-    total = 0.0
+    totals = dict.fromkeys(EVENT_APPLIANCES, 0.0)
     for d in (day - 1, day):  # an evening run can cross midnight
         for event in day_events(house, d):
-            if event.appliance == appliance and event.start_s <= ts_s < event.end_s:
-                total += event.power_w
-    return total
+            if event.start_s <= ts_s < event.end_s:
+                totals[event.appliance] += event.power_w
+    return totals
+
+
+EVENT_APPLIANCES: Final = ("cooking", "kettle", "washer", "ev")
 
 
 def fridge_power_w(house: Household, ts_s: float) -> float:
@@ -241,14 +245,15 @@ def pv_power_w(house: Household, ts_s: float) -> float:
 def sample(house: Household, ts_s: float) -> LoadSample:
     """Return what every appliance of ``house`` draws at ``ts_s`` [W]."""
     base_noise = 0.9 + 0.2 * uniform(house.seed, 5, math.floor(ts_s / 10.0))
+    events = events_power_w(house, ts_s)
     return LoadSample(
         base_w=house.base_w * base_noise,
         fridge_w=fridge_power_w(house, ts_s),
         evening_w=evening_power_w(house, ts_s),
-        cooking_w=_events_power_w(house, ts_s, "cooking"),
-        kettle_w=_events_power_w(house, ts_s, "kettle"),
-        washer_w=_events_power_w(house, ts_s, "washer"),
-        ev_w=_events_power_w(house, ts_s, "ev"),
+        cooking_w=events["cooking"],
+        kettle_w=events["kettle"],
+        washer_w=events["washer"],
+        ev_w=events["ev"],
         heat_pump_w=heat_pump_power_w(house, ts_s),
         pv_w=pv_power_w(house, ts_s),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 import threading
@@ -16,6 +17,13 @@ from wattlake.devices.simulator import Faults, FleetConfig, SimFormat
 from wattlake.errors import UsageError
 
 
+class Report(enum.StrEnum):
+    """How ``wattlake simulate`` reports what it published and injected."""
+
+    text = "text"
+    json = "json"
+
+
 def register(app: typer.Typer) -> None:
     """Add the device stage's commands to ``app``."""
     app.command()(simulate)
@@ -24,6 +32,9 @@ def register(app: typer.Typer) -> None:
 def simulate(
     broker: Annotated[str, typer.Option(help="Broker URL, mqtt://HOST:PORT.")],
     devices: Annotated[int, typer.Option(help="Simulated devices.", min=1)] = 1,
+    first_device: Annotated[
+        int, typer.Option(help="Number of the first device (to run several simulators).", min=0)
+    ] = 0,
     rate: Annotated[float, typer.Option(help="Publish rounds per second per device.")] = 1.0,
     payload_format: Annotated[
         SimFormat, typer.Option("--format", help="Payload format of every device.")
@@ -94,15 +105,13 @@ def simulate(
         float, typer.Option(help="Largest clock offset of a skewed device [s].", min=0)
     ] = 120.0,
     report: Annotated[
-        str, typer.Option(help="Report at the end: text (stderr) or json (one line on stdout).")
-    ] = "text",
+        Report, typer.Option(help="Report at the end: text (stderr) or json (one line on stdout).")
+    ] = Report.text,
 ) -> None:
     """Publish simulated meter readings, with injected faults, to a broker."""
     from wattlake.devices.simulator import Simulator
     from wattlake.gateway.mqtt import BrokerAddress
 
-    if report not in ("text", "json"):
-        raise UsageError(f"--report must be text or json, not {report!r}.")
     for option, value in (
         ("--rate", rate),
         ("--speed", speed),
@@ -126,6 +135,7 @@ def simulate(
     config = FleetConfig(
         fmt=payload_format,
         devices=devices,
+        first_device=first_device,
         seed=seed,
         faults=faults,
         batch=batch,
@@ -158,7 +168,7 @@ def simulate(
     simulator.run()
     elapsed_s = time.monotonic() - started
     stats = simulator.stats
-    if report == "json":
+    if report is Report.json:
         sys.stdout.write(json.dumps({**stats.as_dict(), "elapsed_s": round(elapsed_s, 3)}) + "\n")
         sys.stdout.flush()
     rate_text = f" ({stats.messages / elapsed_s:.0f} msg/s)" if elapsed_s > 0 else ""

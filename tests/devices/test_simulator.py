@@ -64,6 +64,21 @@ def test_the_same_seed_gives_byte_identical_payloads(fmt: SimFormat) -> None:
     assert len(first) > 60
 
 
+def test_a_device_publishes_the_same_whatever_the_rest_of_the_fleet() -> None:
+    faults = Faults(duplicate_rate=0.1, malformed_rate=0.1, reboot_rate=0.05, offline_rate=0.05)
+    whole = generate(FleetConfig(fmt=SimFormat.shelly_gen2, devices=8, seed=3, faults=faults), 50)
+    part = generate(
+        FleetConfig(fmt=SimFormat.shelly_gen2, devices=2, first_device=5, seed=3, faults=faults),
+        50,
+    )
+    assert {m.topic.split("/")[0] for m in part} == {
+        "shellyproem50-sim0005",
+        "shellyproem50-sim0006",
+    }
+    of_part = [(m.topic, m.payload) for m in whole if m.topic.split("/")[0].endswith(("5", "6"))]
+    assert [(m.topic, m.payload) for m in part] == of_part
+
+
 def test_load_shapes_depend_only_on_household_and_time() -> None:
     house = loads.Household.draw(7, ev=True, heat_pump=True, pv_kwp=5)
     times = [START_S + i * 97.0 for i in range(2000)]

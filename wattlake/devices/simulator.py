@@ -146,6 +146,7 @@ class FleetConfig:
     ``pv_kwp`` [kWp] goes to a ``pv_share`` of the devices; ``ev_share`` and
     ``heat_pump_share`` of the devices have an electric car or a heat pump. ``batch`` readings
     go into each ``generic`` message. ``utc_offset_s`` [s] places local time for load shapes.
+    Devices are numbered from ``first_device`` (several simulators, distinct fleets).
 
     Raises:
         UsageError: a count or share is out of range, or ``batch`` > 1 without ``generic``.
@@ -162,6 +163,7 @@ class FleetConfig:
     heat_pump_share: float = 0.0
     full_status_interval_s: float = 600.0
     utc_offset_s: float = 0.0
+    first_device: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -171,6 +173,8 @@ class FleetConfig:
             raise UsageError(f"There is no format {self.fmt!r}; choose one of: {choices}.") from exc
         if self.devices < 1:
             raise UsageError(f"--devices must be at least 1, not {self.devices}.")
+        if not 0 <= self.first_device <= 9_999_999:
+            raise UsageError(f"--first-device must be 0 or more, not {self.first_device}.")
         if self.batch < 1:
             raise UsageError(f"--batch must be at least 1, not {self.batch}.")
         if self.batch > 1 and self.fmt is not SimFormat.generic:
@@ -602,7 +606,8 @@ class Fleet:
 
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
-        self.devices = [SimDevice(config, index) for index in range(config.devices)]
+        first = config.first_device
+        self.devices = [SimDevice(config, index) for index in range(first, first + config.devices)]
         self.stats = SimStats(skewed_devices=sum(1 for d in self.devices if d.skew_s != 0.0))
         self._late: list[tuple[float, int, SimMessage]] = []
         self._late_seq = 0

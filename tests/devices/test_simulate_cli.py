@@ -169,3 +169,51 @@ def test_demo_backfills_history_days_before_going_live(tmp_path: Path) -> None:
     assert row["n"] == 2 * published  # every notification: both channels
     assert published >= 360 + 5  # 6 h of one round a minute, then live rounds
     assert started_s - 0.25 * 86400 - 60 <= row["first_s"] <= started_s - 0.25 * 86400 + 60
+
+
+def test_the_lake_holds_what_the_simulator_says_it_sent(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from wattlake.config import Settings
+    from wattlake.devices.simulator import Faults, FleetConfig, SimFormat, Simulator
+    from wattlake.gateway.mqtt import BrokerAddress
+    from wattlake.query.engine import connect
+    from wattlake.stream.ingest import IngestWorker
+
+    settings = Settings.load(overrides={"data_dir": str(tmp_path / "lake")}, environ={})
+    worker = IngestWorker(settings, mosquitto.url, drain=True)
+    stop = threading.Event()
+    ingest = threading.Thread(target=worker.run, args=(stop,))
+    ingest.start()
+    try:
+        assert worker.ready.wait(15)
+        faults = Faults(
+            duplicate_rate=0.1,
+            late_rate=0.05,
+            late_s=0.05,
+            malformed_rate=0.1,
+            offline_rate=0.02,
+            offline_s=0.05,
+            clock_skew_rate=0.4,
+        )
+        config = FleetConfig(fmt=SimFormat.generic, devices=5, seed=8, faults=faults, pv_kwp=3)
+        simulator = Simulator(
+            BrokerAddress.parse(mosquitto.url), config=config, interval_s=0.005, count=60
+        )
+        simulator.run()
+        stats = simulator.stats
+        deadline = time.monotonic() + 20
+        while worker.stream.stats.messages < stats.messages:
+            assert time.monotonic() < deadline, "the ingest did not receive every message"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        ingest.join(30)
+    assert stats.malformed and stats.duplicates and stats.late and stats.offline_gaps
+    con = connect(worker.lake)
+    raw = con.execute("SELECT count(*) FROM raw_readings").fetchone()
+    unique = con.execute("SELECT count(*) FROM readings").fetchone()
+    letters = con.execute("SELECT count(*) FROM dead_letters").fetchone()
+    assert letters == (stats.malformed,)
+    assert raw == (stats.data_messages - stats.malformed,)  # one reading per message
+    assert unique == (stats.data_messages - stats.malformed - stats.duplicates,)

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import Mosquitto
+from wattlake.cli import main
 
 
 def wattlake(*args: str) -> subprocess.CompletedProcess[str]:
@@ -136,11 +137,16 @@ def test_backfill_publishes_history_with_device_time_first(mosquitto: Mosquitto)
         (["--report", "xml"], "--report"),
     ],
 )
-def test_bad_options_exit_2_with_one_sentence(args: list[str], words: str) -> None:
-    result = wattlake("simulate", "--broker", "mqtt://127.0.0.1:9", *args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert words in result.stderr
+def test_bad_options_exit_2_with_one_sentence(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process for speed: every one of these fails before any signal handler or connection.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--broker", "mqtt://127.0.0.1:9", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    assert words in err
 
 
 def test_a_bad_broker_url_exits_2_and_an_absent_broker_exits_1() -> None:
@@ -217,3 +223,32 @@ def test_the_lake_holds_what_the_simulator_says_it_sent(
     assert letters == (stats.malformed,)
     assert raw == (stats.data_messages - stats.malformed,)  # one reading per message
     assert unique == (stats.data_messages - stats.malformed - stats.duplicates,)
+
+
+def test_speed_stretches_device_time_and_duration_stops_at_qos_0(mosquitto: Mosquitto) -> None:
+    from wattlake.devices.simulator import FleetConfig, SimFormat, Simulator
+    from wattlake.gateway.mqtt import BrokerAddress
+
+    collector = Collector(mosquitto.url)
+    try:
+        simulator = Simulator(
+            BrokerAddress.parse(mosquitto.url),
+            config=FleetConfig(fmt=SimFormat.generic, devices=2, seed=1),
+            interval_s=0.02,
+            speed=60.0,
+            duration_s=1.0,
+            qos=0,
+            start_s=1_780_000_000.0,
+        )
+        started = time.monotonic()
+        simulator.run()
+        assert 0.9 < time.monotonic() - started < 3.0
+        collector.wait_for(simulator.published)
+    finally:
+        collector.close()
+    rounds = simulator.stats.rounds
+    assert 25 <= rounds <= 51  # 50 rounds a second, for one second
+    times = sorted({json.loads(p)["ts"] for _, p in collector.messages})
+    assert times[0] == 1_780_000_000.0
+    assert times[1] - times[0] == pytest.approx(0.02 * 60 * 2)  # 2 channels: a sample per 2 rounds
+    assert len(collector.messages) >= 0.9 * simulator.published  # QoS 0 may lose a few

@@ -77,6 +77,10 @@ def simulate(
     heat_pump_share: Annotated[
         float, typer.Option(help="Share of devices with a heat pump.", min=0, max=1)
     ] = 0.0,
+    utc_offset_h: Annotated[
+        float,
+        typer.Option(help="Local time of the homes' habits, hours from UTC.", min=-12, max=14),
+    ] = 0.0,
     reboot_rate: Annotated[
         float, typer.Option(help="Chance per device and round of a reboot.", min=0, max=1)
     ] = 0.0,
@@ -143,6 +147,7 @@ def simulate(
         pv_share=pv_share,
         ev_share=ev_share,
         heat_pump_share=heat_pump_share,
+        utc_offset_s=utc_offset_h * 3600.0,
     )
     simulator = Simulator(
         address,

@@ -184,6 +184,21 @@ def test_a_household_day_has_a_base_load_peaks_and_spikes() -> None:
     assert {s.fridge_w for s in day} == {house.fridge_w, 2.0}  # compressor cycles
 
 
+def test_a_heat_pump_runs_more_in_winter_and_local_time_moves_habits() -> None:
+    house = loads.Household.draw(4, heat_pump=True)
+    january = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
+    july = datetime(2026, 7, 15, tzinfo=UTC).timestamp()
+
+    def running_share(start_s: float) -> float:
+        minutes = [loads.heat_pump_power_w(house, start_s + i * 60.0) for i in range(1440)]
+        return sum(1 for p in minutes if p > 0) / 1440
+
+    assert running_share(january) > 0.6 > 0.2 > running_share(july)
+    shifted = loads.Household.draw(4, pv_kwp=5.0, utc_offset_s=2 * 3600)
+    noon_utc = START_S + 12 * 3600
+    assert loads.pv_power_w(shifted, noon_utc - 2 * 3600) > loads.pv_power_w(shifted, noon_utc)
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 

@@ -101,7 +101,7 @@ def emit_rows(
 
 def say(message: str) -> None:
     """Tell the user something on stderr (stdout is for results)."""
-    Console(stderr=True, highlight=False).print(message)
+    Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty()).print(message)
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import struct
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -20,6 +21,8 @@ from wattlake.devices.base import RawMessage
 from wattlake.errors import BrokerError, ConfigError, UsageError
 
 log = logging.getLogger(__name__)
+
+PUBACK_PACKET: Final = struct.Struct("!BBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +254,18 @@ class MqttSource:
         them again on the new one, and their packet ids may now name other messages.
         """
         current = self._connection
-        for delivery in deliveries:
-            if delivery.qos and delivery.connection == current:
-                self._client.ack(delivery.mid, delivery.qos)
+        mids = [d.mid for d in deliveries if d.qos == 1 and d.connection == current]
+        if not mids:
+            return
+        queue_packet = getattr(self._client, "_packet_queue", None)
+        if queue_packet is None:  # a paho without the internal queue: one PUBACK per call
+            for mid in mids:
+                self._client.ack(mid, 1)
+            return
+        # One write for the whole batch instead of a socket wake-up and a send per message:
+        # PUBACK is 0x40, remaining length 2, packet id (reason code 0 may be omitted in v5).
+        acks = b"".join(PUBACK_PACKET.pack(mqtt.PUBACK, 2, mid) for mid in mids)
+        queue_packet(mqtt.PUBACK, acks, 0, 0)
 
     def stop(self) -> None:
         """Disconnect and stop the network thread; unacknowledged messages stay with the broker."""

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +170,11 @@ class IngestWorker:
         # ... and those that are not (left by an earlier run, or logged while the lake was
         # unwritable); they are read back into the buffer once the lake takes writes.
         self._pending: deque[Path] = deque()
-        # Deliveries that could not be written to the WAL, retried before anything new.
+        # Deliveries that could not be written to the WAL, retried before anything new, and
+        # whether they are in the buffer already (decoding overlaps the WAL sync).
         self._held: list[Delivery] = []
+        self._held_buffered = False
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-sync")
 
     @property
     def degraded(self) -> bool:
@@ -203,6 +207,7 @@ class IngestWorker:
                 self.source.stop()
             self._final_flush()
         finally:
+            self._syncer.shutdown()
             self.wal.close()
 
     def _finish_taking(self) -> None:
@@ -253,14 +258,23 @@ class IngestWorker:
         return took
 
     def _log_to_wal(self, batch: list[Delivery]) -> None:
-        """Make ``batch`` durable, acknowledge it, and buffer it unless the lake is down."""
+        """Make ``batch`` durable, acknowledge it, and buffer it unless the lake is down.
+
+        The ``fsync`` runs in a helper thread while the batch is decoded, so the two overlap;
+        the acknowledgement still waits for the sync.
+        """
         messages = [d.message for d in batch]
         if self.wal.current_bytes >= self.wal.segment_max_bytes:
             self._rotate()
         try:
             self.wal.append(messages)
-            self.wal.sync()
+            syncing = self._syncer.submit(self.wal.sync)
+            if not self.degraded and not self._held_buffered:
+                self.stream.accept(messages)
+                self._held_buffered = True
+            syncing.result()
         except OSError as exc:
+            self._rotate()  # the segment a failed write closed keeps its synced records
             self._held = batch
             wait = self.backoff.failed()
             self.health.wal_ok = False
@@ -277,11 +291,9 @@ class IngestWorker:
             self.health.wal_ok = True
             if self.health.lake_ok:
                 self.backoff.reset()
-        self._held = []
+        self._held, self._held_buffered = [], False
         self.source.ack(batch)
         self.health.acked += len(batch)
-        if not self.degraded:
-            self.stream.accept(messages)
 
     def _rotate(self) -> None:
         """Close the WAL's open segment; file it by whether its messages are in the buffer."""

@@ -49,6 +49,7 @@ class WriteAheadLog:
         self._records = 0
         self._next = 0
         self._closed_bytes = 0
+        self._cut: Path | None = None
 
     def open(self) -> list[Path]:
         """Take ownership of the folder and return the segments left by an earlier run, oldest
@@ -158,6 +159,8 @@ class WriteAheadLog:
         if synced <= len(MAGIC):
             path.unlink(missing_ok=True)
             self._closed_bytes -= synced
+        else:
+            self._cut = path
 
     def _start_segment(self) -> None:
         path = self.directory / f"{self._next:016d}{SUFFIX}"
@@ -176,13 +179,15 @@ class WriteAheadLog:
     def rotate(self) -> Path | None:
         """Close the open segment and return it (None when there is none or it is empty).
 
-        The next append starts a new segment.
+        A segment that a failed write closed (cut back to its synced records) is returned by the
+        next call. The next append starts a new segment.
 
         Raises:
             OSError: the final sync failed.
         """
         if self._file is None or self._path is None:
-            return None
+            cut, self._cut = self._cut, None
+            return cut
         path, records = self._path, self._records
         self.sync()
         self._file.close()

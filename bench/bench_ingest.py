@@ -1,0 +1,323 @@
+"""Ingest throughput, latency and memory against a real Mosquitto, beside a bare subscriber.
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--messages N] [--batched-messages B]``.
+
+Throughput is measured by draining a broker queue: the messages are published first into the
+persistent session of a subscriber that is away, then the subscriber starts and the clock runs
+until the last reading is in a committed Parquet file (for the bare subscriber: until the last
+message arrived; it does nothing with them). So the publisher's own speed is not measured.
+
+1. bare paho subscriber (``loop_start`` + an ``on_message`` that counts), QoS 0 and 1: the ceiling;
+2. ``IngestWorker`` (WAL + fsync before PUBACK, decode, Arrow buffer, Parquet zstd): one reading
+   per message (Shelly Gen2 ``NotifyStatus``), QoS 0 and QoS 1;
+3. the same with batched messages (generic format, 100 readings per message), QoS 1;
+4. publish-to-WAL latency at a steady 10,000 readings/s from a publisher in another process;
+5. resident memory with 1,000,000 readings in the stream's buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from wattlake.config import Settings
+from wattlake.devices.base import RawMessage
+from wattlake.gateway.broker import free_port
+from wattlake.lake.storage import Lake
+from wattlake.stream.ingest import IngestWorker, stream_from_settings
+
+BASE_TS_S = 1_767_225_600
+TOPIC_FILTER = "#"
+
+
+def single(i: int, ts_s: float | None = None) -> tuple[str, bytes]:
+    device = f"shellyproem50-b{i % 50:03d}"
+    params = {"ts": ts_s if ts_s is not None else BASE_TS_S + i // 50, "em1:0": {"act_power": i}}
+    doc = {"src": device, "method": "NotifyStatus", "params": params}
+    return f"{device}/events/rpc", json.dumps(doc).encode()
+
+
+def batched(i: int, per_message: int = 100) -> tuple[str, bytes]:
+    device = f"bench-{i % 50:03d}"
+    first = (i // 50) * per_message
+    rows = [
+        {"ts": BASE_TS_S + first + k, "power_w": float(k), "energy_wh": float(first + k)}
+        for k in range(per_message)
+    ]
+    return f"wattlake/{device}/readings", json.dumps(rows).encode()
+
+
+class Broker:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
+            "queue_qos0_messages true\n" + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def client(client_id: str, port: int, *, clean: bool) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0 if clean else 3600
+    props.ReceiveMaximum = 1000
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port, clean_start=clean, properties=props)
+    return c
+
+
+def make_session(port: int, client_id: str, qos: int) -> None:
+    """Create a persistent session subscribed to everything, then leave it."""
+    c = client(client_id, port, clean=False)
+    done = threading.Event()
+    c.on_subscribe = lambda *_: done.set()
+    c.loop_start()
+    c.subscribe(TOPIC_FILTER, qos)
+    done.wait(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish(port: int, messages: list[tuple[str, bytes]], qos: int) -> None:
+    c = client(f"bench-pub-{time.monotonic_ns()}", port, clean=True)
+    c.loop_start()
+    infos = [c.publish(t, p, qos) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
+def bare_drain(port: int, client_id: str, expected: int) -> float:
+    """Start a do-nothing subscriber on a loaded session; return seconds to receive all."""
+    got = 0
+    done = threading.Event()
+
+    def on_message(*_: object) -> None:
+        nonlocal got
+        got += 1
+        if got >= expected:
+            done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 1000
+    start = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    c.loop_start()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    c.disconnect()
+    c.loop_stop()
+    return elapsed
+
+
+def ingest_settings(data_dir: Path, qos: int, **more: object) -> Settings:
+    values = {"data_dir": str(data_dir), "ingest.qos": qos, "ingest.topics": TOPIC_FILTER}
+    return Settings.load(overrides={**values, **more}, environ={})
+
+
+def ingest_drain(port: int, data_dir: Path, client_id: str, qos: int, readings: int) -> float:
+    """Start an ingest worker on a loaded session; return seconds until all readings committed."""
+    worker = IngestWorker(
+        ingest_settings(data_dir, qos), f"mqtt://127.0.0.1:{port}", client_id=client_id
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    start = time.perf_counter()
+    thread.start()
+    while worker.stream.stats.readings < readings:
+        time.sleep(0.005)
+    stop.set()  # the final flush commits the rest
+    thread.join()
+    elapsed = time.perf_counter() - start
+    assert worker.stream.stats.rows_written >= readings, worker.stream.stats
+    return elapsed
+
+
+def drain_rate(
+    broker: Broker,
+    tag: str,
+    messages: list[tuple[str, bytes]],
+    qos: int,
+    run: Callable[[str], float],
+) -> float:
+    client_id = f"bench-{tag}-{qos}"
+    make_session(broker.port, client_id, qos)
+    publish(broker.port, messages, qos)
+    return run(client_id)
+
+
+def latency_publisher(port: int, rate: int, seconds: float) -> None:
+    """Publish single-reading messages at ``rate`` per second, each stamped with its send time."""
+    c = client(f"bench-lat-{os.getpid()}", port, clean=True)
+    c.loop_start()
+    start = time.time()
+    sent = 0
+    while sent < rate * seconds:
+        due = int((time.time() - start) * rate) + 1
+        while sent < min(due, rate * seconds):
+            topic, payload = single(sent, ts_s=time.time())
+            c.publish(topic, payload, 1)
+            sent += 1
+        time.sleep(0.001)
+    time.sleep(1)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish_to_wal_latency(
+    broker: Broker, data_dir: Path, rate: int, seconds: float
+) -> list[float]:
+    """Return publish-to-WAL-sync latencies [ms] of a steady stream of ``rate`` messages/s."""
+    worker = IngestWorker(ingest_settings(data_dir, 1), broker.url, client_id="bench-latency")
+    latencies: list[float] = []
+    log_to_wal = worker._log_to_wal
+
+    def timed(batch: list) -> None:  # type: ignore[type-arg]
+        log_to_wal(batch)
+        now = time.time()
+        for delivery in batch:
+            sent = json.loads(delivery.message.payload)["params"]["ts"]
+            latencies.append((now - sent) * 1000)
+
+    worker._log_to_wal = timed  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    worker.ready.wait(30)
+    publisher = multiprocessing.Process(target=latency_publisher, args=(broker.port, rate, seconds))
+    publisher.start()
+    publisher.join()
+    stop.set()
+    thread.join()
+    return latencies
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def buffered_memory(data_dir: Path, readings: int) -> tuple[float, float, int]:
+    """Return (RSS before, RSS after) [MB] and buffered rows for ``readings`` readings."""
+    settings = ingest_settings(
+        data_dir, 1, **{"stream.buffer_max_rows": 10**9, "stream.buffer_max_bytes": 10**12}
+    )
+    stream = stream_from_settings(settings, Lake.open(str(data_dir)))
+    before = rss_mb()
+    batch: list[RawMessage] = []
+    for i in range(readings):
+        topic, payload = single(i)
+        batch.append(RawMessage(topic, payload, 1_767_225_600_000))
+        if len(batch) == 10_000:
+            stream.accept(batch)
+            batch = []
+    stream.accept(batch)
+    return before, rss_mb(), stream.buffered_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--batched-messages", type=int, default=5_000)
+    parser.add_argument("--latency-rate", type=int, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--memory-readings", type=int, default=1_000_000)
+    args = parser.parse_args()
+    n = args.messages
+    workdir = Path(tempfile.mkdtemp(prefix="wattlake-bench-"))
+    broker = Broker(workdir)
+    try:
+        singles = [single(i) for i in range(n)]
+        rates: dict[str, float] = {}
+        for qos in (0, 1):
+            bare_s = drain_rate(
+                broker, "bare", singles, qos, lambda cid: bare_drain(broker.port, cid, n)
+            )
+            rates[f"bare q{qos}"] = n / bare_s
+            ingest_s = drain_rate(
+                broker,
+                "ingest",
+                singles,
+                qos,
+                lambda cid, q=qos: ingest_drain(broker.port, workdir / f"lake-{q}", cid, q, n),
+            )
+            rates[f"ingest q{qos}"] = n / ingest_s
+        print(f"single-reading messages, {n} each run (drain of a queued session):")
+        for qos in (0, 1):
+            bare, ingest = rates[f"bare q{qos}"], rates[f"ingest q{qos}"]
+            print(
+                f"  QoS {qos}: bare subscriber {bare:10,.0f} msg/s   ingest to Parquet "
+                f"{ingest:10,.0f} readings/s   ratio {ingest / bare:.2f}"
+            )
+
+        b = args.batched_messages
+        batches = [batched(i) for i in range(b)]
+        bare_s = drain_rate(
+            broker, "bare-b", batches, 1, lambda cid: bare_drain(broker.port, cid, b)
+        )
+        ingest_s = drain_rate(
+            broker,
+            "ingest-b",
+            batches,
+            1,
+            lambda cid: ingest_drain(broker.port, workdir / "lake-b", cid, 1, b * 100),
+        )
+        print(f"batched messages (100 readings each, generic format), {b} messages, QoS 1:")
+        print(
+            f"  bare subscriber {b / bare_s:10,.0f} msg/s = {b * 100 / bare_s:12,.0f} readings/s"
+            f"   ingest to Parquet {b * 100 / ingest_s:12,.0f} readings/s"
+            f"   ratio {bare_s / ingest_s:.2f}"
+        )
+
+        latencies = publish_to_wal_latency(
+            broker, workdir / "lake-lat", args.latency_rate, args.latency_seconds
+        )
+        q = statistics.quantiles(latencies, n=100)
+        print(
+            f"publish-to-WAL latency at {args.latency_rate:,} readings/s for "
+            f"{args.latency_seconds:g} s ({len(latencies):,} messages): "
+            f"p50 {q[49]:.1f} ms  p99 {q[98]:.1f} ms  max {max(latencies):.1f} ms"
+        )
+
+        before, after, rows = buffered_memory(workdir / "lake-mem", args.memory_readings)
+        print(
+            f"memory: {rows:,} readings buffered: process RSS {after:.0f} MB "
+            f"(was {before:.0f} MB before the buffer)"
+        )
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

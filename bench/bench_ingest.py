@@ -174,16 +174,23 @@ def drain_rate(
     return run(client_id)
 
 
-def latency_publisher(port: int, rate: int, seconds: float) -> None:
-    """Publish single-reading messages at ``rate`` per second, each stamped with its send time."""
+def latency_publisher(port: int, rate: int, seconds: float, per_message: int) -> None:
+    """Publish ``rate`` readings per second (``per_message`` in each message, generic format
+    when more than one), each message stamped with its send time."""
     c = client(f"bench-lat-{os.getpid()}", port, clean=True)
     c.loop_start()
     start = time.time()
     sent = 0
-    while sent < rate * seconds:
-        due = int((time.time() - start) * rate) + 1
-        while sent < min(due, rate * seconds):
-            topic, payload = single(sent, ts_s=time.time())
+    messages_per_s = rate // per_message
+    while sent < messages_per_s * seconds:
+        due = int((time.time() - start) * messages_per_s) + 1
+        while sent < min(due, messages_per_s * seconds):
+            now = time.time()
+            if per_message == 1:
+                topic, payload = single(sent, ts_s=now)
+            else:
+                rows = [{"ts": now, "power_w": float(k), "channel": k} for k in range(per_message)]
+                topic, payload = f"wattlake/lat-{sent % 50}/readings", json.dumps(rows).encode()
             c.publish(topic, payload, 1)
             sent += 1
         time.sleep(0.001)
@@ -193,31 +200,38 @@ def latency_publisher(port: int, rate: int, seconds: float) -> None:
 
 
 def publish_to_wal_latency(
-    broker: Broker, data_dir: Path, rate: int, seconds: float
-) -> list[float]:
-    """Return publish-to-WAL-sync latencies [ms] of a steady stream of ``rate`` messages/s."""
+    broker: Broker, data_dir: Path, rate: int, seconds: float, per_message: int
+) -> tuple[list[float], list[float]]:
+    """Return publish-to-WAL-sync latencies [ms] of a steady ``rate`` readings/s: those of the
+    first second (warm-up: imports, first Arrow and Parquet calls) and those after it."""
     worker = IngestWorker(ingest_settings(data_dir, 1), broker.url, client_id="bench-latency")
-    latencies: list[float] = []
+    samples: list[tuple[float, float]] = []
     log_to_wal = worker._log_to_wal
 
     def timed(batch: list) -> None:  # type: ignore[type-arg]
         log_to_wal(batch)
         now = time.time()
         for delivery in batch:
-            sent = json.loads(delivery.message.payload)["params"]["ts"]
-            latencies.append((now - sent) * 1000)
+            doc = json.loads(delivery.message.payload)
+            sent = doc[0]["ts"] if isinstance(doc, list) else doc["params"]["ts"]
+            samples.append((sent, (now - sent) * 1000))
 
     worker._log_to_wal = timed  # type: ignore[method-assign]
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
     worker.ready.wait(30)
-    publisher = multiprocessing.Process(target=latency_publisher, args=(broker.port, rate, seconds))
+    publisher = multiprocessing.Process(
+        target=latency_publisher, args=(broker.port, rate, seconds + 1, per_message)
+    )
     publisher.start()
     publisher.join()
     stop.set()
     thread.join()
-    return latencies
+    first = min(sent for sent, _ in samples)
+    warm_up = [ms for sent, ms in samples if sent < first + 1]
+    steady = [ms for sent, ms in samples if sent >= first + 1]
+    return warm_up, steady
 
 
 def rss_mb() -> float:
@@ -245,6 +259,64 @@ def buffered_memory(data_dir: Path, readings: int) -> tuple[float, float, int]:
     return before, rss_mb(), stream.buffered_rows
 
 
+def run_single(broker: Broker, workdir: Path, n: int) -> None:
+    singles = [single(i) for i in range(n)]
+    print(f"single-reading messages, {n:,} per run (drain of a queued session):")
+    for qos in (0, 1):
+        bare_s = drain_rate(broker, "bare", singles, qos, lambda c: bare_drain(broker.port, c, n))
+        ingest_s = drain_rate(
+            broker,
+            "ingest",
+            singles,
+            qos,
+            lambda c, q=qos: ingest_drain(broker.port, workdir / f"lake-{q}", c, q, n),  # type: ignore[misc]
+        )
+        print(
+            f"  QoS {qos}: bare subscriber {n / bare_s:10,.0f} msg/s   ingest to Parquet "
+            f"{n / ingest_s:10,.0f} readings/s   ratio {bare_s / ingest_s:.2f}"
+        )
+
+
+def run_batched(broker: Broker, workdir: Path, b: int) -> None:
+    batches = [batched(i) for i in range(b)]
+    bare_s = drain_rate(broker, "bare-b", batches, 1, lambda c: bare_drain(broker.port, c, b))
+    ingest_s = drain_rate(
+        broker,
+        "ingest-b",
+        batches,
+        1,
+        lambda c: ingest_drain(broker.port, workdir / "lake-b", c, 1, b * 100),
+    )
+    print(f"batched messages (100 readings each, generic format), {b:,} messages, QoS 1:")
+    print(
+        f"  bare subscriber {b / bare_s:10,.0f} msg/s = {b * 100 / bare_s:12,.0f} readings/s"
+        f"   ingest to Parquet {b * 100 / ingest_s:12,.0f} readings/s"
+        f"   ratio {bare_s / ingest_s:.2f}"
+    )
+
+
+def run_latency(broker: Broker, workdir: Path, rate: int, seconds: float) -> None:
+    for per_message in (1, 10):
+        warm_up, latencies = publish_to_wal_latency(
+            broker, workdir / f"lake-lat-{per_message}", rate, seconds, per_message
+        )
+        q = statistics.quantiles(latencies, n=100)
+        print(
+            f"publish-to-WAL latency at {rate:,} readings/s, {per_message} per message, "
+            f"{seconds:g} s after 1 s of warm-up ({len(latencies):,} messages): "
+            f"p50 {q[49]:.1f} ms  p99 {q[98]:.1f} ms  max {max(latencies):.1f} ms "
+            f"(warm-up max {max(warm_up):.0f} ms)"
+        )
+
+
+def run_memory(workdir: Path, readings: int) -> None:
+    before, after, rows = buffered_memory(workdir / "lake-mem", readings)
+    print(
+        f"memory: {rows:,} readings buffered: process RSS {after:.0f} MB "
+        f"(was {before:.0f} MB before the buffer)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=100_000)
@@ -252,68 +324,25 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=int, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--memory-readings", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only",
+        choices=["single", "batched", "latency", "memory"],
+        action="append",
+        help="Run only these parts (repeatable); default all.",
+    )
     args = parser.parse_args()
-    n = args.messages
+    parts = set(args.only or ["single", "batched", "latency", "memory"])
     workdir = Path(tempfile.mkdtemp(prefix="wattlake-bench-"))
     broker = Broker(workdir)
     try:
-        singles = [single(i) for i in range(n)]
-        rates: dict[str, float] = {}
-        for qos in (0, 1):
-            bare_s = drain_rate(
-                broker, "bare", singles, qos, lambda cid: bare_drain(broker.port, cid, n)
-            )
-            rates[f"bare q{qos}"] = n / bare_s
-            ingest_s = drain_rate(
-                broker,
-                "ingest",
-                singles,
-                qos,
-                lambda cid, q=qos: ingest_drain(broker.port, workdir / f"lake-{q}", cid, q, n),
-            )
-            rates[f"ingest q{qos}"] = n / ingest_s
-        print(f"single-reading messages, {n} each run (drain of a queued session):")
-        for qos in (0, 1):
-            bare, ingest = rates[f"bare q{qos}"], rates[f"ingest q{qos}"]
-            print(
-                f"  QoS {qos}: bare subscriber {bare:10,.0f} msg/s   ingest to Parquet "
-                f"{ingest:10,.0f} readings/s   ratio {ingest / bare:.2f}"
-            )
-
-        b = args.batched_messages
-        batches = [batched(i) for i in range(b)]
-        bare_s = drain_rate(
-            broker, "bare-b", batches, 1, lambda cid: bare_drain(broker.port, cid, b)
-        )
-        ingest_s = drain_rate(
-            broker,
-            "ingest-b",
-            batches,
-            1,
-            lambda cid: ingest_drain(broker.port, workdir / "lake-b", cid, 1, b * 100),
-        )
-        print(f"batched messages (100 readings each, generic format), {b} messages, QoS 1:")
-        print(
-            f"  bare subscriber {b / bare_s:10,.0f} msg/s = {b * 100 / bare_s:12,.0f} readings/s"
-            f"   ingest to Parquet {b * 100 / ingest_s:12,.0f} readings/s"
-            f"   ratio {bare_s / ingest_s:.2f}"
-        )
-
-        latencies = publish_to_wal_latency(
-            broker, workdir / "lake-lat", args.latency_rate, args.latency_seconds
-        )
-        q = statistics.quantiles(latencies, n=100)
-        print(
-            f"publish-to-WAL latency at {args.latency_rate:,} readings/s for "
-            f"{args.latency_seconds:g} s ({len(latencies):,} messages): "
-            f"p50 {q[49]:.1f} ms  p99 {q[98]:.1f} ms  max {max(latencies):.1f} ms"
-        )
-
-        before, after, rows = buffered_memory(workdir / "lake-mem", args.memory_readings)
-        print(
-            f"memory: {rows:,} readings buffered: process RSS {after:.0f} MB "
-            f"(was {before:.0f} MB before the buffer)"
-        )
+        if "single" in parts:
+            run_single(broker, workdir, args.messages)
+        if "batched" in parts:
+            run_batched(broker, workdir, args.batched_messages)
+        if "latency" in parts:
+            run_latency(broker, workdir, args.latency_rate, args.latency_seconds)
+        if "memory" in parts:
+            run_memory(workdir, args.memory_readings)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -136,24 +136,19 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-def tiny_disk_command(mount_point: Path, size: str, command: list[str]) -> list[str]:
+def tiny_disk_command(
+    mount_point: Path, size: str, command: list[str], *, full: bool = False
+) -> list[str]:
     """Return ``command`` run with a real ``size`` tmpfs mounted on ``mount_point``: a disk that
-    fills up. It lives in a private mount namespace (``unshare``), so no root is needed and
-    nothing outside the command sees it; its files vanish with the command.
+    fills up (already ``full`` if asked: a file of zeros takes every block). It lives in a
+    private mount namespace (``unshare``), so no root is needed and nothing outside the command
+    sees it; its files vanish with the command.
     """
     unshare = need("unshare")
-    script = f'mount -t tmpfs -o size={size} wattlake-tiny "$0" && shift && exec "$@"'
-    return [
-        unshare,
-        "--map-root-user",
-        "--mount",
-        "sh",
-        "-c",
-        script,
-        str(mount_point),
-        "--",
-        *command,
-    ]
+    fill = ' && { cat /dev/zero > "$0/.filler" 2>/dev/null; true; }' if full else ""
+    script = f'mount -t tmpfs -o size={size} wattlake-tiny "$0"{fill} && shift && exec "$@"'
+    namespace = [unshare, "--map-root-user", "--mount"]
+    return [*namespace, "sh", "-c", script, str(mount_point), "--", *command]
 
 
 def run_on_tiny_disk(mount_point: Path, size: str, command: list[str]) -> str:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
@@ -93,6 +95,8 @@ class Publisher:
 class IngestProcess:
     """``wattlake ingest`` as a user runs it, in its own process."""
 
+    running: ClassVar[list[IngestProcess]] = []
+
     def __init__(
         self,
         url: str,
@@ -112,6 +116,16 @@ class IngestProcess:
         self.process = subprocess.Popen(
             wrap(command), stdout=self.log, stderr=subprocess.STDOUT, env=environment
         )
+        IngestProcess.running.append(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """Kill what a failed test left running."""
+        while cls.running:
+            process = cls.running.pop().process
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
     def wait_subscribed(self, timeout_s: float = 30) -> IngestProcess:
         deadline = time.monotonic() + timeout_s
@@ -135,6 +149,13 @@ class IngestProcess:
 
     def text(self) -> str:
         return self.log_path.read_text()
+
+
+@pytest.fixture(autouse=True)
+def no_ingest_left_running() -> Iterator[None]:
+    """Whatever happens in a test, no ingest process outlives it."""
+    yield
+    IngestProcess.kill_all()
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

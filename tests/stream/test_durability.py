@@ -18,6 +18,7 @@ from tests.stream.support import (
     Publisher,
     expected_keys,
     lake_keys,
+    no_ingest_left_running,  # noqa: F401 - an autouse fixture
     reading_message,
     wait_until,
 )
@@ -116,14 +117,14 @@ def test_a_full_disk_is_reported_and_the_next_start_delivers_everything(
     data_dir = tmp_path / "lake"
     raw = data_dir / "raw"
     raw.mkdir(parents=True)
-    # The lake's raw/ folder is an 8 KiB file system: no Parquet file of 1,000 readings fits.
+    # The lake's raw/ folder is a full file system: no Parquet file fits.
     env = {"WATTLAKE_STREAM__FLUSH_INTERVAL_S": "60", "WATTLAKE_STREAM__BUFFER_MAX_ROWS": "1000"}
     full = IngestProcess(
         mosquitto.url,
         data_dir,
         tmp_path / "ingest-full.log",
         env=env,
-        wrap=lambda command: tiny_disk_command(raw, "8k", command),
+        wrap=lambda command: tiny_disk_command(raw, "64k", command, full=True),
     )
     full.wait_subscribed()
     publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p3")

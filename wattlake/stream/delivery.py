@@ -114,7 +114,7 @@ class DeliveryStream:
         if table.num_rows:
             self._tables.append(table)
             self._rows += table.num_rows
-            self._bytes += table.nbytes
+            self._bytes += _table_bytes(table)
             self.stats.readings += table.num_rows
 
     def _dead_letter(self, letter: DeadLetter) -> None:
@@ -144,12 +144,23 @@ class DeliveryStream:
     def flush(self) -> list[str]:
         """Write every buffered reading and dead letter to the lake; return the objects written.
 
-        Readings that decoders still hold (e.g. an incomplete Gen1 publish cycle) are taken
-        first, so nothing stays only in memory after a flush.
-
         Raises:
             wattlake.errors.TransientStorageError: the lake could not be written; whatever was
                 not written stays in the buffer and the flush can be retried.
+        """
+        batch = self.detach()
+        try:
+            return self.write(batch)
+        except BaseException:
+            self.reattach(batch)
+            raise
+
+    def detach(self) -> FlushBatch:
+        """Take everything buffered out of the buffer, to be written by :meth:`write`.
+
+        Readings that decoders still hold (e.g. an incomplete Gen1 publish cycle) are taken
+        too, so nothing stays only in memory after a flush. New messages may be accepted while
+        the batch is written (e.g. in another thread).
         """
         with self._lock:
             drain = getattr(self.router, "drain", None)
@@ -157,21 +168,42 @@ class DeliveryStream:
                 held = drain(None)
                 if held:
                     self._add(readings_to_table(held))
-            written: list[str] = []
-            if self._tables:
-                written += self._write_readings()
-            if self._dead:
-                written += write_dead_letters(self.lake, self.name, self._next_seq(), self._dead)
-                self._dead = []
+            batch = FlushBatch(self._tables, self._dead, self._rows, self._bytes)
+            self._tables, self._dead, self._rows, self._bytes = [], [], 0, 0
             self._last_flush = time.monotonic()
-            self.stats.flushes += 1
-            if written:
-                log.info("flushed %d object(s) to %s", len(written), self.lake.url)
-            return written
+            return batch
 
-    def _write_readings(self) -> list[str]:
-        """Write one sorted file per UTC hour; what was not written stays in the buffer."""
-        table = pa.concat_tables(self._tables)
+    def reattach(self, batch: FlushBatch) -> None:
+        """Put back what :meth:`write` could not write, ahead of newer readings."""
+        with self._lock:
+            self._tables = batch.tables + self._tables
+            self._dead = batch.dead + self._dead
+            self._rows += batch.rows
+            self._bytes += batch.nbytes
+
+    def write(self, batch: FlushBatch) -> list[str]:
+        """Write ``batch`` as one sorted Parquet file per UTC hour, then its dead letters.
+
+        Safe to run in another thread than :meth:`accept`. On failure ``batch`` keeps exactly
+        what was not written yet.
+
+        Raises:
+            wattlake.errors.TransientStorageError: the lake could not be written.
+        """
+        written: list[str] = []
+        if batch.tables:
+            written += self._write_readings(batch)
+        if batch.dead:
+            written += write_dead_letters(self.lake, self.name, self._next_seq(), batch.dead)
+            batch.dead = []
+        with self._lock:
+            self.stats.flushes += 1
+        if written:
+            log.info("flushed %d object(s) to %s", len(written), self.lake.url)
+        return written
+
+    def _write_readings(self, batch: FlushBatch) -> list[str]:
+        table = pa.concat_tables(batch.tables)
         hours = pc.divide(table["ts"].cast(pa.int64()), MS_PER_HOUR)
         order = pc.sort_indices(
             table.append_column("_hour", hours),
@@ -184,7 +216,7 @@ class DeliveryStream:
         )
         table = table.take(order)
         hour_of_row = hours.take(order).to_numpy()
-        self._tables = [table]
+        batch.tables = [table]
         written: list[str] = []
         starts = [0, *(np.flatnonzero(hour_of_row[1:] != hour_of_row[:-1]) + 1).tolist()]
         ends = [*starts[1:], table.num_rows]
@@ -194,13 +226,36 @@ class DeliveryStream:
             relative = f"{RAW_READINGS}/{hour_partition(int(hour_of_row[start]))}/{name}"
             written.append(self.lake.write_table(relative, part, compression=self.compression))
             rest = table.slice(end)
-            self._tables = [rest] if rest.num_rows else []
-            self._rows = rest.num_rows
-            self._bytes = rest.nbytes
-            self.stats.files_written += 1
-            self.stats.rows_written += part.num_rows
+            batch.tables = [rest] if rest.num_rows else []
+            batch.rows = rest.num_rows
+            batch.nbytes = _table_bytes(rest)
+            with self._lock:
+                self.stats.files_written += 1
+                self.stats.rows_written += part.num_rows
         return written
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """Buffered readings and dead letters on their way to the lake."""
+
+    tables: list[pa.Table]
+    dead: list[DeadLetter]
+    rows: int
+    nbytes: int
+
+
+def _table_bytes(table: pa.Table) -> int:
+    """Return the memory a buffered table holds [bytes], cheaply."""
+    return sum(
+        buf.size
+        for column in table.columns
+        for chunk in column.chunks
+        for buf in chunk.buffers()
+        if buf is not None
+    )

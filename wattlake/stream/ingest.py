@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from wattlake.devices.router import DecoderRouter
 from wattlake.errors import ConfigError, StorageError
 from wattlake.gateway.mqtt import BrokerAddress, Delivery, MqttSource, TlsOptions
 from wattlake.lake.storage import Lake
-from wattlake.stream.delivery import DeliveryStream, FlushLimits
+from wattlake.stream.delivery import DeliveryStream, FlushBatch, FlushLimits
 from wattlake.stream.wal import WriteAheadLog, read_segment
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,9 @@ class IngestWorker:
         self._held: list[Delivery] = []
         self._held_buffered = False
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-sync")
+        # At most one flush runs in the background: (its future, its batch, its segments).
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-flush")
+        self._in_flight: tuple[Future[list[str]], FlushBatch, list[Path]] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -208,6 +211,7 @@ class IngestWorker:
             self._final_flush()
         finally:
             self._syncer.shutdown()
+            self._flusher.shutdown()
             self.wal.close()
 
     def _finish_taking(self) -> None:
@@ -230,6 +234,7 @@ class IngestWorker:
         Returns True when messages were taken.
         """
         took = False
+        self._collect_flush()
         if self._held:
             if self.backoff.due():
                 self._log_to_wal(self._held)
@@ -244,6 +249,8 @@ class IngestWorker:
                     self.wal.total_bytes,
                 )
             time.sleep(min(timeout_s, 0.05))
+        elif self._buffer_full():
+            time.sleep(0.005)  # memory bound: the broker waits until the flush in flight ends
         else:
             batch = self.source.take(timeout_s=timeout_s)
             if batch:
@@ -252,8 +259,10 @@ class IngestWorker:
         if self.degraded:
             if self.backoff.due():
                 self._recover()
-        elif self.stream.flush_wanted() or self.wal.total_bytes >= self.wal_max_bytes:
-            self._flush()
+        elif self._in_flight is None and (
+            self.stream.flush_wanted() or self.wal.total_bytes >= self.wal_max_bytes
+        ):
+            self._start_flush()
         self.health.wal_bytes = self.wal.total_bytes
         return took
 
@@ -301,34 +310,80 @@ class IngestWorker:
         if closed is not None:
             (self._pending if self.degraded else self._loaded).append(closed)
 
+    def _buffer_full(self) -> bool:
+        """Return True when a flush is in flight and the buffer has filled twice over since."""
+        limits = self.stream.limits
+        return self._in_flight is not None and (
+            self.stream.buffered_rows >= 2 * limits.buffer_max_rows
+            or self.stream.buffered_bytes >= 2 * limits.buffer_max_bytes
+        )
+
+    def _start_flush(self) -> None:
+        """Write the buffer to the lake in the background; intake goes on meanwhile."""
+        self._rotate()
+        segments, self._loaded = self._loaded, []
+        batch = self.stream.detach()
+        self._in_flight = (self._flusher.submit(self.stream.write, batch), batch, segments)
+
+    def _collect_flush(self, *, wait: bool = False) -> bool | None:
+        """Finish the background flush if it is done (or ``wait``): drop the WAL segments it
+        covered, or on failure put its readings back.
+
+        Returns None when no flush finished, else whether it succeeded.
+        """
+        if self._in_flight is None:
+            return None
+        future, batch, segments = self._in_flight
+        if not wait and not future.done():
+            return None
+        self._in_flight = None
+        try:
+            future.result()
+        except StorageError as exc:
+            self.stream.reattach(batch)
+            self._loaded = segments + self._loaded
+            self._lake_failed(exc)
+            return False
+        self.wal.delete(segments)
+        return True
+
     def _flush(self) -> bool:
-        """Write the buffer to the lake, then drop the WAL segments it covered.
+        """Write the buffer to the lake now, then drop the WAL segments it covered.
 
         Returns False when the lake cannot be written (the worker is then degraded).
         """
+        if self._collect_flush(wait=True) is False:
+            return False
         self._rotate()
+        batch = self.stream.detach()
         try:
-            self.stream.flush()
+            self.stream.write(batch)
         except StorageError as exc:
-            wait = self.backoff.failed()
-            if self.health.lake_ok:
-                log.error(
-                    "cannot write to the lake %s: %s. Messages are kept in the WAL (%s, up to "
-                    "%d bytes) and acknowledged; retrying in %.1f s",
-                    self.lake.url,
-                    exc,
-                    self.wal.directory,
-                    self.wal_max_bytes,
-                    wait,
-                )
-            else:
-                log.error("the lake is still unwritable (%s); retrying in %.1f s", exc, wait)
-            self.health.lake_ok = False
-            self.health.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
+            self.stream.reattach(batch)
+            self._lake_failed(exc)
             return False
         self.wal.delete(self._loaded)
         self._loaded = []
         return True
+
+    def _lake_failed(self, exc: StorageError) -> None:
+        """Go (or stay) degraded: messages only go to the WAL until a retry succeeds."""
+        self._rotate()  # close the open segment while it is still filed by the current mode
+        wait = self.backoff.failed()
+        if self.health.lake_ok:
+            log.error(
+                "cannot write to the lake %s: %s. Messages are kept in the WAL (%s, up to "
+                "%d bytes) and acknowledged; retrying in %.1f s",
+                self.lake.url,
+                exc,
+                self.wal.directory,
+                self.wal_max_bytes,
+                wait,
+            )
+        else:
+            log.error("the lake is still unwritable (%s); retrying in %.1f s", exc, wait)
+        self.health.lake_ok = False
+        self.health.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
 
     def _recover(self) -> None:
         """Retry the lake; when it takes writes, read back what only the WAL holds."""

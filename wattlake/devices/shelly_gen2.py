@@ -129,8 +129,8 @@ class ShellyGen2Decoder:
         self.status.seen(device_id, SOURCE, received)
         if method == EVENT_METHOD:
             return self._events(device_id, params, received)
-        if method not in NOTIFY_METHODS:
-            raise DecodeError("unknown-method", f"method {method!r} carries no readings")
+        if not isinstance(method, str) or method not in NOTIFY_METHODS:
+            raise DecodeError("unknown-method", f"method {method!r:.60} carries no readings")
         ts_ms = timestamp_ms(params["ts"], received) if "ts" in params else received
         full = method == "NotifyFullStatus"
         components = {c: v for c, v in params.items() if c != "ts"}
@@ -293,6 +293,8 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     """
     try:
         doc = msgspec.json.decode(payload)
+    except msgspec.ValidationError as exc:  # valid JSON, but a number beyond float range
+        raise DecodeError("not-finite", f"payload has a number out of range: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise DecodeError("invalid-json", f"payload is not JSON: {exc}") from exc
     if not isinstance(doc, dict):

@@ -37,7 +37,7 @@ def timestamp_ms(seconds: Any, received_at_ms: int) -> int:
     """
     ts_ms = round(number(seconds, "ts") * 1000)
     if ts_ms < MIN_TS_MS or ts_ms > received_at_ms + MAX_FUTURE_MS:
-        raise DecodeError("bad-timestamp", f"device time {seconds!r} s is out of range")
+        raise DecodeError("bad-timestamp", f"ts {seconds!r} s is before 2000 or over a day ahead")
     return ts_ms
 
 

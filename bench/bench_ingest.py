@@ -104,9 +104,11 @@ def make_session(port: int, client_id: str, qos: int) -> None:
 def publish(port: int, messages: list[tuple[str, bytes]], qos: int) -> None:
     c = client(f"bench-pub-{time.monotonic_ns()}", port, clean=True)
     c.loop_start()
-    infos = [c.publish(t, p, qos) for t, p in messages]
-    for info in infos:
-        info.wait_for_publish(60)
+    chunk = 20_000  # packet ids wrap at 65,535: never have more outstanding
+    for start in range(0, len(messages), chunk):
+        infos = [c.publish(t, p, qos) for t, p in messages[start : start + chunk]]
+        for info in infos:
+            info.wait_for_publish(60)
     time.sleep(0.2)
     c.disconnect()
     c.loop_stop()

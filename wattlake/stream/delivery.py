@@ -104,9 +104,7 @@ class DeliveryStream:
                     self._add(decoded)
                 else:
                     dicts += decoded
-            drain = getattr(self.router, "drain", None)
-            if drain is not None:
-                dicts += drain(time.time_ns() // 1_000_000)
+            dicts += self.router.drain(time.time_ns() // 1_000_000)
             if dicts:
                 self._add(readings_to_table(dicts))
 
@@ -163,11 +161,9 @@ class DeliveryStream:
         the batch is written (e.g. in another thread).
         """
         with self._lock:
-            drain = getattr(self.router, "drain", None)
-            if drain is not None:
-                held = drain(None)
-                if held:
-                    self._add(readings_to_table(held))
+            held = self.router.drain(None)
+            if held:
+                self._add(readings_to_table(held))
             batch = FlushBatch(self._tables, self._dead, self._rows, self._bytes)
             self._tables, self._dead, self._rows, self._bytes = [], [], 0, 0
             self._last_flush = time.monotonic()

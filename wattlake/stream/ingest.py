@@ -57,7 +57,10 @@ def stream_from_settings(settings: Settings, lake: Lake) -> DeliveryStream:
     return DeliveryStream(
         lake,
         name=settings["stream.name"],
-        router=DecoderRouter(max_payload_bytes=settings["ingest.max_payload_bytes"]),
+        router=DecoderRouter(
+            max_payload_bytes=settings["ingest.max_payload_bytes"],
+            formats=settings["devices.formats"],
+        ),
         limits=limits,
         compression=settings["stream.compression"],
     )

@@ -44,6 +44,7 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
     (("+", "status", "+"), "shelly-gen2", 0),
     (("+", "online"), "shelly-gen2", 0),
 )
+TOPIC_CACHE_MAX: Final = 100_000
 FORMATS: Final = frozenset(fmt for _, fmt, _ in ROUTES)
 
 
@@ -104,6 +105,8 @@ class DecoderRouter:
                 f"use one of {', '.join(sorted(FORMATS))}."
             )
         self.formats = overrides
+        # topic -> format: topics repeat (a few per device), matching them is not free
+        self._topic_formats: dict[str, str] = {}
         self.status = StatusRegistry()
         self._gen1 = ShellyGen1Decoder(self.status)
         self._decoders: dict[str, Decoder] = {
@@ -118,6 +121,15 @@ class DecoderRouter:
         Raises:
             DecodeError: ``unknown-topic`` when no route and no override covers the topic.
         """
+        fmt = self._topic_formats.get(topic)
+        if fmt is None:
+            fmt = self._route(topic)
+            if len(self._topic_formats) >= TOPIC_CACHE_MAX:
+                self._topic_formats.clear()
+            self._topic_formats[topic] = fmt
+        return fmt
+
+    def _route(self, topic: str) -> str:
         parts = topic.split("/")
         for pattern, fmt, device_at in ROUTES:
             if match(pattern, parts):

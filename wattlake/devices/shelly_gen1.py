@@ -41,6 +41,7 @@ ROOT: Final = "shellies"
 # Longest silence inside one publish burst before its cycle counts as complete [ms].
 CYCLE_TIMEOUT_MS: Final = 5_000
 MAX_CHANNEL: Final = 32_767  # channel is int16 in the canonical schema
+COMMON_CHANNELS: Final = {str(n): n for n in range(16)}  # skips parsing on the hot path
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,9 @@ def _channel(text: str, topic: str) -> int:
     Raises:
         DecodeError: ``unknown-topic`` when the level is not a channel number.
     """
+    channel = COMMON_CHANNELS.get(text)
+    if channel is not None:
+        return channel
     if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > MAX_CHANNEL:
         raise DecodeError("unknown-topic", f"topic {topic!r} has no channel number")
     return int(text)

@@ -165,12 +165,17 @@ class ShellyGen2Decoder:
                 continue
             state = self._merge(device_id, component, changes, full=full)
             own = _component_id(component)
-            for key, (channel, column) in table.items():
-                value = state.get(key)
-                if value is None:
-                    continue
-                reading = by_channel.setdefault(own if channel is None else channel, {})
-                reading[column] = number(value, f"{component}.{key}")
+            try:
+                for key, (channel, column) in table.items():
+                    value = state.get(key)
+                    if value is None:
+                        continue
+                    reading = by_channel.get(own if channel is None else channel)
+                    if reading is None:
+                        reading = by_channel[own if channel is None else channel] = {}
+                    reading[column] = number(value, key)
+            except DecodeError as exc:
+                raise DecodeError(exc.reason, f"{component}: {exc}") from exc
         for channel, reading in by_channel.items():
             reading.update(
                 ts=ts_ms,

@@ -55,19 +55,24 @@ class StatusRegistry:
 
     def __init__(self) -> None:
         self._devices: dict[str, DeviceStatus] = {}
+        # Hot path: most messages only move "last seen", kept apart from the immutable facts.
+        self._last_seen: dict[str, int] = {}
 
-    def seen(self, device_id: str, fmt: str, at_ms: int, **facts: Any) -> DeviceStatus:
+    def seen(self, device_id: str, fmt: str, at_ms: int, **facts: Any) -> None:
         """Record that ``device_id`` sent something at ``at_ms`` [ms], with optional facts.
 
         ``facts`` are DeviceStatus fields (``online``, ``model``, ``fw``, ``ip``, ``mac``); None
         values leave what is known unchanged.
         """
-        known = self._devices.get(device_id) or DeviceStatus(device_id, fmt)
+        last = self._last_seen.get(device_id)
+        if last is None or at_ms > last:
+            self._last_seen[device_id] = at_ms
+        known = self._devices.get(device_id)
+        if known is not None and known.format == fmt and not facts:
+            return
         changes = {k: v for k, v in facts.items() if v is not None}
-        last_seen = max(at_ms, known.last_seen_ms or at_ms)
-        status = dataclasses.replace(known, format=fmt, last_seen_ms=last_seen, **changes)
-        self._devices[device_id] = status
-        return status
+        base = known or DeviceStatus(device_id, fmt)
+        self._devices[device_id] = dataclasses.replace(base, format=fmt, **changes)
 
     def announce(self, device_id: str, fmt: str, at_ms: int, doc: dict[str, Any]) -> None:
         """Record the facts of an announce document (string values only)."""
@@ -80,4 +85,7 @@ class StatusRegistry:
 
     def snapshot(self) -> dict[str, DeviceStatus]:
         """Return the status of every device seen so far (a copy; entries are immutable)."""
-        return dict(self._devices)
+        return {
+            device_id: dataclasses.replace(status, last_seen_ms=self._last_seen[device_id])
+            for device_id, status in self._devices.items()
+        }

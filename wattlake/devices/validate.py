@@ -18,6 +18,8 @@ def number(value: Any, field: str) -> float:
     Raises:
         DecodeError: ``bad-type`` for a non-number, ``not-finite`` for NaN or infinity.
     """
+    if type(value) is float and value - value == 0.0:  # the common case; NaN and inf fail
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError("bad-type", f"{field} is {type(value).__name__}, not a number")
     try:

@@ -10,7 +10,8 @@ message arrived; it does nothing with them). So the publisher's own speed is not
 1. bare paho subscriber (``loop_start`` + an ``on_message`` that counts), QoS 0 and 1: the ceiling;
 2. ``IngestWorker`` (WAL + fsync before PUBACK, decode, Arrow buffer, Parquet zstd): one reading
    per message (Shelly Gen2 ``NotifyStatus``), QoS 0 and QoS 1;
-3. the same with batched messages (generic format, 100 readings per message), QoS 1;
+3. the same with batched messages (generic format, 100 readings per message: a JSON array,
+   or newline-delimited JSON), QoS 1;
 4. publish-to-WAL latency at a steady 10,000 readings/s from a publisher in another process;
 5. resident memory with 1,000,000 readings in the stream's buffer.
 """
@@ -49,13 +50,16 @@ def single(i: int, ts_s: float | None = None) -> tuple[str, bytes]:
     return f"{device}/events/rpc", json.dumps(doc).encode()
 
 
-def batched(i: int, per_message: int = 100) -> tuple[str, bytes]:
+def batched(i: int, per_message: int = 100, *, lines: bool = False) -> tuple[str, bytes]:
+    """Return generic message ``i``: a JSON array, or with ``lines`` newline-delimited JSON."""
     device = f"bench-{i % 50:03d}"
     first = (i // 50) * per_message
     rows = [
         {"ts": BASE_TS_S + first + k, "power_w": float(k), "energy_wh": float(first + k)}
         for k in range(per_message)
     ]
+    if lines:
+        return f"wattlake/{device}/readings", b"\n".join(json.dumps(r).encode() for r in rows)
     return f"wattlake/{device}/readings", json.dumps(rows).encode()
 
 
@@ -280,21 +284,25 @@ def run_single(broker: Broker, workdir: Path, n: int) -> None:
 
 
 def run_batched(broker: Broker, workdir: Path, b: int) -> None:
-    batches = [batched(i) for i in range(b)]
-    bare_s = drain_rate(broker, "bare-b", batches, 1, lambda c: bare_drain(broker.port, c, b))
-    ingest_s = drain_rate(
-        broker,
-        "ingest-b",
-        batches,
-        1,
-        lambda c: ingest_drain(broker.port, workdir / "lake-b", c, 1, b * 100),
-    )
     print(f"batched messages (100 readings each, generic format), {b:,} messages, QoS 1:")
-    print(
-        f"  bare subscriber {b / bare_s:10,.0f} msg/s = {b * 100 / bare_s:12,.0f} readings/s"
-        f"   ingest to Parquet {b * 100 / ingest_s:12,.0f} readings/s"
-        f"   ratio {bare_s / ingest_s:.2f}"
-    )
+    for lines in (False, True):
+        shape = "newline-delimited" if lines else "JSON array"
+        batches = [batched(i, lines=lines) for i in range(b)]
+        bare_s = drain_rate(
+            broker, f"bare-b{lines}", batches, 1, lambda c: bare_drain(broker.port, c, b)
+        )
+        ingest_s = drain_rate(
+            broker,
+            f"ingest-b{lines}",
+            batches,
+            1,
+            lambda c, s=shape: ingest_drain(broker.port, workdir / f"lake-{s}", c, 1, b * 100),  # type: ignore[misc]
+        )
+        print(
+            f"  {shape:17}: bare subscriber {b / bare_s:8,.0f} msg/s = "
+            f"{b * 100 / bare_s:10,.0f} readings/s   ingest to Parquet "
+            f"{b * 100 / ingest_s:10,.0f} readings/s   ratio {bare_s / ingest_s:.2f}"
+        )
 
 
 def run_latency(broker: Broker, workdir: Path, rate: int, seconds: float) -> None:

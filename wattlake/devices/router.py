@@ -23,7 +23,7 @@ that is a configured device id (e.g. a Gen2 meter with the prefix ``shellies/<id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from wattlake.devices.base import Decoded, Decoder, RawMessage
@@ -109,10 +109,11 @@ class DecoderRouter:
         self._topic_formats: dict[str, str] = {}
         self.status = StatusRegistry()
         self._gen1 = ShellyGen1Decoder(self.status)
+        self._generic = GenericDecoder(self.status)
         self._decoders: dict[str, Decoder] = {
             "shelly-gen1": self._gen1,
             "shelly-gen2": ShellyGen2Decoder(self.status),
-            "generic": GenericDecoder(self.status),
+            "generic": self._generic,
         }
 
     def format_for(self, topic: str) -> str:
@@ -153,6 +154,47 @@ class DecoderRouter:
                 f"payload of {len(message.payload)} bytes exceeds {self.max_payload_bytes}",
             )
         return self._decoders[self.format_for(message.topic)].decode(message)
+
+    def decode_many(
+        self, messages: Iterable[RawMessage]
+    ) -> tuple[list[Decoded], list[tuple[RawMessage, DecodeError]]]:
+        """Decode a batch of messages; return what they hold and each refused one with why.
+
+        Generic-format arrays, and newline-delimited generic messages, are decoded together
+        into one Arrow table each (the fast paths for device-side batches); everything else
+        goes through :meth:`decode` one by one.
+        """
+        decoded: list[Decoded] = []
+        failed: list[tuple[RawMessage, DecodeError]] = []
+        arrays: list[RawMessage] = []
+        lines: list[RawMessage] = []
+        for message in messages:
+            try:
+                payload = message.payload
+                if (
+                    payload[:1] in b"[{"
+                    and len(payload) <= self.max_payload_bytes
+                    and self.format_for(message.topic) == "generic"
+                ):
+                    if payload[:1] == b"[":
+                        arrays.append(message)
+                        continue
+                    if b"\n" in payload.strip():
+                        lines.append(message)
+                        continue
+                decoded.append(self.decode(message))
+            except DecodeError as exc:
+                failed.append((message, exc))
+        for batch, decode in (
+            (arrays, self._generic.decode_arrays),
+            (lines, self._generic.decode_ndjson),
+        ):
+            if batch:
+                table, refused = decode(batch)
+                if table is not None:
+                    decoded.append(table)
+                failed += refused
+        return decoded, failed
 
     def drain(self, now_ms: int | None = None) -> list[Reading]:
         """Return readings held in decoder state (Gen1 cycles not yet complete).

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
-from wattlake.errors import DecodeError
 from wattlake.lake.storage import RAW_READINGS, Lake
 from wattlake.schema import Reading, readings_to_table
 from wattlake.stream.deadletters import DeadLetter, write_dead_letters
@@ -92,18 +91,17 @@ class DeliveryStream:
     def accept(self, messages: Iterable[RawMessage]) -> None:
         """Decode ``messages`` into the buffer; undecodable ones become dead letters."""
         with self._lock:
+            batch = list(messages)
+            self.stats.messages += len(batch)
+            decoded, failed = self.router.decode_many(batch)
+            for message, exc in failed:
+                self._dead_letter(DeadLetter(message, exc.reason, str(exc)))
             dicts: list[Reading] = []
-            for message in messages:
-                self.stats.messages += 1
-                try:
-                    decoded = self.router.decode(message)
-                except DecodeError as exc:
-                    self._dead_letter(DeadLetter(message, exc.reason, str(exc)))
-                    continue
-                if isinstance(decoded, pa.Table):
-                    self._add(decoded)
+            for item in decoded:
+                if isinstance(item, pa.Table):
+                    self._add(item)
                 else:
-                    dicts += decoded
+                    dicts += item
             dicts += self.router.drain(time.time_ns() // 1_000_000)
             if dicts:
                 self._add(readings_to_table(dicts))

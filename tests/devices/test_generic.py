@@ -155,6 +155,7 @@ def test_an_array_without_times_uses_the_receive_time() -> None:
         ({"device_id": "meter-8"}, "device-mismatch", "meter-8"),
         ({"ts": 12}, "bad-timestamp", "ts"),
         ({"ts": 1867225000}, "bad-timestamp", "ts"),
+        ({"ts": 1.8e305}, "bad-timestamp", "ts"),
         ({"ts": "yesterday"}, "bad-timestamp", "yesterday"),
         ({"ts": "2026-01-01T00:00:00"}, "bad-timestamp", "offset"),
         ({"ts": [1]}, "bad-type", "ts"),

@@ -266,6 +266,8 @@ def bad_event(**changes: Any) -> RawMessage:
         (bad_event(data_keys=None), "bad-type"),
         (bad_event(data_values=[[1.0, 2.0]]), "bad-type"),
         (bad_event(data_period=0), "bad-type"),
+        (bad_event(data_period=1e300, data_values=[[1.0], [2.0]]), "bad-type"),
+        (rpc(PRO_EM, "NotifyStatus", {"ts": 1.8e305, "em1:0": {"act_power": 1}}), "bad-timestamp"),
         (bad_event(data_ts=2e10), "bad-timestamp"),
         (bad_event(data_values=[["x"]]), "bad-type"),
         (RawMessage(f"{PRO_EM}/status/em1:0", b"[]", NOW), "bad-type"),

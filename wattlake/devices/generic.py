@@ -433,7 +433,8 @@ def _ts_array(raw: list[float | str | None], received_at_ms: int) -> pa.Array:
         return pa.array(values, type=TS_TYPE)
     # None becomes NaN; msgspec never yields NaN from JSON, so NaN means "absent".
     seconds = np.array(raw, dtype=np.float64)
-    millis = np.round(seconds * 1000.0)
+    with np.errstate(over="ignore"):  # an absurd time overflows to inf: refused just below
+        millis = np.round(seconds * 1000.0)
     np.copyto(millis, float(received_at_ms), where=np.isnan(millis))
     low, high = millis.min(), millis.max()
     if not (low >= MIN_TS_MS and high <= received_at_ms + MAX_FUTURE_MS):

@@ -62,6 +62,7 @@ RECORD_MAP: Final = {"avg_voltage": "voltage_v", "avg_current": "current_a"}
 RECORD_IMPORT_KEY: Final = "total_act_energy"
 RECORD_EXPORT_KEY: Final = "total_act_ret_energy"
 RECORD_COMPONENTS: Final = {"em1data": (None,), "emdata": PHASES}
+MAX_RECORD_PERIOD_S: Final = 86_400.0  # records are per minute; a day is already suspicious
 NOTIFY_METHODS: Final = frozenset({"NotifyStatus", "NotifyFullStatus"})
 EVENT_METHOD: Final = "NotifyEvent"
 DATA_EVENT: Final = "data"
@@ -228,8 +229,8 @@ def record_readings(
     that starts at ``data.ts + i * period`` [s]; it becomes one reading per channel at that
     start whose ``power_w`` is the interval's mean power, ``(import - export) * 3600 / period``
     [W] (so integrating with the left rule gives back the device's energies exactly), with
-    ``avg_voltage``/``avg_current`` as ``voltage_v``/``current_a``. Counters are not in
-    records, so ``energy_wh`` stays null. Rows whose mapped values are all null yield nothing.
+    ``avg_voltage``/``avg_current`` as ``voltage_v``/``current_a`` (``period`` must be 0 < p <=
+    86,400 s). Counters are not in records, so ``energy_wh`` stays null. Rows whose mapped values are all null yield nothing.
 
     Raises:
         DecodeError: ``unknown-component``, ``bad-type``, ``not-finite``, ``bad-timestamp``.
@@ -250,8 +251,8 @@ def record_readings(
         raise DecodeError("bad-type", f"{component} data record has no list of values")
     start_ms = timestamp_ms(data.get("ts"), received_at_ms)
     period_s = number(data.get("period"), "period")
-    if period_s <= 0:
-        raise DecodeError("bad-type", f"{component} data period {period_s} s is not positive")
+    if not 0 < period_s <= MAX_RECORD_PERIOD_S:
+        raise DecodeError("bad-type", f"{component} data period {period_s} s is out of range")
     index = {key: i for i, key in enumerate(keys)}
     readings: list[Reading] = []
     for row_number, row in enumerate(values):

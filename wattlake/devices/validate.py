@@ -37,10 +37,10 @@ def timestamp_ms(seconds: Any, received_at_ms: int) -> int:
     Raises:
         DecodeError: ``bad-timestamp`` before 2000 or more than a day after ``received_at_ms``.
     """
-    ts_ms = round(number(seconds, "ts") * 1000)
-    if ts_ms < MIN_TS_MS or ts_ms > received_at_ms + MAX_FUTURE_MS:
+    ms = number(seconds, "ts") * 1000.0  # may overflow to infinity: compared before round()
+    if not MIN_TS_MS <= ms <= received_at_ms + MAX_FUTURE_MS:
         raise DecodeError("bad-timestamp", f"ts {seconds!r} s is before 2000 or over a day ahead")
-    return ts_ms
+    return round(ms)
 
 
 def number_text(payload: bytes, field: str) -> float:

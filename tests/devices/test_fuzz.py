@@ -180,20 +180,70 @@ generic_rows = st.lists(
 )
 
 
+def generic_payload(rows: list[Any], layout: str) -> bytes:
+    """Encode readings as one JSON array or as newline-delimited objects."""
+    if layout == "ndjson":
+        return b"\n".join(json.dumps(row).encode() for row in rows)
+    return json.dumps(rows).encode()
+
+
 @FUZZ
-@given(rows=generic_rows)
-def test_generic_arrays_keep_every_reading_or_refuse_the_message(rows: list[Any]) -> None:
-    decoded = decode_or_refuse(
-        DecoderRouter(), "wattlake/dev-1/readings", json.dumps(rows).encode()
+@given(rows=generic_rows, layout=st.sampled_from(["array", "ndjson"]))
+def test_generic_messages_keep_every_reading_or_refuse_the_message(
+    rows: list[Any], layout: str
+) -> None:
+    payload = generic_payload(rows, layout)
+    decoded = decode_or_refuse(DecoderRouter(), "wattlake/dev-1/readings", payload)
+    if decoded is None or (layout == "ndjson" and len(rows) < 2):
+        return  # one line is one object; none is not JSON at all
+    count = decoded.num_rows if isinstance(decoded, pa.Table) else len(decoded)
+    assert count == len(rows)
+    table = decoded if isinstance(decoded, pa.Table) else readings_to_table(decoded)
+    expected = [row.get("power_w") for row in rows]
+    assert table.column("power_w").to_pylist() == [
+        None if v is None else float(v) for v in expected
+    ]
+
+
+def refused_alone(message: RawMessage) -> bool:
+    try:
+        DecoderRouter().decode(message)
+    except DecodeError:
+        return True
+    return False
+
+
+def row_count(decoded: Any) -> int:
+    return int(decoded.num_rows) if isinstance(decoded, pa.Table) else len(decoded)
+
+
+@FUZZ
+@given(
+    batch=st.lists(
+        st.tuples(generic_rows, st.sampled_from(["array", "ndjson"]), st.booleans()), max_size=6
     )
-    if decoded is not None:
-        count = decoded.num_rows if isinstance(decoded, pa.Table) else len(decoded)
-        assert count == len(rows)
-        table = decoded if isinstance(decoded, pa.Table) else readings_to_table(decoded)
-        expected = [row.get("power_w") for row in rows]
-        assert table.column("power_w").to_pylist() == [
-            None if v is None else float(v) for v in expected
-        ]
+)
+def test_decode_many_accounts_for_every_message_and_reading(
+    batch: list[tuple[list[Any], str, bool]],
+) -> None:
+    """A batch decode returns every message's readings, or the message with its reason."""
+    messages = [
+        RawMessage(
+            f"wattlake/dev-{i % 2}/readings",
+            generic_payload(rows, layout) if valid else b"\x00garbage",
+            NOW + i,
+        )
+        for i, (rows, layout, valid) in enumerate(batch)
+    ]
+    decoded, failed = DecoderRouter().decode_many(messages)
+    assert all(isinstance(error, DecodeError) and error.reason for _, error in failed)
+    refused = {id(message) for message, _ in failed}
+    assert len(refused) == len(failed)
+    assert refused == {id(m) for m in messages if refused_alone(m)}
+    for item in decoded:
+        check(item)
+    kept = [m for m in messages if id(m) not in refused]
+    assert sum(map(row_count, decoded)) == sum(row_count(DecoderRouter().decode(m)) for m in kept)
 
 
 gen1_messages = st.lists(

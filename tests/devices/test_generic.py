@@ -212,3 +212,9 @@ def test_generic_devices_appear_in_device_status() -> None:
     router.decode(message({"power_w": 1}))
     status = router.device_status()["meter-7"]
     assert (status.format, status.last_seen_ms, status.online) == ("generic", NOW, None)
+
+
+def test_a_batch_of_empty_arrays_is_no_readings() -> None:
+    decoded, failed = DecoderRouter().decode_many([message([]), message([])])
+    assert failed == []
+    assert sum(d.num_rows if isinstance(d, pa.Table) else len(d) for d in decoded) == 0

@@ -273,6 +273,8 @@ def _many_table(
     counts = np.fromiter((len(rows) for _, rows in items), dtype=np.int64, count=len(items))
     rows = [row for _, message_rows in items for row in message_rows]
     n = len(rows)
+    if n == 0:  # only empty arrays: no readings, nothing refused
+        return READING_SCHEMA.empty_table(), []
     owner = np.repeat(np.arange(len(items)), counts)
     received = np.repeat(
         np.fromiter((m.received_at_ms for m, _ in items), dtype=np.int64, count=len(items)),

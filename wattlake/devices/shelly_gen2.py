@@ -230,7 +230,8 @@ def record_readings(
     start whose ``power_w`` is the interval's mean power, ``(import - export) * 3600 / period``
     [W] (so integrating with the left rule gives back the device's energies exactly), with
     ``avg_voltage``/``avg_current`` as ``voltage_v``/``current_a`` (``period`` must be 0 < p <=
-    86,400 s). Counters are not in records, so ``energy_wh`` stays null. Rows whose mapped values are all null yield nothing.
+    86,400 s). Counters are not in records, so ``energy_wh`` stays null. Rows whose mapped
+    values are all null yield nothing.
 
     Raises:
         DecodeError: ``unknown-component``, ``bad-type``, ``not-finite``, ``bad-timestamp``.

@@ -16,8 +16,10 @@ from typing import ClassVar
 import paho.mqtt.client as mqtt
 import pytest
 
+from wattlake.config import Settings
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
+from wattlake.stream.ingest import IngestWorker
 
 BASE_TS_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 DEVICES = 10
@@ -149,6 +151,29 @@ class IngestProcess:
 
     def text(self) -> str:
         return self.log_path.read_text()
+
+
+def start_worker(
+    url: str,
+    data_dir: Path,
+    *,
+    client_id: str = "inproc",
+    shared_group: str = "",
+    **settings: object,
+) -> tuple[IngestWorker, threading.Event, threading.Thread]:
+    """Run an ingest worker in a thread (flushing every 0.2 s) until its stop event is set."""
+    values = {"data_dir": str(data_dir), "stream.flush_interval_s": 0.2, **settings}
+    worker = IngestWorker(
+        Settings.load(overrides=values, environ={}),
+        url,
+        client_id=client_id,
+        shared_group=shared_group,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    assert worker.ready.wait(30)
+    return worker, stop, thread
 
 
 @pytest.fixture(autouse=True)

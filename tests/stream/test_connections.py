@@ -4,35 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Mosquitto, need, start_mosquitto
-from tests.stream.support import Publisher, expected_keys, lake_keys, reading_message, wait_until
+from tests.stream.support import (
+    Publisher,
+    expected_keys,
+    lake_keys,
+    reading_message,
+    start_worker,
+    wait_until,
+)
 from wattlake.config import Settings
 from wattlake.errors import BrokerError, UsageError
 from wattlake.gateway.broker import free_port
 from wattlake.stream.ingest import IngestWorker
-
-
-def start_worker(
-    url: str, data_dir: Path, name: str, **options: object
-) -> tuple[IngestWorker, threading.Event, threading.Thread]:
-    values = {"data_dir": str(data_dir), "stream.flush_interval_s": 0.2, "stream.name": name}
-    values.update({k: v for k, v in options.items() if "." in k})
-    worker = IngestWorker(
-        Settings.load(overrides=values, environ={}),
-        url,
-        client_id=f"worker-{name}",
-        shared_group=str(options.get("shared_group", "")),
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    assert worker.ready.wait(30)
-    return worker, stop, thread
 
 
 def test_workers_in_a_shared_group_split_the_messages_and_each_lands_once(
@@ -40,7 +28,12 @@ def test_workers_in_a_shared_group_split_the_messages_and_each_lands_once(
 ) -> None:
     count = 4_000
     data_dir = tmp_path / "lake"
-    workers = [start_worker(mosquitto.url, data_dir, f"w{i}", shared_group="g") for i in range(2)]
+    workers = [
+        start_worker(
+            mosquitto.url, data_dir, client_id=f"w{i}", shared_group="g", **{"stream.name": f"w{i}"}
+        )
+        for i in range(2)
+    ]
     publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="ps")
     publisher.start().wait()
     wait_until(lambda: lake_keys(data_dir)[1] >= count, 60, "every reading")
@@ -133,7 +126,7 @@ def test_ingest_over_tls_verifies_the_broker_and_refuses_an_unknown_one(tmp_path
     try:
         url = f"mqtts://127.0.0.1:{tls_port}"
         data_dir = tmp_path / "lake"
-        _, stop, thread = start_worker(url, data_dir, "tls", **{"ingest.tls_ca_file": str(ca)})
+        _, stop, thread = start_worker(url, data_dir, **{"ingest.tls_ca_file": str(ca)})
         publisher = Publisher(broker.url, [reading_message(i) for i in range(100)], name="pt")
         publisher.start().wait()
         wait_until(lambda: lake_keys(data_dir)[1] >= 100, 30, "readings over TLS")

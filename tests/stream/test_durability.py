@@ -6,7 +6,6 @@ Every test runs a real Mosquitto and real ingest workers; the publisher is a pla
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from tests.stream.support import (
     lake_keys,
     no_ingest_left_running,  # noqa: F401 - an autouse fixture
     reading_message,
+    start_worker,
     wait_until,
 )
-from wattlake.config import Settings
-from wattlake.stream.ingest import IngestWorker
 
 
 def wal_segments(data_dir: Path) -> list[Path]:
@@ -63,18 +61,6 @@ def test_sigkill_mid_stream_then_restart_gives_every_reading_exactly_once(
     assert replayed and int(replayed.group(1)) > 0, second.text()
 
 
-def in_process_worker(
-    url: str, data_dir: Path, **settings: object
-) -> tuple[IngestWorker, threading.Event, threading.Thread]:
-    values = {"data_dir": str(data_dir), "stream.flush_interval_s": 0.2, **settings}
-    worker = IngestWorker(Settings.load(overrides=values, environ={}), url, client_id="inproc")
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    assert worker.ready.wait(30)
-    return worker, stop, thread
-
-
 def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then_catches_up(
     mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -83,7 +69,7 @@ def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then
     data_dir.mkdir()
     blocker = data_dir / "raw"
     blocker.write_text("a file where the raw/ folder should be: every lake write fails")
-    worker, stop, thread = in_process_worker(
+    worker, stop, thread = start_worker(
         mosquitto.url, data_dir, **{"stream.wal_max_bytes": 150_000, "stream.retry_max_s": 0.5}
     )
     publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p2")

@@ -95,7 +95,7 @@ class Lake:
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
-                _fsync_dir(directory)
+                fsync_dir(directory)
             else:
                 with self.fs.open_output_stream(target) as out:
                     out.write(data)
@@ -154,8 +154,8 @@ class Lake:
         )
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make a rename in ``directory`` durable."""
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a file created, renamed or deleted in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

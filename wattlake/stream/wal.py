@@ -24,6 +24,7 @@ from typing import BinaryIO, Final
 
 from wattlake.devices.base import RawMessage
 from wattlake.errors import ConfigError
+from wattlake.lake.storage import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class WriteAheadLog:
             raise
         self._file, self._path = handle, path
         self._size, self._synced, self._records = len(MAGIC), 0, 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def rotate(self) -> Path | None:
         """Close the open segment and return it (None when there is none or it is empty).
@@ -208,7 +209,7 @@ class WriteAheadLog:
                 continue
             self._closed_bytes -= size
         if paths:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def close(self) -> None:
         """Sync and close the open segment and give up ownership of the folder."""
@@ -265,11 +266,3 @@ def read_segment(path: Path, chunk: int = READ_CHUNK) -> Iterator[list[RawMessag
 
 def _keep_corrupt(path: Path, data: bytes) -> None:
     path.with_name(path.name + ".corrupt").write_bytes(data)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -240,7 +241,7 @@ def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
         and not pc.all(pc.or_kleene(pc.is_null(named), pc.equal(named, device_ids))).as_py()
     ):
         return None
-    millis = np.round(raw["ts"].to_numpy() * 1000.0)
+    millis = _seconds_to_ms(raw["ts"].to_numpy())
     absent = np.isnan(millis)
     millis[absent] = received[absent]
     if not bool(((millis >= MIN_TS_MS) & (millis <= received + MAX_FUTURE_MS)).all()):
@@ -260,6 +261,13 @@ def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
     columns["channel"] = channel.cast(pa.int16())
     columns["source"] = _constant(SOURCE, n, pa.string())
     return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=READING_SCHEMA)
+
+
+def _seconds_to_ms(seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Return epoch seconds as rounded milliseconds; absurd times become inf, quietly (the
+    range check refuses them)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.round(seconds * 1000.0)
 
 
 def _many_table(
@@ -287,7 +295,7 @@ def _many_table(
         iso = {int(owner[i]) for i, t in enumerate(raw_ts) if isinstance(t, str)}
         return None, [(i, DecodeError("iso-ts", "ISO text times")) for i in sorted(iso)]
     bad: dict[int, DecodeError] = {}
-    millis = np.round(seconds.to_numpy(zero_copy_only=False) * 1000.0)
+    millis = _seconds_to_ms(seconds.to_numpy(zero_copy_only=False))
     absent = np.isnan(millis)
     millis[absent] = received[absent]
     out = (millis < MIN_TS_MS) | (millis > received + MAX_FUTURE_MS) | np.isinf(millis)
@@ -436,7 +444,7 @@ def _ts_array(raw: list[float | str | None], received_at_ms: int) -> pa.Array:
     # None becomes NaN; msgspec never yields NaN from JSON, so NaN means "absent".
     seconds = np.array(raw, dtype=np.float64)
     with np.errstate(over="ignore"):  # an absurd time overflows to inf: refused just below
-        millis = np.round(seconds * 1000.0)
+        millis = _seconds_to_ms(seconds)
     np.copyto(millis, float(received_at_ms), where=np.isnan(millis))
     low, high = millis.min(), millis.max()
     if not (low >= MIN_TS_MS and high <= received_at_ms + MAX_FUTURE_MS):

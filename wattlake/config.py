@@ -142,6 +142,12 @@ register(
     "While the lake is unwritable, stop acknowledging messages once the WAL holds this much.",
 )
 register(
+    "stream.metrics_file",
+    "",
+    "path",
+    "Prometheus text file of ingest health (empty: metrics.prom in the WAL folder).",
+)
+register(
     "stream.retry_max_s",
     60.0,
     "s",

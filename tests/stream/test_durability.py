@@ -72,16 +72,27 @@ def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then
     worker, stop, thread = start_worker(
         mosquitto.url, data_dir, **{"stream.wal_max_bytes": 150_000, "stream.retry_max_s": 0.5}
     )
-    publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p2")
+    messages = [reading_message(i) for i in range(count)]
+    first = Publisher(mosquitto.url, messages[:300], name="p2a")
+    first.start().wait()
+    wait_until(lambda: not worker.health.lake_ok, 30, "the first failed flush")
+    # From now on messages only go to the WAL (acknowledged, not decoded) until its limit.
+    publisher = Publisher(mosquitto.url, messages[300:], name="p2b")
     publisher.start().wait()
     wait_until(lambda: not worker.health.acknowledging, 60, "the WAL limit")
+    first.close()
     assert not worker.health.lake_ok
     assert "cannot write to the lake" in worker.health.last_error
-    assert 0 < worker.health.acked < count, "past the limit the broker keeps the rest"
+    assert 300 < worker.health.acked < count, "past the limit the broker keeps the rest"
+    decoded, acked = worker.stream.stats.messages, worker.health.acked
+    assert decoded <= 300, "while degraded, messages are not decoded"
     time.sleep(1)
     assert worker.health.acked < count
     assert worker.wal.total_bytes >= 150_000
     assert "cannot write to the lake" in caplog.text and "no longer taking messages" in caplog.text
+    metrics = (data_dir / "wal" / "ingest" / "metrics.prom").read_text()
+    assert 'wattlake_ingest_lake_writable{stream="ingest"} 0.0' in metrics
+    assert 'wattlake_ingest_acknowledging{stream="ingest"} 0.0' in metrics
 
     blocker.unlink()
     wait_until(lambda: lake_keys(data_dir)[1] >= count, 120, "the lake to catch up")
@@ -93,6 +104,10 @@ def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then
     assert (view_rows, keys) == (count, expected_keys(count))
     assert raw_rows == count, "a lake that was only down writes nothing twice"
     assert "takes writes again" in caplog.text
+    assert worker.health.replayed == acked - decoded > 0, "read back from the WAL"
+    metrics = (data_dir / "wal" / "ingest" / "metrics.prom").read_text()
+    assert 'wattlake_ingest_lake_writable{stream="ingest"} 1.0' in metrics
+    assert f'wattlake_ingest_readings_total{{stream="ingest"}} {float(count)}' in metrics
     assert wal_segments(data_dir) == []
 
 

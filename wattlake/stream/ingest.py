@@ -35,6 +35,7 @@ from wattlake.errors import ConfigError, StorageError
 from wattlake.gateway.mqtt import BrokerAddress, Delivery, MqttSource, TlsOptions
 from wattlake.lake.storage import Lake
 from wattlake.stream.delivery import DeliveryStream, FlushBatch, FlushLimits
+from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
 from wattlake.stream.wal import WriteAheadLog, read_segment
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,12 @@ class IngestWorker:
             ),
         )
         self.ready = threading.Event()
+        metrics_path = settings["stream.metrics_file"]
+        self.metrics = MetricsFile(
+            Path(metrics_path) if metrics_path else self.wal.directory / "metrics.prom",
+            self.figures,
+        )
+        self._metrics_written_at = 0.0
         # Closed WAL segments whose messages are all in the stream's buffer ...
         self._loaded: list[Path] = []
         # ... and those that are not (left by an earlier run, or logged while the lake was
@@ -216,6 +223,7 @@ class IngestWorker:
             self._syncer.shutdown()
             self._flusher.shutdown()
             self.wal.close()
+            self.write_metrics()
 
     def _finish_taking(self) -> None:
         """After a stop: take what the broker already sent (all of it, when draining)."""
@@ -251,6 +259,7 @@ class IngestWorker:
                     "messages until the lake can be written: the broker and devices keep them",
                     self.wal.total_bytes,
                 )
+                self.write_metrics()
             time.sleep(min(timeout_s, 0.05))
         elif self._buffer_full():
             time.sleep(0.005)  # memory bound: the broker waits until the flush in flight ends
@@ -267,7 +276,35 @@ class IngestWorker:
         ):
             self._start_flush()
         self.health.wal_bytes = self.wal.total_bytes
+        if time.monotonic() - self._metrics_written_at >= WRITE_EVERY_S:
+            self.write_metrics()
         return took
+
+    def figures(self) -> IngestFigures:
+        """Return what the worker has done and how it is, for metrics."""
+        stats = self.stream.stats
+        return IngestFigures(
+            stream=self.stream.name,
+            lake_writable=self.health.lake_ok,
+            wal_writable=self.health.wal_ok,
+            acknowledging=self.health.acknowledging,
+            wal_bytes=self.wal.total_bytes,
+            buffered_rows=self.stream.buffered_rows,
+            messages=stats.messages,
+            readings=stats.readings,
+            dead_letters=stats.dead_letters,
+            acknowledged=self.health.acked,
+            replayed=self.health.replayed,
+            files_written=stats.files_written,
+        )
+
+    def write_metrics(self) -> None:
+        """Rewrite the metrics file now (a failure is logged, never fatal)."""
+        self._metrics_written_at = time.monotonic()
+        try:
+            self.metrics.write()
+        except OSError as exc:
+            log.warning("cannot write the metrics file %s: %s", self.metrics.path, exc)
 
     def _log_to_wal(self, batch: list[Delivery]) -> None:
         """Make ``batch`` durable, acknowledge it, and buffer it unless the lake is down.
@@ -393,6 +430,7 @@ class IngestWorker:
             log.error("the lake is still unwritable (%s); retrying in %.1f s", exc, wait)
         self.health.lake_ok = False
         self.health.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
+        self.write_metrics()
 
     def _recover(self) -> None:
         """Retry the lake; when it takes writes, read back what only the WAL holds."""
@@ -404,6 +442,7 @@ class IngestWorker:
         self.health.last_error = ""
         self.backoff.reset()
         self._catch_up()
+        self.write_metrics()
 
     def _catch_up(self) -> None:
         """Read pending WAL segments into the buffer, oldest first, flushing as limits say."""

@@ -177,6 +177,8 @@ def import_file(
         if len(batch) >= IMPORT_BATCH:
             stream.accept(batch)
             batch = []
+            if stream.flush_wanted():  # the buffer's byte and row limits bound memory
+                stream.flush()
     stream.accept(batch)
     stream.flush()
     stats = stream.stats

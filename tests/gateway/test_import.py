@@ -201,3 +201,21 @@ def test_a_file_with_no_usable_row_is_bad_input(
     code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(tmp_path / "lake"))
     assert code == 2
     assert "No row of history.csv could be imported" in err
+
+
+def test_a_large_import_flushes_at_the_buffer_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays bounded: the buffer is written whenever it reaches its row limit."""
+    monkeypatch.setenv("WATTLAKE_STREAM__BUFFER_MAX_ROWS", "20000")
+    data_dir = tmp_path / "lake"
+    path = tmp_path / "many.csv"
+    lines = ["ts,device_id,channel,power_w"]
+    lines += [f"{T0_S + i},meter,0,{i % 500}" for i in range(60_000)]  # 17 h of seconds
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(data_dir))
+    assert code == 0, err
+    files = sorted(data_dir.glob("raw/readings/date=*/hour=*/*.parquet"))
+    assert max(pq.read_metadata(f).num_rows for f in files) <= 20_000
+    assert len(files) > 17, "more than one flush: some hours are split across files"
+    assert query(capsys, data_dir, "SELECT count(*) AS n FROM readings") == [{"n": 60_000}]

@@ -118,7 +118,6 @@ class IngestHealth:
     wal_ok: bool = True
     acknowledging: bool = True
     last_error: str = ""
-    wal_bytes: int = 0
     acked: int = 0
     replayed: int = 0
 
@@ -275,7 +274,6 @@ class IngestWorker:
             self.stream.flush_wanted() or self.wal.total_bytes >= self.wal_max_bytes
         ):
             self._start_flush()
-        self.health.wal_bytes = self.wal.total_bytes
         if time.monotonic() - self._metrics_written_at >= WRITE_EVERY_S:
             self.write_metrics()
         return took
@@ -400,17 +398,8 @@ class IngestWorker:
         """
         if self._collect_flush(wait=True) is False:
             return False
-        self._rotate()
-        batch = self.stream.detach()
-        try:
-            self.stream.write(batch)
-        except StorageError as exc:
-            self.stream.reattach(batch)
-            self._lake_failed(exc)
-            return False
-        self.wal.delete(self._loaded)
-        self._loaded = []
-        return True
+        self._start_flush()
+        return self._collect_flush(wait=True) is True
 
     def _lake_failed(self, exc: StorageError) -> None:
         """Go (or stay) degraded: messages only go to the WAL until a retry succeeds."""

@@ -232,19 +232,16 @@ def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
     n = raw.num_rows
     if n != int(counts.sum()):
         return None  # blank lines or pretty-printed objects: count per message on the slow path
-    received = np.repeat(np.fromiter((m.received_at_ms for m in messages), np.int64), counts)
-    owner = pa.array(np.repeat(np.arange(len(messages)), counts))
-    device_ids = pa.array([topic_device(m.topic) for m in messages], type=pa.string()).take(owner)
+    owner, received = _row_owners(messages, counts)
+    device_ids = _row_devices(messages, owner)
     named = raw["device_id"]
     if (
         named.null_count < n
         and not pc.all(pc.or_kleene(pc.is_null(named), pc.equal(named, device_ids))).as_py()
     ):
         return None
-    millis = _seconds_to_ms(raw["ts"].to_numpy())
-    absent = np.isnan(millis)
-    millis[absent] = received[absent]
-    if not bool(((millis >= MIN_TS_MS) & (millis <= received + MAX_FUTURE_MS)).all()):
+    millis, out = _times_ms(raw["ts"].to_numpy(), received)
+    if out.any():
         return None
     channel = pc.fill_null(raw["channel"], 0)
     if n and (pc.min(channel).as_py() < 0 or pc.max(channel).as_py() > 32_767):
@@ -255,12 +252,8 @@ def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
         if values.null_count < n and not pc.all(pc.fill_null(pc.is_finite(values), True)).as_py():
             return None
         columns[column] = values
-    columns["ts"] = pa.array(millis.astype(np.int64), type=TS_TYPE)
-    columns["received_at"] = pa.array(received, type=TS_TYPE)
-    columns["device_id"] = device_ids
     columns["channel"] = channel.cast(pa.int16())
-    columns["source"] = _constant(SOURCE, n, pa.string())
-    return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=READING_SCHEMA)
+    return _canonical(columns, millis, received, device_ids)
 
 
 def _seconds_to_ms(seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -268,6 +261,48 @@ def _seconds_to_ms(seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     range check refuses them)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.round(seconds * 1000.0)
+
+
+def _row_owners(
+    messages: list[RawMessage], counts: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Return, for each reading of a batch, the index of its message and that message's
+    receive time [ms]; ``counts`` holds the readings per message."""
+    owner = np.repeat(np.arange(len(messages)), counts)
+    received = np.fromiter((m.received_at_ms for m in messages), np.int64, count=len(messages))
+    return owner, received[owner]
+
+
+def _row_devices(messages: list[RawMessage], owner: npt.NDArray[np.int64]) -> pa.Array:
+    """Return each reading's device id, from its message's topic."""
+    devices = pa.array([topic_device(m.topic) for m in messages], type=pa.string())
+    return devices.take(pa.array(owner))
+
+
+def _times_ms(
+    seconds: npt.NDArray[np.float64], received: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Return each reading's time [ms] (NaN, an absent ``ts``, becomes the receive time) and
+    whether it is out of range: before 2000, more than a day after receipt, or infinite."""
+    millis = _seconds_to_ms(seconds)
+    absent = np.isnan(millis)
+    millis[absent] = received[absent]
+    out = (millis < MIN_TS_MS) | (millis > received + MAX_FUTURE_MS) | np.isinf(millis)
+    return millis, out
+
+
+def _canonical(
+    columns: dict[str, Any],
+    millis: npt.NDArray[np.float64],
+    received: npt.NDArray[np.int64],
+    device_ids: pa.Array,
+) -> pa.Table:
+    """Complete a batch's measurement and channel ``columns`` into the canonical table."""
+    columns["ts"] = pa.array(millis.astype(np.int64), type=TS_TYPE)
+    columns["received_at"] = pa.array(received, type=TS_TYPE)
+    columns["device_id"] = device_ids
+    columns["source"] = _constant(SOURCE, len(millis), pa.string())
+    return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=READING_SCHEMA)
 
 
 def _many_table(
@@ -283,11 +318,8 @@ def _many_table(
     n = len(rows)
     if n == 0:  # only empty arrays: no readings, nothing refused
         return READING_SCHEMA.empty_table(), []
-    owner = np.repeat(np.arange(len(items)), counts)
-    received = np.repeat(
-        np.fromiter((m.received_at_ms for m, _ in items), dtype=np.int64, count=len(items)),
-        counts,
-    )
+    messages = [m for m, _ in items]
+    owner, received = _row_owners(messages, counts)
     raw_ts = [r.ts for r in rows]
     try:
         seconds = pa.array(raw_ts, type=pa.float64())
@@ -295,10 +327,7 @@ def _many_table(
         iso = {int(owner[i]) for i, t in enumerate(raw_ts) if isinstance(t, str)}
         return None, [(i, DecodeError("iso-ts", "ISO text times")) for i in sorted(iso)]
     bad: dict[int, DecodeError] = {}
-    millis = _seconds_to_ms(seconds.to_numpy(zero_copy_only=False))
-    absent = np.isnan(millis)
-    millis[absent] = received[absent]
-    out = (millis < MIN_TS_MS) | (millis > received + MAX_FUTURE_MS) | np.isinf(millis)
+    millis, out = _times_ms(seconds.to_numpy(zero_copy_only=False), received)
     for i in np.unique(owner[out]).tolist():
         first = int(np.argmax(out & (owner == i)))
         bad[i] = DecodeError("bad-timestamp", f"ts {raw_ts[first]!r} s is out of range")
@@ -314,13 +343,8 @@ def _many_table(
                 bad.setdefault(i, DecodeError("not-finite", f"{column} is not finite"))
     if bad:
         return None, sorted(bad.items())
-    columns["ts"] = pa.array(millis.astype(np.int64), type=TS_TYPE)
-    columns["received_at"] = pa.array(received, type=TS_TYPE)
-    devices = pa.array([topic_device(m.topic) for m, _ in items], type=pa.string())
-    columns["device_id"] = devices.take(pa.array(owner))
     columns["channel"] = pa.array([r.channel for r in rows], type=pa.int16())
-    columns["source"] = _constant(SOURCE, n, pa.string())
-    return pa.Table.from_arrays([columns[name] for name in COLUMNS], schema=READING_SCHEMA), []
+    return _canonical(columns, millis, received, _row_devices(messages, owner)), []
 
 
 def topic_device(topic: str) -> str:

@@ -185,26 +185,28 @@ def test_demo_runs_for_its_duration_and_leaves_a_queryable_lake(tmp_path: Path) 
     assert not list(data_dir.rglob("*.tmp")), "a temporary file was left in the lake"
 
 
+def demo_command(data_dir: Path, *extra: str, devices: int = 2) -> list[str]:
+    """Return the command line of a demo on a free port, publishing every 0.1 s."""
+    return [
+        sys.executable,
+        "-m",
+        "wattlake",
+        "demo",
+        "--devices",
+        str(devices),
+        "--interval",
+        "0.1",
+        "--broker-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
+
+
 def test_ctrl_c_stops_the_demo_with_every_buffer_flushed(tmp_path: Path) -> None:
     data_dir = tmp_path / "lake"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wattlake",
-            "demo",
-            "--devices",
-            "1",
-            "--interval",
-            "0.1",
-            "--broker-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = subprocess.Popen(demo_command(data_dir, devices=1), stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:  # the demo says where to look once everything runs
         if "Stop with Ctrl-C" in line:
@@ -217,24 +219,6 @@ def test_ctrl_c_stops_the_demo_with_every_buffer_flushed(tmp_path: Path) -> None
     rows = query_json(data_dir, "SELECT count(*) AS n FROM readings")
     # Every published message (two channels each) is in the lake: the buffer was flushed.
     assert rows == [{"n": 2 * published}]
-
-
-def demo_command(data_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wattlake",
-        "demo",
-        "--devices",
-        "2",
-        "--interval",
-        "0.1",
-        "--broker-port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
 
 
 def test_a_demo_killed_with_sigkill_delivers_what_it_acknowledged_on_the_next_start(

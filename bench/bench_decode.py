@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+from timing import best_of
 
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
@@ -128,15 +127,6 @@ def generic_batched(n: int, rng: random.Random, size: int = 100) -> Workload:
         for i in range(n // size)
     ]
     return Workload(f"generic batched ({size}/msg)", messages, size * len(messages))
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def decode_all(messages: list[RawMessage], *, to_arrow: bool) -> int:

@@ -9,12 +9,11 @@ gaps and keeps import and export apart. Prints the best of R runs of each path.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+from timing import best_of
 
 from wattlake.energy.buckets import bucket_edges_ms, zone
 from wattlake.energy.integrate import integrate_power, plain_trapezoid_wh
@@ -30,15 +29,6 @@ def make_series(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     power = 1300 + 1000 * np.sin(t_h / 24 * 2 * np.pi) - 2500 * np.exp(-((t_h - 12.5) ** 2) / 4)
     power += rng.normal(0, 150, n)
     return ts.astype(np.int64), power
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

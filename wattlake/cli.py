@@ -124,11 +124,11 @@ def demo(
         ingest.join()
         if errors:
             raise errors[0]
-        stats = worker.stream.stats
+        figures = worker.figures()
         say(
             f"stopped: {simulator.stats.data_messages} messages published "
-            f"(and {simulator.stats.status_messages} status), {stats.readings} readings "
-            f"in {stats.files_written} file(s), {stats.dead_letters} dead letter(s)"
+            f"(and {simulator.stats.status_messages} status), {figures.readings} readings "
+            f"in {figures.files_written} file(s), {figures.dead_letters} dead letter(s)"
         )
 
 
@@ -162,7 +162,7 @@ def import_file(
     """Import history into the lake through the same validation as live data."""
     from wattlake.gateway.files import FileRows, guess_format
     from wattlake.lake.storage import Lake
-    from wattlake.stream.ingest import stream_from_settings
+    from wattlake.stream.delivery import stream_from_settings
 
     if not path.is_file():
         raise UsageError(f"{path} is not a file.")

@@ -133,7 +133,10 @@ register(
     "WAL folder (empty: wal/<stream> in a local lake, else ~/.local/state/wattlake/wal/<stream>).",
 )
 register(
-    "stream.wal_segment_bytes", 64 * 1024 * 1024, "bytes", "Start a new WAL segment past this size."
+    "stream.wal_segment_bytes",
+    8 * 1024 * 1024,
+    "bytes",
+    "Close the WAL segment and hand it to the lake writer past this size.",
 )
 register(
     "stream.wal_max_bytes",

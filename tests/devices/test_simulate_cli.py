@@ -209,7 +209,7 @@ def test_the_lake_holds_what_the_simulator_says_it_sent(
         simulator.run()
         stats = simulator.stats
         deadline = time.monotonic() + 20
-        while worker.stream.stats.messages < stats.messages:
+        while worker.figures().messages < stats.messages:
             assert time.monotonic() < deadline, "the ingest did not receive every message"
             time.sleep(0.05)
     finally:

@@ -72,7 +72,7 @@ class RunningIngest:
         self.thread.start()
         assert self.worker.ready.wait(15)
         deadline = time.monotonic() + 15
-        while self.worker.stream.stats.readings == 0:
+        while self.worker.figures().readings == 0:
             assert time.monotonic() < deadline, "the ingest never received the probe"
             publish_all(url, [PROBE])
             time.sleep(0.2)
@@ -118,7 +118,7 @@ def test_fixtures_flow_into_readings_and_bad_payloads_into_dead_letters(
     # The ingest keeps going after bad input: what follows it still arrives.
     publish_all(broker_url, [*messages[1:], ("shellyproem50-bad/events/rpc", BAD_TYPE)])
     deadline = time.monotonic() + 15
-    while ingest.worker.stream.stats.dead_letters < 2 or ingest.worker.stream.stats.readings < 11:
+    while ingest.worker.figures().dead_letters < 2 or ingest.worker.figures().readings < 11:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     ingest.finish()

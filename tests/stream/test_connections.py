@@ -41,7 +41,7 @@ def test_workers_in_a_shared_group_split_the_messages_and_each_lands_once(
         stop.set()
         thread.join(30)
     publisher.close()
-    shares = [worker.stream.stats.readings for worker, _, _ in workers]
+    shares = [worker.figures().readings for worker, _, _ in workers]
     assert all(share > 0 for share in shares) and sum(shares) == count, shares
     raw_rows, view_rows, keys = lake_keys(data_dir)
     assert (raw_rows, view_rows, keys) == (count, count, expected_keys(count))

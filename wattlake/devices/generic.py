@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import operator
+import re
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -103,6 +104,10 @@ class GenericDecoder:
         Returns the readings of every good message as one table (None if there are none),
         and each refused message with its error — the same errors :meth:`decode` raises.
         """
+        lines = _arrays_as_lines(messages)
+        if lines is not None and (table := _ndjson_table_or_none(lines)) is not None:
+            self._seen(messages)
+            return table, []
         failed: list[tuple[RawMessage, DecodeError]] = []
         tables: list[pa.Table] = []
         arrays: list[tuple[RawMessage, list[GenericReading]]] = []
@@ -131,8 +136,7 @@ class GenericDecoder:
                     decoded if isinstance(decoded, pa.Table) else readings_to_table(decoded)
                 )
             arrays = [item for i, item in enumerate(arrays) if i not in refused]
-        for message, _ in arrays:
-            self.status.seen(topic_device(message.topic), SOURCE, message.received_at_ms)
+        self._seen([message for message, _ in arrays])
         tables = [t for t in tables if t.num_rows]
         return (pa.concat_tables(tables) if tables else None), failed
 
@@ -145,15 +149,15 @@ class GenericDecoder:
         range) sends the whole batch through :meth:`decode_arrays`, which finds each bad
         message and says why. Returns what :meth:`decode_arrays` returns.
         """
-        try:
-            table = _ndjson_table(messages)
-        except DecodeError:
-            table = None
+        table = _ndjson_table_or_none(messages)
         if table is None:
             return self.decode_arrays(messages)
+        self._seen(messages)
+        return table, []
+
+    def _seen(self, messages: list[RawMessage]) -> None:
         for message in messages:
             self.status.seen(topic_device(message.topic), SOURCE, message.received_at_ms)
-        return table, []
 
     def _parse(self, message: RawMessage) -> list[GenericReading]:
         device_id = topic_device(message.topic)
@@ -204,18 +208,73 @@ def _ndjson_rows(payload: bytes) -> list[GenericReading]:
     return rows
 
 
-# The generic fields as Arrow's JSON reader should find them; anything else is an error.
-_NDJSON_SCHEMA: Final = pa.schema(
-    [
-        ("ts", pa.float64()),
-        ("device_id", pa.string()),
-        ("channel", pa.int64()),
-        *((column, pa.float64()) for column in MEASUREMENT_COLUMNS),
-    ]
-)
+# The generic fields as Arrow's JSON reader may find them; anything else is an error. Only
+# ``ts`` is given to the reader: naming every field makes it fill absent ones row by row, which
+# doubles its cost; the other columns are inferred, checked and cast here.
+_NDJSON_TYPES: Final = {
+    "ts": pa.float64(),
+    "device_id": pa.string(),
+    "channel": pa.int64(),
+    **dict.fromkeys(MEASUREMENT_COLUMNS, pa.float64()),
+}
 _NDJSON_OPTIONS: Final = pa_json.ParseOptions(
-    explicit_schema=_NDJSON_SCHEMA, unexpected_field_behavior="error"
+    explicit_schema=pa.schema([("ts", pa.float64())]), unexpected_field_behavior="infer"
 )
+# One thread: the lake writer's process shares the machine with the MQTT side.
+_NDJSON_READ: Final = pa_json.ReadOptions(use_threads=False)
+# Inferred types that convert exactly to each wanted type.
+_NDJSON_CASTS: Final = {
+    pa.float64(): (pa.null(), pa.int64()),
+    pa.string(): (pa.null(),),
+    pa.int64(): (pa.null(),),
+}
+
+
+def _ndjson_column(raw: pa.Table, name: str) -> pa.ChunkedArray | pa.Array | None:
+    """Return column ``name`` of an inferred table as its generic type, nulls when absent, or
+    None when it was inferred as something that is not that type (text, lists, objects)."""
+    wanted = _NDJSON_TYPES[name]
+    if name not in raw.column_names:
+        return pa.nulls(raw.num_rows, wanted)
+    values = raw[name]
+    if values.type == wanted:
+        return values
+    if values.type in _NDJSON_CASTS[wanted]:
+        try:
+            return values.cast(wanted)
+        except pa.ArrowInvalid:  # an integer too big to be a float exactly
+            return None
+    return None
+
+
+# Between two objects of a JSON array: "}", JSON whitespace, ",", JSON whitespace, "{".
+_ARRAY_SEPARATOR: Final = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")
+
+
+def _arrays_as_lines(messages: list[RawMessage]) -> list[RawMessage] | None:
+    """Return JSON-array messages rewritten as newline-delimited objects, for Arrow's reader.
+
+    The separators between objects become newlines. Where the pattern occurs inside a text
+    value the rewrite puts a raw newline into a JSON string, which no reader accepts, so a
+    message the rewrite cannot take whole fails to parse and the batch takes the slow path.
+    Returns None when a message is not a non-empty array.
+    """
+    out = []
+    for message in messages:
+        body = message.payload.strip()
+        if len(body) < 4 or body[:1] != b"[" or body[-1:] != b"]":
+            return None
+        lines = _ARRAY_SEPARATOR.sub(b"}\n{", body[1:-1].strip())
+        out.append(RawMessage(message.topic, lines, message.received_at_ms))
+    return out
+
+
+def _ndjson_table_or_none(messages: list[RawMessage]) -> pa.Table | None:
+    """Return :func:`_ndjson_table`, or None where a message's topic names no device."""
+    try:
+        return _ndjson_table(messages)
+    except DecodeError:
+        return None
 
 
 def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
@@ -226,32 +285,39 @@ def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
     payloads = [m.payload.strip() for m in messages]
     counts = np.fromiter((p.count(b"\n") + 1 for p in payloads), dtype=np.int64)
     try:
-        raw = pa_json.read_json(io.BytesIO(b"\n".join(payloads)), parse_options=_NDJSON_OPTIONS)
+        raw = pa_json.read_json(
+            io.BytesIO(b"\n".join(payloads)),
+            read_options=_NDJSON_READ,
+            parse_options=_NDJSON_OPTIONS,
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     n = raw.num_rows
-    if n != int(counts.sum()):
-        return None  # blank lines or pretty-printed objects: count per message on the slow path
+    if n != int(counts.sum()) or not set(raw.column_names) <= _NDJSON_TYPES.keys():
+        return None  # blank lines, pretty-printed objects or unknown fields: the slow path says
+    columns: dict[str, Any] = {}
+    for name in _NDJSON_TYPES:
+        if (inferred := _ndjson_column(raw, name)) is None:
+            return None
+        columns[name] = inferred
     owner, received = _row_owners(messages, counts)
     device_ids = _row_devices(messages, owner)
-    named = raw["device_id"]
+    named = columns.pop("device_id")
     if (
         named.null_count < n
         and not pc.all(pc.or_kleene(pc.is_null(named), pc.equal(named, device_ids))).as_py()
     ):
         return None
-    millis, out = _times_ms(raw["ts"].to_numpy(), received)
+    millis, out = _times_ms(columns.pop("ts").to_numpy(), received)
     if out.any():
         return None
-    channel = pc.fill_null(raw["channel"], 0)
+    channel = pc.fill_null(columns["channel"], 0)
     if n and (pc.min(channel).as_py() < 0 or pc.max(channel).as_py() > 32_767):
         return None
-    columns: dict[str, Any] = {}
     for column in MEASUREMENT_COLUMNS:
-        values = raw[column]
+        values = columns[column]
         if values.null_count < n and not pc.all(pc.fill_null(pc.is_finite(values), True)).as_py():
             return None
-        columns[column] = values
     columns["channel"] = channel.cast(pa.int16())
     return _canonical(columns, millis, received, device_ids)
 

@@ -37,6 +37,7 @@ class IngestFigures:
     acknowledged: int
     replayed: int
     files_written: int
+    rows_written: int = 0
 
 
 class IngestCollector(Collector):
@@ -66,6 +67,7 @@ class IngestCollector(Collector):
             "acknowledged": ("Messages acknowledged to the broker", f.acknowledged),
             "replayed": ("Messages replayed from the write-ahead log", f.replayed),
             "files_written": ("Parquet files committed to the lake", f.files_written),
+            "rows_written": ("Readings in Parquet files committed to the lake", f.rows_written),
         }
         for name, (help_text, value) in counters.items():
             counter = CounterMetricFamily(f"wattlake_ingest_{name}", help_text, labels=["stream"])

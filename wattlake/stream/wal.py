@@ -6,8 +6,9 @@ record torn by a crash is recognised and ignored: it was never synced, hence nev
 Appends are cheap; :meth:`WriteAheadLog.sync` makes everything appended so far durable with one
 ``fsync`` (group commit: one sync per batch of messages, not per message).
 
-A segment is deleted only by its owner, once the readings of all its records are in committed
-lake files. One process owns a WAL folder at a time (an exclusive ``flock``).
+One process appends to a WAL folder at a time (an exclusive ``flock``); its lake writer
+(:mod:`wattlake.stream.writer`) reads the closed segments and deletes each once the readings of
+all its records are in committed lake files.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ READ_CHUNK: Final = 5_000
 class WriteAheadLog:
     """Append-only, CRC-framed segments of raw messages in one folder."""
 
-    def __init__(self, directory: Path, *, segment_max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, *, segment_max_bytes: int = 8 * 1024 * 1024) -> None:
         self.directory = directory
         self.segment_max_bytes = segment_max_bytes
         self._lock_fd: int | None = None
@@ -75,7 +76,7 @@ class WriteAheadLog:
         self._lock_fd = fd
         existing = self.segments()
         self._closed_bytes = sum(p.stat().st_size for p in existing)
-        self._next = int(existing[-1].stem) + 1 if existing else 1
+        self._next = segment_number(existing[-1]) + 1 if existing else 1
         return existing
 
     def segments(self) -> list[Path]:
@@ -201,15 +202,17 @@ class WriteAheadLog:
 
     def delete(self, paths: Sequence[Path]) -> None:
         """Delete closed segments whose readings are committed to the lake."""
-        for path in paths:
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            self._closed_bytes -= size
-        if paths:
-            fsync_dir(self.directory)
+        self._closed_bytes -= delete_segments(self.directory, paths)
+
+    def forget(self, nbytes: int) -> None:
+        """Account for ``nbytes`` of closed segments deleted by another process (the writer)."""
+        self._closed_bytes = max(0, self._closed_bytes - nbytes)
+
+    def recount(self) -> None:
+        """Count the closed segments' bytes again from the folder."""
+        self._closed_bytes = sum(
+            size for p in self.segments() if p != self._path and (size := _size(p)) is not None
+        )
 
     def close(self) -> None:
         """Sync and close the open segment and give up ownership of the folder."""
@@ -219,6 +222,32 @@ class WriteAheadLog:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def segment_number(path: Path) -> int:
+    """Return the number of a segment file (segments are read and deleted in this order)."""
+    return int(path.name.removesuffix(SUFFIX))
+
+
+def delete_segments(directory: Path, paths: Sequence[Path]) -> int:
+    """Delete closed segments whose readings are committed to the lake; return bytes freed."""
+    freed = 0
+    for path in paths:
+        size = _size(path)
+        if size is None:
+            continue
+        path.unlink(missing_ok=True)
+        freed += size
+    if paths:
+        fsync_dir(directory)
+    return freed
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def read_segment(path: Path, chunk: int = READ_CHUNK) -> Iterator[list[RawMessage]]:

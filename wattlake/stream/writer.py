@@ -1,0 +1,417 @@
+"""The lake writer: closed WAL segments in, Parquet files in the lake out, in a process of its own.
+
+The ingest worker (:mod:`wattlake.stream.ingest`) only appends messages to the write-ahead log,
+syncs and acknowledges them; it tells its writer, one JSON line on the writer's standard input,
+up to which segment number the WAL is closed. The writer reads those segments in order,
+decodes them into the delivery stream's buffer, flushes the buffer to the lake when the
+buffering hints say so, and deletes a segment once every reading in it is in a committed file.
+It reports its figures back, one JSON line on its standard output, whenever they change.
+
+Decoding and Parquet writing run here, in a separate process, so they do not contend with the
+MQTT client for one interpreter lock: the two halves of the ingest use both cores.
+
+The WAL is the hand-off and the recovery path at once. A writer killed anywhere leaves every
+segment it has not deleted; the next writer reads them again, so a reading may reach ``raw/``
+twice, and the ``readings`` view and compaction keep one row per (device_id, channel, ts).
+When the lake cannot be written the writer keeps its buffer, reads nothing more and retries
+with exponential backoff; the WAL grows meanwhile, and the ingest worker stops acknowledging
+when it reaches its limit.
+
+Run by the ingest worker as ``python -m wattlake.stream.writer``; not a user command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import IO, Any, Final
+
+from wattlake.config import Settings
+from wattlake.devices.base import RawMessage
+from wattlake.errors import StorageError
+from wattlake.lake.storage import Lake
+from wattlake.stream.delivery import stream_from_settings
+from wattlake.stream.wal import delete_segments, read_segment, segment_number
+
+log = logging.getLogger(__name__)
+
+# First wait before retrying a failed lake write [s]; it doubles each time.
+RETRY_FIRST_S: Final = 0.5
+# The writer reports its figures at most this often, unless something important changed [s].
+REPORT_EVERY_S: Final = 0.1
+# How long the writer waits for a command when it has nothing to do [s].
+IDLE_WAIT_S: Final = 0.05
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential retry delays, from ``first_s`` doubling up to ``max_s``."""
+
+    first_s: float
+    max_s: float
+    delay_s: float = 0.0
+    next_at: float = 0.0
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Record a failure and return the wait before the next attempt [s]."""
+        self.failures += 1
+        self.delay_s = min(self.max_s, self.first_s if self.delay_s == 0 else self.delay_s * 2)
+        self.next_at = time.monotonic() + self.delay_s
+        return self.delay_s
+
+    def due(self) -> bool:
+        """Return True when the next attempt may start."""
+        return time.monotonic() >= self.next_at
+
+    def reset(self) -> None:
+        """Forget earlier failures."""
+        self.delay_s, self.failures = 0.0, 0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterReport:
+    """What a writer has done so far (counters since it started) and how the lake is."""
+
+    messages: int = 0
+    readings: int = 0
+    dead_letters: int = 0
+    files_written: int = 0
+    rows_written: int = 0
+    replayed: int = 0
+    buffered_rows: int = 0
+    deleted_bytes: int = 0
+    lake_ok: bool = True
+    last_error: str = ""
+    failures: int = 0
+    retry_in_s: float = 0.0
+    finished: bool = False
+
+    def plus(self, earlier: WriterReport) -> WriterReport:
+        """Return this report with the counters of an ``earlier`` writer's last one added."""
+        counters = ("messages", "readings", "dead_letters", "files_written", "rows_written")
+        more = {name: getattr(self, name) + getattr(earlier, name) for name in counters}
+        return replace(self, **more, replayed=self.replayed + earlier.replayed)
+
+
+class LakeWriter:
+    """Turn closed WAL segments into lake files until told to stop (the child's side)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        wal_dir: Path,
+        closed_through: int,
+        commands: queue.SimpleQueue[dict[str, Any]],
+        send: Callable[[WriterReport], None],
+    ) -> None:
+        self.lake = Lake.from_settings(settings)
+        self.stream = stream_from_settings(settings, self.lake)
+        self.wal_dir = wal_dir
+        # Segments numbered up to here are closed; those up to replay_through were left by an
+        # earlier run (or an earlier writer) and count as replayed.
+        self.closed_through = self.replay_through = closed_through
+        self.commands = commands
+        self.send = send
+        self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
+        self.lake_ok = True
+        self.last_error = ""
+        self.stopping = False
+        self.replayed = 0
+        self.deleted_bytes = 0
+        self._started_through = 0
+        # The segment being read (a segment may span flushes) and those read whole.
+        self._current: tuple[Path, Iterator[list[RawMessage]]] | None = None
+        self._loaded: list[Path] = []
+        self._reported_at = 0.0
+        self._unreported = False
+
+    def run(self) -> None:
+        """Read, decode and flush until stopped; then flush what is left (once, if the lake is
+        down) and send the final report."""
+        self._report(force=True)
+        while not self._step():
+            pass
+        self._report(force=True, finished=True)
+
+    def _step(self) -> bool:
+        """Do one piece of work; return True when the writer is done."""
+        self._take_commands(wait_s=0)
+        if not self.lake_ok:
+            if self.stopping or self.backoff.due():
+                self._flush()
+            if self.stopping and not self.lake_ok:
+                return True  # the rest stays in the WAL for the next start
+            self._take_commands(wait_s=min(IDLE_WAIT_S, self.backoff.delay_s))
+            return False
+        if self.stream.flush_wanted():
+            self._flush()
+            return False
+        chunk = self._next_chunk()
+        if chunk is not None:
+            self.stream.accept(chunk)
+            self._report()
+            return False
+        if self.stopping:
+            self._flush()
+            return self.lake_ok
+        self._report(force=self._unreported)  # idle: say where things stand
+        self._take_commands(wait_s=IDLE_WAIT_S)
+        return False
+
+    def _take_commands(self, wait_s: float) -> None:
+        try:
+            command = self.commands.get(timeout=max(wait_s, 1e-6))
+        except queue.Empty:
+            return
+        while True:
+            if "eof" in command:  # the ingest worker is gone: a new one starts its own writer
+                os._exit(3)
+            self.closed_through = max(self.closed_through, int(command.get("closed", 0)))
+            self.stopping = self.stopping or bool(command.get("stop"))
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _next_chunk(self) -> list[RawMessage] | None:
+        """Return the next messages of the closed segments, oldest first, or None."""
+        while True:
+            if self._current is None:
+                path = self._next_segment()
+                if path is None:
+                    return None
+                self._current = (path, read_segment(path))
+            path, chunks = self._current
+            chunk = next(chunks, None)
+            if chunk is not None:
+                if segment_number(path) <= self.replay_through:
+                    self.replayed += len(chunk)
+                return chunk
+            self._loaded.append(path)
+            self._current = None
+
+    def _next_segment(self) -> Path | None:
+        if self.closed_through <= self._started_through:
+            return None
+        waiting = [
+            (number, path)
+            for path in self.wal_dir.glob("*.wal")
+            if self._started_through < (number := segment_number(path)) <= self.closed_through
+        ]
+        if not waiting:
+            self._started_through = self.closed_through
+            return None
+        number, path = min(waiting)
+        self._started_through = number
+        return path
+
+    def _flush(self) -> None:
+        """Write the buffer to the lake, then delete the segments read whole."""
+        batch = self.stream.detach()
+        try:
+            self.stream.write(batch)
+        except StorageError as exc:
+            self.stream.reattach(batch)
+            self.lake_ok = False
+            self.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
+            self.backoff.failed()
+            self._report(force=True)
+            return
+        self.deleted_bytes += delete_segments(self.wal_dir, self._loaded)
+        self._loaded = []
+        if not self.lake_ok:
+            self.lake_ok, self.last_error = True, ""
+            self.backoff.reset()
+        self._report(force=True)
+
+    def _report(self, *, force: bool = False, finished: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._reported_at < REPORT_EVERY_S:
+            self._unreported = True
+            return
+        self._reported_at, self._unreported = now, False
+        stats = self.stream.stats
+        self.send(
+            WriterReport(
+                messages=stats.messages,
+                readings=stats.readings,
+                dead_letters=stats.dead_letters,
+                files_written=stats.files_written,
+                rows_written=stats.rows_written,
+                replayed=self.replayed,
+                buffered_rows=self.stream.buffered_rows,
+                deleted_bytes=self.deleted_bytes,
+                lake_ok=self.lake_ok,
+                last_error=self.last_error,
+                failures=self.backoff.failures,
+                retry_in_s=self.backoff.delay_s,
+                finished=finished,
+            )
+        )
+
+
+class WriterProcess:
+    """The ingest worker's handle on its lake writer process (the parent's side)."""
+
+    def __init__(self, settings: Settings, wal_dir: Path) -> None:
+        self.settings = settings
+        self.wal_dir = wal_dir
+        self.closed_through = 0
+        # The last report of this writer, and the counters of writers that came before it.
+        self.last = WriterReport()
+        self.earlier = WriterReport()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reports: queue.SimpleQueue[WriterReport] = queue.SimpleQueue()
+        self._ready = threading.Event()
+
+    @property
+    def totals(self) -> WriterReport:
+        """Return the last report with the counters of earlier writers added."""
+        return self.last.plus(self.earlier)
+
+    @property
+    def exit_code(self) -> int | None:
+        """Return the writer's exit code, or None while it runs (or before it started)."""
+        return None if self._process is None else self._process.poll()
+
+    def start(self, closed_through: int) -> None:
+        """Start a writer for the segments numbered up to ``closed_through`` and those closed
+        later; a writer that ran before is counted in :attr:`totals`."""
+        self.closed_through = closed_through
+        if self._process is not None:
+            self.earlier = self.totals
+            self.last = replace(WriterReport(), lake_ok=self.last.lake_ok)
+        self._ready.clear()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "wattlake.stream.writer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        config = {
+            "settings": dict(self.settings),
+            "origins": self.settings.origins,
+            "wal_dir": str(self.wal_dir),
+            "closed_through": closed_through,
+            "log_level": logging.getLogger("wattlake").getEffectiveLevel(),
+            "parent": os.getpid(),
+        }
+        self._send(config)
+        threading.Thread(
+            target=self._read_reports, args=(self._process.stdout,), daemon=True
+        ).start()
+
+    def wait_ready(self, timeout_s: float = 60) -> bool:
+        """Wait until the writer has started and sent its first report."""
+        return self._ready.wait(timeout_s)
+
+    def closed(self, number: int) -> None:
+        """Tell the writer that segments up to ``number`` are closed."""
+        self.closed_through = max(self.closed_through, number)
+        self._send({"closed": self.closed_through})
+
+    def stop(self) -> None:
+        """Ask the writer to write everything closed, then exit."""
+        self._send({"stop": True})
+
+    def reports(self) -> list[WriterReport]:
+        """Return the reports that arrived since the last call, oldest first."""
+        out = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                out.append(self._reports.get_nowait())
+        if out:
+            self.last = out[-1]
+        return out
+
+    def wait_report(self, timeout_s: float) -> WriterReport | None:
+        """Return the next report, waiting up to ``timeout_s``; None if none came."""
+        try:
+            report = self._reports.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        self.last = report
+        return report
+
+    def kill(self) -> None:
+        """Stop the writer at once (it leaves what it has not written in the WAL)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def join(self, timeout_s: float) -> int | None:
+        """Wait for the writer to exit; return its exit code (None if it is still running)."""
+        if self._process is None:
+            return 0
+        try:
+            return self._process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _send(self, command: dict[str, Any]) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a dead writer is noticed and restarted
+            self._process.stdin.write(json.dumps(command).encode() + b"\n")
+            self._process.stdin.flush()
+
+    def _read_reports(self, stream: IO[bytes]) -> None:
+        names = {f.name for f in fields(WriterReport)}
+        for line in stream:
+            with contextlib.suppress(ValueError, TypeError):
+                values = json.loads(line)
+                self._reports.put(WriterReport(**{k: v for k, v in values.items() if k in names}))
+                self._ready.set()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when the ingest worker dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(3)
+
+
+def _read_commands(stream: IO[bytes], commands: queue.SimpleQueue[dict[str, Any]]) -> None:
+    for line in stream:
+        commands.put(json.loads(line))
+    commands.put({"eof": True})
+
+
+def main() -> None:
+    """Run a writer as the ingest worker asked (configuration on the first line of stdin)."""
+    config = json.loads(sys.stdin.buffer.readline())
+    _die_with_parent(config["parent"])
+    # Ctrl-C and SIGTERM reach the whole process group: the ingest worker decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=config["log_level"], format=LOG_FORMAT)
+    settings = Settings(config["settings"], config["origins"])
+    commands: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+    threading.Thread(target=_read_commands, args=(sys.stdin.buffer, commands), daemon=True).start()
+    out = sys.stdout.buffer
+
+    def send(report: WriterReport) -> None:
+        out.write(json.dumps(asdict(report)).encode() + b"\n")
+        out.flush()
+
+    LakeWriter(settings, Path(config["wal_dir"]), config["closed_through"], commands, send).run()
+    logging.shutdown()
+    os._exit(0)  # not a normal exit: the thread reading stdin may still hold its lock
+
+
+if __name__ == "__main__":
+    main()

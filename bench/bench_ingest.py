@@ -9,7 +9,8 @@ message arrived; it does nothing with them). So the publisher's own speed is not
 
 1. bare paho subscriber (``loop_start`` + an ``on_message`` that counts), QoS 0 and 1: the ceiling;
 2. ``IngestWorker`` (WAL + fsync before PUBACK; its lake writer process decodes into an Arrow
-   buffer and writes Parquet zstd): one reading per message (Shelly Gen2 ``NotifyStatus``), QoS 0 and QoS 1;
+   buffer and writes Parquet zstd): one reading per message (Shelly Gen2 ``NotifyStatus``),
+   QoS 0 and QoS 1;
 3. the same with batched messages (generic format, 100 readings per message: a JSON array,
    or newline-delimited JSON), QoS 1;
 4. publish-to-WAL latency at a steady 10,000 readings/s from a publisher in another process;

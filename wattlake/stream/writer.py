@@ -284,6 +284,11 @@ class WriterProcess:
         return self.last.plus(self.earlier)
 
     @property
+    def pid(self) -> int | None:
+        """Return the writer's process id (None before it started)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def exit_code(self) -> int | None:
         """Return the writer's exit code, or None while it runs (or before it started)."""
         return None if self._process is None else self._process.poll()

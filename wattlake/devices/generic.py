@@ -235,7 +235,7 @@ def _ndjson_column(raw: pa.Table, name: str) -> pa.ChunkedArray | pa.Array | Non
     None when it was inferred as something that is not that type (text, lists, objects)."""
     wanted = _NDJSON_TYPES[name]
     if name not in raw.column_names:
-        return pa.nulls(raw.num_rows, wanted)
+        return _constant(None, raw.num_rows, wanted)
     values = raw[name]
     if values.type == wanted:
         return values
@@ -499,19 +499,31 @@ def _table(rows: list[GenericReading], device_id: str, received_at_ms: int) -> p
 _MEASUREMENTS: Final = operator.attrgetter(*MEASUREMENT_COLUMNS)
 
 
-_CONSTANTS: dict[tuple[Any, int, str], pa.Array] = {}
+_CONSTANTS: dict[tuple[Any, str], pa.Array] = {}
 CONSTANTS_MAX: Final = 4096
 
 
 def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:
-    """Return an array of ``n`` times ``value`` (cached, bounded: arrays are immutable)."""
-    key = (value, n, str(type_))
+    """Return an array of ``n`` times ``value``: a zero-copy slice of a cached one (arrays are
+    immutable), grown by doubling; the cache holds at most ``CONSTANTS_MAX`` values."""
+    key = (value, str(type_))
     array = _CONSTANTS.get(key)
-    if array is None:
+    if array is None or len(array) < n:
         if len(_CONSTANTS) >= CONSTANTS_MAX:
             _CONSTANTS.clear()
-        array = _CONSTANTS[key] = pa.array([value] * n, type=type_)
-    return array
+        size = n if array is None else max(n, 2 * len(array))
+        array = _CONSTANTS[key] = _repeat(value, size, type_)
+    return array.slice(0, n)
+
+
+def _repeat(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    if value is None:
+        return pa.nulls(n, type_)
+    if isinstance(value, str) and type_ == pa.string():  # built from buffers, not n objects
+        encoded = value.encode()
+        offsets = np.arange(n + 1, dtype=np.int32) * len(encoded)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+    return pa.array([value] * n, type=type_)
 
 
 def _ts_array(raw: list[float | str | None], received_at_ms: int) -> pa.Array:

@@ -114,7 +114,7 @@ class DeliveryStream:
         if table.num_rows:
             self._tables.append(table)
             self._rows += table.num_rows
-            self._bytes += _table_bytes(table)
+            self._bytes += table.nbytes
             self.stats.readings += table.num_rows
 
     def _dead_letter(self, letter: DeadLetter) -> None:
@@ -217,7 +217,7 @@ class DeliveryStream:
             rest = table.slice(end)
             batch.tables = [rest] if rest.num_rows else []
             batch.rows = rest.num_rows
-            batch.nbytes = _table_bytes(rest)
+            batch.nbytes = rest.nbytes
             with self._lock:
                 self.stats.files_written += 1
                 self.stats.rows_written += part.num_rows
@@ -287,14 +287,3 @@ def _sort_order(table: pa.Table) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.i
     rank = pc.index_in(devices, value_set=ranked).to_numpy()
     channel = table["channel"].to_numpy()
     return np.lexsort((ts, channel, rank, hours)), hours
-
-
-def _table_bytes(table: pa.Table) -> int:
-    """Return the memory a buffered table holds [bytes], cheaply."""
-    return sum(
-        buf.size
-        for column in table.columns
-        for chunk in column.chunks
-        for buf in chunk.buffers()
-        if buf is not None
-    )

@@ -44,13 +44,30 @@ def ingest(
         str | None,
         typer.Option(help="Broker user name; the password comes from WATTLAKE_INGEST__PASSWORD."),
     ] = None,
+    http_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Also take HTTP publishes (POST /topics/<topic>) on HOST:PORT (port 0: any "
+            "free port); the bearer token comes from WATTLAKE_INGEST__HTTP_TOKEN."
+        ),
+    ] = None,
+    http_tls_cert: Annotated[
+        str | None,
+        typer.Option(help="Serve HTTPS with this certificate (ingest.http_tls_cert_file)."),
+    ] = None,
+    http_tls_key: Annotated[
+        str | None,
+        typer.Option(help="Key of the HTTPS certificate (ingest.http_tls_key_file)."),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Run one ingest worker on an external broker until Ctrl-C or SIGTERM.
 
     Every message is in the write-ahead log before the broker hears it was received; on start
-    the WAL is replayed. Several workers with the same --shared-group split the messages.
+    the WAL is replayed. Several workers with the same --shared-group split the messages. With
+    --http-listen, devices may also publish over HTTP; a request is answered 200 only once its
+    message is in the WAL.
     """
     from wattlake.errors import UsageError
     from wattlake.stream.ingest import IngestWorker
@@ -65,8 +82,15 @@ def ingest(
             "ingest.tls_cert_file": tls_cert,
             "ingest.tls_key_file": tls_key,
             "ingest.username": username,
+            "ingest.http_listen": http_listen,
+            "ingest.http_tls_cert_file": http_tls_cert,
+            "ingest.http_tls_key_file": http_tls_key,
         },
     )
+    if not settings["ingest.http_listen"] and (
+        settings["ingest.http_tls_cert_file"] or settings["ingest.http_tls_key_file"]
+    ):
+        raise UsageError("--http-tls-cert and --http-tls-key need --http-listen.")
     stop = threading.Event()
     stop_on_signals(stop)
     worker = IngestWorker(
@@ -80,9 +104,10 @@ def ingest(
     def announce() -> None:
         if worker.ready.wait():
             group = f" in shared group {shared_group!r}" if shared_group else ""
+            http = f"; HTTP publish on {worker.http.url}/topics/" if worker.http else ""
             say(
-                f"wattlake ingest: subscribed to {broker}{group} as {worker.source.client_id}; "
-                f"lake {worker.lake.url}, WAL {worker.wal.directory}"
+                f"wattlake ingest: subscribed to {broker}{group} as {worker.source.client_id}"
+                f"{http}; lake {worker.lake.url}, WAL {worker.wal.directory}"
             )
 
     threading.Thread(target=announce, daemon=True).start()

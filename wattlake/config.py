@@ -85,7 +85,12 @@ register("broker.host", "127.0.0.1", "", "Address the embedded broker listens on
 register("broker.port", 1883, "port", "Port of the embedded broker (0: pick a free port).")
 register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")
 register("ingest.qos", 1, "", "MQTT QoS of the ingest subscription (0 or 1).")
-register("ingest.max_payload_bytes", 262144, "bytes", "Payloads above this go to dead letters.")
+register(
+    "ingest.max_payload_bytes",
+    262144,
+    "bytes",
+    "Payloads above this go to dead letters (HTTP publishes get 413).",
+)
 register(
     "ingest.session_expiry_s",
     7 * 24 * 3600,
@@ -121,6 +126,25 @@ register("ingest.tls_key_file", "", "path", "Private key of ingest.tls_cert_file
 register(
     "ingest.tls_insecure", False, "", "Skip verifying the broker's certificate (testing only)."
 )
+register(
+    "ingest.http_listen",
+    "",
+    "HOST:PORT",
+    "Also take HTTP publishes (POST /topics/TOPIC) on this address (empty: off; port 0: any).",
+)
+register(
+    "ingest.http_token",
+    "",
+    "secret",
+    "Bearer token HTTP publishers must send (use the environment, never logged).",
+)
+register(
+    "ingest.http_tls_cert_file",
+    "",
+    "path",
+    "Certificate (chain) of the HTTP listener: serve HTTPS (empty: plain HTTP).",
+)
+register("ingest.http_tls_key_file", "", "path", "Private key of ingest.http_tls_cert_file.")
 register("stream.name", "ingest", "", "Stream name written into every lake object name.")
 register("stream.flush_interval_s", 60.0, "s", "Flush the buffer at least this often.")
 register("stream.buffer_max_bytes", 5 * 1024 * 1024, "bytes", "Flush when the buffer is this big.")

@@ -54,12 +54,36 @@ class BrokerAddress:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A received message and what is needed to acknowledge it to the broker."""
+    """A received message and what is needed to acknowledge it to the broker.
+
+    ``connection`` counts the MQTT connections of the source, from 1; a delivery that did not
+    come over MQTT (e.g. an HTTP publish) has 0, so no PUBACK is ever sent for it.
+    """
 
     message: RawMessage
     mid: int
     qos: int
     connection: int
+
+
+Intake = queue.SimpleQueue[Delivery]
+"""Where sources put deliveries for the worker: one queue shared by every source."""
+
+
+def take(intake: Intake, max_items: int = 10_000, timeout_s: float = 0.1) -> list[Delivery]:
+    """Return up to ``max_items`` deliveries from ``intake``, waiting up to ``timeout_s`` [s]
+    for the first one (an empty list if none came)."""
+    try:
+        first = intake.get(timeout=timeout_s)
+    except queue.Empty:
+        return []
+    batch = [first]
+    while len(batch) < max_items:
+        try:
+            batch.append(intake.get_nowait())
+        except queue.Empty:
+            break
+    return batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +135,7 @@ class MqttSource:
     Unacknowledged messages also bound memory: the broker sends at most ``max_inflight`` of
     them. A fixed ``client_id`` keeps a persistent session, so the broker queues messages while
     the worker is away. paho's network loop runs in its own thread; the consumer takes batches
-    with :meth:`take`.
+    with :meth:`take`, or from ``intake`` when it gives one queue shared with other sources.
     """
 
     def __init__(
@@ -128,6 +152,7 @@ class MqttSource:
         username: str = "",
         password: str = "",
         tls: TlsOptions | None = None,
+        intake: Intake | None = None,
     ) -> None:
         if shared_group and not mqtt5:
             raise UsageError("Shared subscriptions (--shared-group) need an MQTT 5 broker.")
@@ -152,7 +177,7 @@ class MqttSource:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._queue: Intake = queue.SimpleQueue() if intake is None else intake
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._connection = 0
@@ -234,18 +259,9 @@ class MqttSource:
         )
 
     def take(self, max_items: int = 10_000, timeout_s: float = 0.1) -> list[Delivery]:
-        """Return up to ``max_items`` queued deliveries, waiting up to ``timeout_s`` for one."""
-        try:
-            first = self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            return []
-        batch = [first]
-        while len(batch) < max_items:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        """Return up to ``max_items`` queued deliveries, waiting up to ``timeout_s`` for one
+        (from the shared intake, if one was given: then other sources' deliveries too)."""
+        return take(self._queue, max_items, timeout_s)
 
     def ack(self, deliveries: list[Delivery]) -> None:
         """Acknowledge ``deliveries`` to the broker (PUBACK for QoS 1).

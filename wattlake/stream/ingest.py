@@ -14,6 +14,10 @@ the WAL or in committed lake files; on start the writer reads what the WAL holds
 reach the lake twice (written, then read again or sent again by the broker): the ``readings``
 view and compaction keep one row per (device_id, channel, ts).
 
+With ``ingest.http_listen`` set, devices may also publish over HTTP
+(:mod:`wattlake.gateway.http`): those messages join the same batches, and each request is
+answered 200 only after the sync that made it durable.
+
 When the lake cannot be written the writer keeps its buffer and retries with exponential
 backoff while this process goes on acknowledging into the WAL; when the WAL reaches
 ``stream.wal_max_bytes`` it stops taking messages, so the broker stops sending and devices keep
@@ -23,20 +27,24 @@ their data until the lake is back.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from wattlake.config import Settings
 from wattlake.errors import ConfigError, StorageError
-from wattlake.gateway.mqtt import BrokerAddress, Delivery, MqttSource, TlsOptions
+from wattlake.gateway.mqtt import BrokerAddress, Delivery, Intake, MqttSource, TlsOptions, take
 from wattlake.lake.storage import Lake
 from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
 from wattlake.stream.wal import WriteAheadLog, segment_number
 from wattlake.stream.writer import Backoff, WriterProcess, WriterReport
+
+if TYPE_CHECKING:
+    from wattlake.gateway.http import HttpSource
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +92,12 @@ class IngestHealth:
 
 
 class IngestWorker:
-    """Subscribe to a broker and deliver what arrives until told to stop."""
+    """Subscribe to a broker (and take HTTP publishes, if configured) and deliver what arrives
+    until told to stop.
+
+    Raises:
+        wattlake.errors.UsageError: the broker URL or the HTTP settings are malformed.
+    """
 
     def __init__(
         self,
@@ -111,6 +124,8 @@ class IngestWorker:
         topics = [t.strip() for t in settings["ingest.topics"].split(",") if t.strip()]
         if client_id is None:
             client_id = f"wattlake-{self.name}-{socket.gethostname()}"
+        # One queue for every source, so a batch mixes MQTT and HTTP messages: one sync for all.
+        self.intake: Intake = queue.SimpleQueue()
         self.source = MqttSource(
             BrokerAddress.parse(broker_url),
             topics=topics,
@@ -128,7 +143,15 @@ class IngestWorker:
                 key_file=settings["ingest.tls_key_file"],
                 insecure=settings["ingest.tls_insecure"],
             ),
+            intake=self.intake,
         )
+        self.http: HttpSource | None = None
+        if settings["ingest.http_listen"]:
+            from wattlake.gateway.http import HttpSource  # FastAPI and uvicorn only when asked
+
+            self.http = HttpSource.from_settings(
+                settings, intake=self.intake, taking=self.takes_http
+            )
         self.ready = threading.Event()
         metrics_path = settings["stream.metrics_file"]
         self.metrics = MetricsFile(
@@ -172,11 +195,17 @@ class IngestWorker:
             self.start_writer()
             self.source.start()
             try:
+                if self.http is not None:
+                    self.http.start()
                 self.ready.set()
                 while not stop.is_set():
                     self._step()
+                if self.http is not None:
+                    self.http.close()
                 self._finish_taking()
             finally:
+                if self.http is not None:
+                    self.http.stop()  # what it answered 200 is in the WAL; the rest gets 503
                 self.source.stop()
             self._hand_over()
             self._finish_writing()
@@ -212,6 +241,9 @@ class IngestWorker:
                 self._log_to_wal(self._held)
             else:
                 time.sleep(min(timeout_s, 0.05))
+        elif not self.health.wal_ok and not self.backoff.due():
+            # The failed batch held only HTTP messages (answered 503): wait all the same.
+            time.sleep(min(timeout_s, 0.05))
         elif self.wal.total_bytes >= self.wal_max_bytes:
             if self.health.acknowledging:
                 self.health.acknowledging = False
@@ -229,7 +261,7 @@ class IngestWorker:
                 log.warning("the WAL is below its limit again; taking messages")
                 self.health.acknowledging = True
                 self.write_metrics()
-            batch = self.source.take(timeout_s=timeout_s)
+            batch = take(self.intake, timeout_s=timeout_s)
             if batch:
                 took = True
                 self._log_to_wal(batch)
@@ -257,7 +289,8 @@ class IngestWorker:
             self.wal.sync()
         except OSError as exc:
             self._hand_over()  # the segment a failed write closed keeps its synced records
-            self._held = batch
+            # MQTT messages are held for the retry; HTTP publishers are told to send again.
+            self._held = batch if self.http is None else self.http.refuse(batch)
             wait = self.backoff.failed()
             self.health.wal_ok = False
             self.health.last_error = f"cannot write the WAL in {self.wal.directory}: {exc}"
@@ -269,12 +302,22 @@ class IngestWorker:
             )
             return
         self.source.ack(batch)
+        if self.http is not None:
+            self.http.ack(batch)
         if not self.health.wal_ok:
             log.warning("the WAL in %s takes writes again", self.wal.directory)
             self.health.wal_ok = True
             self.backoff.reset()
         self._held = []
         self.health.acked += len(batch)
+
+    def takes_http(self) -> bool:
+        """Return whether an HTTP publish may wait for durability now: not while the WAL is at
+        its limit (read here, so the request right after the one that filled it is refused),
+        nor while a failed WAL append waits for its retry."""
+        return self.wal.total_bytes < self.wal_max_bytes and (
+            self.health.wal_ok or self.backoff.due()
+        )
 
     def _hear_writer(self) -> None:
         """Take the writer's reports: free the WAL bytes it deleted, say what changed in the

@@ -1,0 +1,469 @@
+"""Receive device messages over HTTP, like AWS IoT Core's HTTPS publish.
+
+``POST /topics/<topic>`` with the raw payload as its body is the same message as an MQTT publish
+of that payload on that topic, so every device format works over HTTP too. A FastAPI app under
+uvicorn runs in a thread of the ingest process; each request becomes an :class:`HttpDelivery`
+on the worker's intake (the queue the MQTT source fills) and its handler waits until the worker
+has the message in the write-ahead log. Only then does the client get ``200``: a ``200`` is
+durable, anything else is not and the client sends the message again.
+
+Callers authenticate with ``Authorization: Bearer <token>`` (``ingest.http_token``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wattlake.config import Settings
+from wattlake.devices.base import RawMessage
+from wattlake.errors import ConfigError, UsageError, WattlakeError
+from wattlake.gateway.mqtt import Delivery, Intake
+
+log = logging.getLogger(__name__)
+
+# The longest a request waits for the worker to make its message durable [s]; then it is 503.
+DURABLE_WAIT_MAX_S: Final = 30.0
+# How often a waiting request looks whether the worker still takes messages [s].
+WAIT_SLICE_S: Final = 0.5
+# What a 503 tells the client to wait before sending again [s].
+RETRY_AFTER_S: Final = 5
+# Requests that may wait for durability at once; more are answered 503 (a memory bound).
+WAITING_MAX: Final = 1000
+# How long the server may take to start, and to answer its last requests at a stop [s].
+START_MAX_S: Final = 10.0
+STOP_MAX_S: Final = 5
+# MQTT's limit on a topic name (and the WAL's) [bytes].
+TOPIC_MAX_BYTES: Final = 65_535
+
+
+class HttpError(WattlakeError):
+    """A request the HTTP gateway refuses; ``status`` is its HTTP status code."""
+
+    status: ClassVar[int] = 500
+    headers: ClassVar[dict[str, str]] = {}
+
+
+class BadRequest(HttpError):
+    """The request is malformed (topic, body, query); sending it again cannot help."""
+
+    status = 400
+
+
+class Unauthorized(HttpError):
+    """The bearer token is missing or wrong."""
+
+    status = 401
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="wattlake"'}
+
+
+class PayloadTooLarge(HttpError):
+    """The body is larger than ``ingest.max_payload_bytes``."""
+
+    status = 413
+
+
+class Unavailable(HttpError):
+    """The message is not durable (WAL full or failing, stopping, too slow); send it again."""
+
+    status = 503
+    retryable = True
+    headers: ClassVar[dict[str, str]] = {"Retry-After": str(RETRY_AFTER_S)}
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """Return the one JSON shape of every refusal: ``{"error": message, "status": status}``."""
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the HTTP listener binds."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6; port 0: any free port).
+
+        Raises:
+            UsageError: the text is not of that form.
+        """
+        host, colon, port = text.strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not colon or not host or not port.isdigit() or int(port) > 65_535:
+            raise UsageError(
+                f"--http-listen (ingest.http_listen) {text!r} is not of the form HOST:PORT, "
+                "e.g. 127.0.0.1:8081."
+            )
+        return cls(host, int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        """Return True when only this machine can reach the address."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDelivery(Delivery):
+    """A message published over HTTP; ``answer`` wakes its request handler (True: durable).
+
+    It never came over MQTT (``connection`` 0), so the MQTT source never acknowledges it.
+    """
+
+    answer: asyncio.Future[bool]
+
+
+def check_topic(topic: str) -> None:
+    """Refuse topics a device could not publish to.
+
+    Raises:
+        BadRequest: the topic is empty, a filter (``+``, ``#``), system (``$``) or too long.
+    """
+    if not topic:
+        raise BadRequest("The topic is empty; POST to /topics/<topic>.")
+    if "+" in topic or "#" in topic or "\0" in topic:
+        raise BadRequest(f"Topic {topic!r} must not contain '+', '#' or NUL: publish to one topic.")
+    if topic.startswith("$"):
+        raise BadRequest(f"Topic {topic!r} must not start with '$' (reserved by MQTT).")
+    if len(topic.encode()) > TOPIC_MAX_BYTES:
+        raise BadRequest(f"The topic is longer than {TOPIC_MAX_BYTES} bytes.")
+
+
+def _settle(answers: list[asyncio.Future[bool]], durable: bool) -> None:
+    for answer in answers:
+        if not answer.done():  # a request that timed out has given up on it
+            answer.set_result(durable)
+
+
+class HttpSource:
+    """Serve ``POST /topics/{topic}`` and ``GET /health`` from a thread; put each published
+    message on ``intake`` and answer it when the worker calls :meth:`ack` or :meth:`refuse`.
+
+    ``taking`` says whether the worker takes messages now: while it says no, requests are
+    answered 503 at once instead of waiting. The worker's calls cost nothing per message while
+    no HTTP request waits, so MQTT batches pay nothing for HTTP being on.
+    """
+
+    def __init__(
+        self,
+        address: ListenAddress,
+        *,
+        token: str,
+        intake: Intake,
+        taking: Callable[[], bool],
+        max_payload_bytes: int,
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
+    ) -> None:
+        if not token.strip():
+            raise UsageError(
+                "HTTP ingestion (--http-listen) needs a bearer token: "
+                "set WATTLAKE_INGEST__HTTP_TOKEN."
+            )
+        if tls_key_file and not tls_cert_file:
+            raise UsageError("--http-tls-key needs --http-tls-cert (ingest.http_tls_cert_file).")
+        self.address = address
+        self.intake = intake
+        self.taking = taking
+        self.max_payload_bytes = max_payload_bytes
+        self.tls = bool(tls_cert_file)
+        self.port = address.port
+        self._token = token.strip().encode()
+        self._config = uvicorn.Config(
+            self.app(),
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=STOP_MAX_S,
+            ssl_certfile=tls_cert_file or None,
+            ssl_keyfile=tls_key_file or None,
+        )
+        self._server = uvicorn.Server(self._config)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: BaseException | None = None
+        # Answers of requests waiting for durability; touched only in the server's thread.
+        self._waiting: set[asyncio.Future[bool]] = set()
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, intake: Intake, taking: Callable[[], bool]
+    ) -> HttpSource:
+        """Return the source the ``ingest.http_*`` settings describe.
+
+        Raises:
+            UsageError: the address is malformed or the token is not set.
+        """
+        return cls(
+            ListenAddress.parse(settings["ingest.http_listen"]),
+            token=settings["ingest.http_token"],
+            intake=intake,
+            taking=taking,
+            max_payload_bytes=settings["ingest.max_payload_bytes"],
+            tls_cert_file=settings["ingest.http_tls_cert_file"],
+            tls_key_file=settings["ingest.http_tls_key_file"],
+        )
+
+    @property
+    def url(self) -> str:
+        """Return the base URL clients publish to (the real port once started)."""
+        host = f"[{self.address.host}]" if ":" in self.address.host else self.address.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def app(self) -> FastAPI:
+        """Return the ASGI app: publish, health, and one JSON shape for every error."""
+        app = FastAPI(
+            title="wattlake HTTP publish", docs_url=None, redoc_url=None, openapi_url=None
+        )
+
+        async def refused(_request: Request, exc: Exception) -> JSONResponse:
+            if isinstance(exc, HttpError):
+                return error_response(exc.status, str(exc), exc.headers)
+            assert isinstance(exc, StarletteHTTPException)  # unknown path, wrong method
+            message = f"{exc.detail}: publish with POST /topics/<topic>."
+            return error_response(exc.status_code, message, exc.headers)
+
+        app.add_exception_handler(HttpError, refused)
+        app.add_exception_handler(StarletteHTTPException, refused)
+        app.add_api_route("/topics/{topic:path}", self.publish, methods=["POST"])
+        app.add_api_route("/health", self.health, methods=["GET"])
+        return app
+
+    async def health(self) -> JSONResponse:
+        """Answer 200 while the worker takes messages, else 503 (no authentication)."""
+        taking = not self._closed and self.taking()
+        return JSONResponse(
+            {"taking": taking},
+            status_code=200 if taking else 503,
+            headers={} if taking else Unavailable.headers,
+        )
+
+    async def publish(self, topic: str, request: Request) -> JSONResponse:
+        """Put the body on the intake as a message on ``topic``; answer once it is durable.
+
+        Raises:
+            HttpError: the request is refused; its status says why.
+        """
+        self._authorize(request.headers.get("authorization", ""))
+        check_topic(topic)
+        if request.query_params.get("qos", "1") not in ("0", "1"):
+            raise BadRequest("qos must be 0 or 1; both are answered once the message is durable.")
+        if self._closed:
+            raise Unavailable("The ingest is stopping; send the message again later.")
+        if not self.taking():
+            raise Unavailable(
+                "The ingest takes no messages now (its write-ahead log is full or failing); "
+                "send the message again later."
+            )
+        if len(self._waiting) >= WAITING_MAX:
+            raise Unavailable(f"{WAITING_MAX} requests already wait; send the message again later.")
+        payload = await self._read_payload(request)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.add(answer)  # before the worker can see it: ack() looks here first
+        try:
+            received_at_ms = time.time_ns() // 1_000_000
+            self.intake.put(
+                HttpDelivery(RawMessage(topic, payload, received_at_ms), 0, 1, 0, answer)
+            )
+            durable = await self._wait(answer)
+        finally:
+            self._waiting.discard(answer)
+        if not durable:
+            raise Unavailable(
+                "The message could not be written to the write-ahead log; send it again later."
+            )
+        return JSONResponse({"accepted": 1})
+
+    async def _wait(self, answer: asyncio.Future[bool]) -> bool:
+        """Return the worker's answer; give up when it stops taking messages (e.g. its WAL
+        reached its limit after the message was queued) or after ``DURABLE_WAIT_MAX_S``.
+
+        A message given up on may still be written later: sent again, it counts once in
+        ``readings`` all the same.
+        """
+        deadline = time.monotonic() + DURABLE_WAIT_MAX_S
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(answer), WAIT_SLICE_S)
+            except TimeoutError as exc:
+                if not self.taking():
+                    raise Unavailable(
+                        "The ingest stopped taking messages before this one was durable; "
+                        "send it again later."
+                    ) from exc
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"The message was not durable within {DURABLE_WAIT_MAX_S:g} s; "
+                        "send it again later."
+                    ) from exc
+
+    def _authorize(self, header: str) -> None:
+        scheme, _, credentials = header.partition(" ")
+        given = credentials.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
+        # Constant time, so response times say nothing about how much of a guess was right.
+        if not hmac.compare_digest(given, self._token):
+            raise Unauthorized("A valid bearer token is required (Authorization: Bearer <token>).")
+
+    async def _read_payload(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"The payload of {declared} bytes is larger than {self.max_payload_bytes} "
+                "(ingest.max_payload_bytes)."
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"The payload is larger than {self.max_payload_bytes} bytes "
+                    "(ingest.max_payload_bytes)."
+                )
+            chunks.append(chunk)
+        if not size:
+            raise BadRequest("The body is empty; send the payload as the request body.")
+        return b"".join(chunks)
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """Answer the HTTP deliveries among ``deliveries`` 200: they are durable now."""
+        if self._waiting:
+            self._answer(deliveries, durable=True)
+
+    def refuse(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Answer the HTTP deliveries among ``deliveries`` 503 (not durable; the clients send
+        them again) and return the others."""
+        if not self._waiting:
+            return deliveries
+        self._answer(deliveries, durable=False)
+        return [d for d in deliveries if not isinstance(d, HttpDelivery)]
+
+    def _answer(self, deliveries: list[Delivery], *, durable: bool) -> None:
+        answers = [d.answer for d in deliveries if isinstance(d, HttpDelivery)]
+        if answers and self._loop is not None:
+            # One wake-up of the server's thread per batch; a stopped server (RuntimeError)
+            # has answered its requests 503 already.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_settle, answers, durable)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on the address and serve from a background thread.
+
+        Raises:
+            ConfigError: the address cannot be listened on or the TLS files cannot be used.
+        """
+        try:
+            self._config.load()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"Cannot use the HTTP TLS certificate or key: {exc}; check --http-tls-cert "
+                "and --http-tls-key."
+            ) from exc
+        listener = self._listen()
+        self.port = int(listener.getsockname()[1])
+        self._thread = threading.Thread(
+            target=self._serve, args=(listener,), name="http-ingest", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + START_MAX_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                why = repr(self._failure) if self._failure else f"not within {START_MAX_S:g} s"
+                raise WattlakeError(f"The HTTP listener on {self.url} did not start: {why}.")
+            time.sleep(0.01)
+        if not self.address.is_loopback and not self.tls:
+            log.warning(
+                "HTTP publishing on %s without TLS: tokens and payloads cross the network in "
+                "clear text; give --http-tls-cert and --http-tls-key",
+                self.url,
+            )
+
+    def _listen(self) -> socket.socket:
+        where = f"{self.address.host}:{self.address.port}"
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                self.address.host, self.address.port, type=socket.SOCK_STREAM
+            )[0]
+            listener = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen for HTTP on {where}: {exc}.") from exc
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(self._config.backlog)
+        except OSError as exc:
+            listener.close()
+            raise ConfigError(
+                f"Cannot listen for HTTP on {where}: {exc}; choose another --http-listen."
+            ) from exc
+        return listener
+
+    def _serve(self, listener: socket.socket) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[listener])
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # uvicorn exits with SystemExit on a startup failure
+            self._failure = exc
+            log.error("the HTTP listener stopped: %r", exc)
+        finally:
+            listener.close()
+
+    def close(self) -> None:
+        """Answer new requests 503; those already on the intake still get their answer."""
+        self._closed = True
+
+    def stop(self) -> None:
+        """Answer 503 to every request still waiting (the worker takes no more), finish the
+        answers in flight and stop the server."""
+        self._closed = True
+        if self._thread is None:
+            return
+        if self._loop is not None and self._thread.is_alive():
+            # After any answers the worker has sent: the loop runs its callbacks in order.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._refuse_waiting)
+        self._server.should_exit = True
+        self._thread.join(STOP_MAX_S + 5)
+        self._thread = None
+
+    def _refuse_waiting(self) -> None:
+        _settle(list(self._waiting), False)

@@ -151,26 +151,48 @@ def ingest_settings(data_dir: Path, qos: int, **more: object) -> Settings:
     return Settings.load(overrides={**values, **more}, environ={})
 
 
-def ingest_drain(port: int, data_dir: Path, client_id: str, qos: int, readings: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """Return the CPU time a process has used so far [s] (user + system, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# CPU seconds of the last ingest drain: (ingest process, lake writer, broker).
+LAST_CPU: list[float] = [0.0, 0.0, 0.0]
+
+
+def ingest_drain(
+    port: int, data_dir: Path, client_id: str, qos: int, readings: int, broker_pid: int = 0
+) -> float:
     """Start an ingest worker on a loaded session; return seconds until all readings committed.
 
     The worker's lake writer process is started (and has done its imports) before the clock
-    runs, as in a service that is up when messages come.
+    runs, as in a service that is up when messages come. The CPU time each process used during
+    the drain is left in ``LAST_CPU``.
     """
     worker = IngestWorker(
         ingest_settings(data_dir, qos), f"mqtt://127.0.0.1:{port}", client_id=client_id
     )
     worker.start_writer()
-    assert worker.writer.wait_ready()
+    assert worker.writer.wait_ready() and worker.writer.pid is not None
+    writer_pid = worker.writer.pid
+    before = (process_cpu_s(os.getpid()), process_cpu_s(writer_pid))
+    broker_before = process_cpu_s(broker_pid) if broker_pid else 0.0
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     start = time.perf_counter()
     thread.start()
     while worker.figures().readings < readings:
         time.sleep(0.005)
+    writer_cpu = process_cpu_s(writer_pid)
     stop.set()  # the final flush commits the rest
     thread.join()
     elapsed = time.perf_counter() - start
+    LAST_CPU[:] = [
+        process_cpu_s(os.getpid()) - before[0],
+        writer_cpu - before[1],
+        (process_cpu_s(broker_pid) - broker_before) if broker_pid else 0.0,
+    ]
     figures = worker.figures()
     assert figures.rows_written >= readings, figures
     return elapsed
@@ -305,12 +327,17 @@ def run_batched(broker: Broker, workdir: Path, b: int) -> None:
             f"ingest-b{lines}",
             batches,
             1,
-            lambda c, s=shape: ingest_drain(broker.port, workdir / f"lake-{s}", c, 1, b * 100),  # type: ignore[misc]
+            lambda c, s=shape: ingest_drain(  # type: ignore[misc]
+                broker.port, workdir / f"lake-{s}", c, 1, b * 100, broker.process.pid
+            ),
         )
+        ingest_cpu, writer_cpu, broker_cpu = (cpu * 1e6 / (b * 100) for cpu in LAST_CPU)
         print(
             f"  {shape:17}: bare subscriber {b / bare_s:8,.0f} msg/s = "
             f"{b * 100 / bare_s:10,.0f} readings/s   ingest to Parquet "
-            f"{b * 100 / ingest_s:10,.0f} readings/s   ratio {bare_s / ingest_s:.2f}"
+            f"{b * 100 / ingest_s:10,.0f} readings/s   ratio {bare_s / ingest_s:.2f}\n"
+            f"{'':21}CPU s per million readings: ingest process {ingest_cpu:.2f}, "
+            f"lake writer {writer_cpu:.2f}, Mosquitto {broker_cpu:.2f}"
         )
 
 

@@ -181,6 +181,7 @@ class MqttSource:
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._connection = 0
+        self._received = False
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Connect and subscribe, waiting until the broker has granted the subscription.
@@ -210,6 +211,8 @@ class MqttSource:
         self._client.loop_start()
         deadline = time.monotonic() + timeout_s
         while not self._subscribed.wait(0.05):
+            if self._received:
+                break  # a resumed session: the broker sends what it kept before the SUBACK
             if self._refused is not None or time.monotonic() > deadline:
                 self._client.loop_stop()
                 raise BrokerError(
@@ -249,6 +252,7 @@ class MqttSource:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received_at_ms = time.time_ns() // 1_000_000
+        self._received = True
         self._queue.put(
             Delivery(
                 RawMessage(msg.topic, bytes(msg.payload), received_at_ms),

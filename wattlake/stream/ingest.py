@@ -57,6 +57,14 @@ RETRY_FIRST_S: Final = 0.5
 # The open WAL segment is handed to the lake writer when it is this old [s] (or full, or a
 # quarter of the flush interval old: the writer cannot flush what it has not been handed).
 HAND_OVER_EVERY_S: Final = 1.0
+# A batch smaller than this waits LINGER_S [s] for more messages before it is made durable.
+LINGER_BELOW: Final = 500
+LINGER_S: Final = 0.002
+# The most messages made durable (and acknowledged) together.
+MAX_BATCH: Final = 10_000
+# A segment at least this big is handed over as soon as the broker goes quiet [bytes]: the end
+# of a burst reaches the writer at once, while a trickle still makes few, larger segments.
+HAND_OVER_IDLE_BYTES: Final = 64 * 1024
 # A lake writer that keeps dying is started again at most this often [s].
 WRITER_RESTART_MAX_S: Final = 30.0
 # At exit, how long the worker waits for the writer to say anything before giving up on it [s].
@@ -262,11 +270,18 @@ class IngestWorker:
                 self.health.acknowledging = True
                 self.write_metrics()
             batch = take(self.intake, timeout_s=timeout_s)
+            if 0 < len(batch) < LINGER_BELOW:
+                # Group commit: let the batch grow for a moment rather than pay a sync, a
+                # write of acknowledgements and a thread wake-up for every few messages.
+                time.sleep(LINGER_S)
+                batch += take(self.intake, max_items=MAX_BATCH - len(batch), timeout_s=0)
             if batch:
                 took = True
                 self._log_to_wal(batch)
-        if self.wal.current_bytes >= self.wal.segment_max_bytes or (
-            time.monotonic() - self._segment_opened_at >= self.hand_over_every_s
+        if (
+            self.wal.current_bytes >= self.wal.segment_max_bytes
+            or time.monotonic() - self._segment_opened_at >= self.hand_over_every_s
+            or (not took and self.wal.current_bytes >= HAND_OVER_IDLE_BYTES)
         ):
             self._hand_over()
         if time.monotonic() - self._metrics_written_at >= WRITE_EVERY_S:

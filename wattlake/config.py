@@ -158,7 +158,7 @@ register(
 )
 register(
     "stream.wal_segment_bytes",
-    8 * 1024 * 1024,
+    4 * 1024 * 1024,
     "bytes",
     "Close the WAL segment and hand it to the lake writer past this size.",
 )

@@ -60,11 +60,16 @@ HAND_OVER_EVERY_S: Final = 1.0
 # A batch smaller than this waits LINGER_S [s] for more messages before it is made durable.
 LINGER_BELOW: Final = 500
 LINGER_S: Final = 0.002
-# The most messages made durable (and acknowledged) together.
-MAX_BATCH: Final = 10_000
+# The most messages made durable (and acknowledged) together, appended this many at a time.
+MAX_BATCH: Final = 2_000
+APPEND_SLICE: Final = 500
 # A segment at least this big is handed over as soon as the broker goes quiet [bytes]: the end
 # of a burst reaches the writer at once, while a trickle still makes few, larger segments.
 HAND_OVER_IDLE_BYTES: Final = 64 * 1024
+# How many segments' worth of WAL this process may hold ahead of its writer, and how long it
+# waits when it is that far ahead [s].
+LEAD_SEGMENTS: Final = 4
+LEAD_WAIT_S: Final = 0.002
 # A lake writer that keeps dying is started again at most this often [s].
 WRITER_RESTART_MAX_S: Final = 30.0
 # At exit, how long the worker waits for the writer to say anything before giving up on it [s].
@@ -125,6 +130,10 @@ class IngestWorker:
         )
         self.writer = WriterProcess(settings, self.wal.directory)
         self.wal_max_bytes: int = settings["stream.wal_max_bytes"]
+        # While the lake takes writes, this process stays at most a few segments ahead of what
+        # its writer has read: a burst then keeps both cores busy to the end, instead of
+        # leaving the writer a backlog to work through alone (the broker keeps what waits).
+        self.lead_max_bytes = min(self.wal_max_bytes, LEAD_SEGMENTS * self.wal.segment_max_bytes)
         self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
         self.health = IngestHealth()
         self.drain = drain
@@ -252,6 +261,11 @@ class IngestWorker:
         elif not self.health.wal_ok and not self.backoff.due():
             # The failed batch held only HTTP messages (answered 503): wait all the same.
             time.sleep(min(timeout_s, 0.05))
+        elif (
+            self.health.lake_ok
+            and self.wal.total_bytes - self.writer.last.held_bytes >= self.lead_max_bytes
+        ):
+            time.sleep(LEAD_WAIT_S)  # the writer is behind: let it have the CPU for a moment
         elif self.wal.total_bytes >= self.wal_max_bytes:
             if self.health.acknowledging:
                 self.health.acknowledging = False
@@ -269,7 +283,7 @@ class IngestWorker:
                 log.warning("the WAL is below its limit again; taking messages")
                 self.health.acknowledging = True
                 self.write_metrics()
-            batch = take(self.intake, timeout_s=timeout_s)
+            batch = take(self.intake, max_items=MAX_BATCH, timeout_s=timeout_s)
             if 0 < len(batch) < LINGER_BELOW:
                 # Group commit: let the batch grow for a moment rather than pay a sync, a
                 # write of acknowledgements and a thread wake-up for every few messages.
@@ -296,11 +310,17 @@ class IngestWorker:
             self.writer.closed(segment_number(closed))
 
     def _log_to_wal(self, batch: list[Delivery]) -> None:
-        """Make ``batch`` durable, then acknowledge it; on failure hold it and retry later."""
-        if self.wal.current_bytes >= self.wal.segment_max_bytes:
-            self._hand_over()
+        """Make ``batch`` durable, then acknowledge it; on failure hold it and retry later.
+
+        A big batch is appended in slices, and a full segment is handed over between two (its
+        records synced as it closes), so segments stay near their size for the writer.
+        """
+        messages = [d.message for d in batch]
         try:
-            self.wal.append([d.message for d in batch])
+            for start in range(0, len(messages), APPEND_SLICE):
+                if self.wal.current_bytes >= self.wal.segment_max_bytes:
+                    self._hand_over()
+                self.wal.append(messages[start : start + APPEND_SLICE])
             self.wal.sync()
         except OSError as exc:
             self._hand_over()  # the segment a failed write closed keeps its synced records

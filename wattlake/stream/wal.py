@@ -40,7 +40,7 @@ READ_CHUNK: Final = 5_000
 class WriteAheadLog:
     """Append-only, CRC-framed segments of raw messages in one folder."""
 
-    def __init__(self, directory: Path, *, segment_max_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, *, segment_max_bytes: int = 4 * 1024 * 1024) -> None:
         self.directory = directory
         self.segment_max_bytes = segment_max_bytes
         self._lock_fd: int | None = None

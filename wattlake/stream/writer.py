@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
@@ -42,7 +43,7 @@ from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import StorageError
 from wattlake.lake.storage import Lake
-from wattlake.stream.delivery import stream_from_settings
+from wattlake.stream.delivery import FlushBatch, stream_from_settings
 from wattlake.stream.wal import delete_segments, read_segment, segment_number
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class WriterReport:
     replayed: int = 0
     buffered_rows: int = 0
     deleted_bytes: int = 0
+    held_bytes: int = 0
     lake_ok: bool = True
     last_error: str = ""
     failures: int = 0
@@ -136,20 +138,28 @@ class LakeWriter:
         # The segment being read (a segment may span flushes) and those read whole.
         self._current: tuple[Path, Iterator[list[RawMessage]]] | None = None
         self._loaded: list[Path] = []
+        # Bytes of the segments being read or read whole, not yet deleted.
+        self._held_bytes = 0
         self._reported_at = 0.0
         self._unreported = False
+        # At most one flush runs in the helper thread: (its future, its batch, its segments).
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-flush")
+        self._in_flight: tuple[Future[list[str]], FlushBatch, list[Path]] | None = None
 
     def run(self) -> None:
         """Read, decode and flush until stopped; then flush what is left (once, if the lake is
         down) and send the final report."""
+        self.stream.warm_up()
         self._report(force=True)
         while not self._step():
             pass
+        self._flusher.shutdown()
         self._report(force=True, finished=True)
 
     def _step(self) -> bool:
         """Do one piece of work; return True when the writer is done."""
         self._take_commands(wait_s=0)
+        self._collect_flush()
         if not self.lake_ok:
             if self.stopping or self.backoff.due():
                 self._flush()
@@ -157,8 +167,11 @@ class LakeWriter:
                 return True  # the rest stays in the WAL for the next start
             self._take_commands(wait_s=min(IDLE_WAIT_S, self.backoff.delay_s))
             return False
-        if self.stream.flush_wanted():
-            self._flush()
+        if self._in_flight is None and self.stream.flush_wanted():
+            self._start_flush()
+            return False
+        if self._buffer_full():
+            self._collect_flush(wait=True)  # memory bound: one buffer in flight, one filling
             return False
         chunk = self._next_chunk()
         if chunk is not None:
@@ -195,6 +208,8 @@ class LakeWriter:
                 if path is None:
                     return None
                 self._current = (path, read_segment(path))
+                self._held_bytes += path.stat().st_size
+                self._report(force=True)  # the ingest process may go ahead by that much
             path, chunks = self._current
             chunk = next(chunks, None)
             if chunk is not None:
@@ -219,24 +234,54 @@ class LakeWriter:
         self._started_through = number
         return path
 
-    def _flush(self) -> None:
-        """Write the buffer to the lake, then delete the segments read whole."""
+    def _buffer_full(self) -> bool:
+        """Return True when a flush is in flight and the buffer has filled again since."""
+        limits = self.stream.limits
+        return self._in_flight is not None and (
+            self.stream.buffered_rows >= limits.buffer_max_rows
+            or self.stream.buffered_bytes >= limits.buffer_max_bytes
+        )
+
+    def _start_flush(self) -> None:
+        """Write the buffer to the lake in a helper thread while decoding goes on here (Arrow
+        sorts, compresses and writes without holding the interpreter lock)."""
+        segments, self._loaded = self._loaded, []
         batch = self.stream.detach()
+        self._in_flight = (self._flusher.submit(self.stream.write, batch), batch, segments)
+
+    def _collect_flush(self, *, wait: bool = False) -> None:
+        """Finish the flush in flight if it is done (or ``wait``): delete the segments it
+        covered, or on failure put its readings back and retry later."""
+        if self._in_flight is None:
+            return
+        future, batch, segments = self._in_flight
+        if not wait and not future.done():
+            return
+        self._in_flight = None
         try:
-            self.stream.write(batch)
+            future.result()
         except StorageError as exc:
             self.stream.reattach(batch)
+            self._loaded = segments + self._loaded
             self.lake_ok = False
             self.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
             self.backoff.failed()
             self._report(force=True)
             return
-        self.deleted_bytes += delete_segments(self.wal_dir, self._loaded)
-        self._loaded = []
+        freed = delete_segments(self.wal_dir, segments)
+        self.deleted_bytes += freed
+        self._held_bytes -= freed
         if not self.lake_ok:
             self.lake_ok, self.last_error = True, ""
             self.backoff.reset()
         self._report(force=True)
+
+    def _flush(self) -> None:
+        """Write the buffer to the lake now, then delete the segments read whole."""
+        self._collect_flush(wait=True)
+        if self.lake_ok or self._in_flight is None:
+            self._start_flush()
+            self._collect_flush(wait=True)
 
     def _report(self, *, force: bool = False, finished: bool = False) -> None:
         now = time.monotonic()
@@ -255,6 +300,7 @@ class LakeWriter:
                 replayed=self.replayed,
                 buffered_rows=self.stream.buffered_rows,
                 deleted_bytes=self.deleted_bytes,
+                held_bytes=self._held_bytes,
                 lake_ok=self.lake_ok,
                 last_error=self.last_error,
                 failures=self.backoff.failures,

@@ -26,6 +26,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -271,11 +272,62 @@ def publish_to_wal_latency(
     return warm_up, steady
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    """Return a process's resident memory [MB]."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    """Return the ids of the processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def worker_memory(broker: Broker, workdir: Path, readings: int) -> tuple[float, float, int]:
+    """Run ``wattlake ingest`` as a user does, with flushing held off, until ``readings``
+    readings (100 per message) sit in its writer's buffer; return the resident memory of the
+    ingest process and of its lake writer [MB], and the buffered readings."""
+    messages = [batched(i, lines=True) for i in range(readings // 100)]
+    make_session(broker.port, "bench-memory", 1)
+    publish(broker.port, messages, 1)
+    data_dir = workdir / "lake-worker-mem"
+    env = {
+        **os.environ,
+        "WATTLAKE_INGEST__TOPICS": TOPIC_FILTER,
+        "WATTLAKE_STREAM__BUFFER_MAX_ROWS": str(10**9),
+        "WATTLAKE_STREAM__BUFFER_MAX_BYTES": str(10**12),
+        "WATTLAKE_STREAM__FLUSH_INTERVAL_S": "3600",
+    }
+    command = ["-m", "wattlake", "ingest", "--broker", broker.url, "--client-id", "bench-memory"]
+    process = subprocess.Popen(
+        [sys.executable, *command, "--data-dir", str(data_dir)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = data_dir / "wal" / "ingest" / "metrics.prom"
+    buffered, deadline = 0, time.monotonic() + 120
+    try:
+        while buffered < readings and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if metrics.exists():
+                for line in metrics.read_text().splitlines():
+                    if line.startswith("wattlake_ingest_buffered_readings{"):
+                        buffered = int(float(line.split()[-1]))
+        [writer] = children(process.pid)
+        return rss_mb(process.pid), rss_mb(writer), buffered
+    finally:
+        process.terminate()
+        process.wait(60)
 
 
 def buffered_memory(data_dir: Path, readings: int) -> tuple[float, float, int]:
@@ -355,11 +407,16 @@ def run_latency(broker: Broker, workdir: Path, rate: int, seconds: float) -> Non
         )
 
 
-def run_memory(workdir: Path, readings: int) -> None:
+def run_memory(broker: Broker, workdir: Path, readings: int) -> None:
     before, after, rows = buffered_memory(workdir / "lake-mem", readings)
     print(
-        f"memory: {rows:,} readings buffered: process RSS {after:.0f} MB "
+        f"memory: {rows:,} readings in a delivery stream's buffer: process RSS {after:.0f} MB "
         f"(was {before:.0f} MB before the buffer)"
+    )
+    ingest, writer, rows = worker_memory(broker, workdir, readings)
+    print(
+        f"memory: `wattlake ingest` with {rows:,} readings buffered: ingest process RSS "
+        f"{ingest:.0f} MB + lake writer {writer:.0f} MB = {ingest + writer:.0f} MB"
     )
 
 
@@ -388,7 +445,7 @@ def main() -> None:
         if "latency" in parts:
             run_latency(broker, workdir, args.latency_rate, args.latency_seconds)
         if "memory" in parts:
-            run_memory(workdir, args.memory_readings)
+            run_memory(broker, workdir, args.memory_readings)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)

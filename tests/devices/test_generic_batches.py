@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wattlake.devices import generic
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
 from wattlake.errors import DecodeError
@@ -140,3 +142,35 @@ def test_batches_never_drop_or_invent_readings(
     table, refused = together(messages)
     assert refused == expected_refused
     assert table.equals(expected)
+
+
+def test_json_arrays_rewritten_as_lines_decode_like_one_message_at_a_time() -> None:
+    compact = json.dumps(rows(1, 30), separators=(",", ":")).encode()
+    pretty = json.dumps(rows(2, 30), indent=2).encode()
+    tricky = [*rows(3, 3), {"ts": TS_S + 9, "device_id": 'dev3"}, {"power_w": 1'}]
+    nested = [*rows(4, 3), {"ts": TS_S + 9, "power_w": [{"a": 1}, {"b": 2}]}]
+    messages = [
+        message(0, json.dumps(rows(0, 30)).encode()),  # json.dumps's "}, {"
+        message(1, compact),  # "},{"
+        message(2, pretty),  # other spacing: not rewritten, the slow path
+        message(3, json.dumps(tricky).encode()),  # a separator inside a text value
+        message(4, json.dumps(nested).encode()),  # objects inside a value
+        message(5, b"[]"),
+    ]
+    expected, expected_refused = one_by_one(messages)
+    table, refused = together(messages)
+    assert table.equals(expected)
+    assert refused == expected_refused
+    assert set(expected_refused) == {messages[3].payload, messages[4].payload}
+    assert table.num_rows == 90
+
+
+def test_plain_json_arrays_take_the_arrow_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_path(*_: object) -> None:
+        raise AssertionError("the per-row path was taken")
+
+    monkeypatch.setattr(generic, "_many_table", slow_path)
+    messages = [message(d, json.dumps(rows(d, 100)).encode()) for d in range(20)]
+    decoded, failed = DecoderRouter().decode_many(messages)
+    assert failed == [] and len(decoded) == 1 and isinstance(decoded[0], pa.Table)
+    assert decoded[0].num_rows == 2000

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import operator
-import re
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -104,8 +103,8 @@ class GenericDecoder:
         Returns the readings of every good message as one table (None if there are none),
         and each refused message with its error — the same errors :meth:`decode` raises.
         """
-        lines = _arrays_as_lines(messages)
-        if lines is not None and (table := _ndjson_table_or_none(lines)) is not None:
+        bodies = _arrays_as_lines(messages)
+        if bodies is not None and (table := _ndjson_table_or_none(messages, bodies)) is not None:
             self._seen(messages)
             return table, []
         failed: list[tuple[RawMessage, DecodeError]] = []
@@ -247,14 +246,11 @@ def _ndjson_column(raw: pa.Table, name: str) -> pa.ChunkedArray | pa.Array | Non
     return None
 
 
-# Between two objects of a JSON array: "}", JSON whitespace, ",", JSON whitespace, "{".
-_ARRAY_SEPARATOR: Final = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")
+def _arrays_as_lines(messages: list[RawMessage]) -> list[bytes] | None:
+    """Return the bodies of JSON-array messages rewritten as newline-delimited objects, for
+    Arrow's reader.
 
-
-def _arrays_as_lines(messages: list[RawMessage]) -> list[RawMessage] | None:
-    """Return JSON-array messages rewritten as newline-delimited objects, for Arrow's reader.
-
-    The separators between objects become newlines. Where the pattern occurs inside a text
+    The separators between objects become newlines. Where a separator occurs inside a text
     value the rewrite puts a raw newline into a JSON string, which no reader accepts, so a
     message the rewrite cannot take whole fails to parse and the batch takes the slow path.
     Returns None when a message is not a non-empty array.
@@ -264,25 +260,30 @@ def _arrays_as_lines(messages: list[RawMessage]) -> list[RawMessage] | None:
         body = message.payload.strip()
         if len(body) < 4 or body[:1] != b"[" or body[-1:] != b"]":
             return None
-        lines = _ARRAY_SEPARATOR.sub(b"}\n{", body[1:-1].strip())
-        out.append(RawMessage(message.topic, lines, message.received_at_ms))
+        inner = body[1:-1]
+        # The separator json.dumps writes, or the compact one: one plain replacement. Other
+        # spacing (a pretty-printed array) leaves lines that do not parse: the slow path.
+        out.append(inner.replace(b"}, {" if b"}, {" in inner else b"},{", b"}\n{").strip())
     return out
 
 
-def _ndjson_table_or_none(messages: list[RawMessage]) -> pa.Table | None:
+def _ndjson_table_or_none(
+    messages: list[RawMessage], bodies: list[bytes] | None = None
+) -> pa.Table | None:
     """Return :func:`_ndjson_table`, or None where a message's topic names no device."""
     try:
-        return _ndjson_table(messages)
+        return _ndjson_table(messages, bodies)
     except DecodeError:
         return None
 
 
-def _ndjson_table(messages: list[RawMessage]) -> pa.Table | None:
-    """Return the canonical table of newline-delimited messages, or None to take the slow path.
+def _ndjson_table(messages: list[RawMessage], bodies: list[bytes] | None = None) -> pa.Table | None:
+    """Return the canonical table of newline-delimited messages (or of their ``bodies``, when
+    those were rewritten), or None to take the slow path.
 
     One read of Arrow's JSON reader over all the messages; every check is vectorized.
     """
-    payloads = [m.payload.strip() for m in messages]
+    payloads = [m.payload.strip() for m in messages] if bodies is None else bodies
     counts = np.fromiter((p.count(b"\n") + 1 for p in payloads), dtype=np.int64)
     try:
         raw = pa_json.read_json(

@@ -229,7 +229,8 @@ class IngestWorker:
         finally:
             self.writer.kill()
             self.wal.close()
-            self.write_metrics()
+            if self._writer_started:  # not when the folder (and its metrics) is another's
+                self.write_metrics()
 
     def _finish_taking(self) -> None:
         """After a stop: take what the broker already sent (all of it, when draining)."""

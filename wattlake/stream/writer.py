@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
-from wattlake.config import Settings
+from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import StorageError
 from wattlake.lake.storage import Lake
@@ -279,9 +279,8 @@ class LakeWriter:
     def _flush(self) -> None:
         """Write the buffer to the lake now, then delete the segments read whole."""
         self._collect_flush(wait=True)
-        if self.lake_ok or self._in_flight is None:
-            self._start_flush()
-            self._collect_flush(wait=True)
+        self._start_flush()
+        self._collect_flush(wait=True)
 
     def _report(self, *, force: bool = False, finished: bool = False) -> None:
         now = time.monotonic()
@@ -353,7 +352,11 @@ class WriterProcess:
             stdout=subprocess.PIPE,
         )
         config = {
-            "settings": dict(self.settings),
+            # The ingest's own secrets (broker password, HTTP token) stay in this process.
+            "settings": {
+                name: "" if name.startswith("ingest.") and REGISTRY[name].unit == "secret" else v
+                for name, v in self.settings.items()
+            },
             "origins": self.settings.origins,
             "wal_dir": str(self.wal_dir),
             "closed_through": closed_through,
@@ -459,9 +462,15 @@ def main() -> None:
         out.write(json.dumps(asdict(report)).encode() + b"\n")
         out.flush()
 
-    LakeWriter(settings, Path(config["wal_dir"]), config["closed_through"], commands, send).run()
+    wal_dir, closed_through = Path(config["wal_dir"]), config["closed_through"]
+    code = 0
+    try:
+        LakeWriter(settings, wal_dir, closed_through, commands, send).run()
+    except BaseException:  # the ingest process starts another writer, which reads the WAL again
+        log.exception("the lake writer failed")
+        code = 1
     logging.shutdown()
-    os._exit(0)  # not a normal exit: the thread reading stdin may still hold its lock
+    os._exit(code)  # not a normal exit: the thread reading stdin may still hold its lock
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ stream's buffer, writes Parquet files as the buffering hints say and deletes a s
 once its readings are in committed files. A crash anywhere leaves every acknowledged message in
 the WAL or in committed lake files; on start the writer reads what the WAL holds. A message may
 reach the lake twice (written, then read again or sent again by the broker): the ``readings``
-view and compaction keep one row per (device_id, channel, ts).
+view and compaction keep one row per (device_id, channel, ts). While the lake takes writes,
+this process stays at most a few segments ahead of what the writer has read (flow control: the
+broker keeps the rest), so a burst keeps both processes busy.
 
 With ``ingest.http_listen`` set, devices may also publish over HTTP
 (:mod:`wattlake.gateway.http`): those messages join the same batches, and each request is

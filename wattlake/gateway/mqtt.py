@@ -135,7 +135,7 @@ class MqttSource:
     Unacknowledged messages also bound memory: the broker sends at most ``max_inflight`` of
     them. A fixed ``client_id`` keeps a persistent session, so the broker queues messages while
     the worker is away. paho's network loop runs in its own thread; the consumer takes batches
-    with :meth:`take`, or from ``intake`` when it gives one queue shared with other sources.
+    from :attr:`intake` with :func:`take` (a queue it may share with other sources).
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class MqttSource:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
-        self._queue: Intake = queue.SimpleQueue() if intake is None else intake
+        self.intake: Intake = queue.SimpleQueue() if intake is None else intake
         self._subscribed = threading.Event()
         self._refused: str | None = None
         self._connection = 0
@@ -253,7 +253,7 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received_at_ms = time.time_ns() // 1_000_000
         self._received = True
-        self._queue.put(
+        self.intake.put(
             Delivery(
                 RawMessage(msg.topic, bytes(msg.payload), received_at_ms),
                 msg.mid,
@@ -261,11 +261,6 @@ class MqttSource:
                 self._connection,
             )
         )
-
-    def take(self, max_items: int = 10_000, timeout_s: float = 0.1) -> list[Delivery]:
-        """Return up to ``max_items`` queued deliveries, waiting up to ``timeout_s`` for one
-        (from the shared intake, if one was given: then other sources' deliveries too)."""
-        return take(self._queue, max_items, timeout_s)
 
     def ack(self, deliveries: list[Delivery]) -> None:
         """Acknowledge ``deliveries`` to the broker (PUBACK for QoS 1).

@@ -6,24 +6,20 @@ from __future__ import annotations
 class WattlakeError(Exception):
     """Base of every error wattlake raises on purpose.
 
-    ``exit_code`` is what the CLI exits with; ``retryable`` says whether trying again later
-    (without changing anything) can succeed.
+    Subclasses say whose mistake it was (the user's input, or the system) and ``retryable`` says
+    whether trying again later (without changing anything) can succeed; how an error is shown
+    (exit code, HTTP status) is decided by the CLI and the web server, not here.
     """
 
-    exit_code = 1
     retryable = False
 
 
 class UsageError(WattlakeError):
     """The user asked for something malformed: a bad argument, option or config value."""
 
-    exit_code = 2
-
 
 class BadInputError(WattlakeError):
     """Input data (a file, a payload) cannot be understood."""
-
-    exit_code = 2
 
 
 class ConfigError(UsageError):

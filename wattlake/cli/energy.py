@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wattlake.console import (
+from wattlake.cli.output import (
     ConfigOption,
     DataDirOption,
     FormatOption,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from wattlake.console import say, stop_on_signals
+from wattlake.cli.output import say, stop_on_signals
 from wattlake.devices.simulator import Faults, FleetConfig, SimFormat
 from wattlake.errors import UsageError
 

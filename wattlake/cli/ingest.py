@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wattlake.console import ConfigOption, DataDirOption, load_settings, say, stop_on_signals
+from wattlake.cli.output import ConfigOption, DataDirOption, load_settings, say, stop_on_signals
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,7 @@
 """What every command shares: common options, settings loading, and rows out.
 
-Command modules (``cli.py``, ``cli_energy.py`` …) import from here so that all of them take the
-same ``--data-dir``/``--config`` options and print ``--format table|csv|json`` the same way.
+Command modules import from here so that all of them take the same ``--data-dir``/``--config``
+options, print ``--format table|csv|json`` the same way and log the same way.
 """
 
 from __future__ import annotations
@@ -113,3 +113,38 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log lines without tracebacks: an exception is summarised as ``(Type: message)``.
+
+    Third-party libraries (amqtt, uvicorn …) log tracebacks for conditions we already report
+    in one sentence; ``WATTLAKE_DEBUG=1`` shows them in full.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record = logging.makeLogRecord(record.__dict__)
+            summary = " ".join(str(exc).split())[:300]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {summary})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return " ".join(super().format(record).split("\n"))
+
+
+def configure_logging() -> None:
+    """Send log lines to stderr, one line each, with third-party chatter at WARNING."""
+    import os
+
+    handler = logging.StreamHandler()
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(
+        logging.Formatter(fmt) if os.environ.get("WATTLAKE_DEBUG") else _OneLineFormatter(fmt)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "pyiceberg"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

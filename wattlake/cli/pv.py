@@ -12,8 +12,7 @@ import numpy.typing as npt
 import pandas as pd
 import typer
 
-from wattlake.config import Settings
-from wattlake.console import (
+from wattlake.cli.output import (
     ConfigOption,
     DataDirOption,
     FormatOption,
@@ -22,6 +21,7 @@ from wattlake.console import (
     load_settings,
     say,
 )
+from wattlake.config import Settings
 from wattlake.errors import BadInputError, UsageError
 
 _MS_PER_HOUR = 3_600_000

@@ -1,0 +1,57 @@
+"""``wattlake jobs run NAME``: run one job over the lake now."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from wattlake.cli.output import (
+    ConfigOption,
+    DataDirOption,
+    FormatOption,
+    OutputFormat,
+    emit_rows,
+    load_settings,
+    say,
+)
+from wattlake.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``jobs`` group to ``app``."""
+    group = typer.Typer(help="Run jobs over the lake.", no_args_is_help=True)
+    group.command("run")(jobs_run)
+    app.add_typer(group, name="jobs")
+
+
+JOBS = ("compact",)
+
+
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="Job: compact.")],
+    date: Annotated[
+        list[str] | None, typer.Option(help="Only this UTC day, YYYY-MM-DD (repeatable).")
+    ] = None,
+    fmt: FormatOption = OutputFormat.table,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one job now and print what it did."""
+    from datetime import date as date_type
+
+    from wattlake.jobs.compact import compact
+    from wattlake.lake.storage import Lake
+
+    if name not in JOBS:
+        raise UsageError(f"There is no job {name!r}; choose one of: {', '.join(JOBS)}.")
+    for day in date or []:
+        try:
+            date_type.fromisoformat(day)
+        except ValueError as exc:
+            raise UsageError(f"--date {day!r} is not a date like 2026-01-31.") from exc
+    settings = load_settings(data_dir, config)
+    results = compact(Lake.from_settings(settings), dates=date)
+    emit_rows([r.as_row() for r in results], fmt)
+    if not results:
+        say("Nothing to compact: raw/readings holds no files for those days.")

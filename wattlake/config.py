@@ -193,6 +193,26 @@ register(
     "Days of simulated history `wattlake demo` publishes (one round a minute) before going live.",
 )
 register("devices.formats", "", "", "Per-device format overrides: device_id=format,...")
+register("web.host", "127.0.0.1", "", "Address the dashboard and API listen on.")
+register("web.port", 8080, "port", "Port of the dashboard and API (0: pick a free port).")
+register(
+    "web.tokens_file",
+    "",
+    "path",
+    "API token hashes (empty: tokens.json beside a local lake, else in ~/.local/state/wattlake).",
+)
+register("web.session_max_age_s", 12 * 3600, "s", "How long a dashboard sign-in lasts.")
+register("web.login_code_ttl_s", 300, "s", "How long a one-time login code can be exchanged.")
+register("web.sql_time_limit_ms", 5000, "ms", "Longest run of one query of the SQL endpoint.")
+register("web.sql_max_rows", 10000, "rows", "Most rows the SQL endpoint returns for one query.")
+register("web.stale_after_s", 120.0, "s", "A device silent this long is shown as stale.")
+register("cost.tariff", "", "", "Tariff of devices without a site (built-in name or .toml file).")
+register("alerts.silent_after_s", 900.0, "s", "Alert when a device has been silent this long.")
+register("alerts.coverage_min", 0.9, "0-1", "Alert when a device's coverage today is below this.")
+register(
+    "alerts.dead_letters_per_hour", 60.0, "1/h", "Alert when dead letters arrive faster than this."
+)
+register("alerts.ingest_lag_s", 300.0, "s", "Alert when the oldest unflushed data is this old.")
 
 
 class Settings(Mapping[str, Any]):

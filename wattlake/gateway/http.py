@@ -7,7 +7,9 @@ on the worker's intake (the queue the MQTT source fills) and its handler waits u
 has the message in the write-ahead log. Only then does the client get ``200``: a ``200`` is
 durable, anything else is not and the client sends the message again.
 
-Callers authenticate with ``Authorization: Bearer <token>`` (``ingest.http_token``).
+Callers authenticate with ``Authorization: Bearer <token>``: an API token with the ``ingest``
+(or ``admin``) scope from ``wattlake token create --scope ingest``, or the deprecated shared
+secret ``ingest.http_token``, still accepted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import ConfigError, UsageError, WattlakeError
 from wattlake.gateway.mqtt import Delivery, Intake
+from wattlake.gateway.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,12 @@ class Unauthorized(HttpError):
 
     status = 401
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="wattlake"'}
+
+
+class Forbidden(HttpError):
+    """The token is valid but lacks the ``ingest`` scope."""
+
+    status = 403
 
 
 class PayloadTooLarge(HttpError):
@@ -174,15 +183,16 @@ class HttpSource:
         *,
         token: str,
         intake: Intake,
+        tokens: TokenStore | None = None,
         taking: Callable[[], bool],
         max_payload_bytes: int,
         tls_cert_file: str = "",
         tls_key_file: str = "",
     ) -> None:
-        if not token.strip():
+        if not token.strip() and tokens is None:
             raise UsageError(
-                "HTTP ingestion (--http-listen) needs a bearer token: "
-                "set WATTLAKE_INGEST__HTTP_TOKEN."
+                "HTTP ingestion needs API tokens: create one with "
+                "`wattlake token create --scope ingest`."
             )
         if tls_key_file and not tls_cert_file:
             raise UsageError("--http-tls-key needs --http-tls-cert (ingest.http_tls_cert_file).")
@@ -193,6 +203,7 @@ class HttpSource:
         self.tls = bool(tls_cert_file)
         self.port = address.port
         self._token = token.strip().encode()
+        self._tokens = tokens
         self._config = uvicorn.Config(
             self.app(),
             lifespan="off",
@@ -228,6 +239,7 @@ class HttpSource:
         return cls(
             ListenAddress.parse(settings["ingest.http_listen"]),
             token=settings["ingest.http_token"],
+            tokens=TokenStore.from_settings(settings),
             intake=intake,
             taking=taking,
             max_payload_bytes=settings["ingest.max_payload_bytes"],
@@ -330,10 +342,22 @@ class HttpSource:
 
     def _authorize(self, header: str) -> None:
         scheme, _, credentials = header.partition(" ")
-        given = credentials.strip().encode("latin-1") if scheme.lower() == "bearer" else b""
-        # Constant time, so response times say nothing about how much of a guess was right.
-        if not hmac.compare_digest(given, self._token):
-            raise Unauthorized("A valid bearer token is required (Authorization: Bearer <token>).")
+        text = credentials.strip() if scheme.lower() == "bearer" else ""
+        if text and self._tokens is not None:
+            record = self._tokens.verify(text)
+            if record is not None:
+                if record.allows("ingest"):
+                    return
+                raise Forbidden(
+                    f"This token has the {record.scope} scope; publishing needs an ingest token."
+                )
+        # The deprecated shared secret (ingest.http_token), compared in constant time so that
+        # response times say nothing about how much of a guess was right.
+        given = text.encode("latin-1", "replace")
+        if not self._token or not hmac.compare_digest(given, self._token):
+            raise Unauthorized(
+                "A valid token with the ingest scope is required (Authorization: Bearer <token>)."
+            )
 
     async def _read_payload(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")

@@ -29,6 +29,7 @@ their data until the lake is back.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Final
 from wattlake.config import Settings
 from wattlake.errors import ConfigError, StorageError
 from wattlake.gateway.mqtt import BrokerAddress, Delivery, Intake, MqttSource, TlsOptions, take
+from wattlake.lake.identity import ensure_identity
 from wattlake.lake.storage import Lake
 from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
 from wattlake.stream.wal import WriteAheadLog, segment_number
@@ -78,12 +80,23 @@ WRITER_RESTART_MAX_S: Final = 30.0
 WRITER_SILENCE_MAX_S: Final = 120.0
 
 
-def wal_dir_from_settings(settings: Settings, lake: Lake) -> Path:
+def state_dir() -> Path:
+    """Return wattlake's local state folder: ``$XDG_STATE_HOME/wattlake``, by default
+    ``~/.local/state/wattlake``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    return Path(base) / "wattlake"
+
+
+def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = None) -> Path:
     """Return the WAL folder: ``stream.wal_dir``, else ``wal/<stream>`` in a local lake, else
-    ``~/.local/state/wattlake/wal/<stream>`` for a lake in S3.
+    ``~/.local/state/wattlake/wal/<lake-id>/<stream>`` for a lake in S3 (one folder per lake:
+    a WAL belongs to exactly one lake).
+
+    ``lake_id`` is the lake's identity; it is read (or created) in the lake when not given.
 
     Raises:
         ConfigError: a WAL cannot live in object storage.
+        wattlake.errors.StorageError: the lake's identity cannot be read or written.
     """
     configured = settings["stream.wal_dir"]
     if configured:
@@ -92,7 +105,9 @@ def wal_dir_from_settings(settings: Settings, lake: Lake) -> Path:
         return Path(configured)
     if lake.is_local:
         return Path(lake.root) / "wal" / settings["stream.name"]
-    return Path.home() / ".local/state/wattlake/wal" / settings["stream.name"]
+    if lake_id is None:
+        lake_id = ensure_identity(lake).lake_id
+    return state_dir() / "wal" / lake_id / settings["stream.name"]
 
 
 @dataclass(slots=True)
@@ -112,6 +127,7 @@ class IngestWorker:
 
     Raises:
         wattlake.errors.UsageError: the broker URL or the HTTP settings are malformed.
+        wattlake.errors.StorageError: the lake's identity cannot be read or written.
     """
 
     def __init__(
@@ -126,9 +142,12 @@ class IngestWorker:
     ) -> None:
         self.name: str = settings["stream.name"]
         self.lake = Lake.from_settings(settings)
+        self.lake_id = ensure_identity(self.lake).lake_id
         self.wal = WriteAheadLog(
-            wal_dir_from_settings(settings, self.lake),
+            wal_dir_from_settings(settings, self.lake, self.lake_id),
             segment_max_bytes=settings["stream.wal_segment_bytes"],
+            lake_id=self.lake_id,
+            lake_url=self.lake.url,
         )
         self.writer = WriterProcess(settings, self.wal.directory)
         self.wal_max_bytes: int = settings["stream.wal_max_bytes"]

@@ -9,12 +9,17 @@ Appends are cheap; :meth:`WriteAheadLog.sync` makes everything appended so far d
 One process appends to a WAL folder at a time (an exclusive ``flock``); its lake writer
 (:mod:`wattlake.stream.writer`) reads the closed segments and deletes each once the readings of
 all its records are in committed lake files.
+
+A WAL belongs to exactly one lake: ``lake.json`` in its folder records the lake's identity
+(:mod:`wattlake.lake.identity`) when the folder is first taken, and a WAL of another lake is
+refused rather than replayed into this one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import struct
@@ -33,6 +38,8 @@ MAGIC: Final = b"WLWAL01\n"
 # Record header: CRC-32 of everything after it, payload length, receive time [ms], topic length.
 HEADER: Final = struct.Struct("<IIqH")
 SUFFIX: Final = ".wal"
+# The file in a WAL folder that names the lake the WAL belongs to.
+OWNER_FILE: Final = "lake.json"
 # Messages handed back per chunk when a segment is read.
 READ_CHUNK: Final = 5_000
 
@@ -40,9 +47,23 @@ READ_CHUNK: Final = 5_000
 class WriteAheadLog:
     """Append-only, CRC-framed segments of raw messages in one folder."""
 
-    def __init__(self, directory: Path, *, segment_max_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_max_bytes: int = 4 * 1024 * 1024,
+        lake_id: str | None = None,
+        lake_url: str = "",
+    ) -> None:
+        """Describe the WAL in ``directory``; :meth:`open` takes it.
+
+        ``lake_id`` (with ``lake_url``, for messages) is the identity of the lake the WAL feeds;
+        None for a WAL that belongs to no lake (tests, tools).
+        """
         self.directory = directory
         self.segment_max_bytes = segment_max_bytes
+        self.lake_id = lake_id
+        self.lake_url = lake_url
         self._lock_fd: int | None = None
         self._file: BinaryIO | None = None
         self._path: Path | None = None
@@ -58,7 +79,8 @@ class WriteAheadLog:
         first; they are not reopened for appending.
 
         Raises:
-            ConfigError: another process owns the folder, or it cannot be created.
+            ConfigError: another process owns the folder, it cannot be created, or it holds the
+                WAL of another lake.
         """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -73,11 +95,55 @@ class WriteAheadLog:
                 f"Another ingest process uses the WAL folder {self.directory}; give each worker "
                 "its own stream.name or stream.wal_dir."
             ) from exc
+        try:
+            self._claim()
+        except BaseException:
+            os.close(fd)
+            raise
         self._lock_fd = fd
         existing = self.segments()
         self._closed_bytes = sum(p.stat().st_size for p in existing)
         self._next = segment_number(existing[-1]) + 1 if existing else 1
         return existing
+
+    def _claim(self) -> None:
+        """Check that the folder's WAL belongs to this WAL's lake; record the lake if new.
+
+        Raises:
+            ConfigError: the folder holds the WAL of another lake, or cannot be written.
+        """
+        if self.lake_id is None:
+            return
+        owner_path = self.directory / OWNER_FILE
+        owner = read_owner(self.directory)
+        if owner is None:
+            if self.segments():
+                log.warning(
+                    "the WAL in %s names no lake (written by an older wattlake); its segments "
+                    "are delivered to %s",
+                    self.directory,
+                    self.lake_url or self.lake_id,
+                )
+            document = {"lake_id": self.lake_id, "lake_url": self.lake_url}
+            tmp = owner_path.with_name(f".{OWNER_FILE}.tmp")
+            try:
+                tmp.write_text(json.dumps(document) + "\n")
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, owner_path)
+                fsync_dir(self.directory)
+            except OSError as exc:
+                raise ConfigError(f"Cannot use the WAL folder {self.directory}: {exc}.") from exc
+            return
+        their_id, their_url = owner
+        if their_id != self.lake_id:
+            raise ConfigError(
+                f"The write-ahead log in {self.directory} belongs to another lake "
+                f"({their_url or 'unknown location'}, identity {their_id}), not to "
+                f"{self.lake_url or 'this lake'} (identity {self.lake_id}); it is never replayed "
+                "into another lake. Run the ingest for its own lake to deliver what it holds, "
+                "or give this lake its own WAL folder (stream.wal_dir)."
+            )
 
     def segments(self) -> list[Path]:
         """Return every segment file in the folder, oldest first, the open one included."""
@@ -222,6 +288,26 @@ class WriteAheadLog:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def read_owner(directory: Path) -> tuple[str, str] | None:
+    """Return the identity and URL of the lake that the WAL in ``directory`` belongs to, or
+    None when the folder names no lake.
+
+    Raises:
+        ConfigError: the owner file is unreadable or damaged.
+    """
+    path = directory / OWNER_FILE
+    try:
+        document = json.loads(path.read_text())
+        return str(document["lake_id"]), str(document.get("lake_url", ""))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"The WAL folder {directory} has a damaged {OWNER_FILE} ({exc}); it cannot be told "
+            "which lake its messages belong to. Restore the file, or move the folder away."
+        ) from exc
 
 
 def segment_number(path: Path) -> int:

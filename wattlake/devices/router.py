@@ -19,11 +19,16 @@ device is the level the matching route names, or, for a topic no route matches, 
 that is a configured device id (e.g. a Gen2 meter with the prefix ``shellies/<id>`` publishes
 ``shellies/<id>/events/rpc``). Decoders read topics from the right (``.../events/rpc``,
 ``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under any prefix.
+
+A decoder that fails with anything but :class:`~wattlake.errors.DecodeError` has a bug; the
+message it failed on is refused all the same, as a ``decoder-error`` naming the exception, so
+one strange payload becomes one dead letter instead of stopping the stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from wattlake.devices.base import Decoded, Decoder, RawMessage
@@ -34,7 +39,11 @@ from wattlake.devices.status import DeviceStatus, StatusRegistry
 from wattlake.errors import ConfigError, DecodeError
 from wattlake.schema import Reading
 
+log = logging.getLogger(__name__)
+
 FORMATS_SETTING: Final = "devices.formats"
+# The dead-letter reason of a message a decoder failed on with an unexpected exception.
+DECODER_ERROR: Final = "decoder-error"
 # Topic pattern -> (format, index of the level that names the device, None: in the payload).
 ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
     (("wattlake", "+", "readings"), "generic", 1),
@@ -46,6 +55,17 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
 )
 TOPIC_CACHE_MAX: Final = 100_000
 FORMATS: Final = frozenset(fmt for _, fmt, _ in ROUTES)
+
+
+def decoder_error(fmt: str, exc: Exception) -> DecodeError:
+    """Return the decode error that stands for decoder ``fmt`` failing with ``exc`` (a bug)."""
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return DecodeError(
+        DECODER_ERROR,
+        f"the {fmt} decoder failed with {type(exc).__name__}"
+        + (f": {text}" if text else "")
+        + " (a bug in wattlake's decoder; please report it with this payload)",
+    )
 
 
 def parse_formats(text: str) -> dict[str, str]:
@@ -88,10 +108,13 @@ class DecoderRouter:
         *,
         max_payload_bytes: int = 262_144,
         formats: Mapping[str, str] | str | None = None,
+        decoders: Mapping[str, Callable[[StatusRegistry], Decoder]] | None = None,
     ) -> None:
         """Create the decoders.
 
         ``formats`` maps device ids to a format name (or is the ``devices.formats`` text).
+        ``decoders`` replaces the decoder of a format (name -> factory taking the status
+        registry), e.g. to try a new decoder.
 
         Raises:
             ConfigError: ``formats`` names a format that does not exist.
@@ -115,6 +138,12 @@ class DecoderRouter:
             "shelly-gen2": ShellyGen2Decoder(self.status),
             "generic": self._generic,
         }
+        for fmt, factory in (decoders or {}).items():
+            if fmt not in FORMATS:
+                raise ConfigError(f"There is no device format {fmt!r} to replace.")
+            self._decoders[fmt] = factory(self.status)
+        # Batches of generic arrays and lines take the fast path of the built-in decoder only.
+        self._batch_generic = self._decoders["generic"] is self._generic
 
     def format_for(self, topic: str) -> str:
         """Return the name of the format that decodes ``topic``.
@@ -146,14 +175,23 @@ class DecoderRouter:
         """Decode ``message`` into readings (dicts, or an Arrow table for large batches).
 
         Raises:
-            DecodeError: the payload is too large, the topic unknown, or the payload bad.
+            DecodeError: the payload is too large, the topic unknown, or the payload bad; a
+                decoder failing with another exception is a ``decoder-error``.
         """
         if len(message.payload) > self.max_payload_bytes:
             raise DecodeError(
                 "oversized-payload",
                 f"payload of {len(message.payload)} bytes exceeds {self.max_payload_bytes}",
             )
-        return self._decoders[self.format_for(message.topic)].decode(message)
+        fmt = self.format_for(message.topic)
+        try:
+            return self._decoders[fmt].decode(message)
+        except DecodeError:
+            raise
+        except Exception as exc:
+            # The dead letter names the exception; the traceback is for whoever fixes the bug.
+            log.debug("the %s decoder failed on topic %s", fmt, message.topic[:200], exc_info=True)
+            raise decoder_error(fmt, exc) from exc
 
     def decode_many(
         self, messages: Iterable[RawMessage]
@@ -162,7 +200,8 @@ class DecoderRouter:
 
         Generic-format arrays, and newline-delimited generic messages, are decoded together
         into one Arrow table each (the fast paths for device-side batches); everything else
-        goes through :meth:`decode` one by one.
+        goes through :meth:`decode` one by one. Every message is either decoded or refused,
+        whatever a decoder raises.
         """
         decoded: list[Decoded] = []
         failed: list[tuple[RawMessage, DecodeError]] = []
@@ -172,7 +211,8 @@ class DecoderRouter:
             try:
                 payload = message.payload
                 if (
-                    payload[:1] in b"[{"
+                    self._batch_generic
+                    and payload[:1] in b"[{"
                     and len(payload) <= self.max_payload_bytes
                     and self.format_for(message.topic) == "generic"
                 ):
@@ -190,7 +230,16 @@ class DecoderRouter:
             (lines, self._generic.decode_ndjson),
         ):
             if batch:
-                table, refused = decode(batch)
+                try:
+                    table, refused = decode(batch)
+                except Exception as exc:  # a bug: find the message(s) it fails on, one by one
+                    log.debug("the generic batch decoder failed; one by one now", exc_info=exc)
+                    for message in batch:
+                        try:
+                            decoded.append(self.decode(message))
+                        except DecodeError as one:
+                            failed.append((message, one))
+                    continue
                 if table is not None:
                     decoded.append(table)
                 failed += refused

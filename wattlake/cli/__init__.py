@@ -16,28 +16,88 @@ def main(argv: list[str] | None = None) -> None:
         message_for,
         quiet_closed_pipe,
     )
-    from wattlake.cli.output import configure_logging, say
+    from wattlake.cli.output import (
+        configure_logging,
+        discard_held_logs,
+        release_held_logs,
+        say,
+    )
 
     configure_logging()
     try:
         from wattlake.cli.app import app
 
-        app(args=argv, prog_name="wattlake", standalone_mode=True)
-    except SystemExit:
-        raise
+        code = app(args=argv, prog_name="wattlake", standalone_mode=False)
+        if code == INTERRUPTED:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            release_held_logs()
+            _flush_stdout()
+            sys.exit(code)
     except KeyboardInterrupt:
+        discard_held_logs()
         say("Interrupted.")
         sys.exit(INTERRUPTED)
     except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            release_held_logs()
+            raise
         if is_closed_pipe(exc):
             quiet_closed_pipe()
             sys.exit(0)
         if os.environ.get("WATTLAKE_DEBUG"):
             raise
+        discard_held_logs()
+        usage = _click_usage_error(exc)
+        if usage is not None:
+            say(usage)
+            sys.exit(exit_code_for_usage())
         if not _is_ours(exc):
             log.debug("unexpected error", exc_info=exc)
         say(f"Error: {message_for(exc)}")
         sys.exit(exit_code_for(exc))
+    release_held_logs()
+    _flush_stdout()
+
+
+def _click_usage_error(exc: BaseException) -> str | None:
+    """Return click's own one-line message for a bad command line, else None."""
+    import typer
+    from typer._click import exceptions as click_exceptions  # typer vendors click
+
+    if isinstance(exc, typer.Abort):
+        return "Aborted."
+    if isinstance(exc, click_exceptions.NoArgsIsHelpError):
+        return exc.format_message().rstrip("\n")
+    if isinstance(exc, click_exceptions.ClickException):
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and isinstance(exc, click_exceptions.UsageError):
+            hint = f" (see: wattlake {' '.join(ctx.command_path.split()[1:])} --help)".replace(
+                "wattlake  --help", "wattlake --help"
+            )
+        text = " ".join(exc.format_message().split()).replace("Value error, ", "")
+        return f"Error: {text}{hint}"
+    return None
+
+
+def exit_code_for_usage() -> int:
+    """Return the exit code of a bad command line (the user's input)."""
+    from wattlake.cli.errors import USER_ERROR
+
+    return USER_ERROR
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, so that a reader that went away ends the command quietly."""
+    from wattlake.cli.errors import is_closed_pipe, quiet_closed_pipe
+
+    try:
+        sys.stdout.flush()
+    except BaseException as exc:
+        if not is_closed_pipe(exc):
+            raise
+        quiet_closed_pipe()
 
 
 def _is_ours(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ pandas) are imported inside the commands that need them, so that every command s
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -31,6 +32,30 @@ COMMAND_MODULES = (
     "jobs",
     "settings",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("wattlake")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            number = "unknown"
+        typer.echo(f"wattlake {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted, real-time energy monitoring: meters over MQTT into a data lake."""
 
 
 def _register() -> None:

@@ -1,7 +1,17 @@
-"""What every command shares: common options, settings loading, and rows out.
+"""What every command shares: common options, settings loading, rows out, progress, logging.
 
 Command modules import from here so that all of them take the same ``--data-dir``/``--config``
 options, print ``--format table|csv|json`` the same way and log the same way.
+
+Progress: a long library call takes ``on_progress(done, total)`` (the convention is written in
+``wattlake.progress``); the command passes the callback that ``progress()`` yields, which draws a
+``rich`` bar with rate and ETA on stderr when stderr is a terminal, and does nothing in pipes or
+with ``--format json``::
+
+    with progress("importing rows", quiet=fmt is OutputFormat.json) as on_progress:
+        result = import_rows(..., on_progress=on_progress)
+
+``rich`` is imported only when something is drawn, so that every command starts quickly.
 """
 
 from __future__ import annotations
@@ -10,19 +20,21 @@ import csv
 import enum
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from wattlake.config import Settings
+if TYPE_CHECKING:
+    from wattlake.config import Settings
+    from wattlake.progress import ProgressCallback
 
 
 class OutputFormat(enum.StrEnum):
@@ -56,6 +68,8 @@ def load_settings(data_dir: str | None, config: Path | None, **overrides: Any) -
     Raises:
         wattlake.errors.ConfigError: a settings file or value is bad.
     """
+    from wattlake.config import Settings
+
     return Settings.load(config_file=config, overrides={"data_dir": data_dir, **overrides})
 
 
@@ -88,6 +102,9 @@ def emit_rows(
         for row in rows:
             writer.writerow(["" if row.get(k) is None else _jsonable(row.get(k)) for k in names])
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title=title)
         for name in names:
             table.add_column(name, overflow="fold")
@@ -101,7 +118,73 @@ def emit_rows(
 
 def say(message: str) -> None:
     """Tell the user something on stderr (stdout is for results)."""
-    Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty()).print(message)
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty()).print(
+        message
+    )
+
+
+def deprecated_spelling(old: str, new: str) -> None:
+    """Warn on stderr that option ``old`` is now spelled ``new`` (the old one still works)."""
+    say(f"Warning: {old} is deprecated here and will be removed; use {new} instead.")
+
+
+@contextmanager
+def progress(
+    description: str, *, quiet: bool = False, unit: str = "rows"
+) -> Iterator[ProgressCallback]:
+    """Yield an ``on_progress(done, total)`` callback that draws a progress bar on stderr.
+
+    The bar (with rate and ETA) appears only on a terminal and not when ``quiet`` (e.g. with
+    ``--format json``); otherwise the callback does nothing. ``unit`` names what ``done``
+    counts, for the rate column.
+    """
+    if quiet or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+        from wattlake.progress import no_progress
+
+        yield no_progress
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class RateColumn(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} {unit}/s")
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    task = bar.add_task(description, total=None)
+
+    def on_progress(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield on_progress
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -134,15 +217,75 @@ class _OneLineFormatter(logging.Formatter):
         return " ".join(super().format(record).split("\n"))
 
 
+class _HoldThirdPartyErrors(logging.Filter):
+    """Hold a third-party library's error lines for a moment before they are printed.
+
+    A library such as amqtt logs its own error (often with a traceback) for a failure that
+    wattlake then reports as one sentence, e.g. a port in use. Such lines are held for
+    ``hold_s``; when the command ends with an error first, ``discard_held_logs()`` drops them,
+    since the sentence says it all. Otherwise they are printed late (``release_held_logs()``).
+    """
+
+    hold_s = 2.0
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        self._held: list[logging.LogRecord] = []
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno < logging.ERROR
+            or record.name.split(".")[0] == "wattlake"
+            or getattr(record, "wattlake_released", False)
+        ):
+            return True
+        with self._lock:
+            self._held.append(record)
+        timer = threading.Timer(self.hold_s, self.release)
+        timer.daemon = True
+        timer.start()
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for record in held:
+            record.wattlake_released = True
+            self._handler.handle(record)
+
+    def discard(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+_hold: _HoldThirdPartyErrors | None = None
+
+
+def release_held_logs() -> None:
+    """Print third-party error lines still held back (the command did not fail)."""
+    if _hold is not None:
+        _hold.release()
+
+
+def discard_held_logs() -> None:
+    """Drop third-party error lines still held back: the command's own error sentence follows."""
+    if _hold is not None:
+        _hold.discard()
+
+
 def configure_logging() -> None:
     """Send log lines to stderr, one line each, with third-party chatter at WARNING."""
-    import os
+    global _hold
 
     handler = logging.StreamHandler()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(
-        logging.Formatter(fmt) if os.environ.get("WATTLAKE_DEBUG") else _OneLineFormatter(fmt)
-    )
+    debug = bool(os.environ.get("WATTLAKE_DEBUG"))
+    handler.setFormatter(logging.Formatter(fmt) if debug else _OneLineFormatter(fmt))
+    if not debug:
+        _hold = _HoldThirdPartyErrors(handler)
+        handler.addFilter(_hold)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

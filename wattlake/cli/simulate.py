@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from wattlake.cli.output import say, stop_on_signals
+from wattlake.cli.output import deprecated_spelling, say, stop_on_signals
 from wattlake.devices.simulator import Faults, FleetConfig, SimFormat
 from wattlake.errors import UsageError
 
@@ -37,8 +37,15 @@ def simulate(
     ] = 0,
     rate: Annotated[float, typer.Option(help="Publish rounds per second per device.")] = 1.0,
     payload_format: Annotated[
-        SimFormat, typer.Option("--format", help="Payload format of every device.")
-    ] = SimFormat.shelly_gen2,
+        SimFormat | None,
+        typer.Option(
+            "--payload", help="Payload format of every device.", show_default="shelly-gen2"
+        ),
+    ] = None,
+    old_payload_format: Annotated[
+        SimFormat | None,
+        typer.Option("--format", hidden=True, help="Deprecated spelling of --payload."),
+    ] = None,
     count: Annotated[
         int | None, typer.Option(help="Stop after this many live rounds per device.", min=1)
     ] = None,
@@ -124,6 +131,9 @@ def simulate(
     ):
         if value is not None and not value > 0:
             raise UsageError(f"{option} must be a positive number, not {value:g}.")
+    if old_payload_format is not None:
+        deprecated_spelling("--format", "--payload")
+    payload_format = payload_format or old_payload_format or SimFormat.shelly_gen2
     address = BrokerAddress.parse(broker)
     faults = Faults(
         reboot_rate=reboot_rate,

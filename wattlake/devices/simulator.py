@@ -179,7 +179,7 @@ class FleetConfig:
             raise UsageError(f"--batch must be at least 1, not {self.batch}.")
         if self.batch > 1 and self.fmt is not SimFormat.generic:
             raise UsageError(
-                f"--batch {self.batch} needs --format generic: {self.fmt} sends one sample "
+                f"--batch {self.batch} needs --payload generic: {self.fmt} sends one sample "
                 "per message."
             )
         if not self.pv_kwp >= 0:

@@ -57,12 +57,18 @@ class Setting:
                 raise ValueError(value)
             if self.kind in (int, float) and isinstance(value, bool):
                 raise ValueError(value)
-            return self.kind(value)
+            converted = self.kind(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"{origin} sets {self.name} to {value!r}, which is not a valid "
                 f"{self.kind.__name__}; fix it or unset it."
             ) from exc
+        if self.unit == "port" and not 0 <= converted <= 65535:
+            raise ConfigError(
+                f"{origin} sets {self.name} to {value!r}, which is not a port (0 to 65535; "
+                "0 picks a free one); choose another."
+            )
+        return converted
 
 
 REGISTRY: dict[str, Setting] = {}

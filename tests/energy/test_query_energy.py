@@ -53,19 +53,20 @@ def readings() -> list[dict[str, object]]:
     return rows
 
 
-def test_rows_sum_channels_and_use_counters() -> None:
+def test_rows_per_channel_never_summed_and_use_counters() -> None:
     table = readings_to_table(readings())
     edges = bucket_edges_ms(DAY0, DAY1, "day", WAW)
     rows, results = energy_rows(table, edges, WAW)
-    (row,) = rows
-    # 23 h at 1 kW import (channel 0 counter) and 23 h at 500 W export (channel 1 power)
-    assert row["import_wh"] == pytest.approx(23000.0)
-    assert row["export_wh"] == pytest.approx(11500.0)
-    assert row["start"] == "2026-03-29T00:00:00+01:00"
-    assert row["end"] == "2026-03-30T00:00:00+02:00"
-    assert row["method"] == "counter+trapezoid"
-    assert row["coverage"] == 1.0
-    assert row["counter_minus_power_wh"] == pytest.approx(0.0)
+    first, second = rows
+    # channel 0: 23 h at 1 kW import from its counter; channel 1: 23 h at 500 W export (power)
+    assert (first["channel"], first["import_wh"], first["export_wh"]) == (0, 23000.0, 0.0)
+    assert (second["channel"], second["import_wh"], second["export_wh"]) == (1, 0.0, 11500.0)
+    assert first["start"] == "2026-03-29T00:00:00+01:00"
+    assert first["end"] == "2026-03-30T00:00:00+02:00"
+    assert (first["method"], second["method"]) == ("counter", "trapezoid")
+    assert first["coverage"] == second["coverage"] == 1.0
+    assert first["interpolated_wh"] == 0.0
+    assert first["counter_minus_power_wh"] == pytest.approx(0.0)
     assert len(results) == 2
 
 
@@ -131,8 +132,8 @@ def test_energy_command_json(lake_dir: Path) -> None:
         "json",
     )
     assert out.returncode == 0, out.stderr
-    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
-    assert (row["import_wh"], row["export_wh"]) == (23000.0, 11500.0)
+    first, second = [json.loads(line) for line in out.stdout.splitlines()]
+    assert (first["import_wh"], second["export_wh"]) == (23000.0, 11500.0)
 
 
 def test_cost_command_with_shift_and_compare(lake_dir: Path) -> None:

@@ -14,10 +14,16 @@ step between two readings is classified, and only *normal* steps count:
   since the reboot, or a stale value restored from flash. The event reports the value after the
   drop (``to_wh``) as the most that step could have missed; energy from power samples, where
   present, shows what happened (see ``counter_minus_power_wh`` in the query layer).
-* **spike** — the counter rises faster than ``max_power_w`` (default 60 kW per channel) allows,
-  plus ``resolution_wh`` for the counter's rounding. If the next reading is plausible again from
-  the level before the spike, the spike reading alone is an outlier and is ignored. Otherwise
-  the counter moved to a new level: the jump counts nothing and the new level is the baseline.
+* **spike** — the counter rises faster than is plausible: faster than ``max_power_w`` (default
+  60 kW per channel) allows, plus ``resolution_wh`` for the counter's rounding, or — where the
+  same channel's power samples back the whole step — by more than twice their energy plus
+  ``POWER_TOLERANCE_WH``. If the next reading is plausible again from the level before the spike,
+  the spike reading alone is an outlier and is ignored. Otherwise the counter moved to a new
+  level: the jump counts nothing and the new level is the baseline.
+* **outlier that comes back** — a reading above both neighbours whose removal leaves a plausible
+  rise at the device's own rate (previous reading to next one): the reading is ignored, even when
+  its rise alone was under every limit, so a jump of hundreds of Wh that comes back is never
+  counted.
 
 Counter energy is then apportioned to buckets: the *total* of each step comes from the counter,
 its *shape in time* from power samples when they exist (else linear in time).
@@ -34,6 +40,10 @@ import numpy.typing as npt
 from wattlake.energy.integrate import integrate_power
 
 _MS_PER_HOUR: Final = 3_600_000.0
+POWER_FACTOR: Final = 2.0
+"""A counter step may hold at most this many times the energy of the power samples behind it."""
+POWER_TOLERANCE_WH: Final = 20.0
+"""... plus this much [Wh]: instantaneous samples miss short loads between them."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -93,6 +103,45 @@ class CleanCounter:
         return float(self.delta_wh.sum())
 
 
+@dataclass(frozen=True, slots=True)
+class PowerReference:
+    """Power energy of a series at each of its readings, to judge counter steps against.
+
+    Attributes
+    ----------
+    cumulative_wh : float64 array
+        Import energy of the power samples from the first reading to each reading [Wh].
+    unbacked : int64 array
+        Count of intervals up to each reading that power does not back (a missing sample or a
+        gap longer than ``max_gap_s``); a step is backed when the count does not change across it.
+    """
+
+    cumulative_wh: FloatArray
+    unbacked: IntArray
+
+
+def power_reference(
+    ts_ms: npt.ArrayLike, power_w: npt.ArrayLike, *, max_gap_s: float = 300.0
+) -> PowerReference:
+    """Return the cumulative power energy at each reading of one series (vectorised).
+
+    Each interval counts the trapezoid of the power clipped at zero (import only); an interval
+    with a NaN sample at either end or longer than ``max_gap_s`` counts nothing and is unbacked.
+    """
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    p = np.asarray(power_w, dtype=np.float64)
+    if ts.size == 0:
+        return PowerReference(np.zeros(0), np.zeros(0, dtype=np.int64))
+    dt = np.diff(ts)
+    pos = np.maximum(p, 0.0)
+    energy = (pos[:-1] + pos[1:]) * dt * (0.5 / _MS_PER_HOUR)
+    bad = ~np.isfinite(energy) | (dt > max_gap_s * 1000.0)
+    energy[bad] = 0.0
+    cum = np.concatenate(([0.0], np.cumsum(energy)))
+    unbacked = np.concatenate(([0], np.cumsum(bad, dtype=np.int64)))
+    return PowerReference(cum, unbacked)
+
+
 def clean_counter(
     ts_ms: npt.ArrayLike,
     counter_wh: npt.ArrayLike,
@@ -100,6 +149,7 @@ def clean_counter(
     max_power_w: float = 60_000.0,
     glitch_window_s: float = 300.0,
     resolution_wh: float = 1.0,
+    power: PowerReference | None = None,
 ) -> CleanCounter:
     """Classify the steps of a cumulative counter and keep the ones that count.
 
@@ -115,6 +165,9 @@ def clean_counter(
         A drop that returns to the earlier level within this time is a glitch [s].
     resolution_wh : float, default 1
         Counter rounding allowed on top of ``max_power_w`` [Wh].
+    power : PowerReference, optional
+        Power energy of the same series at each reading (from :func:`power_reference`); steps it
+        backs may rise by at most ``POWER_FACTOR`` times its energy plus ``POWER_TOLERANCE_WH``.
 
     Returns
     -------
@@ -148,12 +201,30 @@ def clean_counter(
 
     per_ms_wh = max_power_w / _MS_PER_HOUR
     window_ms = glitch_window_s * 1000.0
-
-    def limit_wh(b: int, c: int) -> float:
-        return per_ms_wh * float(t[c] - t[b]) + resolution_wh
-
     step = np.diff(v)
     step_limit = per_ms_wh * np.diff(t) + resolution_wh
+    if power is not None:
+        if power.cumulative_wh.shape != ts_all.shape:
+            raise ValueError("power must have one value per reading")
+        pc = power.cumulative_wh[available]
+        pu = power.unbacked[available]
+        by_power = POWER_FACTOR * np.diff(pc) + POWER_TOLERANCE_WH + resolution_wh
+        step_limit = np.where(np.diff(pu) == 0, np.minimum(step_limit, by_power), step_limit)
+
+    def limit_wh(b: int, c: int) -> float:
+        cap = per_ms_wh * float(t[c] - t[b]) + resolution_wh
+        if power is not None and pu[c] == pu[b]:
+            return min(
+                cap, POWER_FACTOR * float(pc[c] - pc[b]) + POWER_TOLERANCE_WH + resolution_wh
+            )
+        return cap
+
+    def accepted_before(b: int) -> int:
+        a = b - 1
+        while a >= 0 and not keep[a]:
+            a -= 1
+        return a
+
     anomalies = np.flatnonzero((step < 0) | (step > step_limit))
     keep = np.ones(n, dtype=np.bool_)
     no_count: list[int] = []  # accepted readings whose following step counts nothing
@@ -181,6 +252,13 @@ def clean_counter(
                 glitch = CounterEvent("glitch", int(t[c]), int(t[j - 1]), float(v[b]), float(v[c]))
                 events.append(glitch)
                 c = j
+                continue
+            a = accepted_before(b)
+            if a >= 0 and a not in no_count and 0 <= v[c] - v[a] <= limit_wh(a, c):
+                # b stood above both neighbours: an outlier that came back, not a reset.
+                keep[b] = False
+                events.append(CounterEvent("spike", int(t[b]), int(t[b]), float(v[a]), float(v[b])))
+                b = a
                 continue
             no_count.append(b)
             events.append(CounterEvent("reset", int(t[b]), int(t[c]), float(v[b]), float(v[c])))

@@ -14,18 +14,26 @@ trapezoid rule. ``trapezoid``, ``left`` and ``right`` always integrate power.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wattlake.energy.buckets import format_local
-from wattlake.energy.counters import CounterEvent, clean_counter, counter_buckets
+from wattlake.energy.counters import (
+    CleanCounter,
+    CounterEvent,
+    PowerReference,
+    clean_counter,
+    counter_buckets,
+    power_reference,
+)
 from wattlake.energy.integrate import METHODS, integrate_power
 from wattlake.energy.tariffs import (
     EnergyOverEdges,
@@ -35,6 +43,10 @@ from wattlake.energy.tariffs import (
     tariff_segments,
 )
 from wattlake.errors import UsageError
+from wattlake.schema import READING_SCHEMA
+
+if TYPE_CHECKING:
+    from wattlake.config import Settings
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -42,6 +54,7 @@ IntArray = npt.NDArray[np.int64]
 ENERGY_METHODS: Final[tuple[str, ...]] = ("auto", *METHODS)
 ENERGY_COLUMNS: Final[tuple[str, ...]] = (
     "device_id",
+    "channel",
     "start",
     "end",
     "import_wh",
@@ -49,8 +62,8 @@ ENERGY_COLUMNS: Final[tuple[str, ...]] = (
     "net_wh",
     "coverage",
     "gap_s",
+    "interpolated_wh",
     "method",
-    "channels",
     "counter_minus_power_wh",
 )
 
@@ -115,7 +128,11 @@ def split_series(table: pa.Table, *, channel: int | None = None) -> list[Series]
 
 @dataclass(frozen=True, slots=True)
 class SeriesEnergy:
-    """Energy of one series per bucket, with the method used and anomalies found."""
+    """Energy of one series per bucket, with the method used and anomalies found.
+
+    ``covered_s`` is the time of each bucket backed by readings no further apart than
+    ``max_gap_s`` [s]; ``interpolated_wh`` the import and export energy in the rest [Wh].
+    """
 
     series: Series
     import_wh: FloatArray
@@ -124,6 +141,44 @@ class SeriesEnergy:
     method: str
     counter_minus_power_wh: FloatArray | None
     events: tuple[CounterEvent, ...] = field(default=())
+    interpolated_wh: FloatArray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _CounterPlan:
+    """One cleaned counter and where on a timeline it counts."""
+
+    clean: CleanCounter
+    long_step: npt.NDArray[np.bool_]
+
+    def bounds(self) -> IntArray:
+        """Return the instants where counting starts or stops or a long step begins or ends."""
+        t = self.clean.ts_ms
+        special = np.flatnonzero(~self.clean.counts | self.long_step)
+        return np.concatenate((t[[0, -1]], t[special], t[special + 1]))
+
+    def classify(self, mid_ms: FloatArray) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Return, per segment midpoint, whether the counter counts there and by a long step."""
+        t = self.clean.ts_ms
+        k = np.searchsorted(t, mid_ms, side="right") - 1
+        inside = (k >= 0) & (k <= t.size - 2)
+        kk = np.where(inside, k, 0)
+        counting = inside & self.clean.counts[kk]
+        return counting, counting & self.long_step[kk]
+
+
+def _plan(
+    ts_ms: IntArray,
+    counter_wh: FloatArray,
+    *,
+    max_power_w: float,
+    max_gap_ms: float,
+    reference: PowerReference | None,
+) -> _CounterPlan | None:
+    clean = clean_counter(ts_ms, counter_wh, max_power_w=max_power_w, power=reference)
+    if clean.ts_ms.size < 2:
+        return None
+    return _CounterPlan(clean, np.diff(clean.ts_ms) > max_gap_ms)
 
 
 def series_energy(
@@ -137,58 +192,132 @@ def series_energy(
 ) -> SeriesEnergy:
     """Return the energy of one series in each bucket between ``edges_ms``.
 
+    With method ``auto`` a cumulative counter wins wherever it counts: between its first and last
+    accepted reading, except across a reset or a lasting jump. Everywhere else (before a counter
+    appears, after it stops, across a reset) the power samples give the energy. Coverage is the
+    time backed by readings no further apart than ``max_gap_s``: a counter step that short, or
+    power samples that close; energy in the rest is also reported as ``interpolated_wh``.
+
     Raises:
         UsageError: ``method`` is unknown.
     """
     if method not in ENERGY_METHODS:
         raise UsageError(f"Unknown method {method!r}; use one of {', '.join(ENERGY_METHODS)}.")
     power_method = "trapezoid" if method == "auto" else method
-    n_buckets = edges_ms.size - 1
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    n_buckets = edges.size - 1
+    max_gap_ms = max_gap_s * 1000.0
+    ts = series.ts_ms
     has_power = int(np.isfinite(series.power_w).sum()) >= 2
-    power = None
+    auto = method == "auto"
+    use_import = auto and int(np.isfinite(series.energy_wh).sum()) >= 2
+    use_export = auto and int(np.isfinite(series.returned_energy_wh).sum()) >= 2
+    if n_buckets <= 0:
+        zeros = np.zeros(0)
+        return SeriesEnergy(series, zeros, zeros, zeros, power_method, None, (), zeros)
+
+    reference = power_reference(ts, series.power_w, max_gap_s=max_gap_s) if has_power else None
+    events: list[CounterEvent] = []
+    plans: list[_CounterPlan | None] = [None, None]
+    for i, (wanted, values) in enumerate(
+        ((use_import, series.energy_wh), (use_export, series.returned_energy_wh))
+    ):
+        if wanted:
+            plan = _plan(
+                ts, values, max_power_w=max_power_w, max_gap_ms=max_gap_ms, reference=reference
+            )
+            if plan is not None:
+                events.extend(plan.clean.events)
+            plans[i] = plan
+
+    # Refine the buckets at every instant where the source or the coverage can change, so each
+    # refined segment is wholly counted or not, and wholly covered or not.
+    bounds = [edges]
+    if has_power:
+        finite = np.isfinite(series.power_w)
+        pts = ts[finite] if not finite.all() else ts
+        gaps = np.flatnonzero(np.diff(pts) > max_gap_ms)
+        bounds.extend((pts[[0, -1]], pts[gaps], pts[gaps + 1]))
+    for plan in plans:
+        if plan is not None:
+            bounds.append(plan.bounds())
+    if len(bounds) > 1:
+        refined = np.unique(np.concatenate(bounds))
+        refined = refined[(refined >= edges[0]) & (refined <= edges[-1])]
+    else:
+        refined = edges
+    seg_ms = np.diff(refined).astype(np.float64)
+    mid = refined[:-1] + seg_ms * 0.5
+
     if has_power:
         power = integrate_power(
-            series.ts_ms,
+            ts,
             series.power_w,
-            edges_ms,
+            refined,
             method=power_method,
             max_gap_s=max_gap_s,
             gap_policy=gap_policy,
         )
-    use_counter = method == "auto" and int(np.isfinite(series.energy_wh).sum()) >= 2
-    if not use_counter:
-        if power is None:
-            zeros = np.zeros(n_buckets)
-            return SeriesEnergy(series, zeros, zeros.copy(), zeros.copy(), power_method, None)
-        return SeriesEnergy(
-            series, power.import_wh, power.export_wh, power.covered_s, power_method, None
-        )
-
-    shape_ts = series.ts_ms if has_power else None
+        p_imp, p_exp, covered = power.import_wh, power.export_wh, power.covered_s
+    else:
+        p_imp = np.zeros(seg_ms.size)
+        p_exp, covered = p_imp.copy(), p_imp.copy()
+    shape_ts = ts if has_power else None
     shape_w = series.power_w if has_power else None
-    imported = clean_counter(series.ts_ms, series.energy_wh, max_power_w=max_power_w)
-    import_b = counter_buckets(
-        imported, edges_ms, power_ts_ms=shape_ts, power_w=shape_w, max_gap_s=max_gap_s
-    )
-    events = list(imported.events)
-    if int(np.isfinite(series.returned_energy_wh).sum()) >= 2:
-        returned = clean_counter(series.ts_ms, series.returned_energy_wh, max_power_w=max_power_w)
-        export_wh = counter_buckets(
-            returned,
-            edges_ms,
+    imp, exp = p_imp, p_exp
+    labels: set[str] = set()
+    diff = None
+    counted_any = np.zeros(seg_ms.size, dtype=np.bool_)
+    for i, plan in enumerate(plans):
+        if plan is None:
+            continue
+        counted = counter_buckets(
+            plan.clean,
+            refined,
             power_ts_ms=shape_ts,
             power_w=shape_w,
-            export=True,
+            export=i == 1,
             max_gap_s=max_gap_s,
         ).energy_wh
-        events.extend(returned.events)
-    elif power is not None:
-        export_wh = power.export_wh
-    else:
-        export_wh = np.zeros(n_buckets)
-    diff = import_b.energy_wh - power.import_wh if power is not None else None
+        counting, long_step = plan.classify(mid)
+        counted_any |= counting
+        if i == 0:
+            imp = np.where(counting, counted, p_imp)
+            if has_power:
+                diff = np.where(counting, counted - p_imp, 0.0)
+        else:
+            exp = np.where(counting, counted, p_exp)
+        # A counted step no longer than max_gap_s backs its time; a long one only where power
+        # samples back it.
+        covered = np.where(counting & ~long_step, seg_ms / 1000.0, covered)
+    if counted_any.any():
+        labels.add("counter")
+    if (has_power and (~counted_any & (covered > 0)).any()) or not labels:
+        labels.add(power_method)
+    uncovered = np.divide(
+        seg_ms / 1000.0 - covered, seg_ms / 1000.0, out=np.zeros_like(seg_ms), where=seg_ms > 0
+    )
+    interpolated = (imp + exp) * uncovered
+
+    if refined is not edges:
+        at = np.searchsorted(refined, edges)
+
+        def to_buckets(values: FloatArray) -> FloatArray:
+            if values.size == 0:
+                return np.zeros(n_buckets)
+            return np.add.reduceat(values, at[:-1])
+
+        imp, exp, covered, interpolated = (to_buckets(x) for x in (imp, exp, covered, interpolated))
+        diff = None if diff is None else to_buckets(diff)
     return SeriesEnergy(
-        series, import_b.energy_wh, export_wh, import_b.covered_s, "counter", diff, tuple(events)
+        series,
+        imp,
+        exp,
+        covered,
+        "+".join(sorted(labels)),
+        diff,
+        tuple(sorted(events, key=lambda e: (e.start_ms, e.kind))),
+        interpolated,
     )
 
 
@@ -207,13 +336,16 @@ def energy_rows(
     max_power_w: float = 60_000.0,
     gap_policy: str = "skip",
 ) -> tuple[list[dict[str, Any]], list[SeriesEnergy]]:
-    """Return one row per device and bucket, and the per-series results behind them.
+    """Return one row per device channel and bucket, and the per-series results behind them.
 
-    Each row: ``device_id``, ``start`` and ``end`` (ISO 8601 with the local offset; start
-    inclusive, end exclusive), ``import_wh``, ``export_wh``, ``net_wh`` [Wh], ``coverage`` (the
-    lowest of the device's channels, 0–1), ``gap_s`` (the most uncovered time of its channels
-    [s]), ``method``, ``channels`` and ``counter_minus_power_wh`` (counter energy minus power
-    energy where both exist [Wh], else null).
+    Channels are never summed: without a site (see :mod:`wattlake.energy.sites`) nothing says
+    whether two channels of a meter measure the grid and a circuit behind it, or two phases.
+    Each row: ``device_id``, ``channel``, ``start`` and ``end`` (ISO 8601 with the local offset;
+    start inclusive, end exclusive), ``import_wh``, ``export_wh``, ``net_wh`` [Wh], ``coverage``
+    (share of the bucket backed by readings no further apart than ``max_gap_s``, 0–1),
+    ``gap_s`` (the rest [s]), ``interpolated_wh`` (import and export energy in that rest [Wh]),
+    ``method`` and ``counter_minus_power_wh`` (counter energy minus power energy where both
+    exist [Wh], else null).
 
     Raises:
         UsageError: ``method`` is unknown.
@@ -232,39 +364,103 @@ def energy_rows(
     labels = [format_local(int(e), tz) for e in edges_ms]
     bucket_s = np.diff(edges_ms).astype(np.float64) / 1000.0
     rows: list[dict[str, Any]] = []
-    for device_id, group in _by_device(results):
-        imp = np.sum([r.import_wh for r in group], axis=0)
-        exp = np.sum([r.export_wh for r in group], axis=0)
-        covered = np.min([r.covered_s for r in group], axis=0)
-        diffs = [r.counter_minus_power_wh for r in group if r.counter_minus_power_wh is not None]
-        diff = np.sum(diffs, axis=0) if diffs else None
-        method_label = "+".join(sorted({r.method for r in group}))
-        channels = ",".join(str(r.series.channel) for r in group)
+    for r in results:
+        diff = r.counter_minus_power_wh
+        interpolated = r.interpolated_wh if r.interpolated_wh is not None else r.import_wh * 0
         for j in range(edges_ms.size - 1):
-            coverage = covered[j] / bucket_s[j] if bucket_s[j] > 0 else 0.0
+            coverage = r.covered_s[j] / bucket_s[j] if bucket_s[j] > 0 else 0.0
             rows.append(
                 {
-                    "device_id": device_id,
+                    "device_id": r.series.device_id,
+                    "channel": r.series.channel,
                     "start": labels[j],
                     "end": labels[j + 1],
-                    "import_wh": _round(imp[j], 3),
-                    "export_wh": _round(exp[j], 3),
-                    "net_wh": _round(imp[j] - exp[j], 3),
+                    "import_wh": _round(r.import_wh[j], 3),
+                    "export_wh": _round(r.export_wh[j], 3),
+                    "net_wh": _round(r.import_wh[j] - r.export_wh[j], 3),
                     "coverage": _round(coverage, 4),
-                    "gap_s": _round(bucket_s[j] - covered[j], 3),
-                    "method": method_label,
-                    "channels": channels,
+                    "gap_s": _round(bucket_s[j] - r.covered_s[j], 3),
+                    "interpolated_wh": _round(interpolated[j], 3),
+                    "method": r.method,
                     "counter_minus_power_wh": None if diff is None else _round(diff[j], 3),
                 }
             )
     return rows, results
 
 
-def _by_device(results: Sequence[SeriesEnergy]) -> Iterator[tuple[str, list[SeriesEnergy]]]:
-    groups: dict[str, list[SeriesEnergy]] = {}
-    for r in results:
-        groups.setdefault(r.series.device_id, []).append(r)
-    yield from groups.items()
+_BRACKETED_SQL: Final = """
+WITH picked AS (
+    SELECT * FROM readings WHERE $devices IS NULL OR list_contains($devices, device_id)
+),
+brackets AS (
+    SELECT device_id, channel,
+        max(ts) FILTER (WHERE ts < epoch_ms($start)) AS before_any,
+        max(ts) FILTER (WHERE ts < epoch_ms($start) AND isfinite(power_w)) AS before_power,
+        max(ts) FILTER (WHERE ts < epoch_ms($start) AND energy_wh >= 0) AS before_import,
+        max(ts) FILTER (WHERE ts < epoch_ms($start) AND returned_energy_wh >= 0) AS before_export,
+        min(ts) FILTER (WHERE ts >= epoch_ms($end)) AS after_any,
+        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND isfinite(power_w)) AS after_power,
+        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND energy_wh >= 0) AS after_import,
+        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND returned_energy_wh >= 0) AS after_export
+    FROM picked GROUP BY device_id, channel
+)
+SELECT * FROM (
+    SELECT * FROM picked WHERE ts >= epoch_ms($start) AND ts < epoch_ms($end)
+    UNION ALL
+    SELECT p.* FROM picked p JOIN brackets b
+        ON p.device_id = b.device_id AND p.channel = b.channel
+    WHERE p.ts IN (b.before_any, b.before_power, b.before_import, b.before_export,
+                   b.after_any, b.after_power, b.after_import, b.after_export)
+)
+ORDER BY device_id, channel, ts
+"""
+
+
+def bracketed_readings(
+    con: duckdb.DuckDBPyConnection,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+) -> pa.Table:
+    """Return the readings in [start, end) and, per device channel, the nearest on each side.
+
+    However far the nearest reading before ``start_ms`` and the first at or after ``end_ms`` are
+    (of any kind, and of power, import counter and export counter each), they are included, so
+    the steps that cross the edges are there and the gap rules decide what they are worth.
+
+    Parameters
+    ----------
+    con : duckdb connection
+        With a ``readings`` view, e.g. :func:`wattlake.query.engine.connect`.
+    start_ms, end_ms : int
+        Range [ms UTC].
+    device_ids : sequence of str, optional
+        Only these devices (default: every device).
+    """
+    params = {
+        "start": int(start_ms),
+        "end": int(end_ms),
+        "devices": None if device_ids is None else list(device_ids),
+    }
+    table = con.sql(_BRACKETED_SQL, params=params).to_arrow_table()
+    return table.cast(READING_SCHEMA)
+
+
+def load_readings(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+) -> pa.Table:
+    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`)."""
+    from wattlake.lake.storage import Lake
+    from wattlake.query.engine import connect
+
+    return bracketed_readings(
+        connect(Lake.from_settings(settings)), start_ms, end_ms, device_ids=device_ids
+    )
 
 
 def segment_energy(

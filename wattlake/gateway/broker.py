@@ -1,4 +1,16 @@
-"""The embedded MQTT broker (amqtt), run in a background thread so any client can reach it."""
+"""The embedded MQTT broker (amqtt), run in a background thread so any client can reach it.
+
+Two things make it safe to stop a stack without losing a message:
+
+- amqtt gives up on a QoS 1 message it sent when the receiver has not acknowledged it within
+  5 s, and forgets it. The ingest acknowledges only once a message is in its write-ahead log,
+  which can take longer than that while it waits for its lake writer; so while the receiver
+  stays connected the broker sends such a message again (the same packet id, marked as a
+  duplicate) instead of forgetting it. A message may then reach the WAL twice; the lake keeps
+  one row per (device_id, channel, ts).
+- :meth:`EmbeddedBroker.pending_for` says how many messages the broker still holds for a
+  client: a draining ingest takes messages until that is zero.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +18,12 @@ import asyncio
 import logging
 import socket
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from wattlake.errors import BrokerError
+
+if TYPE_CHECKING:
+    from wattlake.gateway.auth import BrokerSecurity, WattlakeAuthPlugin
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +49,20 @@ class EmbeddedBroker:
     """An amqtt broker on ``host:port`` (port 0 picks a free one), in its own thread.
 
     amqtt speaks MQTT 3.1.1 only: clients connect with that, and shared subscriptions are not
-    available.
+    available. With ``security`` (see :mod:`wattlake.gateway.auth`) every client must prove
+    who it is and may use only its own topics, and a TLS listener runs beside the plain one;
+    without it (tests, the demo until it registers its clients) anyone may connect.
     """
 
     _running: ClassVar[set[str]] = set()
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, security: BrokerSecurity | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.security = security
+        self.tls_port = (security.tls_port or free_port(security.tls_host)) if security else 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Any = None
@@ -52,6 +73,18 @@ class EmbeddedBroker:
     def url(self) -> str:
         """Return the broker's ``mqtt://host:port`` URL."""
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """Return the TLS listener's ``mqtts://host:port`` URL ("" without security)."""
+        return f"mqtts://{self.security.tls_host}:{self.tls_port}" if self.security else ""
+
+    @property
+    def auth_plugin(self) -> WattlakeAuthPlugin | None:
+        """Return the plugin that authenticates clients (its ``figures`` feed ``/metrics``)."""
+        if self._broker is None or self.security is None:
+            return None
+        return self._broker.plugins_manager.get_plugin("WattlakeAuthPlugin")  # type: ignore[no-any-return]
 
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Start the broker and wait until it listens.
@@ -76,6 +109,13 @@ class EmbeddedBroker:
     def serves(cls, url: str) -> bool:
         """Return True when ``url`` is an embedded broker running in this process."""
         return url in cls._running
+
+    def metrics_text(self) -> str:
+        """Return the broker's security counters in Prometheus' text format ("" without)."""
+        from wattlake.gateway.auth import metrics_text
+
+        plugin = self.auth_plugin
+        return metrics_text(plugin.figures) if plugin is not None else ""
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -108,8 +148,31 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
         }
+        if self.security is not None:
+            from wattlake.gateway.auth import listener_config
+
+            config = listener_config(self.security, f"{self.host}:{self.port}", self.tls_port)
+        _resend_unacknowledged()
         self._broker = Broker(config)
         await self._broker.start()
+
+    def pending_for(self, client_id: str, timeout_s: float = 5.0) -> int | None:
+        """Return how many messages the broker still holds that ``client_id`` may have to take:
+        received from publishers but not yet passed on, queued for the client, or sent and not
+        yet acknowledged by it. None when the broker does not run or does not answer.
+
+        The count is an upper bound (messages for other subscribers may be in it); zero means
+        every message the broker accepted so far has been acknowledged by ``client_id``.
+        """
+        loop, broker = self._loop, self._broker
+        if loop is None or broker is None or loop.is_closed() or not loop.is_running():
+            return None
+        future = asyncio.run_coroutine_threadsafe(_pending_for(broker, client_id), loop)
+        try:
+            return future.result(timeout_s)
+        except Exception:  # the broker is stopping or stuck: nothing can be said
+            future.cancel()
+            return None
 
     def stop(self) -> None:
         """Stop the broker and wait for its thread."""
@@ -123,3 +186,50 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _pending_for(broker: Any, client_id: str) -> int:
+    """Count what ``broker`` (an amqtt Broker, on its own loop) still holds for ``client_id``."""
+    count = broker._broadcast_queue.qsize()
+    count += sum(1 for task in broker._tasks_queue if not task.done())
+    for session, _handler in list(broker._sessions.values()):
+        # Messages a publisher was told were accepted, not yet passed to the subscribers.
+        count += session.delivered_message_queue.qsize()
+        if session.client_id == client_id:
+            count += session.retained_messages.qsize()
+    return int(count)
+
+
+def _resend_unacknowledged() -> None:
+    """Make amqtt send a QoS 1 message again when its receiver did not acknowledge it in time,
+    for as long as the receiver stays connected, instead of forgetting it (once per process)."""
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+    from amqtt.session import OutgoingApplicationMessage
+
+    if getattr(BrokerProtocolHandler, "_wattlake_resends", False):
+        return
+    original = BrokerProtocolHandler.mqtt_publish
+
+    async def mqtt_publish(
+        self: Any,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int | None,
+        retain: bool,
+        ack_timeout: int | None = None,
+    ) -> Any:
+        if qos != 1 or ack_timeout or self.session is None:
+            return await original(self, topic, data, qos, retain, ack_timeout)
+        message = OutgoingApplicationMessage(self.session.next_packet_id, topic, qos, data, retain)
+        while True:
+            try:
+                await self._handle_message_flow(message)
+                return message
+            except TimeoutError:
+                session = self.session
+                if session is None or session.transitions.state != "connected":
+                    raise
+                log.debug("no PUBACK from %s in time; sending again", session.client_id)
+
+    BrokerProtocolHandler.mqtt_publish = mqtt_publish  # type: ignore[method-assign]
+    BrokerProtocolHandler._wattlake_resends = True  # type: ignore[attr-defined]

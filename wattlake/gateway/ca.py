@@ -139,6 +139,11 @@ class Issued:
         """Return the expiry time (UTC)."""
         return not_after(self.cert_pem)
 
+    @property
+    def serial(self) -> str:
+        """Return the certificate's serial number in hex (what the registry pins)."""
+        return format(x509.load_pem_x509_certificate(self.cert_pem).serial_number, "x")
+
 
 class CertificateAuthority:
     """The project CA in folder ``root`` (see the module docstring for its files)."""

@@ -100,6 +100,7 @@ class Client:
     argon2: str = ""
     pbkdf2: str = ""
     plain: bool = False
+    serial: str = ""
 
     @property
     def active(self) -> bool:
@@ -240,6 +241,7 @@ class Registry:
             role=role,
             added=now.isoformat(timespec="seconds"),
             not_after=issued.not_after.isoformat(timespec="seconds") if issued else "",
+            serial=issued.serial if issued else "",
             plain=plain,
             **hashes,
         )

@@ -179,6 +179,8 @@ class S3Server:
 
     endpoint_url: str
     process: subprocess.Popen[bytes]
+    # SeaweedFS's built-in Iceberg REST catalog (compatible with Amazon S3 Tables).
+    iceberg_url: str = ""
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -206,6 +208,7 @@ def start_seaweedfs(workdir: Path) -> S3Server:
     }
     (workdir / "s3.json").write_text(json.dumps(identities))
     s3_port, master, volume, filer = (free_port_with_grpc() for _ in range(4))
+    iceberg_port = free_port()
     log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [
@@ -218,6 +221,10 @@ def start_seaweedfs(workdir: Path) -> S3Server:
             "-s3",
             f"-s3.port={s3_port}",
             f"-s3.config={workdir / 's3.json'}",
+            # Both default to fixed ports (8181, 9101): a second server on the machine would
+            # fail to start. Lance is not used; the Iceberg catalog gets a free port.
+            f"-s3.port.iceberg={iceberg_port}",
+            "-s3.port.lance=0",
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",
@@ -227,7 +234,9 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    server = S3Server(f"http://127.0.0.1:{s3_port}", process)
+    server = S3Server(
+        f"http://127.0.0.1:{s3_port}", process, iceberg_url=f"http://127.0.0.1:{iceberg_port}"
+    )
     try:
         wait_for_port(s3_port, timeout_s=90)
         _wait_until_writable(server, timeout_s=90)

@@ -87,6 +87,38 @@ def register(name: str, default: Any, unit: str, help: str, kind: type | None = 
 register("data_dir", "./wattlake-data", "path", "Lake root: a local folder or s3://bucket/prefix.")
 register("lake.s3_endpoint_url", "", "URL", "S3 endpoint for s3:// lakes (empty: AWS default).")
 register("lake.s3_region", "us-east-1", "", "Region for s3:// lakes.")
+register(
+    "catalog.type",
+    "sql",
+    "",
+    "Iceberg catalog of the lake's tables: sql (SQLite or PostgreSQL), rest or glue.",
+)
+register(
+    "catalog.uri",
+    "",
+    "URL",
+    "sql: SQLAlchemy URL (empty: SQLite beside a local lake, in ~/.local/state/wattlake for S3); "
+    "rest: the catalog's endpoint.",
+)
+register(
+    "catalog.warehouse",
+    "",
+    "URL",
+    "rest/glue: warehouse (e.g. s3://table-bucket or an S3 Tables ARN); sql: unused.",
+)
+register("catalog.namespace", "wattlake", "", "Namespace (database) holding the lake's tables.")
+register(
+    "catalog.rest_signing_name",
+    "",
+    "",
+    "rest: sign requests with AWS SigV4 under this service name (s3tables, glue); empty: off.",
+)
+register(
+    "lake.snapshot_history_s",
+    7 * 24 * 3600.0,
+    "s",
+    "Snapshots younger than this are kept by `jobs run maintain` for time travel (--as-of).",
+)
 register("broker.host", "127.0.0.1", "", "Address the embedded broker listens on.")
 register("broker.port", 1883, "port", "Port of the embedded broker (0: pick a free port).")
 register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")

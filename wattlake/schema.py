@@ -1,10 +1,12 @@
 """The canonical reading: one row of table ``readings``, defined once for every stage.
 
-Units live in the column names. Timestamps are UTC milliseconds in storage.
+Units live in the column names. Timestamps are UTC milliseconds in memory and microseconds in
+the lake's Iceberg tables (defined below with their decimal resolutions).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import pyarrow as pa
@@ -62,3 +64,159 @@ def readings_to_table(readings: list[Reading]) -> pa.Table:
 def empty_table() -> pa.Table:
     """Return a table with the canonical schema and no rows."""
     return READING_SCHEMA.empty_table()
+
+
+# -- The lake's Iceberg tables ----------------------------------------------------------------
+# Measured values are stored as Iceberg decimals: the finest resolution any supported device
+# format reports (Shelly Gen1 sends power, voltage and pf with 2 decimals, Gen2 energy counters
+# with 2 decimals, Gen1 counters in watt-minutes), read back as float64. A value is rounded to
+# its resolution on write; a value already at that resolution round-trips exactly.
+# column -> (precision, scale): resolution 10**-scale in the column's unit.
+DECIMALS: Final[dict[str, tuple[int, int]]] = {
+    "power_w": (12, 2),
+    "apparent_power_va": (12, 2),
+    "reactive_power_var": (12, 2),
+    "voltage_v": (9, 2),
+    "current_a": (12, 3),
+    "pf": (6, 3),
+    "freq_hz": (8, 3),
+    "energy_wh": (18, 3),
+    "returned_energy_wh": (18, 3),
+}
+
+# Timestamps in the tables are microseconds (Iceberg's timestamptz); in memory they stay ms.
+TABLE_TS_TYPE: Final = pa.timestamp("us", tz="UTC")
+
+READINGS_TABLE: Final = "readings"
+DEAD_LETTERS_TABLE: Final = "dead_letters"
+ENERGY_15MIN_TABLE: Final = "energy_15min"
+POWER_1MIN_TABLE: Final = "power_1min"
+POWER_1H_TABLE: Final = "power_1h"
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+# Arrow schemas of the stored tables (what a data file holds). Field order is the column order.
+READINGS_STORED: Final[pa.Schema] = pa.schema(
+    [
+        _field("ts", TABLE_TS_TYPE, False),
+        _field("received_at", TABLE_TS_TYPE, False),
+        _field("device_id", pa.string(), False),
+        _field("channel", pa.int32(), False),
+        *(_field(name, pa.decimal128(*DECIMALS[name])) for name in MEASUREMENT_COLUMNS),
+        _field("source", pa.string(), False),
+    ]
+)
+
+DEAD_LETTERS_STORED: Final[pa.Schema] = pa.schema(
+    [
+        _field("received_at", TABLE_TS_TYPE, False),
+        _field("stream", pa.string(), False),
+        _field("topic", pa.string(), False),
+        _field("error_code", pa.string(), False),
+        _field("error_message", pa.string(), False),
+        _field("attempts", pa.int32(), False),
+        _field("payload", pa.binary(), False),
+        # The payload as text when it is UTF-8, else null.
+        _field("raw_text", pa.string()),
+    ]
+)
+
+# Rollups (filled by jobs/rollup.py): energy per UTC 15-minute bucket, per device and channel
+# (``site``/``role`` empty) or per site and role; power statistics per minute and hour.
+ENERGY_15MIN_STORED: Final[pa.Schema] = pa.schema(
+    [
+        _field("start", TABLE_TS_TYPE, False),
+        _field("device_id", pa.string()),
+        _field("channel", pa.int32()),
+        _field("site", pa.string()),
+        _field("role", pa.string()),
+        _field("import_wh", pa.float64()),
+        _field("export_wh", pa.float64()),
+        _field("interpolated_wh", pa.float64()),
+        _field("coverage_s", pa.float64()),
+        _field("samples", pa.int64()),
+        # Counter import minus power import where both exist (null otherwise), and the method
+        # (``counter``, ``trapezoid`` or both joined by ``+``) the raw path used that day [Wh].
+        _field("counter_minus_power_wh", pa.float64()),
+        _field("method", pa.string()),
+    ]
+)
+
+POWER_STATS_STORED: Final[pa.Schema] = pa.schema(
+    [
+        _field("start", TABLE_TS_TYPE, False),
+        _field("device_id", pa.string(), False),
+        _field("channel", pa.int32(), False),
+        _field("min_power_w", pa.float64()),
+        _field("max_power_w", pa.float64()),
+        _field("mean_power_w", pa.float64()),
+        _field("samples", pa.int64()),
+    ]
+)
+
+
+DELTA_COLUMNS: Final = ("ts", "received_at", "energy_wh", "returned_energy_wh")
+SPLIT_COLUMNS: Final = (
+    "power_w",
+    "apparent_power_va",
+    "reactive_power_var",
+    "voltage_v",
+    "current_a",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TableDefinition:
+    """One Iceberg table of the lake: its stored columns, day partition and sort order."""
+
+    name: str
+    schema: pa.Schema
+    # The timestamp column whose UTC day partitions the table.
+    day_column: str
+    sort_columns: tuple[str, ...]
+    # Parquet encoding per column (measured on bench/fleet.py, see docs/lake.md): time and
+    # counters DELTA_BINARY_PACKED, noisy measurements BYTE_STREAM_SPLIT; columns not named
+    # here use a dictionary.
+    encodings: tuple[tuple[str, str], ...] = ()
+
+
+TABLES: Final[dict[str, TableDefinition]] = {
+    t.name: t
+    for t in (
+        TableDefinition(
+            READINGS_TABLE,
+            READINGS_STORED,
+            "ts",
+            ("device_id", "channel", "ts"),
+            (
+                *((c, "DELTA_BINARY_PACKED") for c in DELTA_COLUMNS),
+                *((c, "BYTE_STREAM_SPLIT") for c in SPLIT_COLUMNS),
+            ),
+        ),
+        TableDefinition(DEAD_LETTERS_TABLE, DEAD_LETTERS_STORED, "received_at", ()),
+        TableDefinition(
+            ENERGY_15MIN_TABLE,
+            ENERGY_15MIN_STORED,
+            "start",
+            ("site", "device_id", "channel", "start"),
+            (("start", "DELTA_BINARY_PACKED"),),
+        ),
+        TableDefinition(
+            POWER_1MIN_TABLE,
+            POWER_STATS_STORED,
+            "start",
+            ("device_id", "channel", "start"),
+            (("start", "DELTA_BINARY_PACKED"),),
+        ),
+        TableDefinition(
+            POWER_1H_TABLE,
+            POWER_STATS_STORED,
+            "start",
+            ("device_id", "channel", "start"),
+            (("start", "DELTA_BINARY_PACKED"),),
+        ),
+    )
+}

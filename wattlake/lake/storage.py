@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -20,18 +20,49 @@ import pyarrow.parquet as pq
 from wattlake.config import Settings
 from wattlake.errors import StorageError, TransientStorageError
 
+# The Hive-style layout of lakes before the Iceberg tables (read by ``jobs run migrate``).
 RAW_READINGS: Final = "raw/readings"
 ERRORS: Final = "errors"
 CURATED_READINGS: Final = "curated/readings"
+# Where the Iceberg tables' data and metadata live under the lake root: tables/<name>/...
+TABLES_DIR: Final = "tables"
+# The SQLite catalog's file beside a local lake (an S3 lake keeps it in the local state folder).
+CATALOG_FILE: Final = "catalog.db"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    """Which Iceberg catalog holds the lake's tables (the ``catalog.*`` settings)."""
+
+    type: str = "sql"
+    uri: str = ""
+    warehouse: str = ""
+    namespace: str = "wattlake"
+    rest_signing_name: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CatalogConfig:
+        """Return the catalog that ``settings`` configure."""
+        return cls(
+            type=settings["catalog.type"],
+            uri=settings["catalog.uri"],
+            warehouse=settings["catalog.warehouse"],
+            namespace=settings["catalog.namespace"],
+            rest_signing_name=settings["catalog.rest_signing_name"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Lake:
-    """A lake root: ``fs`` plus the ``root`` path inside it (no trailing slash)."""
+    """A lake root: ``fs`` plus the ``root`` path inside it (no trailing slash), and the
+    catalog of its tables."""
 
     fs: pafs.FileSystem
     root: str
     url: str
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -44,31 +75,47 @@ class Lake:
             settings.data_dir,
             s3_endpoint_url=settings["lake.s3_endpoint_url"],
             s3_region=settings["lake.s3_region"],
+            catalog=CatalogConfig.from_settings(settings),
         )
 
     @classmethod
-    def open(cls, url: str, *, s3_endpoint_url: str = "", s3_region: str = "us-east-1") -> Lake:
+    def open(
+        cls,
+        url: str,
+        *,
+        s3_endpoint_url: str = "",
+        s3_region: str = "us-east-1",
+        catalog: CatalogConfig | None = None,
+    ) -> Lake:
         """Open a lake by URL (``s3://bucket/prefix``) or local path.
 
         Raises:
             StorageError: the URL scheme is not supported.
         """
+        catalog = catalog or CatalogConfig()
         if url.startswith("s3://"):
             kwargs: dict[str, object] = {"region": s3_region}
             if s3_endpoint_url:
                 scheme, _, host = s3_endpoint_url.partition("://")
                 kwargs.update(endpoint_override=host, scheme=scheme or "http")
             fs = pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
-            return cls(fs, url.removeprefix("s3://").rstrip("/"), url)
+            root = url.removeprefix("s3://").rstrip("/")
+            return cls(fs, root, f"s3://{root}", s3_endpoint_url, s3_region, catalog)
         if "://" in url and not url.startswith("file://"):
             raise StorageError(f"Lake URL {url!r} is neither a local path nor s3://bucket/prefix.")
         path = Path(url.removeprefix("file://")).expanduser().resolve()
-        return cls(pafs.LocalFileSystem(), str(path), str(path))
+        local = pafs.LocalFileSystem()
+        return cls(local, str(path), str(path), s3_endpoint_url, s3_region, catalog)
 
     @property
     def is_local(self) -> bool:
         """Return True for a lake in a local folder."""
         return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def uri(self) -> str:
+        """Return the lake root as a URI (``file:///…`` or ``s3://…``), as Iceberg names files."""
+        return f"file://{self.root}" if self.is_local else f"s3://{self.root}"
 
     def path(self, relative: str) -> str:
         """Return the full path of ``relative`` inside the lake."""

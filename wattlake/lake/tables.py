@@ -1,0 +1,469 @@
+"""The lake's Apache Iceberg tables: open or create them, write data files, commit, plan scans.
+
+Tables are defined once in :mod:`wattlake.schema` (``TABLES``); each lives under
+``<lake>/tables/<name>/`` (``data/`` and ``metadata/``), partitioned by the UTC day of its time
+column and sorted within each file. Data files are written here rather than by pyiceberg's
+writer so that each column gets its own Parquet encoding: DELTA_BINARY_PACKED for time and
+counters, dictionaries for the rest, measured values as decimals stored as integers (see
+``docs/lake.md``). A data file is written whole (one PUT, or one local write) before a commit
+names it; a file no commit names is an orphan that ``jobs run maintain`` removes.
+
+Commits are optimistic: when another writer committed meanwhile, the commit is rebuilt on the
+new table state and tried again (appends never conflict; a replacement fails only when a file
+it replaces is gone).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io.pyarrow import (
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.typedef import Record
+from pyiceberg.types import (
+    BinaryType,
+    DecimalType,
+    DoubleType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from wattlake.errors import BadInputError, StorageError, TransientStorageError
+from wattlake.lake.catalog import open_catalog
+from wattlake.lake.storage import TABLES_DIR, Lake
+from wattlake.schema import TABLES, TableDefinition
+
+log = logging.getLogger(__name__)
+
+US_PER_DAY: Final = 86_400_000_000
+# Table properties every wattlake table is created with.
+TABLE_PROPERTIES: Final = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
+# Rows per Parquet row group (one row group per file for a day of a small fleet).
+ROW_GROUP_ROWS: Final = 1 << 20
+COMMIT_ATTEMPTS: Final = 20
+FIELD_ID_KEY: Final = b"PARQUET:field_id"
+# Snapshot summary property holding a writer's WAL position: ``wattlake.wal.<stream>``.
+WAL_PROPERTY_PREFIX: Final = "wattlake.wal."
+
+
+def _iceberg_type(arrow_type: pa.DataType) -> IcebergType:
+    if pa.types.is_timestamp(arrow_type):
+        return TimestamptzType()
+    if pa.types.is_decimal(arrow_type):
+        return DecimalType(arrow_type.precision, arrow_type.scale)
+    simple: dict[pa.DataType, IcebergType] = {
+        pa.string(): StringType(),
+        pa.int32(): IntegerType(),
+        pa.int64(): LongType(),
+        pa.float64(): DoubleType(),
+        pa.binary(): BinaryType(),
+    }
+    return simple[arrow_type]
+
+
+def iceberg_schema(definition: TableDefinition) -> Schema:
+    """Return the Iceberg schema of a table definition (field ids 1, 2, … in column order)."""
+    return Schema(
+        *(
+            NestedField(i, f.name, _iceberg_type(f.type), required=not f.nullable)
+            for i, f in enumerate(definition.schema, start=1)
+        )
+    )
+
+
+def _spec_and_order(definition: TableDefinition, schema: Schema) -> tuple[PartitionSpec, SortOrder]:
+    day_id = schema.find_field(definition.day_column).field_id
+    spec = PartitionSpec(
+        PartitionField(day_id, 1000, DayTransform(), f"{definition.day_column}_day")
+    )
+    order = SortOrder(
+        *(
+            SortField(schema.find_field(c).field_id, IdentityTransform())
+            for c in definition.sort_columns
+        )
+    )
+    return spec, order
+
+
+def open_table(lake: Lake, name: str) -> Table:
+    """Return table ``name`` of ``lake``, creating it (or adding new columns) as defined.
+
+    Raises:
+        StorageError: the catalog or the table's metadata cannot be read or written.
+    """
+    definition = TABLES[name]
+    catalog = open_catalog(lake)
+    identifier = (lake.catalog.namespace, name)
+    try:
+        try:
+            table = catalog.load_table(identifier)
+        except NoSuchTableError:
+            schema = iceberg_schema(definition)
+            spec, order = _spec_and_order(definition, schema)
+            location = None if lake.catalog.type != "sql" else f"{lake.uri}/{TABLES_DIR}/{name}"
+            try:
+                table = catalog.create_table(
+                    identifier,
+                    schema=schema,
+                    location=location,
+                    partition_spec=spec,
+                    sort_order=order,
+                    properties=TABLE_PROPERTIES,
+                )
+            except TableAlreadyExistsError:
+                table = catalog.load_table(identifier)
+    except (OSError, ValueError) as exc:
+        raise TransientStorageError(f"Cannot open table {name} of {lake.url}: {exc}") from exc
+    missing = [n for n in definition.schema.names if n not in table.schema().column_names]
+    if missing:  # schema evolution: a newer wattlake defines more columns
+        with table.update_schema() as update:
+            update.union_by_name(iceberg_schema(definition))
+        table = catalog.load_table(identifier)
+    return table
+
+
+# -- values in and out of the stored form -------------------------------------------------------
+
+
+def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) -> pa.Array:
+    """Round float values to ``scale`` decimals and return them as decimal128.
+
+    Raises:
+        BadInputError: a value does not fit ``precision`` digits.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_decimal(array.type):
+        return array.cast(pa.decimal128(precision, scale))
+    values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    valid = ~np.isnan(values)
+    units = np.rint(np.where(valid, values, 0.0) * 10.0**scale)
+    if np.any(np.abs(units) >= 10.0**precision):
+        raise BadInputError(
+            f"A value of {np.max(np.abs(values[valid]))} does not fit the lake's decimal "
+            f"({precision} digits, {scale} decimals); it cannot be stored."
+        )
+    low = units.astype(np.int64)
+    words = np.empty((len(low), 2), dtype=np.int64)
+    words[:, 0] = low
+    words[:, 1] = low >> 63  # sign extension into the high word
+    decimals = pa.Array.from_buffers(
+        pa.decimal128(precision, scale), len(low), [None, pa.py_buffer(words)]
+    )
+    if valid.all():
+        return decimals
+    return pc.if_else(pa.array(valid), decimals, pa.scalar(None, decimals.type))
+
+
+def decimal_to_float(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Return decimal values as float64, each the double nearest its decimal value."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_decimal(array.type):
+        return array.cast(pa.float64())
+    if pa.types.is_decimal256(array.type):
+        array = array.cast(pa.decimal128(array.type.precision, array.type.scale))
+    words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
+    low = words[array.offset : array.offset + len(array), 0]
+    values = low / 10.0**array.type.scale  # exact integer / exact power of ten: one rounding
+    mask = None if array.null_count == 0 else pc.is_null(array).to_numpy(zero_copy_only=False)
+    return pa.array(values, pa.float64(), mask=mask)
+
+
+def to_stored(name: str, table: pa.Table) -> pa.Table:
+    """Return ``table`` in table ``name``'s stored schema: µs timestamps, measured values as
+    decimals at their resolution, absent columns as nulls.
+
+    Raises:
+        BadInputError: a value does not fit its column.
+    """
+    definition = TABLES[name]
+    columns = []
+    for field in definition.schema:
+        if field.name in table.column_names:
+            column = table[field.name]
+            if pa.types.is_decimal(field.type):
+                columns.append(_to_decimal(column, field.type.precision, field.type.scale))
+            else:
+                columns.append(column.cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=definition.schema)
+
+
+def from_stored(table: pa.Table) -> pa.Table:
+    """Return a stored table with its decimals as float64 (timestamps stay µs)."""
+    columns = [
+        decimal_to_float(c) if pa.types.is_decimal(c.type) else c for c in table.itercolumns()
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+# -- writing data files -------------------------------------------------------------------------
+
+
+def _sort_keys(table: pa.Table, columns: Sequence[str]) -> list[npt.NDArray[Any]]:
+    """Return numpy keys per column (strings as ranks of their sorted distinct values)."""
+    keys = []
+    for name in columns:
+        column = table[name]
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            encoded = column.combine_chunks().dictionary_encode()
+            ranks = np.empty(len(encoded.dictionary), dtype=np.int64)
+            ranks[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(ranks))
+            indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            keys.append(np.where(indices >= 0, ranks[np.maximum(indices, 0)], -1))
+        elif pa.types.is_timestamp(column.type):
+            keys.append(column.cast(pa.int64()).fill_null(0).to_numpy())
+        else:
+            keys.append(column.fill_null(0).to_numpy())
+    return keys
+
+
+def sorted_by_day(name: str, stored: pa.Table) -> list[tuple[int, pa.Table]]:
+    """Split a stored table into (UTC day number, rows sorted by the table's sort order)."""
+    definition = TABLES[name]
+    if stored.num_rows == 0:
+        return []
+    days = stored[definition.day_column].cast(pa.int64()).to_numpy() // US_PER_DAY
+    keys = _sort_keys(stored, definition.sort_columns)
+    order = np.lexsort((*reversed(keys), days)) if keys else np.argsort(days, kind="stable")
+    table = stored.take(order)
+    days = days[order]
+    starts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist()]
+    ends = [*starts[1:], len(days)]
+    return [(int(days[s]), table.slice(s, e - s)) for s, e in zip(starts, ends, strict=True)]
+
+
+def _file_schema(definition: TableDefinition, schema: Schema) -> pa.Schema:
+    return pa.schema(
+        [
+            f.with_metadata({FIELD_ID_KEY: str(schema.find_field(f.name).field_id).encode()})
+            for f in definition.schema
+        ]
+    )
+
+
+def encode_parquet(
+    definition: TableDefinition, schema: Schema, part: pa.Table
+) -> tuple[bytes, Any]:
+    """Return ``part`` as Parquet bytes with the table's encodings, and the file's metadata."""
+    encodings = {c: e for c, e in definition.encodings if c in part.column_names}
+    buffer = pa.BufferOutputStream()
+    writer = pq.ParquetWriter(
+        buffer,
+        _file_schema(definition, schema),
+        compression="zstd",
+        store_decimal_as_integer=True,
+        use_dictionary=[c for c in part.column_names if c not in encodings],
+        column_encoding=encodings,
+        write_statistics=True,
+    )
+    writer.write_table(part.cast(_file_schema(definition, schema)), row_group_size=ROW_GROUP_ROWS)
+    writer.close()
+    return buffer.getvalue().to_pybytes(), writer.writer.metadata
+
+
+def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile]:
+    """Write a stored table as one sorted data file per UTC day; return them, uncommitted.
+
+    Raises:
+        TransientStorageError: a file could not be written.
+    """
+    definition = TABLES[name]
+    schema = table.schema()
+    stats_plan = compute_statistics_plan(schema, table.metadata.properties)
+    id_mapping = parquet_path_to_id_mapping(schema)
+    files = []
+    for day, part in sorted_by_day(name, stored):
+        data, metadata = encode_parquet(definition, schema, part)
+        date = np.datetime64(day, "D")
+        path = (
+            f"{table.location()}/data/{definition.day_column}_day={date}/"
+            f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex}.parquet"
+        )
+        try:
+            with table.io.new_output(path).create(overwrite=True) as out:
+                out.write(data)
+        except OSError as exc:
+            raise TransientStorageError(f"Could not write {path}: {exc}") from exc
+        statistics = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=metadata, stats_columns=stats_plan, parquet_column_mapping=id_mapping
+        )
+        files.append(
+            DataFile.from_args(
+                content=DataFileContent.DATA,
+                file_path=path,
+                file_format=FileFormat.PARQUET,
+                partition=Record(day),
+                file_size_in_bytes=len(data),
+                sort_order_id=table.sort_order().order_id,
+                spec_id=table.metadata.default_spec_id,
+                equality_ids=None,
+                key_metadata=None,
+                **statistics.to_serialized_dict(),
+            )
+        )
+    return files
+
+
+# -- commits ------------------------------------------------------------------------------------
+
+
+def commit(
+    table: Table,
+    added: Sequence[DataFile],
+    *,
+    removed: Sequence[DataFile] = (),
+    properties: Mapping[str, str] | None = None,
+) -> Table:
+    """Commit ``added`` files (replacing exactly ``removed``) as one snapshot with summary
+    ``properties``; return the table as committed.
+
+    Raises:
+        StorageError: the commit failed, or a file to replace is no longer in the table.
+    """
+    props = dict(properties or {})
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            with table.transaction() as tx:
+                update = tx.update_snapshot(snapshot_properties=props)
+                producer = update.overwrite() if removed else update.fast_append()
+                with producer as files:
+                    for data_file in removed:
+                        files.delete_data_file(data_file)
+                    for data_file in added:
+                        files.append_data_file(data_file)
+            return table
+        except CommitFailedException:
+            log.debug("commit to %s raced another writer (attempt %d)", table.name(), attempt + 1)
+            time.sleep(0.01 * (attempt + 1))
+            table.refresh()
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"Could not commit to table {table.name()}: {exc}") from exc
+    raise TransientStorageError(
+        f"Could not commit to table {table.name()}: other writers kept committing first; try again."
+    )
+
+
+def append(
+    lake: Lake,
+    name: str,
+    table: pa.Table,
+    snapshot_properties: Mapping[str, str] | None = None,
+) -> list[DataFile]:
+    """Append the rows of ``table`` (in memory or stored form) to table ``name`` in one
+    snapshot with ``snapshot_properties``; return the data files written.
+
+    Raises:
+        BadInputError: a value does not fit its column.
+        StorageError: the lake or catalog could not be written.
+    """
+    iceberg = open_table(lake, name)
+    files = write_data_files(iceberg, name, to_stored(name, table))
+    if files or snapshot_properties:
+        commit(iceberg, files, properties=snapshot_properties)
+    return files
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def scan_files(
+    lake: Lake,
+    name: str,
+    row_filter: BooleanExpression | None = None,
+    *,
+    snapshot_id: int | None = None,
+) -> list[FileScanTask]:
+    """Return the scan plan of table ``name``: the data files (with their delete files) that
+    may hold rows matching ``row_filter``, pruned by partition and column statistics.
+
+    Raises:
+        StorageError: the table cannot be read.
+    """
+    table = open_table(lake, name)
+    if table.current_snapshot() is None:
+        return []
+    scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
+    return list(scan.plan_files())
+
+
+def local_path(file_path: str) -> str:
+    """Return a data file's path as the lake's filesystem names it (no scheme)."""
+    for scheme in ("file://", "s3://", "s3a://"):
+        if file_path.startswith(scheme):
+            return file_path[len(scheme) :]
+    return file_path
+
+
+def snapshot_as_of(table: Table, as_of_ms: int) -> Snapshot | None:
+    """Return the table's snapshot current at ``as_of_ms`` (epoch ms), or None before the
+    first."""
+    return table.snapshot_as_of_timestamp(as_of_ms)
+
+
+def ancestors(table: Table) -> Iterable[Snapshot]:
+    """Yield the current snapshot and its ancestors, newest first."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        yield snapshot
+        if snapshot.parent_snapshot_id is None:
+            return
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
+
+
+def last_property(table: Table, key: str) -> str | None:
+    """Return the newest value of snapshot summary property ``key`` in the table's history."""
+    for snapshot in ancestors(table):
+        summary = snapshot.summary
+        if summary is not None and key in summary.additional_properties:
+            return str(summary.additional_properties[key])
+    return None
+
+
+def read_table(lake: Lake, name: str, row_filter: BooleanExpression | None = None) -> pa.Table:
+    """Return table ``name``'s rows through pyiceberg's reader (which applies delete files),
+    decimals as float64.
+
+    Raises:
+        StorageError: the table cannot be read.
+    """
+    table = open_table(lake, name)
+    if table.current_snapshot() is None:
+        return from_stored(TABLES[name].schema.empty_table())
+    return from_stored(table.scan(row_filter=row_filter or AlwaysTrue()).to_arrow())
+
+
+def ensure_tables(lake: Lake) -> None:
+    """Create every table the lake defines that does not exist yet."""
+    for name in TABLES:
+        open_table(lake, name)

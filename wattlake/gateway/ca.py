@@ -391,3 +391,30 @@ class CertificateAuthority:
         """Delete the certificate and key kept for ``device_id`` (after revoking it)."""
         for path in self.device_files(device_id):
             path.unlink(missing_ok=True)
+
+    def revocation_list(self, serials: list[str], *, days: int = 30) -> bytes:
+        """Return a CRL (PEM) that revokes the certificates with these hex ``serials``.
+
+        Mosquitto reads it (``crlfile``) to refuse revoked devices whose certificates the CA
+        signed; write it again after each revocation (``wattlake broker-config mosquitto``).
+
+        Raises:
+            UsageError: there is no CA.
+        """
+        ca_key, ca_cert = self._load()
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=days))
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(serial, 16))
+                .revocation_date(now - dt.timedelta(minutes=5))
+                .build()
+            )
+        crl = builder.sign(ca_key, hashes.SHA256())
+        return crl.public_bytes(serialization.Encoding.PEM)

@@ -18,6 +18,8 @@ from typing import Any
 from wattlake.errors import ConfigError
 
 CONFIG_FILE_NAME = "wattlake.toml"
+TABLES: tuple[str, ...] = ("sites",)
+"""Top-level tables of wattlake.toml that are not settings; kept whole in ``Settings.tables``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +258,13 @@ register("alerts.ingest_lag_s", 300.0, "s", "Alert when the oldest unflushed dat
 class Settings(Mapping[str, Any]):
     """Resolved values of every registered setting."""
 
-    def __init__(self, values: dict[str, Any], origins: dict[str, str]) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        origins: dict[str, str],
+        tables: dict[str, Any] | None = None,
+    ) -> None:
+        self.tables: dict[str, Any] = dict(tables or {})
         self._values = values
         self.origins = origins
 
@@ -300,12 +308,13 @@ class Settings(Mapping[str, Any]):
                 return str(flags["data_dir"])
             return env.get(REGISTRY["data_dir"].env_var, str(values["data_dir"]))
 
+        tables: dict[str, Any] = {}
         path = Path(config_file) if config_file else None
         if path is None and "://" not in data_dir_now():
             candidate = Path(data_dir_now()) / CONFIG_FILE_NAME
             path = candidate if candidate.is_file() else None
         if path is not None:
-            for name, value in _read_toml(path).items():
+            for name, value in _read_toml(path, tables).items():
                 values[name] = REGISTRY[name].coerce(value, str(path))
                 origins[name] = str(path)
         for name, setting in REGISTRY.items():
@@ -317,10 +326,10 @@ class Settings(Mapping[str, Any]):
                 raise ConfigError(f"Unknown setting {name}.")
             values[name] = REGISTRY[name].coerce(value, "the command line")
             origins[name] = "flag"
-        return cls(values, origins)
+        return cls(values, origins, tables)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, tables: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -329,6 +338,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Config file {path} cannot be read: {exc}.") from exc
     flat: dict[str, Any] = {}
     for key, value in document.items():
+        if key in TABLES:
+            if tables is not None:
+                tables[key] = value
+            continue
         if isinstance(value, dict):
             for sub, subvalue in value.items():
                 flat[f"{key}.{sub}"] = subvalue

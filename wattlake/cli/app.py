@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "pv",
     "jobs",
     "settings",
+    "device",
+    "broker",
 )
 
 

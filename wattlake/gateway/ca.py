@@ -183,6 +183,11 @@ class CertificateAuthority:
         """Return the trust domain of device SAN URIs."""
         return str(self._meta().get("domain", DEFAULT_DOMAIN))
 
+    def broker_names(self) -> list[str]:
+        """Return the addresses, then host names, the broker certificate was issued for."""
+        meta = self._meta()
+        return [str(n) for n in [*meta.get("ips", []), *meta.get("hosts", [])]]  # type: ignore[misc]
+
     def _meta(self) -> dict[str, object]:
         try:
             doc = json.loads((self.root / "ca.json").read_text(encoding="utf-8"))

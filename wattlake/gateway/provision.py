@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
+from wattlake.errors import UsageError
 from wattlake.gateway.registry import Provisioned
 
 # Shelly devices take PEM uploads in pieces; this many characters per call.
@@ -142,3 +145,50 @@ def instructions(
     if provisioned.password:
         lines.append("The password is shown only now; wattlake keeps only its hashes.")
     return "\n".join(lines)
+
+
+def parse_channel_roles(text: str) -> dict[int, str]:
+    """Parse ``0=grid,1=solar`` into channel -> role.
+
+    Raises:
+        UsageError: an entry is not ``channel=role`` or names an unknown role.
+    """
+    from wattlake.energy.sites import ROLES
+
+    roles: dict[int, str] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        channel, sep, role = (part.strip() for part in entry.partition("="))
+        if not sep or not channel.isdigit() or role not in ROLES:
+            raise UsageError(
+                f"Channel role {entry!r} is not CHANNEL=ROLE with a role among {', '.join(ROLES)}."
+            )
+        roles[int(channel)] = role
+    return roles
+
+
+def add_site_channels(config_file: Path, site: str, device_id: str, roles: dict[int, str]) -> None:
+    """Append ``[[sites.<site>.channels]]`` tables for ``device_id`` to ``config_file``.
+
+    The file is checked to still be valid TOML; if it is not, it is left as it was.
+
+    Raises:
+        UsageError: the site name cannot be a TOML bare key, or the result is not valid TOML.
+    """
+    if not site.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"Site name {site!r} must be letters, digits, '-' or '_'.")
+    old = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
+    blocks = [
+        f'\n[[sites.{site}.channels]]\ndevice = "{device_id}"\nchannel = {channel}\n'
+        f'role = "{role}"\n'
+        for channel, role in sorted(roles.items())
+    ]
+    new = old + ("" if old.endswith("\n") or not old else "\n") + "".join(blocks)
+    try:
+        tomllib.loads(new)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(
+            f"Adding the channels of site {site} to {config_file} would make it invalid ({exc}); "
+            "add them by hand."
+        ) from exc
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(new, encoding="utf-8")

@@ -32,9 +32,21 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
-from wattlake.query.energy import series_energy, split_series
+from wattlake.lake import tables
+from wattlake.lake.storage import Lake
+from wattlake.query.energy import Series, series_energy, split_series
+from wattlake.schema import (
+    ENERGY_15MIN_STORED,
+    ENERGY_15MIN_TABLE,
+    POWER_1H_TABLE,
+    POWER_1MIN_TABLE,
+    POWER_STATS_STORED,
+    READINGS_TABLE,
+    TABLES,
+)
 
 DAY_MS: Final = 86_400_000
 # Snapshot summary property of a rollup table: the readings snapshot its contents reflect.
@@ -53,33 +65,8 @@ _US_TS: Final = pa.timestamp("us", tz="UTC")
 
 IntArray = npt.NDArray[np.int64]
 
-ENERGY_15MIN_SCHEMA: Final = pa.schema(
-    [
-        pa.field("start", _US_TS, nullable=False),
-        pa.field("device_id", pa.string()),
-        pa.field("channel", pa.int32()),
-        pa.field("site", pa.string()),
-        pa.field("role", pa.string()),
-        pa.field("import_wh", pa.float64()),
-        pa.field("export_wh", pa.float64()),
-        pa.field("interpolated_wh", pa.float64()),
-        pa.field("coverage_s", pa.float64()),
-        pa.field("samples", pa.int64()),
-        pa.field("counter_minus_power_wh", pa.float64()),
-        pa.field("method", pa.string()),
-    ]
-)
-POWER_STATS_SCHEMA: Final = pa.schema(
-    [
-        pa.field("start", _US_TS, nullable=False),
-        pa.field("device_id", pa.string(), nullable=False),
-        pa.field("channel", pa.int32(), nullable=False),
-        pa.field("min_power_w", pa.float64()),
-        pa.field("max_power_w", pa.float64()),
-        pa.field("mean_power_w", pa.float64()),
-        pa.field("samples", pa.int64()),
-    ]
-)
+ENERGY_15MIN_SCHEMA: Final = ENERGY_15MIN_STORED
+POWER_STATS_SCHEMA: Final = POWER_STATS_STORED
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,34 +137,24 @@ def energy_15min(
     """
     if start_ms % QUARTER_HOUR_MS or end_ms % QUARTER_HOUR_MS or end_ms <= start_ms:
         raise ValueError("rollup ranges start and end on UTC quarter-hours")
-    edges = np.arange(start_ms, end_ms + 1, QUARTER_HOUR_MS, dtype=np.int64)
-    n = edges.size - 1
     columns: dict[str, list[Any]] = {name: [] for name in ENERGY_15MIN_SCHEMA.names}
+    day_edges = [start_ms, *range((start_ms // DAY_MS + 1) * DAY_MS, end_ms, DAY_MS), end_ms]
     for series in split_series(_with_ms_ts(readings)):
-        result = series_energy(
-            series,
-            edges,
-            method="auto",
-            max_gap_s=options.max_gap_s,
-            max_power_w=options.max_power_w,
-        )
-        inside = (series.ts_ms >= start_ms) & (series.ts_ms < end_ms)
-        inside &= np.isfinite(series.power_w)
-        bucket = (series.ts_ms[inside] - start_ms) // QUARTER_HOUR_MS
-        interpolated = getattr(result, "interpolated_wh", None)
-        columns["start"].append(edges[:-1])
-        columns["device_id"].append(np.full(n, series.device_id, dtype=object))
-        columns["channel"].append(np.full(n, series.channel, dtype=np.int32))
-        columns["import_wh"].append(result.import_wh)
-        columns["export_wh"].append(result.export_wh)
-        columns["interpolated_wh"].append(
-            np.zeros(n) if interpolated is None else np.asarray(interpolated)
-        )
-        columns["coverage_s"].append(result.covered_s)
-        columns["samples"].append(np.bincount(bucket, minlength=n).astype(np.int64))
-        diff = result.counter_minus_power_wh
-        columns["counter_minus_power_wh"].append(np.full(n, np.nan) if diff is None else diff)
-        columns["method"].append(np.full(n, result.method, dtype=object))
+        # Each day sees exactly the readings within the reach of its edges, whichever days were
+        # read together, so a day's rollup does not depend on how the job batched its reads.
+        for a, b in itertools.pairwise(day_edges):
+            lo, hi = np.searchsorted(series.ts_ms, [a - options.reach_ms, b + options.reach_ms])
+            if hi == lo:
+                continue
+            part = Series(
+                series.device_id,
+                series.channel,
+                series.ts_ms[lo:hi],
+                series.power_w[lo:hi],
+                series.energy_wh[lo:hi],
+                series.returned_energy_wh[lo:hi],
+            )
+            _append_day(columns, part, a, b, options)
     if not columns["start"]:
         return ENERGY_15MIN_SCHEMA.empty_table()
     start = np.concatenate(columns["start"])
@@ -186,14 +163,44 @@ def energy_15min(
         "start": _us(start),
         "device_id": pa.array(np.concatenate(columns["device_id"]), pa.string()),
         "channel": pa.array(np.concatenate(columns["channel"]), pa.int32()),
-        "site": pa.nulls(start.size, pa.string()),
-        "role": pa.nulls(start.size, pa.string()),
+        # Device rows leave site and role empty; site rows (to come) name them.
+        "site": pa.array(np.full(start.size, "", dtype=object), pa.string()),
+        "role": pa.array(np.full(start.size, "", dtype=object), pa.string()),
         "counter_minus_power_wh": pa.array(diff_all, pa.float64(), mask=np.isnan(diff_all)),
         "method": pa.array(np.concatenate(columns["method"]), pa.string()),
     }
     for name in ("import_wh", "export_wh", "interpolated_wh", "coverage_s", "samples"):
         arrays[name] = pa.array(np.concatenate(columns[name]))
     return pa.table([arrays[f.name] for f in ENERGY_15MIN_SCHEMA], schema=ENERGY_15MIN_SCHEMA)
+
+
+def _append_day(
+    columns: dict[str, list[Any]],
+    series: Series,
+    start_ms: int,
+    end_ms: int,
+    options: RollupOptions,
+) -> None:
+    """Append the quarter-hours of one series in [start, end) to ``columns``."""
+    edges = np.arange(start_ms, end_ms + 1, QUARTER_HOUR_MS, dtype=np.int64)
+    n = edges.size - 1
+    result = series_energy(
+        series, edges, method="auto", max_gap_s=options.max_gap_s, max_power_w=options.max_power_w
+    )
+    inside = (series.ts_ms >= start_ms) & (series.ts_ms < end_ms) & np.isfinite(series.power_w)
+    bucket = (series.ts_ms[inside] - start_ms) // QUARTER_HOUR_MS
+    interpolated = result.interpolated_wh
+    columns["start"].append(edges[:-1])
+    columns["device_id"].append(np.full(n, series.device_id, dtype=object))
+    columns["channel"].append(np.full(n, series.channel, dtype=np.int32))
+    columns["import_wh"].append(result.import_wh)
+    columns["export_wh"].append(result.export_wh)
+    columns["interpolated_wh"].append(np.zeros(n) if interpolated is None else interpolated)
+    columns["coverage_s"].append(result.covered_s)
+    columns["samples"].append(np.bincount(bucket, minlength=n).astype(np.int64))
+    diff = result.counter_minus_power_wh
+    columns["counter_minus_power_wh"].append(np.full(n, np.nan) if diff is None else diff)
+    columns["method"].append(np.full(n, result.method, dtype=object))
 
 
 def power_periods(readings: pa.Table, start_ms: int, end_ms: int, period_ms: int) -> pa.Table:
@@ -277,4 +284,154 @@ def compute_days(
         concat(energy, ENERGY_15MIN_SCHEMA),
         concat(minutes, POWER_STATS_SCHEMA),
         concat(hours, POWER_STATS_SCHEMA),
+    )
+
+
+# -- the incremental job over the lake's tables --------------------------------------------------
+
+ROLLUP_TABLES: Final = (ENERGY_15MIN_TABLE, POWER_1MIN_TABLE, POWER_1H_TABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class TableReadings:
+    """Readings of the lake's ``readings`` table, read from the data files of a pruned scan."""
+
+    lake: Lake
+    snapshot_id: int | None = None
+
+    def read(self, start_ms: int, end_ms: int) -> pa.Table:
+        """Return the readings with ``start_ms <= ts < end_ms`` (float64 values, µs ts)."""
+        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+        window = And(GreaterThanOrEqual("ts", start_ms * 1000), LessThan("ts", end_ms * 1000))
+        tasks = tables.scan_files(self.lake, READINGS_TABLE, window, snapshot_id=self.snapshot_id)
+        if any(task.delete_files for task in tasks):
+            whole = tables.read_table(self.lake, READINGS_TABLE, window)
+            return whole.select(list(READING_COLUMNS))
+        paths = [tables.local_path(task.file.file_path) for task in tasks]
+        if not paths:
+            empty = TABLES[READINGS_TABLE].schema.empty_table()
+            return tables.from_stored(empty.select(list(READING_COLUMNS)))
+        ts_type = TABLES[READINGS_TABLE].schema.field("ts").type
+        lo = pa.scalar(start_ms * 1000, pa.int64()).cast(ts_type)
+        hi = pa.scalar(end_ms * 1000, pa.int64()).cast(ts_type)
+        dataset = pads.dataset(paths, format="parquet", filesystem=self.lake.fs)
+        table = dataset.to_table(
+            columns=list(READING_COLUMNS),
+            filter=(pads.field("ts") >= lo) & (pads.field("ts") < hi),
+        )
+        return tables.from_stored(table)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRun:
+    """What one run of the rollup job did."""
+
+    readings_snapshot: int | None
+    days: tuple[int, ...]
+    rows: dict[str, int]
+
+    def as_row(self) -> dict[str, object]:
+        """Return the run as a row for the CLI."""
+        first = str(np.datetime64(self.days[0], "D")) if self.days else None
+        last = str(np.datetime64(self.days[-1], "D")) if self.days else None
+        return {
+            "readings_snapshot": self.readings_snapshot,
+            "days": len(self.days),
+            "first_day": first,
+            "last_day": last,
+            **{f"{name}_rows": n for name, n in self.rows.items()},
+        }
+
+
+def _file_day(task_file: Any) -> int:
+    return int(task_file.partition[0])
+
+
+def _days_added_since(readings: Any, since: int | None) -> set[int] | None:
+    """Return the UTC days of data files added to ``readings`` after snapshot ``since``.
+
+    None means everything must be recomputed: no earlier run, or its snapshot is no longer in
+    the table's history (expired).
+    """
+    if since is None:
+        return None
+    days: set[int] = set()
+    for snapshot in tables.ancestors(readings):
+        if snapshot.snapshot_id == since:
+            return days
+        for manifest in snapshot.manifests(readings.io):
+            if manifest.added_snapshot_id != snapshot.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(readings.io, discard_deleted=True):
+                if entry.snapshot_id == snapshot.snapshot_id:
+                    days.add(_file_day(entry.data_file))
+    return None
+
+
+def _all_days(lake: Lake, snapshot_id: int) -> set[int]:
+    tasks = tables.scan_files(lake, READINGS_TABLE, snapshot_id=snapshot_id)
+    return {_file_day(task.file) for task in tasks}
+
+
+def _processed_snapshot(table: Any) -> int | None:
+    value = tables.last_property(table, READINGS_SNAPSHOT_PROPERTY)
+    return int(value) if value is not None else None
+
+
+def _replace_days(
+    lake: Lake, name: str, days: set[int], rows: pa.Table, properties: dict[str, str]
+) -> None:
+    """Replace the day partitions ``days`` of rollup table ``name`` by ``rows``, in one commit."""
+    table = tables.open_table(lake, name)
+    removed = []
+    if table.current_snapshot() is not None:
+        removed = [task.file for task in table.scan().plan_files() if _file_day(task.file) in days]
+    added = tables.write_data_files(table, name, tables.to_stored(name, rows))
+    tables.commit(table, added, removed=removed, properties=properties)
+
+
+def run_rollup(
+    lake: Lake, options: RollupOptions = RollupOptions(), *, full: bool = False
+) -> RollupRun:
+    """Bring the rollup tables up to date with the readings table; return what was done.
+
+    Recomputes the days touched by readings committed since the last run (every day with
+    readings on the first run, after expired history, or with ``full``), widened by the reach,
+    and replaces those days of each rollup table in one commit that records the readings
+    snapshot it reflects. Running again without new readings does nothing.
+
+    Raises:
+        StorageError: the lake or catalog could not be read or written; the rollup tables keep
+            their previous contents.
+    """
+    readings = tables.open_table(lake, READINGS_TABLE)
+    current = readings.current_snapshot()
+    if current is None:
+        return RollupRun(None, (), {})
+    targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
+    processed = {name: _processed_snapshot(t) for name, t in targets.items()}
+    stale = {name for name, since in processed.items() if since != current.snapshot_id}
+    if not stale and not full:
+        return RollupRun(current.snapshot_id, (), {})
+    touched: set[int] = set()
+    for name in ROLLUP_TABLES if full else sorted(stale):
+        added = None if full else _days_added_since(readings, processed[name])
+        if added is None:
+            touched = _all_days(lake, current.snapshot_id)
+            break
+        touched |= added
+    reach_days = -(-options.reach_ms // DAY_MS)
+    days = {d + k for d in touched for k in range(-reach_days, reach_days + 1)}
+    result = compute_days(TableReadings(lake, current.snapshot_id), sorted(days), options)
+    properties = {READINGS_SNAPSHOT_PROPERTY: str(current.snapshot_id)}
+    outputs = {
+        ENERGY_15MIN_TABLE: result.energy_15min,
+        POWER_1MIN_TABLE: result.power_1min,
+        POWER_1H_TABLE: result.power_1h,
+    }
+    for name in ROLLUP_TABLES if full else sorted(stale):
+        _replace_days(lake, name, days, outputs[name], properties)
+    return RollupRun(
+        current.snapshot_id, tuple(sorted(days)), {n: t.num_rows for n, t in outputs.items()}
     )

@@ -189,12 +189,20 @@ register("stream.name", "ingest", "", "Stream name written into every lake objec
 register("stream.flush_interval_s", 60.0, "s", "Flush the buffer at least this often.")
 register("stream.buffer_max_bytes", 5 * 1024 * 1024, "bytes", "Flush when the buffer is this big.")
 register("stream.buffer_max_rows", 500_000, "rows", "Flush when the buffer holds this many rows.")
+register(
+    "stream.first_flush_s",
+    0.0,
+    "s",
+    "First flush after a start this soon, then twice as long each time up to flush_interval_s "
+    "(0: off; the demo uses 1).",
+)
 register("stream.compression", "zstd", "", "Parquet compression codec of lake files.")
 register(
     "stream.wal_dir",
     "",
     "path",
-    "WAL folder (empty: wal/<stream> in a local lake, else ~/.local/state/wattlake/wal/<stream>).",
+    "WAL folder (empty: wal/<stream> in a local lake, else "
+    "~/.local/state/wattlake/wal/<lake-id>/<stream>; a WAL belongs to one lake).",
 )
 register(
     "stream.wal_segment_bytes",

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import threading
 import time
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wattlake.cli.output import ConfigOption, DataDirOption, load_settings, say, stop_on_signals
-from wattlake.errors import UsageError, WattlakeError
+from wattlake.cli.output import ConfigOption, DataDirOption, load_settings, progress, say
+from wattlake.errors import UsageError
+
+if TYPE_CHECKING:
+    from wattlake.stack import Stack, StackReport, StopRequests
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +31,8 @@ def demo(
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
     ] = None,
     broker_port: Annotated[
-        int | None, typer.Option(help="Port of the embedded broker (0: any free port).")
+        int | None,
+        typer.Option(help="Port of the embedded broker (0: any free port).", min=0, max=65535),
     ] = None,
     interval: Annotated[
         float | None, typer.Option(help="Seconds between a device's publishes.", min=0.001)
@@ -32,14 +41,26 @@ def demo(
         float | None,
         typer.Option(help="Days of simulated history to publish before going live.", min=0),
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start from an empty data dir: remove what earlier runs left (not wattlake.toml).",
+        ),
+    ] = False,
+    web: Annotated[
+        bool, typer.Option("--web/--no-web", help="Serve the dashboard beside the stack.")
+    ] = True,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run the whole stack on this machine: broker, ingest, lake and simulated meters."""
-    from wattlake.devices.simulator import Simulator
-    from wattlake.gateway.broker import EmbeddedBroker, port_is_free
-    from wattlake.gateway.mqtt import BrokerAddress
-    from wattlake.stream.ingest import IngestWorker
+    """Run the whole stack on this machine: broker, ingest, lake, dashboard, simulated meters.
+
+    Ctrl-C (or SIGTERM, or the end of --duration) stops the simulated meters, delivers every
+    reading the broker accepted into the lake, then exits; a second Ctrl-C quits at once and
+    says where the rest waits.
+    """
+    from wattlake.stack import Stack, StopRequests, empty_data_dir, inspect_data_dir
 
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be a positive number of seconds.")
@@ -48,73 +69,141 @@ def demo(
         config,
         **{
             "demo.devices": devices,
-            "broker.port": broker_port,
             "demo.interval_s": interval,
             "demo.history_days": history_days,
         },
     )
-    port = settings["broker.port"]
-    if settings.origins["broker.port"] == "default" and not port_is_free(
-        settings["broker.host"], port
-    ):
-        say(f"Port {port} is taken (another MQTT broker?); the demo broker uses a free port.")
-        port = 0
-    stop = threading.Event()
-    stop_on_signals(stop)
-    with EmbeddedBroker(host=settings["broker.host"], port=port) as broker:
-        worker = IngestWorker(settings, broker.url, mqtt5=False, drain=True)
-        errors: list[BaseException] = []
-        ingest = threading.Thread(
-            target=_run_collecting, args=(worker.run, stop, errors), name="ingest"
-        )
-        ingest.start()
-        if not worker.ready.wait(15):
-            stop.set()
-            ingest.join()
-            raise errors[0] if errors else WattlakeError("The ingest worker did not start.")
-        simulator = Simulator(
-            BrokerAddress.parse(broker.url),
-            devices=settings["demo.devices"],
-            interval_s=settings["demo.interval_s"],
-            backfill_days=settings["demo.history_days"],
-        )
-        sim = threading.Thread(
-            target=_run_collecting, args=(lambda _: simulator.run(), stop, errors), name="simulator"
-        )
-        sim.start()
-        history = settings["demo.history_days"]
-        say(
-            f"wattlake demo: broker {broker.url}, {settings['demo.devices']} simulated device(s), "
-            f"lake {worker.lake.url}"
-            + (f"; {history:g} day(s) of history first" if history else "")
-        )
-        say(
-            "Readings land in raw/readings/ under the lake after each flush "
-            f"(every {settings['stream.flush_interval_s']:g} s, and at exit). Ask them with:\n"
-            f'  wattlake query --data-dir {worker.lake.url} "SELECT device_id, channel, '
-            'count(*), max(ts) FROM readings GROUP BY ALL"\n'
-            "Stop with Ctrl-C: every buffer is flushed first."
-        )
-        deadline = None if duration is None else time.monotonic() + duration
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            stop.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-        simulator.stop()
-        sim.join()
-        stop.set()
-        ingest.join()
-        if errors:
-            raise errors[0]
-        figures = worker.figures()
-        say(
-            f"stopped: {simulator.stats.data_messages} messages published "
-            f"(and {simulator.stats.status_messages} status), {figures.readings} readings "
-            f"in {figures.files_written} file(s), {figures.dead_letters} dead letter(s)"
-        )
-
-
-def _run_collecting(target: Any, stop: threading.Event, errors: list[BaseException]) -> None:
+    if fresh:
+        removed = empty_data_dir(settings)
+        if removed:
+            say(f"Started from an empty data dir: removed {removed} file(s) of earlier runs.")
+    else:
+        state = inspect_data_dir(settings)
+        if state.used:
+            parts = []
+            if state.lake_files:
+                parts.append(f"{state.lake_files} file(s) of an earlier run")
+            if state.wal_segments:
+                parts.append(
+                    f"a write-ahead log of {state.wal_bytes:,} bytes not yet in the lake "
+                    f"({state.wal_dir}; delivered first)"
+                )
+            say(
+                f"The data dir {state.url} already holds {' and '.join(parts)}; the demo adds to "
+                "it. Start from an empty one with --fresh."
+            )
+    requests = StopRequests().install()
     try:
-        target(stop)
-    except BaseException as exc:
-        errors.append(exc)
-        stop.set()
+        stack = Stack(settings, simulate=True, web=web, broker_port=broker_port)
+        stack.start()
+        _announce(stack)
+        _run(stack, requests, duration)
+        report = _stop(stack, requests)
+    finally:
+        requests.uninstall()
+    say(
+        f"stopped: {report.published} messages published ({report.data_messages} data, "
+        f"{report.status_messages} status), {report.readings} readings in "
+        f"{report.files_written} file(s), {report.dead_letters} dead letter(s)"
+        + (f", {report.replayed} replayed from an earlier run's WAL" if report.replayed else "")
+        + "; every reading the broker accepted is in the lake."
+    )
+
+
+def _announce(stack: Stack) -> None:
+    settings = stack.settings
+    assert stack.broker is not None
+    for note in stack.notes:
+        say(note)
+    history = settings["demo.history_days"]
+    say(
+        f"wattlake demo: broker {stack.broker.url}, {settings['demo.devices']} simulated "
+        f"device(s), lake {stack.lake_url}"
+        + (f"; {history:g} day(s) of history first" if history else "")
+    )
+    if stack.web is not None:
+        say(f"Dashboard: {stack.web.login_url()}")
+    command = command_prefix()
+    data = shlex.quote(stack.lake_url)
+    sql = (
+        "SELECT device_id, channel, count(*) AS readings, max(ts) AS latest "
+        "FROM readings GROUP BY ALL"
+    )
+    say(
+        "The first readings are queryable within seconds. Ask them with:\n"
+        f"  {command} query --data-dir {data} {shlex.quote(sql)}\n"
+        "Stop with Ctrl-C: every reading the broker accepted is delivered to the lake first "
+        "(Ctrl-C again quits at once)."
+    )
+
+
+def command_prefix() -> str:
+    """Return how the user can run ``wattlake`` from where they are, as a shell prefix:
+    ``wattlake`` when that is on the PATH, ``./run wattlake`` in the project folder, else
+    the full path of this program."""
+    program = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("wattlake")
+    if program is not None and on_path and Path(on_path).resolve() == program:
+        return "wattlake"
+    project = Path(__file__).resolve().parents[2]
+    if (project / "run").is_file() and (project / ".venv").is_dir():
+        if Path.cwd().resolve() == project:
+            return "./run wattlake"
+        return f"{shlex.quote(str(project / 'run'))} wattlake"
+    if program is not None and program.name == "wattlake" and os.access(program, os.X_OK):
+        return shlex.quote(str(program))
+    return f"{shlex.quote(sys.executable)} -m wattlake"
+
+
+def _run(stack: Stack, requests: StopRequests, duration_s: float | None) -> None:
+    """Run until a stop request or the end of ``duration_s``; show the history backfill."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+
+    def left_s() -> float | None:
+        return None if deadline is None else deadline - time.monotonic()
+
+    backfill = stack.backfill_progress()
+    if backfill is not None:
+        with progress("history", unit="rounds") as on_progress:
+            while (backfill := stack.backfill_progress()) is not None:
+                on_progress(*backfill)
+                remaining = left_s()
+                if (
+                    requests.stop.is_set()
+                    or stack.failed
+                    or (remaining is not None and remaining <= 0)
+                ):
+                    return
+                requests.stop.wait(0.2 if remaining is None else min(0.2, remaining))
+            on_progress(1, 1)
+    remaining = left_s()
+    if remaining is None or remaining > 0:
+        stack.wait(requests.stop, remaining)
+
+
+def _stop(stack: Stack, requests: StopRequests) -> StackReport:
+    """Stop the stack in a helper thread (signals reach this one), showing the drain."""
+    outcome: list[StackReport] = []
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            outcome.append(stack.stop(requests.abort))
+        except BaseException as exc:
+            errors.append(exc)
+
+    stopper = threading.Thread(target=stop, name="stack-stop")
+    stopper.start()
+    shown = False
+    with progress("delivering", unit="messages") as on_progress:
+        while stopper.is_alive():
+            state = stack.drain_state()
+            if state is not None and state.started and state.first_left:
+                if not shown:
+                    say(f"Delivering {state.first_left} message(s) the broker still holds ...")
+                    shown = True
+                on_progress(state.first_left - min(state.left, state.first_left), state.first_left)
+            stopper.join(0.1)
+    if errors:
+        raise errors[0]
+    return outcome[0]

@@ -54,6 +54,10 @@ class FlushLimits:
     flush_interval_s: float = 60.0
     buffer_max_bytes: int = 5 * 1024 * 1024
     buffer_max_rows: int = 500_000
+    # When set, the first flush of readings comes this soon [s] and the interval doubles with
+    # each one up to ``flush_interval_s``: readings are queryable at once after a start, and
+    # files grow big once the stream runs.
+    first_flush_interval_s: float = 0.0
 
 
 class DeliveryStream:
@@ -81,6 +85,7 @@ class DeliveryStream:
         self._rows = 0
         self._seq = 0
         self._last_flush = time.monotonic()
+        self._interval_s = self.limits.first_flush_interval_s or self.limits.flush_interval_s
 
     @property
     def buffered_rows(self) -> int:
@@ -131,7 +136,7 @@ class DeliveryStream:
 
     def flush_due(self) -> bool:
         """Return True when ``flush_interval_s`` has passed since the last flush."""
-        return time.monotonic() - self._last_flush >= self.limits.flush_interval_s
+        return time.monotonic() - self._last_flush >= self._interval_s
 
     def flush_wanted(self) -> bool:
         """Return True when a buffering limit (time, bytes or rows) has been reached."""
@@ -169,6 +174,8 @@ class DeliveryStream:
             batch = FlushBatch(self._tables, self._dead, self._rows, self._bytes)
             self._tables, self._dead, self._rows, self._bytes = [], [], 0, 0
             self._last_flush = time.monotonic()
+            if batch.rows:  # the warm-up ramp (first_flush_interval_s) grows with data only
+                self._interval_s = min(self.limits.flush_interval_s, self._interval_s * 2)
             return batch
 
     def reattach(self, batch: FlushBatch) -> None:
@@ -260,6 +267,7 @@ def stream_from_settings(settings: Settings, lake: Lake) -> DeliveryStream:
         flush_interval_s=settings["stream.flush_interval_s"],
         buffer_max_bytes=settings["stream.buffer_max_bytes"],
         buffer_max_rows=settings["stream.buffer_max_rows"],
+        first_flush_interval_s=settings["stream.first_flush_s"],
     )
     return DeliveryStream(
         lake,

@@ -34,6 +34,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -52,10 +53,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How long the broker may stay silent before a draining worker decides it has everything [s].
+# Without a way to ask the broker what it holds (an external broker): how long the broker may
+# stay silent before a draining worker decides it has everything, and the longest a draining
+# worker keeps taking messages after it was asked to stop [s].
 DRAIN_QUIET_S: Final = 0.5
-# The longest a draining worker keeps taking messages after it was asked to stop [s].
 DRAIN_MAX_S: Final = 10.0
+# With the broker's backlog known (the embedded broker): a drain gives up only when neither the
+# backlog nor the WAL has moved for this long (e.g. the lake is down and the WAL full) [s].
+DRAIN_STUCK_S: Final = 60.0
 # First wait before retrying a failed WAL append [s]; it doubles each time.
 RETRY_FIRST_S: Final = 0.5
 # The open WAL segment is handed to the lake writer when it is this old [s] (or full, or a
@@ -110,6 +115,23 @@ def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = 
     return state_dir() / "wal" / lake_id / settings["stream.name"]
 
 
+BrokerBacklog = Callable[[str], int | None]
+"""Returns how many messages a broker still holds for a client id (None: cannot tell)."""
+
+
+@dataclass(slots=True)
+class DrainState:
+    """How a drain after a stop goes, for a progress display (read from another thread)."""
+
+    started: bool = False
+    # Messages the broker held for this worker when the drain began, and holds now.
+    first_left: int = 0
+    left: int = 0
+    done: bool = False
+    aborted: bool = False
+    gave_up: str = ""
+
+
 @dataclass(slots=True)
 class IngestHealth:
     """What is wrong, if anything, for logs and metrics."""
@@ -139,7 +161,15 @@ class IngestWorker:
         mqtt5: bool = True,
         shared_group: str = "",
         drain: bool = False,
+        broker_backlog: BrokerBacklog | None = None,
     ) -> None:
+        """Set the worker up; :meth:`run` starts it.
+
+        With ``drain``, a stop takes what the broker holds for this worker before it returns:
+        until ``broker_backlog(client_id)`` says nothing is left, when given (the embedded
+        broker can tell), else until the broker is quiet for a moment. Setting :attr:`abort`
+        ends a drain (and the final write) at once; the WAL keeps what was taken.
+        """
         self.name: str = settings["stream.name"]
         self.lake = Lake.from_settings(settings)
         self.lake_id = ensure_identity(self.lake).lake_id
@@ -162,6 +192,10 @@ class IngestWorker:
         topics = [t.strip() for t in settings["ingest.topics"].split(",") if t.strip()]
         if client_id is None:
             client_id = f"wattlake-{self.name}-{socket.gethostname()}"
+        self.client_id = client_id
+        self.broker_backlog = broker_backlog
+        self.abort = threading.Event()
+        self.drain_state = DrainState()
         # One queue for every source, so a batch mixes MQTT and HTTP messages: one sync for all.
         self.intake: Intake = queue.SimpleQueue()
         self.source = MqttSource(
@@ -246,7 +280,8 @@ class IngestWorker:
                     self.http.stop()  # what it answered 200 is in the WAL; the rest gets 503
                 self.source.stop()
             self._hand_over()
-            self._finish_writing()
+            if not self.abort.is_set():
+                self._finish_writing()
         finally:
             self.writer.kill()
             self.wal.close()
@@ -254,7 +289,10 @@ class IngestWorker:
                 self.write_metrics()
 
     def _finish_taking(self) -> None:
-        """After a stop: take what the broker already sent (all of it, when draining)."""
+        """After a stop: take what the broker already sent (all it holds, when draining)."""
+        if self.drain and self.broker_backlog is not None:
+            self._drain_backlog(self.broker_backlog)
+            return
         started = quiet_since = time.monotonic()
         limit_s = DRAIN_MAX_S if self.drain else 1.0
         while self._step(timeout_s=0.05) and time.monotonic() - started < limit_s:
@@ -266,6 +304,40 @@ class IngestWorker:
         ):
             if self._step():
                 quiet_since = time.monotonic()
+
+    def _drain_backlog(self, backlog: BrokerBacklog) -> None:
+        """Take messages until the broker holds none for this worker and all are acknowledged
+        (each acknowledgement follows its WAL sync), unless aborted or stuck."""
+        state = self.drain_state
+        left = backlog(self.client_id)
+        state.first_left = state.left = left or 0
+        state.started = True
+        moved_at, last = time.monotonic(), (left, self.wal.total_bytes)
+        while not self.abort.is_set():
+            if self._step(timeout_s=0.05):
+                moved_at = time.monotonic()
+                continue
+            left = backlog(self.client_id)
+            if left is None:
+                state.gave_up = "the broker stopped answering"
+                break
+            state.left = left
+            if left == 0 and self.intake.empty() and not self._held:
+                state.done = True
+                return
+            if (left, self.wal.total_bytes) != last:
+                moved_at, last = time.monotonic(), (left, self.wal.total_bytes)
+            elif time.monotonic() - moved_at > DRAIN_STUCK_S:
+                state.gave_up = f"nothing moved for {DRAIN_STUCK_S:.0f} s" + (
+                    f" ({self.health.last_error})" if self.health.last_error else ""
+                )
+                break
+        if self.abort.is_set():
+            state.aborted = True
+        if state.gave_up:
+            log.error(
+                "stopped draining: %s; %d message(s) were still in the broker", state.gave_up, left
+            )
 
     def _step(self, timeout_s: float = 0.1) -> bool:
         """Take one batch from the broker into the WAL and acknowledge it; hand closed
@@ -429,7 +501,10 @@ class IngestWorker:
         before = self.writer.last
         silent_since = time.monotonic()
         while not before.finished:
-            report = self.writer.wait_report(1.0)
+            if self.abort.is_set():
+                self.drain_state.aborted = True
+                return  # the WAL keeps what the writer has not written
+            report = self.writer.wait_report(0.2)
             if report is None and self.writer.exit_code is not None:
                 report = self.writer.wait_report(1.0)  # its last words may still be in the pipe
             if report is None:
@@ -454,6 +529,21 @@ class IngestWorker:
                 f"messages stay in the WAL at {self.wal.directory}; the next start of the "
                 "ingest delivers them."
             )
+
+    def undelivered(self) -> tuple[int, int]:
+        """Return how many messages, holding how many readings, the WAL keeps undelivered
+        (call it after :meth:`run`; the next start of an ingest for this lake delivers them)."""
+        from wattlake.devices.router import DecoderRouter
+        from wattlake.stream.wal import read_segment
+
+        router = DecoderRouter()
+        messages = readings = 0
+        for segment in self.wal.segments():
+            for chunk in read_segment(segment):
+                messages += len(chunk)
+                decoded, _ = router.decode_many(chunk)
+                readings += sum(len(d) if isinstance(d, list) else d.num_rows for d in decoded)
+        return messages, readings + len(router.drain())
 
     def figures(self) -> IngestFigures:
         """Return what the worker and its writer have done and how they are, for metrics."""

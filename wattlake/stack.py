@@ -1,0 +1,461 @@
+"""The composition root: one place that assembles the running stack on this machine.
+
+``wattlake demo`` (and later ``up`` and ``serve``) are thin commands over :class:`Stack`:
+an embedded MQTT broker, an ingest worker (with its lake writer process), the web dashboard
+when it is available, and simulated meters for the demo. The stack starts them in that order
+and stops them in the reverse one, so that nothing is lost at a stop:
+
+1. the simulator stops publishing and waits until the broker has accepted what it sent;
+2. the ingest drains: it takes messages until the broker holds none for it, each one in the
+   write-ahead log before the broker hears it was taken (progress in :class:`DrainState`);
+3. the lake writer writes everything in the WAL to the lake, and the ingest returns;
+4. the web server and the broker stop.
+
+A second stop request during 2 or 3 ends them at once; the WAL keeps what was taken (the next
+start delivers it), and :meth:`Stack.stop` says what was left where.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from wattlake.config import Settings
+from wattlake.errors import StorageError, UsageError, WattlakeError
+
+if TYPE_CHECKING:
+    from wattlake.devices.simulator import Simulator
+    from wattlake.gateway.broker import EmbeddedBroker
+    from wattlake.stream.ingest import DrainState, IngestWorker
+
+log = logging.getLogger(__name__)
+
+# How long the ingest and the web server may take to start [s].
+START_MAX_S: Final = 30.0
+# While the stack warms up the lake writer flushes after this long [s], then twice as long
+# each time, up to ``stream.flush_interval_s``: the first readings are queryable at once and
+# later files are big.
+FIRST_FLUSH_S: Final = 1.0
+# Files the demo writes beside the lake that do not make a data dir "already used".
+CONFIG_FILE: Final = "wattlake.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class DataDirState:
+    """What a data dir holds before a stack starts on it."""
+
+    url: str
+    lake_files: int
+    wal_dir: Path | None
+    wal_segments: int
+    wal_bytes: int
+
+    @property
+    def used(self) -> bool:
+        """Return True when an earlier run left data or a WAL here."""
+        return self.lake_files > 0 or self.wal_segments > 0
+
+
+def inspect_data_dir(settings: Settings) -> DataDirState:
+    """Return what the data dir of ``settings`` holds (without creating anything).
+
+    Raises:
+        wattlake.errors.StorageError: the lake cannot be listed.
+    """
+    from wattlake.lake.identity import read_identity
+    from wattlake.lake.storage import Lake
+    from wattlake.stream.ingest import wal_dir_from_settings
+
+    lake = Lake.from_settings(settings)
+    files = [
+        f
+        for f in _list_all(lake)
+        if not f.endswith("/" + CONFIG_FILE) and "/_wattlake/" not in f and "/wal/" not in f
+    ]
+    wal_dir: Path | None = None
+    identity = read_identity(lake)
+    if lake.is_local or settings["stream.wal_dir"] or identity is not None:
+        wal_dir = wal_dir_from_settings(
+            settings, lake, identity.lake_id if identity is not None else None
+        )
+    segments = sorted(wal_dir.glob("*.wal")) if wal_dir is not None and wal_dir.is_dir() else []
+    return DataDirState(
+        url=lake.url,
+        lake_files=len(files),
+        wal_dir=wal_dir,
+        wal_segments=len(segments),
+        wal_bytes=sum(p.stat().st_size for p in segments),
+    )
+
+
+def _list_all(lake: Any) -> list[str]:
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(lake.root, recursive=True, allow_not_found=True)
+    try:
+        infos = lake.fs.get_file_info(selector)
+    except OSError as exc:
+        raise StorageError(f"Cannot list the lake {lake.url}: {exc}") from exc
+    return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def empty_data_dir(settings: Settings) -> int:
+    """Remove everything an earlier run left in a local data dir except its ``wattlake.toml``
+    (lake files, the lake's identity, its catalog and write-ahead logs); return files removed.
+
+    Raises:
+        UsageError: the lake is not a local folder (an object store is never emptied).
+        wattlake.errors.StorageError: something could not be removed.
+    """
+    from wattlake.lake.storage import Lake
+
+    lake = Lake.from_settings(settings)
+    if not lake.is_local:
+        raise UsageError(
+            f"Only a local data folder can be started empty; {lake.url} is left as it is."
+        )
+    root = Path(lake.root)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    try:
+        for entry in root.iterdir():
+            if entry.name == CONFIG_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                removed += sum(1 for p in entry.rglob("*") if p.is_file())
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+                removed += 1
+    except OSError as exc:
+        raise StorageError(f"Cannot empty the data folder {root}: {exc}") from exc
+    return removed
+
+
+def warm_start(settings: Settings) -> Settings:
+    """Return ``settings`` with the first flush early (``stream.first_flush_s``), unless set."""
+    if settings.origins["stream.first_flush_s"] != "default":
+        return settings
+    values = {name: settings[name] for name in settings}
+    values["stream.first_flush_s"] = FIRST_FLUSH_S
+    return Settings(values, {**settings.origins, "stream.first_flush_s": "stack"})
+
+
+class StopRequests:
+    """Turn Ctrl-C and SIGTERM into a stop request; a second one asks to quit at once."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.abort = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopRequests:
+        """Handle SIGINT and SIGTERM in this (the main) thread until :meth:`uninstall`."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        """Give the signals back to their earlier handlers."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.stop.is_set():
+            log.info("received signal %d again: quitting at once", signum)
+            self.abort.set()
+        else:
+            log.info("received signal %d: stopping (once more quits at once)", signum)
+        self.stop.set()
+
+
+@dataclass(slots=True)
+class StackReport:
+    """What a stack did, counted at its stop."""
+
+    published: int = 0
+    data_messages: int = 0
+    status_messages: int = 0
+    readings: int = 0
+    files_written: int = 0
+    dead_letters: int = 0
+    replayed: int = 0
+    # What a stop left behind (a second stop request, or a lake that could not be written).
+    aborted: bool = False
+    left_in_broker: int = 0
+    wal_dir: str = ""
+    wal_messages: int = 0
+    wal_readings: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class Stack:
+    """Broker, ingest, web dashboard (optional) and simulator (optional) on this machine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        simulate: bool = True,
+        web: bool = False,
+        broker_port: int | None = None,
+    ) -> None:
+        """Describe the stack; :meth:`start` starts it.
+
+        ``broker_port`` None takes ``broker.port``, or a free port when that is the default
+        and taken.
+        """
+        self.settings = settings
+        self.simulate = simulate
+        self.web_wanted = web
+        self.broker_port = broker_port
+        self.broker: EmbeddedBroker | None = None
+        self.worker: IngestWorker | None = None
+        self.simulator: Simulator | None = None
+        self.web: Any = None
+        self.notes: list[str] = []
+        self._ingest: threading.Thread | None = None
+        self._sim: threading.Thread | None = None
+        self._ingest_stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._report = StackReport()
+
+    @property
+    def lake_url(self) -> str:
+        """Return the URL of the lake the stack writes to."""
+        assert self.worker is not None
+        return self.worker.lake.url
+
+    def start(self) -> None:
+        """Start the broker, the ingest, the web server and the simulator, in that order.
+
+        Raises:
+            wattlake.errors.BrokerError: the broker cannot listen.
+            wattlake.errors.WattlakeError: the ingest or the web server did not start.
+        """
+        from wattlake.gateway.broker import EmbeddedBroker, port_is_free
+        from wattlake.stream.ingest import IngestWorker
+
+        settings = self.settings = warm_start(self.settings)
+        host, port = settings["broker.host"], settings["broker.port"]
+        if self.broker_port is None and settings.origins["broker.port"] == "default":
+            if not port_is_free(host, port):
+                self.notes.append(
+                    f"Port {port} is taken (another MQTT broker?); the demo broker uses a free "
+                    "port."
+                )
+                port = 0
+        elif self.broker_port is not None:
+            port = self.broker_port
+        self.broker = EmbeddedBroker(host=host, port=port).start()
+        try:
+            self.worker = IngestWorker(
+                settings,
+                self.broker.url,
+                mqtt5=False,
+                drain=True,
+                broker_backlog=self.broker.pending_for,
+            )
+            self._ingest = threading.Thread(
+                target=self._collect, args=(self.worker.run, self._ingest_stop), name="ingest"
+            )
+            self._ingest.start()
+            deadline = time.monotonic() + START_MAX_S
+            while not self.worker.ready.wait(0.05):
+                if self._errors or time.monotonic() > deadline:
+                    self._ingest_stop.set()
+                    self._ingest.join()
+                    raise (
+                        self._errors[0]
+                        if self._errors
+                        else WattlakeError("The ingest worker did not start.")
+                    )
+            if self.web_wanted:
+                self._start_web()
+            if self.simulate:
+                self._start_simulator()
+        except BaseException:
+            self._stop_quietly()
+            raise
+
+    def _start_web(self) -> None:
+        try:
+            from wattlake.web.app import WebServer
+        except ImportError as exc:
+            self.notes.append(f"The dashboard is not available here ({exc}).")
+            return
+        from wattlake.gateway.broker import port_is_free
+
+        settings = self.settings
+        port = settings["web.port"]
+        if settings.origins["web.port"] == "default" and not port_is_free(
+            settings["web.host"], port
+        ):
+            self.notes.append(f"Port {port} is taken; the dashboard uses a free port.")
+            port = 0
+        assert self.broker is not None
+        web = WebServer(settings, broker_url=self.broker.url, port=port)
+        try:
+            web.start()
+        except WattlakeError as exc:  # the data path works without it
+            self.notes.append(f"The dashboard did not start: {exc}")
+            return
+        self.web = web
+
+    def _start_simulator(self) -> None:
+        from wattlake.devices.simulator import Simulator
+        from wattlake.gateway.mqtt import BrokerAddress
+
+        assert self.broker is not None
+        settings = self.settings
+        self.simulator = Simulator(
+            BrokerAddress.parse(self.broker.url),
+            devices=settings["demo.devices"],
+            interval_s=settings["demo.interval_s"],
+            backfill_days=settings["demo.history_days"],
+        )
+        simulator = self.simulator
+        self._sim = threading.Thread(
+            target=self._collect, args=(lambda _: simulator.run(), None), name="simulator"
+        )
+        self._sim.start()
+
+    def _collect(self, target: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            target(arg)
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    @property
+    def failed(self) -> bool:
+        """Return True when a part of the stack stopped with an error."""
+        return bool(self._errors)
+
+    def backfill_progress(self) -> tuple[int, int] | None:
+        """Return (rounds published, rounds in all) of the history backfill while it runs,
+        else None."""
+        sim = self.simulator
+        if sim is None or not sim.backfill_days:
+            return None
+        import math
+
+        from wattlake.devices import loads
+
+        total = math.floor(sim.backfill_days * loads.DAY_S / sim.backfill_interval_s)
+        if sim.backfill_rounds >= total:
+            return None
+        return sim.backfill_rounds, total
+
+    def wait(self, stop: threading.Event, duration_s: float | None = None) -> None:
+        """Run until ``stop`` is set, ``duration_s`` [s] has passed, or a part failed."""
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set() and not self._errors:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            stop.wait(0.2 if left is None else min(0.2, left))
+
+    def drain_state(self) -> DrainState | None:
+        """Return how the ingest's drain goes (None before a stop)."""
+        return self.worker.drain_state if self.worker is not None else None
+
+    def stop(self, abort: threading.Event | None = None) -> StackReport:
+        """Stop everything in order (see the module docstring) and return what was done.
+
+        Setting ``abort`` (e.g. a second Ctrl-C) ends the drain and the final write at once.
+
+        Raises:
+            wattlake.errors.WattlakeError: a part of the stack failed (its own error), or
+                readings could not be delivered (they stay in the WAL; the error says where).
+        """
+        report = self._report
+        if self.simulator is not None and self._sim is not None:
+            self.simulator.stop()
+            while self._sim.is_alive() and not (abort is not None and abort.is_set()):
+                self._sim.join(0.1)
+        worker = self.worker
+        if worker is not None and self._ingest is not None:
+            watcher = None
+            if abort is not None:
+                watcher = threading.Thread(
+                    target=_forward, args=(abort, worker.abort, self._ingest), daemon=True
+                )
+                watcher.start()
+            self._ingest_stop.set()
+            self._ingest.join()
+        report.left_in_broker = (
+            (self.broker.pending_for(worker.client_id) or 0)
+            if self.broker is not None and worker is not None
+            else 0
+        )
+        self._stop_quietly()
+        if self.simulator is not None:
+            stats = self.simulator.stats
+            report.published = self.simulator.published
+            report.data_messages = stats.data_messages
+            report.status_messages = stats.status_messages
+        if worker is not None:
+            figures = worker.figures()
+            report.readings = figures.readings
+            report.files_written = figures.files_written
+            report.dead_letters = figures.dead_letters
+            report.replayed = figures.replayed
+            report.aborted = worker.drain_state.aborted
+            report.wal_dir = str(worker.wal.directory)
+            report.wal_messages, report.wal_readings = worker.undelivered()
+            if worker.drain_state.gave_up:
+                report.problems.append(f"the drain stopped: {worker.drain_state.gave_up}")
+        errors = [e for e in self._errors if not isinstance(e, StorageError)]
+        if errors:
+            raise errors[0]
+        if report.aborted or report.wal_messages or report.left_in_broker:
+            where = (
+                f"{report.wal_messages} message(s) with {report.wal_readings} reading(s) stay in "
+                f"the write-ahead log at {report.wal_dir}; the next start for this lake delivers "
+                "them"
+            )
+            lost = (
+                f"{report.left_in_broker} message(s) were still in the broker and are gone with "
+                "it; "
+                if report.left_in_broker
+                else ""
+            )
+            why = (
+                "Stopped at once before every reading was delivered"
+                if report.aborted
+                else (
+                    "Not every reading could be delivered"
+                    + (f" ({'; '.join(report.problems)})" if report.problems else "")
+                )
+            )
+            raise StorageError(f"{why}: {lost}{where}.")
+        if self._errors:
+            raise self._errors[0]
+        return report
+
+    def _stop_quietly(self) -> None:
+        if self.web is not None:
+            try:
+                self.web.stop()
+            except Exception as exc:  # the data is safe; the dashboard only shows it
+                log.warning("the web server did not stop cleanly: %s", exc)
+            self.web = None
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _forward(source: threading.Event, target: threading.Event, until: threading.Thread) -> None:
+    """Set ``target`` when ``source`` is set, while ``until`` runs."""
+    while until.is_alive():
+        if source.wait(0.05):
+            target.set()
+            return

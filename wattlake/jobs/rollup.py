@@ -303,7 +303,10 @@ class TableReadings:
         """Return the readings with ``start_ms <= ts < end_ms`` (float64 values, µs ts)."""
         from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
-        window = And(GreaterThanOrEqual("ts", start_ms * 1000), LessThan("ts", end_ms * 1000))
+        # pyiceberg's predicates take (term, literal); its stubs declare pydantic fields.
+        lower = GreaterThanOrEqual("ts", start_ms * 1000)  # type: ignore[call-arg, arg-type]
+        upper = LessThan("ts", end_ms * 1000)  # type: ignore[call-arg, arg-type]
+        window = And(lower, upper)
         tasks = tables.scan_files(self.lake, READINGS_TABLE, window, snapshot_id=self.snapshot_id)
         if any(task.delete_files for task in tasks):
             whole = tables.read_table(self.lake, READINGS_TABLE, window)

@@ -35,6 +35,7 @@ from wattlake.energy.counters import (
     power_reference,
 )
 from wattlake.energy.integrate import METHODS, integrate_power
+from wattlake.energy.sites import UNTRACKED_TOLERANCE_WH, ChannelRole, Site, SiteBalance
 from wattlake.energy.tariffs import (
     EnergyOverEdges,
     Tariff,
@@ -514,3 +515,281 @@ def table_cost(
     segments = tariff_segments(tariff, start_ms, end_ms)
     imp, exp = over(segments.edges_ms)
     return tariff_cost(tariff, segments, imp, exp)
+
+
+# -- sites --------------------------------------------------------------------------------------
+SITE_COLUMNS: Final[tuple[str, ...]] = (
+    "site",
+    "start",
+    "end",
+    "grid_import_wh",
+    "grid_export_wh",
+    "solar_wh",
+    "battery_charge_wh",
+    "battery_discharge_wh",
+    "consumption_wh",
+    "untracked_wh",
+    "self_consumption",
+    "self_sufficiency",
+    "coverage",
+    "interpolated_wh",
+    "phase_netting",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteEnergy:
+    """A site's balance per bucket, with how well it is measured.
+
+    ``coverage`` is the lowest coverage of the site's channels in each bucket (0–1);
+    ``interpolated_wh`` the energy of all its channels in time not backed by readings [Wh];
+    ``phase_netting`` per bucket says ``net`` or ``per_phase`` (with the reason when ``net`` was
+    asked for but only counters were there); ``warnings`` are sentences to show the user.
+    """
+
+    site: Site
+    edges_ms: IntArray
+    balance: SiteBalance
+    coverage: FloatArray
+    interpolated_wh: FloatArray
+    phase_netting: tuple[str, ...]
+    warnings: tuple[str, ...]
+    events: tuple[tuple[str, CounterEvent], ...] = ()
+
+
+def _net_series(parts: Sequence[Series]) -> Series | None:
+    """Return one power series: the sum of the parts' power at every instant any of them has.
+
+    Each part is interpolated linearly at the others' instants; an instant outside a part's
+    samples is left out (NaN), so only time where every part has samples is netted.
+    """
+    usable = [(s.ts_ms[np.isfinite(s.power_w)], s.power_w[np.isfinite(s.power_w)]) for s in parts]
+    if not usable or any(t.size < 2 for t, _ in usable):
+        return None
+    ts = np.unique(np.concatenate([t for t, _ in usable]))
+    total = np.zeros(ts.size)
+    for t, p in usable:
+        total += np.interp(ts, t, p, left=np.nan, right=np.nan)
+    nan = np.full(ts.size, np.nan)
+    first = parts[0]
+    return Series(first.device_id, first.channel, ts, total, nan, nan.copy())
+
+
+def site_energy(
+    table: pa.Table,
+    site: Site,
+    edges_ms: IntArray,
+    *,
+    method: str = "auto",
+    max_gap_s: float = 300.0,
+    max_power_w: float = 60_000.0,
+    gap_policy: str = "skip",
+) -> SiteEnergy:
+    """Return the energy balance of ``site`` in each bucket between ``edges_ms``.
+
+    Each channel's energy comes from :func:`series_energy` (counters where they count, power
+    elsewhere) and is taken only while its role assignment is in force (``valid_from``). With
+    ``phases = "net"`` the grid channels' power is summed at each instant before integration, so
+    import on one phase and export on another cancel; buckets without power samples fall back to
+    ``per_phase`` and say so.
+
+    Raises:
+        UsageError: ``method`` is unknown.
+    """
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    n = edges.size - 1
+    bounds = [
+        b
+        for role in site.channels
+        for b in (role.valid_from_ms, role.valid_until_ms)
+        if b is not None and edges[0] < b < edges[-1]
+    ]
+    refined = np.unique(np.concatenate((edges, np.array(bounds, dtype=np.int64))))
+    at = np.searchsorted(refined, edges)
+    seg_ms = np.diff(refined).astype(np.float64)
+    by_key = {f"{s.device_id}:{s.channel}": s for s in split_series(table)}
+
+    def energy_of(series: Series, how: str) -> SeriesEnergy:
+        return series_energy(
+            series,
+            refined,
+            method=how,
+            max_gap_s=max_gap_s,
+            max_power_w=max_power_w,
+            gap_policy=gap_policy,
+        )
+
+    computed: dict[str, SeriesEnergy] = {}
+    events: list[tuple[str, CounterEvent]] = []
+
+    def buckets(values: FloatArray) -> FloatArray:
+        return np.add.reduceat(values, at[:-1]) if values.size else np.zeros(n)
+
+    def valid_mask(role: ChannelRole) -> npt.NDArray[np.bool_]:
+        valid = np.ones(seg_ms.size, dtype=np.bool_)
+        if role.valid_from_ms is not None:
+            valid &= refined[:-1] >= role.valid_from_ms
+        if role.valid_until_ms is not None:
+            valid &= refined[:-1] < role.valid_until_ms
+        return valid
+
+    sums = {k: np.zeros(n) for k in ("grid_in", "grid_out", "solar", "charge", "discharge")}
+    circuits: dict[str, FloatArray] = {}
+    worst = np.full(n, np.inf)
+    interpolated = np.zeros(n)
+    valid_s_total = np.zeros(n)
+    for role in site.channels:
+        if role.role == "ignore":
+            continue
+        series = by_key.get(role.key)
+        valid = valid_mask(role)
+        valid_s = buckets(np.where(valid, seg_ms, 0.0)) / 1000.0
+        if series is None:
+            result_imp = result_exp = covered = interp = np.zeros(seg_ms.size)
+        else:
+            if role.key not in computed:
+                computed[role.key] = energy_of(series, method)
+                events.extend((role.key, e) for e in computed[role.key].events)
+            r = computed[role.key]
+            result_imp, result_exp, covered = r.import_wh, r.export_wh, r.covered_s
+            interp = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_ms.size)
+        imp = buckets(np.where(valid, result_imp, 0.0))
+        exp = buckets(np.where(valid, result_exp, 0.0))
+        if role.invert:
+            imp, exp = exp, imp
+        share = np.divide(
+            buckets(np.where(valid, covered, 0.0)),
+            valid_s,
+            out=np.full(n, np.inf),
+            where=valid_s > 0,
+        )
+        worst = np.minimum(worst, share)
+        interpolated += buckets(np.where(valid, interp, 0.0))
+        valid_s_total += valid_s
+        if role.role == "grid":
+            sums["grid_in"] += imp
+            sums["grid_out"] += exp
+        elif role.role == "solar":
+            sums["solar"] += exp
+        elif role.role == "battery":
+            sums["charge"] += imp
+            sums["discharge"] += exp
+        else:
+            circuits[role.name] = circuits.get(role.name, np.zeros(n)) + imp - exp
+
+    netting = ["per_phase"] * n
+    warnings: list[str] = []
+    grid_roles = site.with_role("grid")
+    if site.phases == "net" and grid_roles:
+        parts = [by_key[r.key] for r in grid_roles if r.key in by_key]
+        net = _net_series(parts) if len(parts) == len(grid_roles) else None
+        reason = "per_phase (no power samples to net)"
+        if net is None:
+            netting = [reason] * n
+        else:
+            power_method = "trapezoid" if method == "auto" else method
+            r = energy_of(net, power_method)
+            valid = np.zeros(seg_ms.size, dtype=np.bool_)
+            for role in grid_roles:
+                valid |= valid_mask(role)
+            net_in = buckets(np.where(valid, r.import_wh, 0.0))
+            net_out = buckets(np.where(valid, r.export_wh, 0.0))
+            net_cov = buckets(np.where(valid, r.covered_s, 0.0))
+            use = net_cov > 0
+            sums["grid_in"] = np.where(use, net_in, sums["grid_in"])
+            sums["grid_out"] = np.where(use, net_out, sums["grid_out"])
+            netting = ["net" if u else reason for u in use]
+        if any(label != "net" for label in netting):
+            warnings.append(
+                f"Site {site.name}: some periods have only counters on the grid phases, so their "
+                "phases are billed one by one (per_phase), not netted."
+            )
+    balance = SiteBalance(
+        grid_import_wh=sums["grid_in"],
+        grid_export_wh=sums["grid_out"],
+        solar_wh=sums["solar"],
+        battery_charge_wh=sums["charge"],
+        battery_discharge_wh=sums["discharge"],
+        circuits_wh=circuits,
+        top_circuits=list(dict.fromkeys(r.name for r in site.top_circuits)),
+    )
+    negative = np.flatnonzero(balance.untracked_wh < -UNTRACKED_TOLERANCE_WH)
+    if negative.size:
+        warnings.append(
+            f"Site {site.name}: the circuits add up to more than the consumption in "
+            f"{negative.size} period(s) (untracked down to {balance.untracked_wh.min():.1f} Wh); "
+            "check the roles, parents and clamp directions of the circuits."
+        )
+    coverage = np.where(np.isfinite(worst), np.clip(worst, 0.0, 1.0), 0.0)
+    return SiteEnergy(
+        site,
+        edges,
+        balance,
+        coverage,
+        interpolated,
+        tuple(netting),
+        tuple(warnings),
+        tuple(events),
+    )
+
+
+def _ratio(value: float) -> float | None:
+    return None if not np.isfinite(value) else _round(value, 4)
+
+
+def site_rows(energy: SiteEnergy, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Return one row per bucket: :data:`SITE_COLUMNS`, then ``circuit_<name>_wh`` per circuit.
+
+    Energies are rounded to 1 mWh after the balance is computed, so consumption equals the
+    circuits plus untracked to the watt-hour in every row.
+    """
+    b = energy.balance
+    labels = [format_local(int(e), tz) for e in energy.edges_ms]
+    consumption, untracked = b.consumption_wh, b.untracked_wh
+    self_consumption, self_sufficiency = b.self_consumption, b.self_sufficiency
+    rows: list[dict[str, Any]] = []
+    for j in range(energy.edges_ms.size - 1):
+        row: dict[str, Any] = {
+            "site": energy.site.name,
+            "start": labels[j],
+            "end": labels[j + 1],
+            "grid_import_wh": _round(b.grid_import_wh[j], 3),
+            "grid_export_wh": _round(b.grid_export_wh[j], 3),
+            "solar_wh": _round(b.solar_wh[j], 3),
+            "battery_charge_wh": _round(b.battery_charge_wh[j], 3),
+            "battery_discharge_wh": _round(b.battery_discharge_wh[j], 3),
+            "consumption_wh": _round(consumption[j], 3),
+            "untracked_wh": _round(untracked[j], 3),
+            "self_consumption": _ratio(self_consumption[j]),
+            "self_sufficiency": _ratio(self_sufficiency[j]),
+            "coverage": _round(energy.coverage[j], 4),
+            "interpolated_wh": _round(energy.interpolated_wh[j], 3),
+            "phase_netting": energy.phase_netting[j],
+        }
+        for name, values in b.circuits_wh.items():
+            row[f"circuit_{name}_wh"] = _round(values[j], 3)
+        rows.append(row)
+    return rows
+
+
+def site_grid_energy(
+    table: pa.Table,
+    site: Site,
+    *,
+    method: str = "auto",
+    max_gap_s: float = 300.0,
+    max_power_w: float = 60_000.0,
+) -> EnergyOverEdges:
+    """Return a function giving the site's grid import and export over given edges [Wh].
+
+    Only the grid role is billed; phases are netted as the site says. The function has the shape
+    :func:`wattlake.energy.tariffs.compare_tariffs` expects.
+    """
+
+    def over(edges_ms: IntArray) -> tuple[FloatArray, FloatArray]:
+        result = site_energy(
+            table, site, edges_ms, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
+        )
+        return result.balance.grid_import_wh, result.balance.grid_export_wh
+
+    return over

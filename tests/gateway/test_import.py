@@ -52,7 +52,7 @@ def test_csv_with_iso_naive_and_epoch_times(
     )
     code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(data_dir))
     assert code == 0, err
-    assert "imported 4 reading(s) from 4 row(s)" in err
+    assert err.splitlines() == [f"history.csv: 4 row(s) read, 4 stored; lake {data_dir}"]
     rows = query(capsys, data_dir, "SELECT count(*) AS n FROM raw_readings")
     assert rows == [{"n": 4}]
     assert query(capsys, data_dir, READINGS_SQL) == [
@@ -66,31 +66,139 @@ def test_csv_with_iso_naive_and_epoch_times(
     ]  # fmt: skip
 
 
-def test_bad_csv_rows_become_dead_letters_with_a_reason(
+def test_bad_csv_rows_become_dead_letters_with_their_row_and_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data_dir = tmp_path / "lake"
     path = tmp_path / "history.csv"
     path.write_text(
-        "ts,device_id,power_w,colour\n"
+        "ts,device_id,power_w,voltage_v\n"
         f"{T0_S},meter-1,1,\n"
         f"{T0_S + 1},meter-1,high,\n"
-        f"{T0_S + 2},meter-1,2,blue\n"
+        f",meter-1,2,230\n"
         "yesterday,meter-1,3,\n"
+        f"{T0_S + 4},meter-1,4,231\n"
     )
     code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(data_dir))
     assert code == 0, err
-    assert "3 row(s) could not be used" in err
-    assert query(capsys, data_dir, "SELECT count(*) AS n FROM readings") == [{"n": 1}]
-    letters = query(
-        capsys, data_dir, "SELECT error_code, raw_text FROM dead_letters ORDER BY error_code"
+    [line] = err.splitlines()  # one summary line per file
+    assert line.startswith(
+        "history.csv: 5 row(s) read, 2 stored, 3 rejected "
+        "(1 bad-timestamp, 1 bad-type, 1 missing-timestamp)"
     )
-    assert [letter["error_code"] for letter in letters] == [
-        "bad-timestamp",
-        "bad-type",
-        "unknown-field",
+    assert query(capsys, data_dir, "SELECT count(*) AS n FROM readings") == [{"n": 2}]
+    letters = query(
+        capsys,
+        data_dir,
+        "SELECT error_code, error_message, raw_text FROM dead_letters ORDER BY error_code",
+    )
+    assert [(x["error_code"], x["error_message"]) for x in letters] == [
+        (
+            "bad-timestamp",
+            "history.csv row 4: ts 'yesterday' is neither ISO 8601 nor epoch seconds",
+        ),
+        ("bad-type", "history.csv row 2: power_w is 'high', not a number"),
+        ("missing-timestamp", "history.csv row 3: ts is empty"),
     ]
     assert "high" in letters[1]["raw_text"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "args", "expected"),
+    [
+        ("a.csv", "when,device_id,power_w\n1,m,2\n", [], "it has unknown column(s) when"),
+        ("a.csv", "device_id,power_w\nm,2\n", [], "it has no ts column"),
+        ("a.csv", "ts,power_w\n1767225600,2\n", [], "has no device_id column"),
+        ("a.csv", "", [], "a.csv is empty"),
+        ("a.csv", "ts,device_id,power_w\n", ["--input-format", "parquet"], "not a Parquet file"),
+        ("a.jsonl", "ts,device_id\n1,m\n", [], "its first line is not a JSON object"),
+        (
+            "em.csv",
+            "timestamp,total_act_energy\n1767225600,2\n",
+            [],
+            "looks like a Shelly energy export",
+        ),
+        ("em.csv", "ts,power_w\n1,2\n", ["--input-format", "shelly-csv", "--device", "x"],
+         "is not a Shelly energy export"),
+        ("a.txt", "ts\n", [], "Cannot tell the format of a.txt"),
+    ],
+)  # fmt: skip
+def test_a_file_of_the_wrong_kind_or_shape_is_refused_before_anything_is_written(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str,
+    args: list[str],
+    expected: str,
+) -> None:
+    data_dir = tmp_path / "lake"
+    path = tmp_path / name
+    path.write_text(content)
+    code, out, err = wattlake(capsys, "import", str(path), *args, "--data-dir", str(data_dir))
+    assert code == 2
+    assert out == ""
+    [line] = err.splitlines()
+    assert expected in line
+    assert not data_dir.exists(), "nothing is written for a refused file"
+
+
+def test_binary_and_parquet_files_given_as_csv_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parquet = tmp_path / "history.csv"
+    pq.write_table(pa.table({"ts": [1], "device_id": ["m"]}), parquet)
+    code, _, err = wattlake(capsys, "import", str(parquet), "--data-dir", str(tmp_path / "l"))
+    assert (code, err.strip()) == (
+        2,
+        "Error: history.csv is a Parquet file, not CSV; import it as parquet.",
+    )
+    binary = tmp_path / "noise.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    code, _, err = wattlake(capsys, "import", str(binary), "--data-dir", str(tmp_path / "l"))
+    assert (code, err.strip()) == (2, "Error: noise.csv is not a text CSV file.")
+
+
+def test_old_format_spelling_still_works_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "history.data"
+    path.write_text(json.dumps({"ts": T0_S, "device_id": "m", "power_w": 1}) + "\n")
+    code, _, err = wattlake(
+        capsys, "import", str(path), "--format", "jsonl", "--data-dir", str(tmp_path / "lake")
+    )
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        "Warning: --format is deprecated here and will be removed; use --input-format instead."
+    )
+    assert "1 stored" in err
+
+
+def test_the_checked_columns_are_the_generic_formats_fields() -> None:
+    from wattlake.devices.generic import FIELDS
+    from wattlake.gateway.files import READING_COLUMNS
+
+    assert set(READING_COLUMNS) == set(FIELDS)
+
+
+def test_progress_reports_rows_done_of_the_total(tmp_path: Path) -> None:
+    from wattlake.config import Settings
+    from wattlake.gateway.files import FileFormat, FileRows
+    from wattlake.stream.file_import import import_file
+
+    path = tmp_path / "many.csv"
+    path.write_text(
+        "ts,device_id,power_w\n" + "".join(f"{T0_S + i},m,{i}\n" for i in range(25_000))
+    )
+    calls: list[tuple[int, int | None]] = []
+    settings = Settings.load(overrides={"data_dir": str(tmp_path / "lake")})
+    summary = import_file(
+        settings, FileRows(path, FileFormat.csv), on_progress=lambda d, t: calls.append((d, t))
+    )
+    assert summary.stored == 25_000
+    assert calls[0] == (0, 25_000)
+    assert calls[-1] == (25_000, 25_000)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) >= 3
 
 
 def test_a_query_export_imports_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,7 +285,8 @@ def test_shelly_csv_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         f"{T0_S},2.5,0.5,230.5,1.25\n"
         f"{T0_S + 60},0,1,231,\n"
     )
-    args = ["import", str(path), "--format", "shelly-csv", "--device", "pro-em", "--channel", "1"]
+    args = ["import", str(path), "--input-format", "shelly-csv", "--device", "pro-em"]
+    args += ["--channel", "1"]
     code, _, err = wattlake(capsys, *args, "--data-dir", str(data_dir))
     assert code == 0, err
     sql = (
@@ -200,7 +309,13 @@ def test_a_file_with_no_usable_row_is_bad_input(
     path.write_text("ts,device_id,power_w\nnever,m,1\n")
     code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(tmp_path / "lake"))
     assert code == 2
-    assert "No row of history.csv could be imported" in err
+    assert err.splitlines() == [
+        "Error: No row could be imported (history.csv: 1 row(s) read, 0 stored, 1 rejected "
+        "(1 bad-timestamp); lake "
+        f"{tmp_path / 'lake'}; first rejected: history.csv row 1: ts 'never' is neither ISO "
+        '8601 nor epoch seconds (all are in dead_letters: wattlake query "SELECT * FROM '
+        'dead_letters")).'
+    ]
 
 
 def test_a_large_import_flushes_at_the_buffer_limits(

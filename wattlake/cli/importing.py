@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wattlake.cli.output import ConfigOption, DataDirOption, load_settings, say
-from wattlake.errors import BadInputError, UsageError
+from wattlake.cli.output import (
+    ConfigOption,
+    DataDirOption,
+    deprecated_spelling,
+    load_settings,
+    progress,
+    say,
+)
+from wattlake.errors import BadInputError
 from wattlake.gateway.files import FileFormat
+
+if TYPE_CHECKING:
+    from wattlake.stream.file_import import ImportSummary as FileSummary
 
 
 def register(app: typer.Typer) -> None:
     """Add ``import`` to ``app``."""
-    app.command("import")(import_file)
+    app.command("import")(import_files)
 
 
-def import_file(
-    path: Annotated[
-        Path, typer.Argument(help="CSV, JSONL or Parquet file, or a Shelly CSV export.")
+def import_files(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="CSV, JSONL or Parquet files of readings, or Shelly CSV exports."),
     ],
-    file_format: Annotated[
+    input_format: Annotated[
         FileFormat | None,
-        typer.Option("--format", help="File format (default: from the file name)."),
+        typer.Option(
+            "--input-format",
+            help="Kind of file: csv, jsonl, parquet or shelly-csv (default: from the file name).",
+            show_default=False,
+        ),
+    ] = None,
+    old_input_format: Annotated[
+        FileFormat | None,
+        typer.Option("--format", hidden=True, help="Deprecated spelling of --input-format."),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="Device id for every row (needed for shelly-csv).")
+        str | None,
+        typer.Option(help="Device id of every row (needed for shelly-csv, or without device_id)."),
     ] = None,
     channel: Annotated[int, typer.Option(help="Channel of a shelly-csv export.", min=0)] = 0,
     period: Annotated[
@@ -36,41 +56,46 @@ def import_file(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Import history into the lake through the same validation as live data."""
+    """Import history into the lake through the same validation as live data.
+
+    Each file's header (or schema) is checked before anything is written; rows that cannot be
+    readings are kept in dead_letters with their row number, the others are stored. One
+    summary line per file goes to stderr.
+    """
     from wattlake.gateway.files import FileRows, guess_format
-    from wattlake.lake.storage import Lake
-    from wattlake.stream.delivery import stream_from_settings
+    from wattlake.stream.file_import import import_file
 
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file.")
-    chosen = file_format or guess_format(path)
+    if old_input_format is not None:
+        deprecated_spelling("--format", "--input-format")
+    chosen = input_format or old_input_format
     settings = load_settings(data_dir, config, **{"stream.name": "import"})
-    lake = Lake.from_settings(settings)
-    stream = stream_from_settings(settings, lake)
-    rows = FileRows(path, chosen, device_id=device, channel=channel, period_s=period)
-    batch = []
-    for message in rows.messages(received_at_ms=time.time_ns() // 1_000_000):
-        batch.append(message)
-        if len(batch) >= IMPORT_BATCH:
-            stream.accept(batch)
-            batch = []
-            if stream.flush_wanted():  # the buffer's byte and row limits bound memory
-                stream.flush()
-    stream.accept(batch)
-    stream.flush()
-    stats = stream.stats
-    say(
-        f"imported {stats.readings} reading(s) from {stats.messages} row(s) of {path.name} "
-        f"into {lake.url}"
-    )
-    if stats.dead_letters:
-        reasons = ", ".join(f"{n} {r}" for r, n in sorted(stats.dead_letters_by_reason.items()))
-        say(
-            f"{stats.dead_letters} row(s) could not be used ({reasons}); they are kept in "
-            f'errors/ under the lake: wattlake query "SELECT * FROM dead_letters"'
-        )
-        if stats.readings == 0:
-            raise BadInputError(f"No row of {path.name} could be imported.")
+    # One summary line per file instead of a log line per dead letter or flush.
+    logging.getLogger("wattlake.stream").setLevel(logging.ERROR)
+    file_rows = []
+    for path in paths:
+        if chosen is None and not path.is_file():
+            file_rows.append(FileRows(path, FileFormat.csv, device_id=device))
+            continue  # the check below says that the file is missing
+        kind = chosen or guess_format(path)
+        file_rows.append(FileRows(path, kind, device_id=device, channel=channel, period_s=period))
+    for rows in file_rows:  # every file's shape before the first is written
+        rows.check()
+    summaries = []
+    for rows in file_rows:
+        with progress(f"importing {rows.path.name}") as on_progress:
+            summary = import_file(settings, rows, on_progress=on_progress)
+        summaries.append(summary)
+        if summary.stored or len(file_rows) > 1:
+            say(_summary_line(summary))
+    if not any(s.stored for s in summaries):
+        detail = _summary_line(summaries[0]) if len(summaries) == 1 else "see above"
+        raise BadInputError(f"No row could be imported ({detail}).")
 
 
-IMPORT_BATCH = 10_000
+def _summary_line(summary: FileSummary) -> str:
+    line = summary.line()
+    if summary.first_problems:
+        line += f"; first rejected: {summary.first_problems[0]}"
+    if summary.rejected:
+        line += ' (all are in dead_letters: wattlake query "SELECT * FROM dead_letters")'
+    return line

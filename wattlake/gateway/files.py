@@ -15,6 +15,12 @@ Rows then go through the same decoder, validation and dead-letter handling as li
   one interval: wattlake stores its average power, ``(import - export) * 3600 / period`` [W], at
   the interval's start, so that the ``left`` integration rule gives back the exported energies
   exactly; ``avg_voltage`` and ``avg_current`` go to ``voltage_v``/``current_a``.
+
+Checks come in two steps. :meth:`FileRows.check` reads only the header (CSV), the first line
+(JSONL) or the schema (Parquet) and refuses a file of the wrong kind or shape, before anything is
+written. Then each row that cannot be a reading (no ``ts``, text in a number column) is yielded
+as a :class:`RowProblem` with its row number (the first row after a header is row 1), so that it
+can be kept as a dead letter while the valid rows go on.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import pyarrow.parquet as pq
 
-from wattlake.devices.base import RawMessage
 from wattlake.errors import BadInputError, UsageError
+
+if TYPE_CHECKING:
+    from wattlake.devices.base import RawMessage
 
 GENERIC_TOPIC: Final = "wattlake/{device_id}/readings"
 SHELLY_TS_COLUMNS: Final = ("timestamp (UTC)", "timestamp", "ts")
@@ -40,6 +47,21 @@ SHELLY_TS_COLUMNS: Final = ("timestamp (UTC)", "timestamp", "ts")
 LAKE_SET_COLUMNS: Final = ("received_at", "source")
 # Shelly export column -> canonical column, for the statistics that map one to one.
 SHELLY_CSV_MAP: Final = {"avg_voltage": "voltage_v", "avg_current": "current_a"}
+# Columns of a readings file: the generic format's fields (a test keeps the two equal).
+TEXT_COLUMNS: Final = ("ts", "device_id")
+NUMBER_COLUMNS: Final = (
+    "channel",
+    "power_w",
+    "apparent_power_va",
+    "reactive_power_var",
+    "voltage_v",
+    "current_a",
+    "pf",
+    "freq_hz",
+    "energy_wh",
+    "returned_energy_wh",
+)
+READING_COLUMNS: Final = TEXT_COLUMNS + NUMBER_COLUMNS
 
 
 class FileFormat(enum.StrEnum):
@@ -55,14 +77,35 @@ def guess_format(path: Path) -> FileFormat:
     """Return the format a file's name suggests.
 
     Raises:
-        UsageError: the suffix is not one wattlake knows; the message says to pass --format.
+        UsageError: the suffix is not one wattlake knows.
     """
     suffix = path.suffix.lower()
     by_suffix = {".csv": FileFormat.csv, ".jsonl": FileFormat.jsonl, ".ndjson": FileFormat.jsonl}
     by_suffix[".parquet"] = FileFormat.parquet
     if suffix not in by_suffix:
-        raise UsageError(f"Cannot tell the format of {path.name}; pass --format.")
+        known = ", ".join(f.value for f in FileFormat)
+        raise UsageError(
+            f"Cannot tell the format of {path.name} from its name; say which it is ({known})."
+        )
     return by_suffix[suffix]
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """A row that cannot be a reading: kept as a dead letter, the other rows go on."""
+
+    row: int
+    reason: str
+    text: str
+    message: RawMessage
+
+
+@dataclass(frozen=True, slots=True)
+class FileShape:
+    """What :meth:`FileRows.check` found: the file's columns and how many rows it has."""
+
+    columns: tuple[str, ...]
+    rows: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,26 +118,87 @@ class FileRows:
     channel: int = 0
     period_s: float = 60.0
 
-    def messages(self, received_at_ms: int) -> Iterator[RawMessage]:
-        """Yield one generic-format message per row.
+    def check(self) -> FileShape:
+        """Read the header, first line or schema, and refuse a file of the wrong kind or shape.
 
         Raises:
-            BadInputError: the file cannot be read at all (missing, not CSV/Parquet).
+            UsageError: the file does not exist, or rows need a device id and none was given.
+            BadInputError: the file is not of its format, or its columns are not readings.
         """
+        if not self.path.is_file():
+            raise UsageError(f"{self.path} does not exist or is not a file.")
+        try:
+            if self.file_format is FileFormat.parquet:
+                columns = _parquet_columns(self.path)
+            elif self.file_format is FileFormat.jsonl:
+                columns = _jsonl_columns(self.path)
+            else:
+                columns = _csv_columns(self.path)
+        except OSError as exc:
+            raise BadInputError(f"Cannot read {self.path}: {exc.strerror or exc}.") from exc
+        if self.file_format is FileFormat.shelly_csv:
+            self._check_shelly(columns)
+        else:
+            self._check_readings(columns)
+        return FileShape(columns, _count_rows(self.path, self.file_format))
+
+    def _check_readings(self, columns: tuple[str, ...]) -> None:
+        name, kind = self.path.name, self.file_format.value
+        if "total_act_energy" in columns:
+            raise BadInputError(
+                f"{name} looks like a Shelly energy export, not a {kind} file of readings; "
+                "import it as shelly-csv with the device id."
+            )
+        unknown = [c for c in columns if c not in READING_COLUMNS and c not in LAKE_SET_COLUMNS]
+        if "ts" not in columns or unknown:
+            what = f"unknown column(s) {', '.join(unknown[:6])}" if unknown else "no ts column"
+            raise BadInputError(
+                f"{name} is not a {kind} file of readings: it has {what}; its columns must be "
+                f"among {', '.join(READING_COLUMNS)} (see docs/import.md)."
+            )
+        if "device_id" not in columns and self.device_id is None:
+            raise UsageError(f"{name} has no device_id column; give the device id of its rows.")
+
+    def _check_shelly(self, columns: tuple[str, ...]) -> None:
+        if self.device_id is None:
+            raise UsageError("A Shelly CSV export does not name its device; give its device id.")
+        if not any(c in columns for c in SHELLY_TS_COLUMNS) or "total_act_energy" not in columns:
+            raise BadInputError(
+                f"{self.path.name} is not a Shelly energy export: it needs a timestamp "
+                "column and total_act_energy."
+            )
+
+    def messages(self, received_at_ms: int) -> Iterator[RawMessage | RowProblem]:
+        """Yield one generic-format message per row, or a :class:`RowProblem` for a bad row.
+
+        Call :meth:`check` first: this does not check the file's shape again.
+
+        Raises:
+            BadInputError: the file cannot be read (it changed, or a line is not text).
+        """
+        from wattlake.devices.base import RawMessage
+
         encoder = msgspec.json.Encoder()
-        for row in self._rows():
-            if isinstance(row, bytes):  # not even JSON: the decoder dead-letters it as it is
+        for number, row in enumerate(self._rows(), start=1):
+            if isinstance(row, bytes):  # not even a JSON object: kept as it is
                 device = self.device_id or "unknown"
-                yield RawMessage(GENERIC_TOPIC.format(device_id=device), row, received_at_ms)
+                message = RawMessage(GENERIC_TOPIC.format(device_id=device), row, received_at_ms)
+                text = f"{self.path.name} row {number}: not a JSON object"
+                yield RowProblem(number, "invalid-json", text, message)
                 continue
             row = _canonical(row)
-            device = str(row.get("device_id") or self.device_id or "")
             if self.device_id is not None:
                 row["device_id"] = self.device_id
-            if not device:
-                raise UsageError(f"{self.path.name} has rows without device_id; pass --device ID.")
-            payload = encoder.encode(row)
-            yield RawMessage(GENERIC_TOPIC.format(device_id=device), payload, received_at_ms)
+            device = str(row.get("device_id") or "unknown")
+            message = RawMessage(
+                GENERIC_TOPIC.format(device_id=device), encoder.encode(row), received_at_ms
+            )
+            problem = _row_problem(row)
+            if problem is not None:
+                reason, text = problem
+                yield RowProblem(number, reason, f"{self.path.name} row {number}: {text}", message)
+            else:
+                yield message
 
     def _rows(self) -> Iterator[dict[str, Any] | bytes]:
         try:
@@ -108,21 +212,16 @@ class FileRows:
                 yield from self._shelly_rows()
         except FileNotFoundError as exc:
             raise UsageError(f"{self.path} does not exist.") from exc
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"{self.path.name} is not a text file: {exc.reason}.") from exc
+        except (OSError, csv.Error) as exc:
             raise BadInputError(f"Cannot read {self.path}: {exc}.") from exc
 
     def _shelly_rows(self) -> Iterator[dict[str, Any]]:
-        if self.device_id is None:
-            raise UsageError("A Shelly CSV export does not name its device; pass --device ID.")
         with self.path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
-            ts_column = next((c for c in SHELLY_TS_COLUMNS if c in fields), None)
-            if ts_column is None or "total_act_energy" not in fields:
-                raise BadInputError(
-                    f"{self.path.name} is not a Shelly energy export: it needs a timestamp "
-                    "column and total_act_energy."
-                )
+            ts_column = next((c for c in SHELLY_TS_COLUMNS if c in fields), "ts")
             for line in reader:
                 row: dict[str, Any] = {
                     "ts": _number_or_text(line.get(ts_column)),
@@ -199,7 +298,103 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | bytes]:
             yield row if isinstance(row, dict) else raw.rstrip(b"\r\n")
 
 
+def _row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
+    """Return (reason, text) when a file row cannot be a reading, else None."""
+    ts = row.get("ts")
+    if ts is None or (isinstance(ts, str) and not ts.strip()):
+        return "missing-timestamp", "ts is empty"
+    if isinstance(ts, str):
+        try:
+            datetime.fromisoformat(ts.strip())
+        except ValueError:
+            return "bad-timestamp", f"ts {ts[:40]!r} is neither ISO 8601 nor epoch seconds"
+    if not row.get("device_id"):
+        return "missing-device", "device_id is empty"
+    for column in NUMBER_COLUMNS:
+        value = row.get(column)
+        if value is not None and (isinstance(value, str | bool) or not _is_number(value)):
+            return "bad-type", f"{column} is {str(value)[:40]!r}, not a number"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _csv_columns(path: Path) -> tuple[str, ...]:
+    with path.open("rb") as fh:
+        head = fh.read(65_536)
+    if head.startswith(b"PAR1"):
+        raise BadInputError(f"{path.name} is a Parquet file, not CSV; import it as parquet.")
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the sample
+            raise BadInputError(f"{path.name} is not a text CSV file.") from exc
+        text = head[: exc.start].decode("utf-8-sig")
+    first = text.splitlines()[0] if text.strip() else ""
+    if not first.strip():
+        raise BadInputError(f"{path.name} is empty: a CSV file needs a header row.")
+    try:
+        header = next(csv.reader([first]))
+    except csv.Error as exc:
+        raise BadInputError(f"{path.name} has no readable CSV header: {exc}.") from exc
+    return tuple(c.strip() for c in header)
+
+
+def _jsonl_columns(path: Path) -> tuple[str, ...]:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        if head.startswith(b"PAR1"):
+            raise BadInputError(
+                f"{path.name} is a Parquet file, not JSON lines; import it as parquet."
+            )
+        fh.seek(0)
+        for raw in fh:
+            if raw.strip():
+                try:
+                    first = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    first = None
+                if not isinstance(first, dict):
+                    raise BadInputError(
+                        f"{path.name} is not JSON lines of readings: its first line is not a "
+                        "JSON object."
+                    )
+                return tuple(str(k) for k in first)
+    raise BadInputError(f"{path.name} is empty.")
+
+
+def _parquet_columns(path: Path) -> tuple[str, ...]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
+        raise BadInputError(f"{path.name} is not a Parquet file.") from exc
+    return tuple(schema.names)
+
+
+def _count_rows(path: Path, file_format: FileFormat) -> int | None:
+    """Return the number of data rows (for progress), counting lines of a text file."""
+    if file_format is FileFormat.parquet:
+        import pyarrow.parquet as pq
+
+        return int(pq.read_metadata(path).num_rows)
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without its newline
+    return max(0, lines - (file_format is not FileFormat.jsonl))
+
+
 def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=65_536):
         for row in batch.to_pylist():

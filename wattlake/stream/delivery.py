@@ -115,6 +115,15 @@ class DeliveryStream:
             if dicts:
                 self._add(readings_to_table(dicts))
 
+    def reject(self, message: RawMessage, reason: str, text: str) -> None:
+        """Keep ``message`` as a dead letter with ``reason`` without decoding it.
+
+        For input that a source already knows to be bad (a file row without a timestamp).
+        """
+        with self._lock:
+            self.stats.messages += 1
+            self._dead_letter(DeadLetter(message, reason, text))
+
     def _add(self, table: pa.Table) -> None:
         if table.num_rows:
             self._tables.append(table)

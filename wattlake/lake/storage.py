@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from wattlake.config import Settings
-from wattlake.errors import StorageError, TransientStorageError
+from wattlake.errors import ConfigError, StorageError, TransientStorageError
 
 # The Hive-style layout of lakes before the Iceberg tables (read by ``jobs run migrate``).
 RAW_READINGS: Final = "raw/readings"
@@ -91,6 +91,7 @@ class Lake:
 
         Raises:
             StorageError: the URL scheme is not supported.
+            ConfigError: a local lake's path is a file.
         """
         catalog = catalog or CatalogConfig()
         if url.startswith("s3://"):
@@ -104,6 +105,8 @@ class Lake:
         if "://" in url and not url.startswith("file://"):
             raise StorageError(f"Lake URL {url!r} is neither a local path nor s3://bucket/prefix.")
         path = Path(url.removeprefix("file://")).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"The lake's folder {path} is a file; choose a folder for the lake.")
         local = pafs.LocalFileSystem()
         return cls(local, str(path), str(path), s3_endpoint_url, s3_region, catalog)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -197,3 +198,41 @@ def test_stale_rollups_fall_back_to_readings() -> None:
     results, source = energy_over_edges(sources, np.array([start, start + DAY_MS]))
     assert source == "readings"
     assert len(results) == 3
+
+
+def test_energy_buckets_on_a_lake_reads_rollups_when_fresh(tmp_path: Path) -> None:
+    from wattlake.config import Settings
+    from wattlake.jobs.rollup import run_rollup
+    from wattlake.lake import tables
+    from wattlake.lake.storage import Lake
+    from wattlake.query.rollups import energy_buckets
+    from wattlake.schema import READINGS_TABLE
+
+    settings = Settings.load(overrides={"data_dir": str(tmp_path / "lake")}, environ={})
+    lake = Lake.from_settings(settings)
+    tz = zone("Europe/Warsaw")
+    first = date(2026, 3, 28)
+    readings = _readings(first, 2, "Europe/Warsaw")
+    received = readings["ts"]
+    full = readings.append_column("received_at", received).append_column(
+        "source", pa.array(["generic"] * readings.num_rows)
+    )
+    tables.append(lake, READINGS_TABLE, full)
+    start_ms = local_midnight_ms(first, tz)
+    end_ms = start_ms + 2 * DAY_MS - 3_600_000  # the 28th and the 23-hour 29th
+    _, before, source = energy_buckets(settings, None, start_ms, end_ms, "hour", tz)
+    assert source == "readings"  # no rollups yet
+    run_rollup(lake)
+    edges, after, source = energy_buckets(settings, None, start_ms, end_ms, "hour", tz)
+    assert source == "rollups"
+    _assert_same(after, before)
+    _, one, _ = energy_buckets(settings, "meter-b", start_ms, end_ms, "day", tz)
+    assert [r.series.device_id for r in one] == ["meter-b"]
+    # New readings make the rollups stale for their days: the raw path answers again.
+    late = full.slice(0, 10).set_column(
+        full.schema.get_field_index("device_id"), "device_id", pa.array(["late"] * 10)
+    )
+    tables.append(lake, READINGS_TABLE, late)
+    _, _, source = energy_buckets(settings, None, start_ms, end_ms, "day", tz)
+    assert source == "readings"
+    assert edges.size == 48  # 24 + 23 hours

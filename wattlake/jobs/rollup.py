@@ -351,7 +351,7 @@ def _file_day(task_file: Any) -> int:
     return int(task_file.partition[0])
 
 
-def _days_added_since(readings: Any, since: int | None) -> set[int] | None:
+def days_added_since(readings: Any, since: int | None) -> set[int] | None:
     """Return the UTC days of data files added to ``readings`` after snapshot ``since``.
 
     None means everything must be recomputed: no earlier run, or its snapshot is no longer in
@@ -419,7 +419,7 @@ def run_rollup(
         return RollupRun(current.snapshot_id, (), {})
     touched: set[int] = set()
     for name in ROLLUP_TABLES if full else sorted(stale):
-        added = None if full else _days_added_since(readings, processed[name])
+        added = None if full else days_added_since(readings, processed[name])
         if added is None:
             touched = _all_days(lake, current.snapshot_id)
             break

@@ -15,12 +15,16 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
+from wattlake.config import Settings
+from wattlake.energy.buckets import bucket_edges_ms
 from wattlake.energy.rollup import QUARTER_HOUR_MS
 from wattlake.query.energy import Series, SeriesEnergy, series_energy, split_series
 
@@ -29,6 +33,17 @@ FloatArray = npt.NDArray[np.float64]
 _MS_TS: Final = pa.timestamp("ms", tz="UTC")
 _EMPTY_I: Final = np.zeros(0, dtype=np.int64)
 _EMPTY_F: Final = np.zeros(0, dtype=np.float64)
+_ROLLUP_COLUMNS: Final = [
+    "start",
+    "device_id",
+    "channel",
+    "import_wh",
+    "export_wh",
+    "interpolated_wh",
+    "coverage_s",
+    "counter_minus_power_wh",
+    "method",
+]
 
 
 def aligned(edges_ms: npt.ArrayLike) -> bool:
@@ -172,3 +187,75 @@ def energy_over_edges(
         max_power_w=sources.max_power_w,
     )
     return results, "readings"
+
+
+def lake_sources(settings: Settings) -> EnergySources:
+    """Return the lake's rollups and readings as :class:`EnergySources`.
+
+    Rollups count as up to date for a range when table ``energy_15min`` reflects the readings
+    table's current snapshot, or when no readings snapshot since the one it reflects added data
+    to a day within a day of the range.
+    """
+    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY, days_added_since
+    from wattlake.lake import tables
+    from wattlake.lake.storage import Lake
+    from wattlake.query.energy import load_readings
+    from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
+
+    lake = Lake.from_settings(settings)
+
+    def rollups(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table | None:
+        energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
+        done = tables.last_property(energy, READINGS_SNAPSHOT_PROPERTY)
+        if done is None:
+            return None
+        readings = tables.open_table(lake, READINGS_TABLE)
+        added = days_added_since(readings, int(done))
+        if added is None:
+            return None
+        first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
+        if any(first <= d <= last for d in added):
+            return None
+        tasks = tables.scan_files(lake, ENERGY_15MIN_TABLE)
+        days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
+        paths = [tables.local_path(t.file.file_path) for t in tasks if t.file.partition[0] in days]
+        if any(t.delete_files for t in tasks) or not paths:
+            return None if not paths and tasks else tables.read_table(lake, ENERGY_15MIN_TABLE)
+        dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
+        wanted = None if device_id is None else pads.field("device_id") == device_id
+        return dataset.to_table(columns=_ROLLUP_COLUMNS, filter=wanted)
+
+    def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:
+        return load_readings(
+            settings, start_ms, end_ms, device_ids=None if device_id is None else [device_id]
+        )
+
+    return EnergySources(
+        rollups=rollups,
+        readings=readings,
+        max_gap_s=float(settings["energy.max_gap_s"]),
+        max_power_w=float(settings["energy.max_power_w"]),
+    )
+
+
+def energy_buckets(
+    settings: Settings,
+    device_id: str | None,
+    start_ms: int,
+    end_ms: int,
+    every: str,
+    tz: ZoneInfo,
+    *,
+    channel: int | None = None,
+) -> tuple[IntArray, list[SeriesEnergy], str]:
+    """Return the bucket edges of [start, end) by ``every`` in ``tz``, the energy of each series
+    in them, and whether it came from ``rollups`` or ``readings``.
+
+    Raises:
+        UsageError: ``every`` is unknown or the range is empty.
+    """
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    results, source = energy_over_edges(
+        lake_sources(settings), edges, device_id=device_id, channel=channel
+    )
+    return edges, results, source

@@ -1,0 +1,1 @@
+"""The dashboard, API and monitoring endpoints (the QuickSight / CloudWatch stage)."""

@@ -1,0 +1,259 @@
+"""The JSON API (OpenAPI at ``/api/openapi.json``): every table also as CSV or Parquet.
+
+Every figure comes from :mod:`wattlake.web.figures`, which calls the same library functions as
+the CLI. ``format=csv`` or ``format=parquet`` returns exactly the rows of the JSON answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from wattlake.energy.buckets import parse_time_ms
+from wattlake.web import figures
+from wattlake.web.errors import BadRequest
+from wattlake.web.figures import Rows
+from wattlake.web.sql import run_sql
+
+FORMATS = ("json", "csv", "parquet")
+
+Start = Annotated[str, Query(description="Start, inclusive: a date (local midnight) or ISO time.")]
+End = Annotated[str, Query(description="End, exclusive: a date (local midnight) or ISO time.")]
+Device = Annotated[str | None, Query(description="One device (default: every device).")]
+Tz = Annotated[str | None, Query(description="IANA time zone (default: energy.tz).")]
+Format = Annotated[str, Query(description="json, csv or parquet.")]
+
+
+def render(rows: Rows, fmt: str, name: str) -> Response:
+    """Return ``rows`` as JSON (``{"columns", "rows", ...meta}``), CSV or Parquet.
+
+    Raises:
+        BadRequest: the format is unknown.
+    """
+    if fmt == "json":
+        return JSONResponse({"columns": rows.columns, "rows": rows.rows, **rows.meta})
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=rows.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows.rows)
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if fmt == "parquet":
+        sink = io.BytesIO()
+        pq.write_table(rows.to_arrow(), sink)
+        return Response(
+            sink.getvalue(),
+            media_type="application/vnd.apache.parquet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.parquet"'},
+        )
+    raise BadRequest(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+def _range(request: Request, start: str, end: str, tz: str | None) -> tuple[Any, int, int]:
+    zone = figures.tz_of(request.app.state.settings, tz)
+    start_ms, end_ms = parse_time_ms(start, zone), parse_time_ms(end, zone)
+    if end_ms <= start_ms:
+        raise BadRequest(f"The end ({end}) must be after the start ({start}).")
+    return zone, start_ms, end_ms
+
+
+def router() -> APIRouter:
+    """Return the API's routes; each needs the ``read`` scope (SQL too: it is read-only)."""
+    api = APIRouter(prefix="/api")
+
+    def state(request: Request) -> Any:
+        request.app.state.auth.require(request, "read")
+        return request.app.state
+
+    @api.get("/devices", summary="Devices with last reading and freshness")
+    def devices_(request: Request, tz: Tz = None, format: Format = "json") -> Response:
+        s = state(request)
+        with s.metrics.query_seconds.labels("devices").time():
+            rows = figures.devices(s.view, s.settings, tz=figures.tz_of(s.settings, tz))
+        return render(rows, format, "devices")
+
+    @api.get("/sites", summary="Sites of the site model")
+    def sites(request: Request) -> Response:
+        s = state(request)
+        return JSONResponse({"columns": ["site"], "rows": s.sites()})
+
+    @api.get("/overview", summary="Power now, today's energy, month cost and alerts")
+    def overview(request: Request, tz: Tz = None) -> Response:
+        s = state(request)
+        zone = figures.tz_of(s.settings, tz)
+        with s.metrics.query_seconds.labels("overview").time():
+            body = figures.overview(s.view, s.settings, tz=zone)
+            body["alerts"] = s.alerts()
+            body["live"] = s.live.snapshot()
+        return JSONResponse(body)
+
+    @api.get("/readings", summary="Power in a window, downsampled to min/mean/max per bucket")
+    def readings(
+        request: Request,
+        start: Start,
+        end: End,
+        device: Device = None,
+        points: Annotated[int, Query(ge=10, le=5000, description="Buckets (pixels).")] = 800,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        zone, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("readings").time():
+            rows = figures.power_history(
+                s.view, start_ms=start_ms, end_ms=end_ms, points=points, tz=zone, device_id=device
+            )
+        return render(rows, format, "power")
+
+    @api.get("/energy", summary="Energy per device and local bucket [Wh]")
+    def energy(
+        request: Request,
+        start: Start,
+        end: End,
+        every: Annotated[str, Query(description="15min, hour, day or month.")] = "day",
+        device: Device = None,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        zone, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("energy").time():
+            rows = figures.energy(
+                s.settings,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                every=every,
+                tz=zone,
+                device_id=device,
+            )
+        return render(rows, format, "energy")
+
+    @api.get("/cost", summary="Energy and cost per tariff zone")
+    def cost(
+        request: Request,
+        start: Start,
+        end: End,
+        tariff: Annotated[str | None, Query(description="Tariff (default: cost.tariff).")] = None,
+        device: Device = None,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        _, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("cost").time():
+            rows = figures.cost(
+                s.settings,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                tariff=figures.tariff_for(s.settings, tariff),
+                device_id=device,
+            )
+        return render(rows, format, "cost")
+
+    @api.get("/tariffs/compare", summary="The same consumption under every built-in tariff")
+    def compare(
+        request: Request,
+        start: Start,
+        end: End,
+        device: Device = None,
+        shift_share: Annotated[float, Query(ge=0, le=1)] = 0.2,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        _, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("tariffs").time():
+            rows = figures.tariff_comparison(
+                s.settings,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                device_id=device,
+                shift_share=shift_share,
+            )
+        return render(rows, format, "tariffs")
+
+    @api.get("/patterns/{kind}", summary="Hour-by-weekday heatmap or seasonal daily profile [W]")
+    def patterns(
+        request: Request,
+        kind: str,
+        start: Start,
+        end: End,
+        device: Device = None,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        if kind not in ("heatmap", "profile"):
+            raise BadRequest(f"Unknown pattern {kind!r}; use heatmap or profile.")
+        zone, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("patterns").time():
+            heat, profile = figures.patterns(
+                s.view, start_ms=start_ms, end_ms=end_ms, tz=zone, device_id=device
+            )
+        return render(heat if kind == "heatmap" else profile, format, kind)
+
+    @api.get("/quality", summary="Coverage, gaps, counter resets and outliers per device")
+    def quality(
+        request: Request, start: Start, end: End, tz: Tz = None, format: Format = "json"
+    ) -> Response:
+        s = state(request)
+        zone, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("quality").time():
+            rows = figures.quality(s.view, s.settings, start_ms=start_ms, end_ms=end_ms, tz=zone)
+        return render(rows, format, "quality")
+
+    @api.get("/dead-letters", summary="Dead letters by reason, or the latest with payloads")
+    def dead_letters(
+        request: Request,
+        latest: Annotated[int, Query(ge=0, le=1000, description="0: counts by reason.")] = 0,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        by_reason, newest = figures.dead_letters(s.view, limit=max(latest, 1))
+        return render(newest if latest else by_reason, format, "dead-letters")
+
+    @api.get("/alerts", summary="Alerts firing now")
+    def alerts_(request: Request) -> Response:
+        s = state(request)
+        return JSONResponse({"rows": s.alerts()})
+
+    @api.post("/sql", summary="Read-only SQL over the lake's tables")
+    def sql(
+        request: Request,
+        query: Annotated[str, Body(embed=True, description="One SELECT statement.")],
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        with s.metrics.query_seconds.labels("sql").time():
+            result = run_sql(
+                s.view.lake,
+                query,
+                time_limit_ms=int(s.settings["web.sql_time_limit_ms"]),
+                max_rows=int(s.settings["web.sql_max_rows"]),
+            )
+        rows = Rows(
+            result.columns,
+            [dict(zip(result.columns, r, strict=True)) for r in result.rows],
+            {"truncated": result.truncated},
+        )
+        return render(rows, format, "query")
+
+    @api.get("/live", summary="Server-sent events of live power per device channel")
+    def live(request: Request) -> Response:
+        s = state(request)
+        return StreamingResponse(
+            s.live.events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return api

@@ -1,0 +1,460 @@
+"""The figures the pages and the API show, each from the same library functions as the CLI.
+
+Energy and cost come from :mod:`wattlake.query.energy` over readings loaded by
+:func:`wattlake.query.engine.load_readings` (exactly what ``wattlake energy`` and ``wattlake
+cost`` call); power history is downsampled in DuckDB to min, mean and max per bucket so spikes
+stay visible. Every function returns a :class:`Rows`: named columns and rows, rendered as JSON,
+CSV or Parquet by the API, so a download holds exactly what a chart or table shows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from wattlake.config import Settings
+from wattlake.energy.buckets import bucket_edges_ms, format_local, utc_offsets_ms, zone
+from wattlake.energy.tariffs import (
+    Tariff,
+    builtin_tariff_names,
+    compare_tariffs,
+    cost_rows,
+    load_tariff,
+    shift_savings,
+    tariff_cost,
+    tariff_segments,
+)
+from wattlake.errors import UsageError
+from wattlake.lake.storage import Lake
+from wattlake.query.energy import ENERGY_COLUMNS, energy_rows, segment_energy, split_series
+from wattlake.query.engine import connect, load_readings
+
+# How long a DuckDB connection (its list of lake files) is reused before it is made again [s].
+VIEW_REFRESH_S: Final = 5.0
+DAY_MS: Final = 86_400_000
+SEASONS: Final = {
+    12: "winter",
+    1: "winter",
+    2: "winter",
+    3: "spring",
+    4: "spring",
+    5: "spring",
+    6: "summer",
+    7: "summer",
+    8: "summer",
+    9: "autumn",
+    10: "autumn",
+    11: "autumn",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A table of figures: column names (units in the names) and one dict per row."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_arrow(self) -> pa.Table:
+        """Return the rows as an Arrow table (for Parquet downloads)."""
+        return pa.Table.from_pylist(
+            [{c: r.get(c) for c in self.columns} for r in self.rows]
+            or [dict.fromkeys(self.columns)],
+        ).slice(0, len(self.rows))
+
+
+class LakeView:
+    """One DuckDB connection over the lake's views, renewed every few seconds so new files
+    appear. Queries run one at a time (registered Arrow views belong to one connection)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lake = Lake.from_settings(settings)
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._made_at = 0.0
+
+    def fetch(self, query: str, params: list[Any] | None = None) -> tuple[list[str], list[Any]]:
+        """Return the column names and rows of ``query`` over the current views.
+
+        Raises:
+            StorageError: the lake cannot be listed.
+        """
+        with self._lock:
+            if self._con is None or time.monotonic() - self._made_at > VIEW_REFRESH_S:
+                if self._con is not None:
+                    self._con.close()
+                self._con = connect(self.lake)
+                self._made_at = time.monotonic()
+            cursor = self._con.execute(query, params or [])
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+
+def tz_of(settings: Settings, tz_name: str | None = None) -> ZoneInfo:
+    """Return the zone of local days: ``tz_name`` or the ``energy.tz`` setting."""
+    return zone(tz_name or settings["energy.tz"])
+
+
+def now_ms() -> int:
+    """Return the time now [ms UTC]."""
+    return time.time_ns() // 1_000_000
+
+
+def local_midnight_before(ts_ms: int, tz: ZoneInfo) -> int:
+    """Return the start of the local day holding ``ts_ms`` [ms UTC]."""
+    local = datetime.fromtimestamp(ts_ms / 1000, tz).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return int(local.timestamp() * 1000)
+
+
+def month_start_before(ts_ms: int, tz: ZoneInfo) -> tuple[int, int]:
+    """Return the start of the local month holding ``ts_ms`` and of the next one [ms UTC]."""
+    local = datetime.fromtimestamp(ts_ms / 1000, tz)
+    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = (
+        first.replace(year=first.year + 1, month=1)
+        if first.month == 12
+        else first.replace(month=first.month + 1)
+    )
+    return int(first.timestamp() * 1000), int(nxt.timestamp() * 1000)
+
+
+def _energy_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "max_gap_s": float(settings["energy.max_gap_s"]),
+        "max_power_w": float(settings["energy.max_power_w"]),
+    }
+
+
+def energy(
+    settings: Settings,
+    *,
+    start_ms: int,
+    end_ms: int,
+    every: str,
+    tz: ZoneInfo,
+    device_id: str | None = None,
+) -> Rows:
+    """Return energy per device and local bucket, as ``wattlake energy`` prints it [Wh].
+
+    Raises:
+        UsageError: the range or bucket size is invalid.
+    """
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
+    rows, _ = energy_rows(table, edges, tz, **_energy_kwargs(settings))
+    shown = ("device_id", "channel", "start", "end", "import_wh", "export_wh", "net_wh", "coverage")
+    columns = [c for c in ENERGY_COLUMNS if c in shown]
+    return Rows(columns, [{c: r[c] for c in columns} for r in rows])
+
+
+def tariff_for(settings: Settings, name: str | None = None) -> Tariff:
+    """Return the tariff named, else the ``cost.tariff`` setting.
+
+    Raises:
+        UsageError: no tariff is named or set.
+    """
+    chosen = name or settings["cost.tariff"]
+    if not chosen:
+        raise UsageError(
+            "No tariff is set for devices without a site; set cost.tariff "
+            "(e.g. pl-g11) or ask for one by name."
+        )
+    return load_tariff(chosen)
+
+
+def cost(
+    settings: Settings,
+    *,
+    start_ms: int,
+    end_ms: int,
+    tariff: Tariff,
+    device_id: str | None = None,
+) -> Rows:
+    """Return energy and cost per tariff zone, as ``wattlake cost`` prints it.
+
+    Raises:
+        UsageError: the tariff has no prices for the range.
+    """
+    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
+    over = segment_energy(split_series(table), **_energy_kwargs(settings))
+    segments = tariff_segments(tariff, start_ms, end_ms)
+    imp, exp = over(segments.edges_ms)
+    rows = cost_rows(tariff_cost(tariff, segments, imp, exp))
+    columns = list(rows[0]) if rows else ["tariff", "zone", "cost"]
+    return Rows(columns, rows)
+
+
+def tariff_comparison(
+    settings: Settings,
+    *,
+    start_ms: int,
+    end_ms: int,
+    device_id: str | None = None,
+    shift_share: float = 0.2,
+) -> Rows:
+    """Price the same consumption under every built-in tariff (cheapest first), with the
+    saving of moving ``shift_share`` of dear-zone load into each tariff's cheapest zone."""
+    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
+    over = segment_energy(split_series(table), **_energy_kwargs(settings))
+    tariffs = [load_tariff(n) for n in builtin_tariff_names()]
+    rows = compare_tariffs(tariffs, over, start_ms, end_ms)
+    by_name = {t.name: t for t in tariffs}
+    for row in rows:
+        tariff = by_name[row["tariff"]]
+        segments = tariff_segments(tariff, start_ms, end_ms)
+        imp, _ = over(segments.edges_ms)
+        saving = shift_savings(tariff, segments, imp, shift_share)
+        row["shift_savings"] = round(float(saving["savings"]), 4)
+    columns = [
+        "tariff",
+        "import_wh",
+        "export_wh",
+        "energy_cost",
+        "fixed_cost",
+        "total",
+        "shift_savings",
+        "currency",
+        "rank",
+    ]
+    return Rows(columns, rows, {"shift_share": shift_share})
+
+
+def power_history(
+    view: LakeView,
+    *,
+    start_ms: int,
+    end_ms: int,
+    points: int,
+    tz: ZoneInfo,
+    device_id: str | None = None,
+) -> Rows:
+    """Return power per device channel over [start, end) in at most ``points`` buckets, with
+    the min, mean and max of each bucket [W] (spikes stay visible at any zoom)."""
+    if end_ms <= start_ms:
+        raise UsageError("The end must be after the start.")
+    points = max(10, min(int(points), 5000))
+    bucket_ms = max(1000, -(-(end_ms - start_ms) // points))
+    query = (
+        "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w) AS min_w, "
+        "avg(power_w) AS mean_w, max(power_w) AS max_w, count(*) AS n FROM readings "
+        "WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
+        + (" AND device_id = ?" if device_id else "")
+        + " GROUP BY ALL ORDER BY device_id, channel, b"
+    )
+    params: list[Any] = [start_ms, bucket_ms, start_ms, end_ms]
+    if device_id:
+        params.append(device_id)
+    _, found = view.fetch(query, params)
+    rows = [
+        {
+            "device_id": d,
+            "channel": int(c),
+            "ts": format_local(start_ms + int(b) * bucket_ms, tz),
+            "ts_ms": start_ms + int(b) * bucket_ms,
+            "min_w": _r(lo),
+            "mean_w": _r(mean),
+            "max_w": _r(hi),
+            "readings": int(n),
+        }
+        for d, c, b, lo, mean, hi, n in found
+    ]
+    columns = ["device_id", "channel", "ts", "ts_ms", "min_w", "mean_w", "max_w", "readings"]
+    return Rows(columns, rows, {"bucket_ms": bucket_ms})
+
+
+def _r(value: Any, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | None = None) -> Rows:
+    """Return every device channel with its last reading and whether it is stale."""
+    now = at_ms if at_ms is not None else now_ms()
+    _, found = view.fetch(
+        "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
+        "count(*) FROM readings WHERE ts >= epoch_ms(?) GROUP BY ALL ORDER BY device_id, channel",
+        [now - 7 * DAY_MS],
+    )
+    stale_s = float(settings["web.stale_after_s"])
+    rows = [
+        {
+            "device_id": d,
+            "channel": int(c),
+            "last_seen": format_local(int(last), tz),
+            "last_seen_ms": int(last),
+            "age_s": round((now - int(last)) / 1000, 1),
+            "power_w": _r(p),
+            "stale": (now - int(last)) / 1000 > stale_s,
+            "readings_7d": int(n),
+        }
+        for d, c, last, p, n in found
+    ]
+    columns = [
+        "device_id",
+        "channel",
+        "last_seen",
+        "last_seen_ms",
+        "age_s",
+        "power_w",
+        "stale",
+        "readings_7d",
+    ]
+    return Rows(columns, rows)
+
+
+def overview(
+    view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | None = None
+) -> dict[str, Any]:
+    """Return the overview: devices now, today's energy, this month's cost so far and its
+    projection for the whole month (cost so far scaled by the share of the month gone)."""
+    now = at_ms if at_ms is not None else now_ms()
+    day_start = local_midnight_before(now, tz)
+    today = energy(settings, start_ms=day_start, end_ms=now, every="day", tz=tz)
+    month_start, month_end = month_start_before(now, tz)
+    month: dict[str, Any] = {"tariff": None}
+    if settings["cost.tariff"]:
+        tariff = tariff_for(settings)
+        rows = cost(settings, start_ms=month_start, end_ms=now, tariff=tariff).rows
+        total = next((r for r in rows if r.get("zone") == "total"), None)
+        so_far = float(total["cost"]) if total else sum(float(r.get("cost", 0)) for r in rows)
+        elapsed = max(now - month_start, 1)
+        month = {
+            "tariff": tariff.name,
+            "currency": tariff.currency,
+            "cost_so_far": round(so_far, 2),
+            "projected": round(so_far * (month_end - month_start) / elapsed, 2),
+        }
+    return {
+        "time_zone": str(tz),
+        "now": format_local(now, tz),
+        "devices": devices(view, settings, tz=tz, at_ms=now).rows,
+        "today": today.rows,
+        "month": month,
+    }
+
+
+def patterns(
+    view: LakeView, *, start_ms: int, end_ms: int, tz: ZoneInfo, device_id: str | None = None
+) -> tuple[Rows, Rows]:
+    """Return the mean power by local weekday and hour (a heatmap) and by season and local
+    hour (average daily profiles) [W]; channels of a device are summed."""
+    query = (
+        "SELECT epoch_ms(date_trunc('hour', ts)) AS h, device_id, channel, avg(power_w) "
+        "FROM readings WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
+        + (" AND device_id = ?" if device_id else "")
+        + " GROUP BY ALL"
+    )
+    params: list[Any] = [start_ms, end_ms] + ([device_id] if device_id else [])
+    _, found = view.fetch(query, params)
+    if not found:
+        empty_heat = Rows(["weekday", "hour", "mean_w"], [])
+        return empty_heat, Rows(["season", "hour", "mean_w"], [])
+    hours = np.array([f[0] for f in found], dtype=np.int64)
+    power = np.array([f[3] if f[3] is not None else np.nan for f in found], dtype=np.float64)
+    # Sum channels per UTC hour first (the device's power), then average per local slot.
+    unique_h, inverse = np.unique(hours, return_inverse=True)
+    summed = np.zeros(unique_h.size)
+    np.add.at(summed, inverse, np.nan_to_num(power))
+    local = unique_h + utc_offsets_ms(unique_h, tz)
+    local_hour = (local // 3_600_000) % 24
+    weekday = ((local // DAY_MS) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+    months = np.array(
+        [datetime.fromtimestamp(int(t) / 1000, UTC).month for t in local], dtype=np.int64
+    )
+    heat = []
+    for wd in range(7):
+        for hr in range(24):
+            sel = (weekday == wd) & (local_hour == hr)
+            heat.append(
+                {
+                    "weekday": wd,
+                    "hour": hr,
+                    "mean_w": _r(summed[sel].mean()) if sel.any() else None,
+                }
+            )
+    profile = []
+    for season in ("winter", "spring", "summer", "autumn"):
+        in_season = np.isin(months, [m for m, s in SEASONS.items() if s == season])
+        for hr in range(24):
+            sel = in_season & (local_hour == hr)
+            if sel.any():
+                profile.append({"season": season, "hour": hr, "mean_w": _r(summed[sel].mean())})
+    return (
+        Rows(["weekday", "hour", "mean_w"], heat),
+        Rows(["season", "hour", "mean_w"], profile),
+    )
+
+
+def quality(
+    view: LakeView, settings: Settings, *, start_ms: int, end_ms: int, tz: ZoneInfo
+) -> Rows:
+    """Return per device: last seen, coverage, gap time and counter anomalies over the range
+    (from the same energy computation as ``wattlake energy``)."""
+    table = load_readings(settings, device_id=None, start_ms=start_ms, end_ms=end_ms)
+    edges = np.array([start_ms, end_ms], dtype=np.int64)
+    rows, results = energy_rows(table, edges, tz, **_energy_kwargs(settings))
+    events: dict[str, dict[str, int]] = {}
+    for result in results:
+        kinds = events.setdefault(result.series.device_id, {})
+        for e in result.events:
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+    last = {r["device_id"]: r for r in devices(view, settings, tz=tz).rows}
+    out = []
+    for r in rows:
+        kinds = events.get(r["device_id"], {})
+        seen = last.get(r["device_id"])
+        out.append(
+            {
+                "device_id": r["device_id"],
+                "last_seen": seen["last_seen"] if seen else None,
+                "coverage": r["coverage"],
+                "gap_s": r["gap_s"],
+                "counter_resets": kinds.get("reset", 0),
+                "outliers_rejected": kinds.get("spike", 0) + kinds.get("glitch", 0),
+            }
+        )
+    columns = [
+        "device_id",
+        "last_seen",
+        "coverage",
+        "gap_s",
+        "counter_resets",
+        "outliers_rejected",
+    ]
+    return Rows(columns, out)
+
+
+def dead_letters(view: LakeView, *, limit: int = 20) -> tuple[Rows, Rows]:
+    """Return dead letters counted by reason, and the latest ``limit`` with their payloads."""
+    _, by_reason = view.fetch(
+        "SELECT error_code AS reason, count(*) AS count FROM dead_letters GROUP BY 1 ORDER BY 2 "
+        "DESC"
+    )
+    columns, _ = view.fetch("SELECT * FROM dead_letters LIMIT 0")
+    order = "arrival_ms DESC" if "arrival_ms" in columns else "1"
+    wanted: list[str] = [
+        c for c in ("arrival_time", "error_code", "topic", "raw_text") if c in columns
+    ]
+    _, latest = view.fetch(
+        f"SELECT {', '.join(wanted) or '*'} FROM dead_letters ORDER BY {order} LIMIT ?", [limit]
+    )
+    return (
+        Rows(["reason", "count"], [{"reason": r, "count": int(n)} for r, n in by_reason]),
+        Rows(
+            wanted,
+            [
+                {c: None if v is None else str(v) for c, v in zip(wanted, row, strict=True)}
+                for row in latest
+            ],
+        ),
+    )

@@ -1,0 +1,171 @@
+"""Prometheus ``/metrics`` and the alerts the overview shows.
+
+The ingest counts its own figures once and writes them to a Prometheus text file
+(:mod:`wattlake.stream.metrics`); this module serves that file as it is rather than counting
+again, and adds what the web process knows: lake files and bytes, dead letters by reason, query
+latency and the alerts (as ``wattlake_alert{alert=…,device_id=…}`` gauges, 1 while firing) for
+Alertmanager.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from wattlake.config import Settings
+from wattlake.lake.storage import Lake
+from wattlake.stream.ingest import wal_dir_from_settings
+from wattlake.web.figures import LakeView, devices, local_midnight_before, now_ms, quality, tz_of
+
+log = logging.getLogger(__name__)
+
+HOUR_MS: Final = 3_600_000
+
+
+class WebMetrics:
+    """The web process's own metrics and the ingest's metrics file."""
+
+    def __init__(self, settings: Settings, view: LakeView) -> None:
+        self.settings = settings
+        self.view = view
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.query_seconds = Histogram(
+            "wattlake_web_query_seconds",
+            "Time to answer an API request that reads the lake",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+        )
+
+    def ingest_file(self) -> Path | None:
+        """Return the ingest's metrics file, if it can be found."""
+        configured = self.settings["stream.metrics_file"]
+        if configured:
+            return Path(configured)
+        try:
+            return wal_dir_from_settings(self.settings, self.view.lake) / "metrics.prom"
+        except Exception:  # no WAL folder is no ingest figures, not an error
+            return None
+
+    def render(self) -> bytes:
+        """Return every metric in Prometheus' text format."""
+        parts = [generate_latest(self.registry).decode()]
+        parts.append(self._lake_metrics())
+        parts.append(self._alert_metrics())
+        path = self.ingest_file()
+        if path is not None:
+            try:
+                parts.append(path.read_text(encoding="utf-8"))
+            except OSError:
+                parts.append("# no ingest metrics file found (is the ingest running?)\n")
+        return "".join(parts).encode()
+
+    def _lake_metrics(self) -> str:
+        lake: Lake = self.view.lake
+        lines = [
+            "# HELP wattlake_lake_files Data files in the lake\n# TYPE wattlake_lake_files gauge\n",
+        ]
+        files = 0
+        size = 0
+        try:
+            for f in lake.list_files("", ".parquet"):
+                files += 1
+                if lake.is_local:
+                    size += Path(f).stat().st_size
+        except Exception as exc:  # an unreachable lake shows as zero files
+            log.warning("cannot list the lake for metrics: %s", exc)
+        lines.append(f"wattlake_lake_files {files}\n")
+        lines.append(
+            "# HELP wattlake_lake_bytes Bytes of data files in a local lake\n"
+            f"# TYPE wattlake_lake_bytes gauge\nwattlake_lake_bytes {size}\n"
+        )
+        try:
+            _, found = self.view.fetch("SELECT error_code, count(*) FROM dead_letters GROUP BY 1")
+        except Exception:
+            found = []
+        lines.append(
+            "# HELP wattlake_dead_letters Dead letters in the lake by reason\n"
+            "# TYPE wattlake_dead_letters gauge\n"
+        )
+        for reason, n in found:
+            lines.append(f'wattlake_dead_letters{{reason="{_label(reason)}"}} {int(n)}\n')
+        return "".join(lines)
+
+    def _alert_metrics(self) -> str:
+        lines = [
+            "# HELP wattlake_alert 1 while an alert fires\n# TYPE wattlake_alert gauge\n",
+        ]
+        for a in alerts(self.view, self.settings):
+            lines.append(
+                f'wattlake_alert{{alert="{a["alert"]}",device_id="{_label(a["device_id"])}"}} 1\n'
+            )
+        return "".join(lines)
+
+
+def _label(value: Any) -> str:
+    return str(value or "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> list[dict[str, Any]]:
+    """Return the alerts firing now: silent devices, low coverage today, dead letters
+    arriving too fast, and ingest lag (newest reading in the lake too old)."""
+    now = at_ms if at_ms is not None else now_ms()
+    tz = tz_of(settings)
+    fired: list[dict[str, Any]] = []
+    rows = devices(view, settings, tz=tz, at_ms=now).rows
+    silent_s = float(settings["alerts.silent_after_s"])
+    for r in rows:
+        if r["age_s"] > silent_s:
+            fired.append(
+                {
+                    "alert": "device_silent",
+                    "device_id": r["device_id"],
+                    "message": f"{r['device_id']} silent for {r['age_s']:.0f} s",
+                }
+            )
+    day_start = local_midnight_before(now, tz)
+    if rows and now - day_start > HOUR_MS:
+        for q in quality(view, settings, start_ms=day_start, end_ms=now, tz=tz).rows:
+            if q["coverage"] < float(settings["alerts.coverage_min"]):
+                fired.append(
+                    {
+                        "alert": "coverage_low",
+                        "device_id": q["device_id"],
+                        "message": f"{q['device_id']} coverage today {q['coverage']:.0%}",
+                    }
+                )
+    try:
+        _, found = view.fetch(
+            "SELECT count(*) FROM dead_letters WHERE arrival_ms >= ?", [now - HOUR_MS]
+        )
+        recent = int(found[0][0]) if found else 0
+    except Exception:  # no dead letters yet: the view has no arrival_ms
+        recent = 0
+    if recent > float(settings["alerts.dead_letters_per_hour"]):
+        fired.append(
+            {
+                "alert": "dead_letters",
+                "device_id": "",
+                "message": f"{recent} dead letters in the last hour",
+            }
+        )
+    if rows:
+        newest = max(r["last_seen_ms"] for r in rows)
+        lag_s = (now - newest) / 1000
+        if lag_s > float(settings["alerts.ingest_lag_s"]):
+            fired.append(
+                {
+                    "alert": "ingest_lag",
+                    "device_id": "",
+                    "message": f"newest reading in the lake is {lag_s:.0f} s old",
+                }
+            )
+    return fired
+
+
+def timed(metrics: WebMetrics, endpoint: str) -> Any:
+    """Return a context manager that observes a request's duration."""
+    return metrics.query_seconds.labels(endpoint).time()

@@ -1,0 +1,231 @@
+// wattlake pages: charts with uPlot from the API, live power over server-sent events.
+"use strict";
+(function () {
+  const PALETTE = ["#1f6fd1", "#e0a000", "#8e44ad", "#1e9e4a", "#c0392b", "#16a2b8", "#6c5ce7", "#d35400", "#2c3e50", "#e84393"];
+  const COLORS = { import: "#1f6fd1", export: "#1e9e4a", solar: "#e0a000", battery: "#8e44ad" };
+  const page = document.body.dataset.page;
+  const TZ = document.body.dataset.tz || "UTC";
+
+  async function api(path) {
+    const r = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (r.status === 401) { location.href = "/login"; throw new Error("signed out"); }
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || r.statusText);
+    return body;
+  }
+  function q(params) { return new URLSearchParams(params).toString(); }
+  function downloads(el, path, params) {
+    if (!el) return;
+    const base = path + "?" + q(params);
+    el.innerHTML = 'Download: <a href="' + base + '&format=csv">CSV</a> · <a href="' + base + '&format=parquet">Parquet</a>';
+  }
+  function width(el) { return Math.max(300, el.clientWidth || 600); }
+  function isoLocal(d) { // a Date as an ISO time with the offset of the page's zone
+    const f = new Intl.DateTimeFormat("en-CA", { timeZone: TZ, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "longOffset" });
+    const p = Object.fromEntries(f.formatToParts(d).map((x) => [x.type, x.value]));
+    let off = (p.timeZoneName || "GMT").replace("GMT", "") || "+00:00";
+    return p.year + "-" + p.month + "-" + p.day + "T" + p.hour + ":" + p.minute + ":" + p.second + off;
+  }
+  function dateLocal(d) { return isoLocal(d).slice(0, 10); }
+  const axisFont = "12px system-ui, sans-serif";
+  function opts(el, series, yLabel, extra) {
+    return Object.assign({
+      width: width(el), height: el.classList.contains("tall") ? 380 : 260, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), TZ),
+      series: [{}].concat(series), legend: { live: true },
+      axes: [{ font: axisFont, label: "time (" + TZ + ")", labelFont: axisFont }, { font: axisFont, label: yLabel, labelFont: axisFont, size: 60 }],
+      cursor: { drag: { x: true, y: false } },
+    }, extra || {});
+  }
+  function draw(el, o, data) {
+    el.innerHTML = "";
+    const plot = new uPlot(o, data, el);
+    el.dataset.drawn = data[0].length;
+    window.addEventListener("resize", () => plot.setSize({ width: width(el), height: o.height }));
+    return plot;
+  }
+  function table(el, rows, columns, fmt) {
+    const head = "<thead><tr>" + columns.map((c) => "<th>" + c + "</th>").join("") + "</tr></thead>";
+    const body = rows.map((r) => "<tr>" + columns.map((c) => {
+      const v = r[c]; const n = typeof v === "number";
+      return '<td class="' + (n ? "num" : "") + '">' + (v == null ? "" : n && fmt ? fmt(c, v) : String(v).replace(/</g, "&lt;")) + "</td>";
+    }).join("") + "</tr>").join("");
+    el.innerHTML = head + "<tbody>" + body + "</tbody>";
+  }
+
+  // Power series per device channel: mean line with a min–max band.
+  function powerChart(el, dlEl, params, onZoom) {
+    const path = "/api/readings";
+    const full = Object.assign({ points: Math.min(2000, width(el)) }, params);
+    downloads(dlEl, path, full);
+    return api(path + "?" + q(full)).then((body) => {
+      const keys = [...new Set(body.rows.map((r) => r.device_id + " ch" + r.channel))];
+      const xs = [...new Set(body.rows.map((r) => r.ts_ms))].sort((a, b) => a - b);
+      const index = new Map(xs.map((x, i) => [x, i]));
+      const data = [xs.map((x) => x / 1000)];
+      const series = []; const bands = [];
+      keys.forEach((k, i) => {
+        const mean = new Array(xs.length).fill(null), lo = mean.slice(), hi = mean.slice();
+        body.rows.forEach((r) => { if (r.device_id + " ch" + r.channel === k) { const j = index.get(r.ts_ms); mean[j] = r.mean_w; lo[j] = r.min_w; hi[j] = r.max_w; } });
+        const c = PALETTE[i % PALETTE.length];
+        const base = data.length;
+        data.push(hi, mean, lo);
+        series.push({ label: k + " max", stroke: c + "55", width: 1 }, { label: k, stroke: c, width: 1.5 }, { label: k + " min", stroke: c + "55", width: 1 });
+        bands.push({ series: [base, base + 2], fill: c + "22" });
+      });
+      const o = opts(el, series, "power [W]", { bands: bands });
+      if (onZoom) o.hooks = { setSelect: [(u) => { if (u.select.width > 5) { const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x"); onZoom(a * 1000, b * 1000); } }] };
+      draw(el, o, data);
+      return body;
+    });
+  }
+
+  function overview() {
+    const el = document.getElementById("chart-recent");
+    const end = new Date(), start = new Date(end - 3600e3);
+    powerChart(el, document.getElementById("dl-recent"), { start: isoLocal(start), end: isoLocal(end) }).catch(console.error);
+    const state = document.getElementById("live-state");
+    const cards = document.getElementById("power-now");
+    const max = {};
+    const src = new EventSource("/api/live");
+    src.onopen = () => { state.textContent = "live"; };
+    src.onerror = () => { state.textContent = "reconnecting…"; };
+    src.onmessage = (ev) => {
+      const values = JSON.parse(ev.data);
+      values.forEach((v) => {
+        const key = v.device_id + "/" + v.channel;
+        let card = cards.querySelector('[data-key="' + CSS.escape(key) + '"]');
+        if (!card) {
+          card = document.createElement("div"); card.className = "card"; card.dataset.key = key;
+          card.innerHTML = '<div class="label"></div><div class="value"><span class="w"></span> W</div><div class="seen"></div><svg class="gauge" viewBox="0 0 100 8" aria-hidden="true"><rect x="0" y="0" width="100" height="8" class="track"/><rect x="0" y="0" height="8" class="bar" width="0"/></svg>';
+          card.querySelector(".label").textContent = v.device_id + " · ch " + v.channel;
+          cards.appendChild(card);
+        }
+        const w = card.querySelector(".w");
+        const text = Math.round(v.power_w).toString();
+        if (w.textContent !== text) { w.textContent = text; card.dataset.updated = Date.now(); }
+        card.classList.remove("stale");
+        card.querySelector(".seen").textContent = "live " + new Date(v.ts_ms).toLocaleTimeString("en-GB", { timeZone: TZ });
+        max[key] = Math.max(max[key] || 1, Math.abs(v.power_w));
+        const bar = card.querySelector(".bar");
+        bar.setAttribute("width", (100 * Math.abs(v.power_w) / max[key]).toFixed(1));
+        bar.classList.toggle("export", v.power_w < 0);
+      });
+      state.textContent = "live · " + values.length + " channels";
+    };
+  }
+
+  function periodRange(kind, startText, endText) {
+    const now = new Date();
+    const today = dateLocal(now);
+    const d = (s) => new Date(s + "T12:00:00Z");
+    const fmt = (x) => x.toISOString().slice(0, 10);
+    const add = (s, days) => { const x = d(s); x.setUTCDate(x.getUTCDate() + days); return fmt(x); };
+    if (kind === "day") return { start: today, end: add(today, 1), every: "hour" };
+    if (kind === "week") return { start: add(today, -6), end: add(today, 1), every: "day" };
+    if (kind === "year") return { start: add(today, -364), end: add(today, 1), every: "month" };
+    if (kind === "custom" && startText && endText) {
+      const days = (d(endText) - d(startText)) / 864e5;
+      return { start: startText, end: endText, every: days <= 2 ? "hour" : days <= 120 ? "day" : "month" };
+    }
+    return { start: add(today, -29), end: add(today, 1), every: "day" };
+  }
+  function shift(range, how) {
+    const d = (s) => new Date(s + "T12:00:00Z");
+    const fmt = (x) => x.toISOString().slice(0, 10);
+    if (how === "lastyear") {
+      const m = (s) => { const x = d(s); x.setUTCFullYear(x.getUTCFullYear() - 1); return fmt(x); };
+      return Object.assign({}, range, { start: m(range.start), end: m(range.end) });
+    }
+    const days = Math.round((d(range.end) - d(range.start)) / 864e5);
+    const m = (s) => { const x = d(s); x.setUTCDate(x.getUTCDate() - days); return fmt(x); };
+    return Object.assign({}, range, { start: m(range.start), end: m(range.end) });
+  }
+  function totals(rows) {
+    return rows.reduce((t, r) => ({ import_kwh: t.import_kwh + r.import_wh / 1000, export_kwh: t.export_kwh + r.export_wh / 1000 }), { import_kwh: 0, export_kwh: 0 });
+  }
+
+  function energy() {
+    const form = document.getElementById("period");
+    const el = document.getElementById("chart-energy");
+    async function show() {
+      const f = new FormData(form);
+      const range = periodRange(f.get("period"), f.get("start"), f.get("end"));
+      form.elements.start.value = range.start; form.elements.end.value = range.end;
+      downloads(document.getElementById("dl-energy"), "/api/energy", range);
+      const other = shift(range, f.get("compare"));
+      const [body, prev] = await Promise.all([api("/api/energy?" + q(range)), api("/api/energy?" + q(other))]);
+      const starts = [...new Set(body.rows.map((r) => r.start))];
+      const xs = starts.map((s) => Date.parse(s) / 1000);
+      const imp = starts.map((s) => body.rows.filter((r) => r.start === s).reduce((a, r) => a + r.import_wh / 1000, 0));
+      const exp = starts.map((s) => -body.rows.filter((r) => r.start === s).reduce((a, r) => a + r.export_wh / 1000, 0));
+      const bars = uPlot.paths.bars({ size: [0.7, 60] });
+      draw(el, opts(el, [
+        { label: "import [kWh]", stroke: COLORS.import, fill: COLORS.import + "cc", paths: bars },
+        { label: "export [kWh]", stroke: COLORS.export, fill: COLORS.export + "cc", paths: bars },
+      ], "energy [kWh]"), [xs, imp, exp]);
+      const a = totals(body.rows), b = totals(prev.rows);
+      const label = f.get("compare") === "lastyear" ? "same period last year" : "previous period";
+      table(document.getElementById("totals"), [
+        { "": "this period", "import [kWh]": a.import_kwh, "export [kWh]": a.export_kwh, "net [kWh]": a.import_kwh - a.export_kwh },
+        { "": label, "import [kWh]": b.import_kwh, "export [kWh]": b.export_kwh, "net [kWh]": b.import_kwh - b.export_kwh },
+      ], ["", "import [kWh]", "export [kWh]", "net [kWh]"], (c, v) => v.toFixed(2));
+      const costParams = { start: range.start, end: range.end };
+      downloads(document.getElementById("dl-cost"), "/api/cost", costParams);
+      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, ["zone", "import_wh", "export_wh", "cost", "currency"], (k, v) => k.endsWith("_wh") ? (v / 1000).toFixed(2) + " kWh" : v.toFixed(2)))
+        .catch((e) => { document.getElementById("cost").innerHTML = "<tr><td>" + e.message + "</td></tr>"; });
+    }
+    form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
+    show().catch(console.error);
+  }
+
+  function history() {
+    const form = document.getElementById("range");
+    const el = document.getElementById("chart-history");
+    function load(startMs, endMs) {
+      const f = new FormData(form);
+      return powerChart(el, document.getElementById("dl-history"), { device: f.get("device"), start: isoLocal(new Date(startMs)), end: isoLocal(new Date(endMs)) }, load);
+    }
+    function show() { const hours = Number(new FormData(form).get("span")); const end = Date.now(); return load(end - hours * 3600e3, end); }
+    form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
+    el.addEventListener("dblclick", () => show());
+    show().catch(console.error);
+  }
+
+  function patterns() {
+    const form = document.getElementById("pattern-range");
+    const DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    async function show() {
+      const f = new FormData(form);
+      const end = new Date(), start = new Date(end - Number(f.get("days")) * 864e5);
+      const params = { device: f.get("device"), start: isoLocal(start), end: isoLocal(end) };
+      downloads(document.getElementById("dl-heatmap"), "/api/patterns/heatmap", params);
+      downloads(document.getElementById("dl-profile"), "/api/patterns/profile", params);
+      downloads(document.getElementById("dl-tariffs"), "/api/tariffs/compare", params);
+      const [heat, prof] = await Promise.all([api("/api/patterns/heatmap?" + q(params)), api("/api/patterns/profile?" + q(params))]);
+      const vals = heat.rows.map((r) => r.mean_w).filter((v) => v != null);
+      const lo = Math.min(...vals), hi = Math.max(...vals);
+      let svg = '<svg viewBox="0 0 520 170" role="img" aria-label="mean power by weekday and hour">';
+      heat.rows.forEach((r) => {
+        const t = r.mean_w == null ? null : (r.mean_w - lo) / ((hi - lo) || 1);
+        const fill = t == null ? "#eee" : "hsl(" + (220 - 200 * t).toFixed(0) + ",70%," + (88 - 40 * t).toFixed(0) + "%)";
+        svg += '<rect x="' + (30 + r.hour * 20) + '" y="' + (r.weekday * 20) + '" width="19" height="19" fill="' + fill + '"><title>' + DAYS[r.weekday] + " " + r.hour + ":00 " + (r.mean_w == null ? "no data" : r.mean_w.toFixed(0) + " W") + "</title></rect>";
+      });
+      DAYS.forEach((d, i) => { svg += '<text x="0" y="' + (i * 20 + 13) + '">' + d + "</text>"; });
+      for (let h = 0; h < 24; h += 3) svg += '<text x="' + (32 + h * 20) + '" y="155">' + h + ":00</text>";
+      svg += '<text x="30" y="168">hour of day (' + TZ + "); colour: " + lo.toFixed(0) + " W (blue) to " + hi.toFixed(0) + " W (red)</text></svg>";
+      document.getElementById("heatmap").innerHTML = svg;
+      const seasons = [...new Set(prof.rows.map((r) => r.season))];
+      const xs = [...Array(24).keys()];
+      const data = [xs].concat(seasons.map((s) => xs.map((h) => { const r = prof.rows.find((x) => x.season === s && x.hour === h); return r ? r.mean_w : null; })));
+      const el = document.getElementById("chart-profile");
+      const o = opts(el, seasons.map((s, i) => ({ label: s, stroke: PALETTE[i], width: 2 })), "mean power [W]", { scales: { x: { time: false } } });
+      o.axes[0] = { font: axisFont, label: "hour of day (" + TZ + ")", labelFont: axisFont };
+      draw(el, o, data);
+      api("/api/tariffs/compare?" + q(params)).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) + " kWh" : v.toFixed(2)));
+    }
+    form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
+    show().catch(console.error);
+  }
+
+  ({ overview, energy, history, patterns }[page] || (() => {}))();
+})();

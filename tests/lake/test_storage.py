@@ -5,10 +5,13 @@ from __future__ import annotations
 import pyarrow.fs as pafs
 import pytest
 
+from wattlake.devices.base import RawMessage
 from wattlake.errors import StorageError
+from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.engine import connect
-from wattlake.schema import readings_to_table
+from wattlake.query.engine import ViewFilter, connect
+from wattlake.schema import DEAD_LETTERS_TABLE, READINGS_TABLE, readings_to_table
+from wattlake.stream.deadletters import DeadLetter, dead_letters_table
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -37,23 +40,29 @@ def test_no_temporary_object_is_left_behind(lake: Lake) -> None:
     assert names == ["f.parquet"]
 
 
-def test_readings_view_reads_the_lake_and_removes_duplicates(lake: Lake) -> None:
+def test_readings_view_reads_the_tables_and_removes_duplicates(lake: Lake) -> None:
     first = readings_to_table(rows((T0, 10.0, T0 + 1), (T0 + 1000, 20.0, T0 + 1001)))
-    again = readings_to_table(rows((T0 + 1000, 20.0, T0 + 5000)))
-    lake.write_table("raw/readings/date=2026-01-01/hour=00/a.parquet", first)
-    lake.write_table("raw/readings/date=2026-01-01/hour=00/b.parquet", again)
+    again = readings_to_table(rows((T0 + 1000, 25.0, T0 + 5000)))
+    tables.append(lake, READINGS_TABLE, first)
+    tables.append(lake, READINGS_TABLE, again)
     con = connect(lake)
+    # the earliest received copy wins
     assert con.sql("SELECT count(*), sum(power_w) FROM readings").fetchall() == [(2, 30.0)]
     assert con.sql("SELECT count(*) FROM raw_readings").fetchall() == [(3,)]
+    before = tables.open_table(lake, READINGS_TABLE).snapshots()[0].timestamp_ms
+    con = connect(lake, as_of_ms=before)  # time travel: only the first commit
+    assert con.sql("SELECT count(*), sum(power_w) FROM raw_readings").fetchall() == [(2, 30.0)]
+    pruned = connect(lake, view_filter=ViewFilter(start_ms=T0 + 86_400_000))
+    assert pruned.sql("SELECT count(*) FROM raw_readings").fetchall() == [(0,)]
 
 
-def test_dead_letters_view_reads_jsonl(lake: Lake) -> None:
-    record = b'{"error_code": "invalid-json", "topic": "t/events/rpc", "raw_base64": "e30="}\n'
-    lake.write_bytes("errors/invalid-json/date=2026-01-01/x.jsonl", record)
+def test_dead_letters_view_reads_the_table(lake: Lake) -> None:
+    letter = DeadLetter(RawMessage("t/events/rpc", b"{", T0), "invalid-json", "bad JSON")
+    tables.append(lake, DEAD_LETTERS_TABLE, dead_letters_table([letter], "ingest"))
     con = connect(lake)
-    assert con.sql("SELECT error_code, topic FROM dead_letters").fetchall() == [
-        ("invalid-json", "t/events/rpc")
-    ]
+    assert con.sql(
+        "SELECT error_code, topic, raw_base64, raw_text FROM dead_letters"
+    ).fetchall() == [("invalid-json", "t/events/rpc", "ew==", "{")]
 
 
 def test_unknown_url_scheme_is_refused() -> None:

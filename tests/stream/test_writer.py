@@ -99,7 +99,7 @@ def test_the_writer_reads_only_closed_segments(tmp_path: Path) -> None:
 def test_a_lake_still_down_at_exit_leaves_everything_in_the_wal(tmp_path: Path) -> None:
     data_dir, wal_dir = tmp_path / "lake", tmp_path / "wal"
     data_dir.mkdir()
-    (data_dir / "raw").write_text("a file where the raw/ folder should be")
+    (data_dir / "tables").write_text("a file where the tables/ folder should be")
     segments = write_segments(wal_dir, [100, 100])
     reports = run_writer(data_dir, wal_dir, segment_number(segments[-1]))
 

@@ -16,6 +16,8 @@ it replaces is gone).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,6 +76,16 @@ COMMIT_ATTEMPTS: Final = 20
 FIELD_ID_KEY: Final = b"PARQUET:field_id"
 # Snapshot summary property holding a writer's WAL position: ``wattlake.wal.<stream>``.
 WAL_PROPERTY_PREFIX: Final = "wattlake.wal."
+# Tests set this to a step name to have the process SIGKILL itself there (crash tests):
+# files-written, commit-in-flight (new metadata written, catalog not yet updated), commit-done,
+# wal-partly-trimmed (the last two in the lake writer).
+CRASH_ENV: Final = "WATTLAKE_TEST_CRASH_AT"
+
+
+def crash_point(step: str) -> None:
+    """Die at once (SIGKILL) when the crash test asks for ``step``."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _iceberg_type(arrow_type: pa.DataType) -> IcebergType:
@@ -352,6 +364,14 @@ def commit(
         StorageError: the commit failed, or a file to replace is no longer in the table.
     """
     props = dict(properties or {})
+    if os.environ.get(CRASH_ENV) == "commit-in-flight":
+        write_metadata = table.catalog._write_metadata  # type: ignore[attr-defined]
+
+        def write_then_die(*args: Any, **kwargs: Any) -> None:
+            write_metadata(*args, **kwargs)
+            crash_point("commit-in-flight")
+
+        table.catalog._write_metadata = write_then_die  # type: ignore[attr-defined]
     for attempt in range(COMMIT_ATTEMPTS):
         try:
             with table.transaction() as tx:
@@ -389,6 +409,7 @@ def append(
     """
     iceberg = open_table(lake, name)
     files = write_data_files(iceberg, name, to_stored(name, table))
+    crash_point("files-written")
     if files or snapshot_properties:
         commit(iceberg, files, properties=snapshot_properties)
     return files

@@ -1,63 +1,160 @@
-"""DuckDB views over the lake: ``readings`` (deduplicated), ``raw_readings``,
-``curated_readings`` and ``dead_letters``."""
+"""DuckDB views over the lake's Iceberg tables (Athena's role).
+
+Each view reads the data files of an Iceberg scan plan, pruned by partition and column
+statistics when the caller gives a time range or device: with ``read_parquet([...])`` for a
+local lake, through a pyarrow dataset for S3 (DuckDB's S3 extension cannot be installed here),
+and through pyiceberg's own reader when the plan has delete files (written by Spark or Trino),
+which it applies.
+
+Views: ``readings`` (each (device_id, channel, ts) once: delivery, imports and refills may
+repeat a reading, and the earliest received copy wins), ``raw_readings`` (every stored row),
+``dead_letters``, and the rollups ``energy_15min``, ``power_1min``, ``power_1h``. Measured
+values are stored as decimals and read as DOUBLE; timestamps are TIMESTAMPTZ (µs).
+"""
 
 from __future__ import annotations
 
-import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
-import pyarrow.json as pa_json
+import pyarrow.dataset as ds
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    LessThan,
+)
 
 from wattlake.config import Settings
-from wattlake.lake.catalog import DEDUP_WINDOW, parquet_view, sql_string
-from wattlake.lake.storage import CURATED_READINGS, ERRORS, RAW_READINGS, Lake
-from wattlake.schema import COLUMNS, READING_SCHEMA
+from wattlake.lake import tables
+from wattlake.lake.catalog import DEDUP_WINDOW, sql_string
+from wattlake.lake.storage import Lake
+from wattlake.schema import (
+    COLUMNS,
+    DEAD_LETTERS_TABLE,
+    ENERGY_15MIN_TABLE,
+    POWER_1H_TABLE,
+    POWER_1MIN_TABLE,
+    READING_SCHEMA,
+    READINGS_TABLE,
+    TABLES,
+)
 
-_COLUMN_LIST = ", ".join(COLUMNS)
+_READING_COLUMNS = ", ".join(
+    f"CAST({c} AS DOUBLE) AS {c}"
+    if READING_SCHEMA.field(c).type == pa.float64()
+    else ("CAST(channel AS SMALLINT) AS channel" if c == "channel" else c)
+    for c in COLUMNS
+)
+_DEAD_LETTER_COLUMNS = (
+    "attempts, error_code, error_message, received_at AS arrival_time, "
+    "epoch_ms(received_at) AS arrival_ms, stream, topic, to_base64(payload) AS raw_base64, "
+    "raw_text"
+)
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
+@dataclass(frozen=True, slots=True)
+class ViewFilter:
+    """What the views may be pruned to: a time range [ms UTC, end exclusive] and a device."""
+
+    start_ms: int | None = None
+    end_ms: int | None = None
+    device_id: str | None = None
+
+    def expression(self, time_column: str, *, with_device: bool = True) -> BooleanExpression:
+        """Return this filter as a pyiceberg expression over ``time_column``."""
+        parts: list[BooleanExpression] = []
+        if self.start_ms is not None:
+            parts.append(GreaterThanOrEqual(time_column, _iso(self.start_ms)))  # type: ignore[call-arg, arg-type]
+        if self.end_ms is not None:
+            parts.append(LessThan(time_column, _iso(self.end_ms)))  # type: ignore[call-arg, arg-type]
+        if with_device and self.device_id is not None:
+            parts.append(EqualTo("device_id", self.device_id))  # type: ignore[call-arg, arg-type]
+        expression: BooleanExpression = AlwaysTrue()
+        for part in parts:
+            expression = part if isinstance(expression, AlwaysTrue) else And(expression, part)
+        return expression
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat()
+
+
+def table_view(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    name: str,
+    view: str,
+    *,
+    row_filter: BooleanExpression | None = None,
+    snapshot_id: int | None = None,
+) -> None:
+    """Create view ``view`` over the files of table ``name``'s scan plan (stored columns)."""
+    plan = tables.scan_files(lake, name, row_filter, snapshot_id=snapshot_id)
+    source = f"{view}_source"
+    if not plan:
+        con.register(source, TABLES[name].schema.empty_table())
+    elif any(task.delete_files for task in plan):
+        table = tables.open_table(lake, name)
+        scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
+        con.register(source, scan.to_arrow())
+    elif lake.is_local:
+        listing = ", ".join(sql_string(tables.local_path(t.file.file_path)) for t in plan)
+        con.execute(f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}])")
+    else:
+        paths = [tables.local_path(t.file.file_path) for t in plan]
+        dataset = ds.dataset(paths, format="parquet", filesystem=lake.fs)
+        con.register(source, dataset)
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
+
+
+def connect(
+    lake: Lake,
+    *,
+    view_filter: ViewFilter | None = None,
+    as_of_ms: int | None = None,
+) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the lake's views defined.
 
-    ``raw_readings`` is what the stream delivered and compaction has not yet taken;
-    ``curated_readings`` is what compaction wrote; ``readings`` is both, with each
-    (device_id, channel, ts) once: delivery is at-least-once, so the earliest received copy wins.
+    ``view_filter`` prunes the readings and rollup views to a time range and device (rows
+    outside it may remain: files are pruned, rows are not filtered); ``as_of_ms`` shows the
+    tables as they were at that instant (epoch ms; time travel over the kept snapshots).
+
+    Raises:
+        wattlake.errors.StorageError: the catalog or a table cannot be read.
     """
     con = duckdb.connect()
-    parquet_view(con, "raw_readings", lake, lake.list_files(RAW_READINGS, ".parquet"))
-    parquet_view(con, "curated_readings", lake, lake.list_files(CURATED_READINGS, ".parquet"))
+    flt = view_filter or ViewFilter()
+    for name, view, time_column in (
+        (READINGS_TABLE, "raw_readings_stored", "ts"),
+        (DEAD_LETTERS_TABLE, "dead_letters_stored", "received_at"),
+        (ENERGY_15MIN_TABLE, ENERGY_15MIN_TABLE, "start"),
+        (POWER_1MIN_TABLE, POWER_1MIN_TABLE, "start"),
+        (POWER_1H_TABLE, POWER_1H_TABLE, "start"),
+    ):
+        snapshot_id = None
+        if as_of_ms is not None:
+            snapshot = tables.snapshot_as_of(tables.open_table(lake, name), as_of_ms)
+            snapshot_id = -1 if snapshot is None else snapshot.snapshot_id
+        row_filter = None if name == DEAD_LETTERS_TABLE else flt.expression(time_column)
+        if snapshot_id == -1:  # the table did not exist yet at that instant
+            con.register(f"{view}_source", TABLES[name].schema.empty_table())
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_source")
+        else:
+            table_view(con, lake, name, view, row_filter=row_filter, snapshot_id=snapshot_id)
+    con.execute(f"CREATE VIEW raw_readings AS SELECT {_READING_COLUMNS} FROM raw_readings_stored")
     con.execute(
-        f"""
-        CREATE VIEW readings AS
-        SELECT {_COLUMN_LIST} FROM (
-            SELECT * FROM curated_readings UNION ALL SELECT * FROM raw_readings
-        )
-        QUALIFY row_number() OVER ({DEDUP_WINDOW}) = 1
-        """
+        "CREATE VIEW readings AS SELECT * FROM raw_readings "
+        f"QUALIFY row_number() OVER ({DEDUP_WINDOW}) = 1"
     )
-    _dead_letter_view(con, lake)
+    con.execute(
+        f"CREATE VIEW dead_letters AS SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters_stored"
+    )
     return con
-
-
-def _dead_letter_view(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    files = lake.list_files(ERRORS, ".jsonl")
-    if files and lake.is_local:
-        listing = ", ".join(sql_string(f) for f in files)
-        con.execute(
-            "CREATE VIEW dead_letters AS SELECT * FROM read_json("
-            f"[{listing}], format = 'newline_delimited', union_by_name = true)"
-        )
-    elif files:
-        lines = b"".join(lake.read_bytes(f) for f in files)
-        con.register("dead_letters_table", pa_json.read_json(io.BytesIO(lines)))
-        con.execute("CREATE VIEW dead_letters AS SELECT * FROM dead_letters_table")
-    else:
-        con.execute(
-            "CREATE VIEW dead_letters AS SELECT NULL::INTEGER AS attempts, NULL::VARCHAR AS "
-            "error_code, NULL::VARCHAR AS error_message, NULL::VARCHAR AS topic, "
-            "NULL::VARCHAR AS raw_base64, NULL::VARCHAR AS raw_text WHERE false"
-        )
 
 
 def load_readings(
@@ -69,14 +166,19 @@ def load_readings(
     intervals crossing its edges can be interpolated.
     """
     margin_ms = int(settings["energy.max_gap_s"] * 1000)
-    con = connect(Lake.from_settings(settings))
+    first, last = start_ms - margin_ms, end_ms + margin_ms
+    con = connect(
+        Lake.from_settings(settings),
+        view_filter=ViewFilter(first, last, device_id),
+    )
     query = (
-        "SELECT * FROM readings WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
+        "SELECT * FROM readings WHERE ts >= make_timestamptz(?::BIGINT * 1000) "
+        "AND ts < make_timestamptz(?::BIGINT * 1000)"
         + (" AND device_id = ?" if device_id is not None else "")
         + " ORDER BY device_id, channel, ts"
     )
-    params: list[object] = [start_ms - margin_ms, end_ms + margin_ms]
+    params: list[object] = [first, last]
     if device_id is not None:
         params.append(device_id)
     table = con.sql(query, params=params).to_arrow_table()
-    return table.cast(READING_SCHEMA)
+    return table.cast(READING_SCHEMA, safe=False)

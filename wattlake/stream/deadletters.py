@@ -1,7 +1,7 @@
 """Dead letters: every payload that could not be decoded, kept with its reason and raw bytes.
 
-Written like Firehose's error output: JSON lines under
-``errors/<reason>/date=YYYY-MM-DD/<stream>-<seq>-<time>-<rand>.jsonl``.
+Written like Firehose's error output, to the lake's ``dead_letters`` table (partitioned by
+arrival day); before the Iceberg tables they were JSON lines under ``errors/<reason>/``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
+import pyarrow as pa
 
 from wattlake.devices.base import RawMessage
 from wattlake.lake.storage import ERRORS, Lake
+from wattlake.schema import DEAD_LETTERS_STORED
 from wattlake.stream.naming import date_partition, object_name
 
 
@@ -66,3 +68,26 @@ def write_dead_letters(lake: Lake, stream: str, seq: int, letters: list[DeadLett
             lake.write_bytes(f"{ERRORS}/{reason}/{date}/{name}", b"\n".join(lines) + b"\n")
         )
     return written
+
+
+def dead_letters_table(letters: list[DeadLetter], stream: str) -> pa.Table:
+    """Return ``letters`` as rows of table ``dead_letters``."""
+    texts: list[str | None] = []
+    for letter in letters:
+        try:
+            texts.append(letter.message.payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(None)
+    columns = {
+        "received_at": pa.array(
+            [d.message.received_at_ms * 1000 for d in letters], pa.int64()
+        ).cast(DEAD_LETTERS_STORED.field("received_at").type),
+        "stream": [stream] * len(letters),
+        "topic": [d.message.topic for d in letters],
+        "error_code": [d.error_code for d in letters],
+        "error_message": [d.error_message for d in letters],
+        "attempts": [d.attempts for d in letters],
+        "payload": [bytes(d.message.payload) for d in letters],
+        "raw_text": texts,
+    }
+    return pa.Table.from_pydict(columns, schema=DEAD_LETTERS_STORED)

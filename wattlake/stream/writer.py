@@ -11,8 +11,11 @@ Decoding and Parquet writing run here, in a separate process, so they do not con
 MQTT client for one interpreter lock: the two halves of the ingest use both cores.
 
 The WAL is the hand-off and the recovery path at once. A writer killed anywhere leaves every
-segment it has not deleted; the next writer reads them again, so a reading may reach ``raw/``
-twice, and the ``readings`` view and compaction keep one row per (device_id, channel, ts).
+segment it has not deleted. Exactly once: each commit to table ``readings`` records the WAL
+position it covers (segment number, messages taken from it, and the segment file's identity, as
+segment numbers restart in an emptied folder) in the snapshot summary property
+``wattlake.wal.<stream>``; the next writer skips what the last such commit covers, so a crash
+between writing files, committing and deleting segments adds no duplicate rows.
 When the lake cannot be written the writer keeps its buffer, reads nothing more and retries
 with exponential backoff; the WAL grows meanwhile, and the ingest worker stops acknowledging
 when it reaches its limit.
@@ -42,7 +45,9 @@ from typing import IO, Any, Final
 from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import StorageError
+from wattlake.lake import tables
 from wattlake.lake.storage import Lake
+from wattlake.schema import READINGS_TABLE
 from wattlake.stream.delivery import FlushBatch, stream_from_settings
 from wattlake.stream.wal import delete_segments, read_segment, segment_number
 
@@ -145,6 +150,37 @@ class LakeWriter:
         # At most one flush runs in the helper thread: (its future, its batch, its segments).
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-flush")
         self._in_flight: tuple[Future[list[str]], FlushBatch, list[Path]] | None = None
+        # Exactly once: the WAL position of the last commit of an earlier writer, this
+        # writer's position after the last message it took, and what to skip of the segment
+        # being read.
+        self._wal_key = tables.WAL_PROPERTY_PREFIX + settings["stream.name"]
+        self._committed = self._committed_position()
+        self._position: dict[str, Any] | None = None
+        self._taken = 0
+        self._skip = 0
+
+    def _committed_position(self) -> dict[str, Any] | None:
+        try:
+            table = tables.open_table(self.lake, READINGS_TABLE)
+            value = tables.last_property(table, self._wal_key)
+        except StorageError as exc:  # replaying may repeat readings; the views keep one
+            log.warning("cannot read the last committed WAL position: %s", exc)
+            return None
+        return None if value is None else dict(json.loads(value))
+
+    def _skip_for(self, path: Path) -> int | None:
+        """Return how many messages of segment ``path`` an earlier commit covers (None: all)."""
+        committed = self._committed
+        if committed is None:
+            return 0
+        last = self.wal_dir / f"{committed['segment']:016d}.wal"
+        if not last.exists() or segment_identity(last) != committed["id"]:
+            self._committed = None  # that segment is gone: nothing left was committed
+            return 0
+        number = segment_number(path)
+        if number < committed["segment"]:
+            return None
+        return int(committed["messages"]) if number == committed["segment"] else 0
 
     def run(self) -> None:
         """Read, decode and flush until stopped; then flush what is left (once, if the lake is
@@ -207,12 +243,29 @@ class LakeWriter:
                 path = self._next_segment()
                 if path is None:
                     return None
+                skip = self._skip_for(path)
+                if skip is None:  # committed before a crash; only its deletion was missing
+                    self.deleted_bytes += delete_segments(self.wal_dir, [path])
+                    continue
                 self._current = (path, read_segment(path))
+                self._taken, self._skip = 0, skip
                 self._held_bytes += path.stat().st_size
                 self._report(force=True)  # the ingest process may go ahead by that much
             path, chunks = self._current
             chunk = next(chunks, None)
             if chunk is not None:
+                if self._skip:
+                    dropped = min(self._skip, len(chunk))
+                    chunk, self._skip = chunk[dropped:], self._skip - dropped
+                    self._taken += dropped
+                    if not chunk:
+                        continue
+                self._taken += len(chunk)
+                self._position = {
+                    "segment": segment_number(path),
+                    "messages": self._taken,
+                    "id": segment_identity(path),
+                }
                 if segment_number(path) <= self.replay_through:
                     self.replayed += len(chunk)
                 return chunk
@@ -247,7 +300,11 @@ class LakeWriter:
         sorts, compresses and writes without holding the interpreter lock)."""
         segments, self._loaded = self._loaded, []
         batch = self.stream.detach()
-        self._in_flight = (self._flusher.submit(self.stream.write, batch), batch, segments)
+        properties = None
+        if self._position is not None and (batch.rows or batch.dead or segments):
+            properties = {self._wal_key: json.dumps(self._position)}
+        future = self._flusher.submit(self.stream.write, batch, properties)
+        self._in_flight = (future, batch, segments)
 
     def _collect_flush(self, *, wait: bool = False) -> None:
         """Finish the flush in flight if it is done (or ``wait``): delete the segments it
@@ -268,7 +325,11 @@ class LakeWriter:
             self.backoff.failed()
             self._report(force=True)
             return
-        freed = delete_segments(self.wal_dir, segments)
+        tables.crash_point("commit-done")
+        freed = delete_segments(self.wal_dir, segments[:1])
+        if len(segments) > 1:
+            tables.crash_point("wal-partly-trimmed")
+            freed += delete_segments(self.wal_dir, segments[1:])
         self.deleted_bytes += freed
         self._held_bytes -= freed
         if not self.lake_ok:
@@ -307,6 +368,12 @@ class LakeWriter:
                 finished=finished,
             )
         )
+
+
+def segment_identity(path: Path) -> str:
+    """Return what tells a closed segment file from a later one with the same number."""
+    status = path.stat()
+    return f"{status.st_ino}-{status.st_mtime_ns}"
 
 
 class WriterProcess:
@@ -350,6 +417,10 @@ class WriterProcess:
             [sys.executable, "-m", "wattlake.stream.writer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Its own process group: a Ctrl-C at the terminal goes to the ingest, which stops
+            # its writer in order, even while the writer is still starting (before it ignores
+            # SIGINT itself).
+            process_group=0,
         )
         config = {
             # The ingest's own secrets (broker password, HTTP token) stay in this process.

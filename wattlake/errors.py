@@ -22,6 +22,13 @@ class BadInputError(WattlakeError):
     """Input data (a file, a payload) cannot be understood."""
 
 
+class NoDataError(BadInputError):
+    """The lake holds nothing for what was asked (a device, a time range, a table).
+
+    Commands that print data catch it: an empty result is an answer, not a failure.
+    """
+
+
 class ConfigError(UsageError):
     """A setting has a value that cannot be used."""
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import numpy.typing as npt
-import pandas as pd
 import typer
 
 from wattlake.cli.output import (
@@ -21,8 +18,14 @@ from wattlake.cli.output import (
     load_settings,
     say,
 )
-from wattlake.config import Settings
-from wattlake.errors import BadInputError, UsageError
+from wattlake.errors import BadInputError, NoDataError, UsageError
+
+if TYPE_CHECKING:  # numpy and pandas load only when a command runs (quick start-up)
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+    from wattlake.config import Settings
 
 _MS_PER_HOUR = 3_600_000
 
@@ -53,8 +56,11 @@ def hourly_consumption(
 
     Raises:
         UsageError: several devices and no ``device``.
-        BadInputError: no readings in the range.
+        NoDataError: no readings in the range.
     """
+    import numpy as np
+    import pandas as pd
+
     from wattlake.query.energy import series_energy, split_series
     from wattlake.query.engine import load_readings
 
@@ -67,10 +73,7 @@ def hourly_consumption(
     devices = sorted({s.device_id for s in series})
     if not devices:
         which = f"device {device}" if device else "any device"
-        raise BadInputError(
-            f"The lake has no readings of {which} in this range; check --device, --start and "
-            "--end (or --until)."
-        )
+        raise NoDataError(f"The lake has no readings of {which} in this range.")
     if len(devices) > 1:
         raise UsageError(
             f"The lake has {len(devices)} devices ({', '.join(devices[:5])}); "
@@ -138,7 +141,13 @@ def pv(
     settings = load_settings(data_dir, config, **{"energy.tz": tz})
     zone_name = settings["energy.tz"]
     start_ms, end_ms = _range_ms(start, end, zone_name)
-    hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+    import numpy as np
+
+    try:
+        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+    except NoDataError:
+        _no_data(settings, fmt, PV_COLUMNS, device, start_ms, end_ms)
+        return
     pv_wh, source = _production(pvmod, hours, pvgis, kwp, lat, lon, tilt, azimuth, losses)
     if np.isnan(pv_wh).all():
         raise BadInputError(
@@ -150,6 +159,35 @@ def pv(
         rows.append(_balance_row(day.isoformat(), balance))
     rows.append(_balance_row("total", pvmod.pv_balance(pv_wh, load_wh)))
     emit_rows(rows, fmt, title=f"PV ({source}) against measured consumption, {zone_name}")
+
+
+PV_COLUMNS = [
+    "day",
+    "pv_wh",
+    "load_wh",
+    "self_consumed_wh",
+    "export_wh",
+    "import_wh",
+    "self_consumption_pct",
+    "self_sufficiency_pct",
+    "missing_hours",
+]
+FORECAST_COLUMNS = ["hour_start", "predicted_wh"]
+
+
+def _no_data(
+    settings: Settings,
+    fmt: OutputFormat,
+    columns: list[str],
+    device: str | None,
+    start_ms: int,
+    end_ms: int,
+) -> None:
+    """Print an empty result and say which devices and time range the lake does hold."""
+    from wattlake.query.inventory import no_data_message
+
+    emit_rows([], fmt, columns=columns)
+    say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
 
 
 def _production(
@@ -261,15 +299,23 @@ def forecast(
             f"--days-history must be at least --backtest-days + {fc.MIN_HISTORY_DAYS}; "
             "ask for more history or fewer backtest days."
         )
-    hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+    import numpy as np
+
+    try:
+        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+    except NoDataError:
+        _no_data(settings, fmt, FORECAST_COLUMNS, device, start_ms, end_ms)
+        return
     # Hours after the last measurement are not consumption of zero, just not measured yet.
     measured = np.flatnonzero(~np.isnan(load_wh))
     if measured.size == 0:
-        raise BadInputError(
+        emit_rows([], fmt, columns=FORECAST_COLUMNS)
+        say(
             "No hour in this range has measured consumption; check --device and --until, or "
             "raise energy.max_gap_s if the meter reports less often than every "
             f"{settings['energy.max_gap_s']:g} s."
         )
+        return
     hours, load_wh = hours[: measured[-1] + 1], load_wh[: measured[-1] + 1]
     result = fc.forecast_next_day(hours, load_wh, tz=zone_name, country=country)
     rows = [

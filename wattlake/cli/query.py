@@ -14,7 +14,6 @@ from wattlake.cli.output import (
     emit_rows,
     load_settings,
 )
-from wattlake.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,21 +29,16 @@ def query(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run SQL over the lake and print the result."""
-    import duckdb
+    """Run SQL over the lake and print the result.
 
-    from wattlake.lake.storage import Lake
-    from wattlake.query.engine import connect
+    Tables: readings (deduplicated), raw_readings, dead_letters. A result without rows prints
+    its columns only (CSV header; nothing in JSON).
+    """
+    from wattlake.query.sql import run_sql
 
     settings = load_settings(data_dir, config)
-    con = connect(Lake.from_settings(settings))
-    try:
-        cursor = con.execute(sql)
-    except duckdb.Error as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise UsageError(f"The query failed: {first_line}") from exc
-    if cursor.description is None:
+    result = run_sql(settings, sql)
+    if not result.columns:
         return
-    columns = [d[0] for d in cursor.description]
-    rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    emit_rows(rows, fmt, columns=columns)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    emit_rows(rows, fmt, columns=result.columns)

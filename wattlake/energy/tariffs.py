@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -66,6 +67,8 @@ class _TariffFile(msgspec.Struct, forbid_unknown_fields=True):
     holidays: str | None = None
     seasons: dict[str, list[int]] = msgspec.field(default_factory=dict)
     rules: list[_RuleFile] = msgspec.field(default_factory=list)
+    models: list[str] = msgspec.field(default_factory=list)
+    leaves_out: list[str] = msgspec.field(default_factory=list)
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -111,6 +114,8 @@ class Tariff:
     zones: tuple[str, ...]
     rules: tuple[ZoneRule, ...]
     prices: tuple[PricePeriod, ...]
+    models: tuple[str, ...] = ()
+    leaves_out: tuple[str, ...] = ()
 
     def period_on(self, day: date) -> int:
         """Return the index of the price period in force on a local day.
@@ -241,6 +246,8 @@ def parse_tariff(text: str, *, origin: str = "tariff") -> Tariff:
         zones=ordered_zones,
         rules=tuple(rules),
         prices=tuple(periods),
+        models=tuple(raw.models),
+        leaves_out=tuple(raw.leaves_out),
     )
 
 
@@ -311,13 +318,17 @@ class TariffSegments:
     """Consecutive segments of one zone and one price period.
 
     ``edges_ms`` has one more element than ``zone_index`` and ``period_index``; ``fixed_cost`` is
-    the pro-rata fixed charges of the whole range [currency].
+    the pro-rata fixed charges of the whole range [currency]. ``day_group`` numbers the kind of
+    day each segment lies in (same day type and season: the same rules in force), and
+    ``group_zones[g]`` lists the zones such a day has, so load is only ever shifted within it.
     """
 
     edges_ms: IntArray
     zone_index: npt.NDArray[np.intp]
     period_index: npt.NDArray[np.intp]
     fixed_cost: float
+    day_group: npt.NDArray[np.intp] | None = None
+    group_zones: tuple[tuple[int, ...], ...] = ()
 
 
 def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegments:
@@ -342,8 +353,12 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
     starts: list[int] = []
     zones: list[int] = []
     periods: list[int] = []
+    groups: list[int] = []
+    group_of: dict[tuple[int, ...], int] = {}
+    group_zones: list[tuple[int, ...]] = []
     fixed = 0.0
     cache: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    day_group: dict[tuple[str, int], int] = {}
     day = first_day
     while day <= last_day:
         day_start = local_midnight_ms(day, tz)
@@ -354,15 +369,26 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
             key = (kind, day.month)
             if key not in cache:
                 cache[key] = day_zones(tariff, kind, day.month)
+                in_force = tuple(
+                    i for i, r in enumerate(tariff.rules) if r.applies(kind, day.month)
+                )
+                if in_force not in group_of:
+                    group_of[in_force] = len(group_zones)
+                    group_zones.append(tuple(sorted({zone_of[z] for _, z in cache[key]})))
+                day_group[key] = group_of[in_force]
             midnight = datetime(day.year, day.month, day.day)
-            last = day_start
-            for minute, name in cache[key]:
-                # Clamp: a change inside a skipped hour must not fall before the previous one.
-                at = max(wall_time_ms(midnight + timedelta(minutes=minute), tz), last)
-                last = at
+            if day_end - day_start == _MS_PER_DAY:
+                changes = [
+                    (wall_time_ms(midnight + timedelta(minutes=minute), tz), name)
+                    for minute, name in cache[key]
+                ]
+            else:
+                changes = _dst_day_changes(midnight, day_start, day_end, cache[key], tz)
+            for at, name in changes:
                 starts.append(at)
                 zones.append(zone_of[name])
                 periods.append(period)
+                groups.append(day_group[key])
             overlap = min(day_end, end_ms) - max(day_start, start_ms)
             prices = tariff.prices[period]
             fixed += prices.fixed_per_day * overlap / (day_end - day_start)
@@ -375,18 +401,102 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
     seg_start = np.array(starts, dtype=np.int64)
     zone_index = np.array(zones, dtype=np.intp)
     period_index = np.array(periods, dtype=np.intp)
+    group_index = np.array(groups, dtype=np.intp)
     # Keep the segments that reach into [start, end), drop a change to the same zone and price
     # (midnight), and clip to the range.
     seg_end = np.append(seg_start[1:], np.int64(end_ms))
     keep = (seg_end > start_ms) & (seg_start < end_ms) & (seg_end > seg_start)
     same = np.zeros(keep.size, dtype=np.bool_)
-    same[1:] = (zone_index[1:] == zone_index[:-1]) & (period_index[1:] == period_index[:-1])
+    same[1:] = (
+        (zone_index[1:] == zone_index[:-1])
+        & (period_index[1:] == period_index[:-1])
+        & (group_index[1:] == group_index[:-1])
+    )
     first_kept = int(np.argmax(keep)) if keep.any() else 0
     same[first_kept] = False
     keep &= ~same
     seg_start = np.maximum(seg_start[keep], start_ms)
     edges = np.append(seg_start, np.int64(end_ms))
-    return TariffSegments(edges, zone_index[keep], period_index[keep], fixed)
+    return TariffSegments(
+        edges,
+        zone_index[keep],
+        period_index[keep],
+        fixed,
+        group_index[keep],
+        tuple(group_zones),
+    )
+
+
+_MS_PER_DAY: Final = 86_400_000
+_EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+
+def _instant_ms(wall: datetime, tz: ZoneInfo, fold: int) -> int:
+    return int((wall.replace(tzinfo=tz, fold=fold) - _EPOCH_UTC) // timedelta(milliseconds=1))
+
+
+def _local_minute(ts_ms: int, tz: ZoneInfo) -> int:
+    local = (_EPOCH_UTC + timedelta(milliseconds=ts_ms)).astimezone(tz)
+    return local.hour * 60 + local.minute
+
+
+def _offset_changes_ms(start_ms: int, end_ms: int, tz: ZoneInfo) -> list[int]:
+    """Return the first instant of each new UTC offset in (start, end] [ms UTC], by bisection."""
+
+    def offset(ts: int) -> timedelta | None:
+        return (_EPOCH_UTC + timedelta(milliseconds=ts)).astimezone(tz).utcoffset()
+
+    out: list[int] = []
+    step = 3_600_000
+    a = start_ms
+    while a < end_ms:
+        b = min(a + step, end_ms)
+        if offset(a) != offset(b):
+            lo, hi = a, b
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if offset(mid) == offset(lo):
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(hi)
+        a = b
+    return out
+
+
+def _dst_day_changes(
+    midnight: datetime,
+    day_start: int,
+    day_end: int,
+    changes: list[tuple[int, str]],
+    tz: ZoneInfo,
+) -> list[tuple[int, str]]:
+    """Return the zone changes of a 23- or 25-hour day as (instant [ms UTC], zone).
+
+    Every instant where the zone can change — each boundary at both of its occurrences (a wall
+    time in the repeated hour happens twice), a boundary inside the skipped hour moved to the
+    jump, and the jump itself — gets the zone its local wall-clock time says.
+    """
+    candidates = {day_start, *_offset_changes_ms(day_start, day_end, tz)}
+    for minute, _ in changes:
+        wall = midnight + timedelta(minutes=minute)
+        for fold in (0, 1):
+            at = _instant_ms(wall, tz, fold)
+            if day_start <= at < day_end and _local_minute(at, tz) == minute % 1440:
+                candidates.add(at)
+        # a wall time that does not exist lands on the jump, which is already a candidate
+
+    minutes = [m for m, _ in changes]
+
+    def zone_of_minute(m: int) -> str:
+        return changes[bisect_right(minutes, m) - 1][1]
+
+    out: list[tuple[int, str]] = []
+    for at in sorted(candidates):
+        name = zone_of_minute(_local_minute(at, tz))
+        if not out or out[-1][1] != name:
+            out.append((at, name))
+    return out
 
 
 def _local_date(ts_ms: int, tz: ZoneInfo) -> date:
@@ -581,11 +691,13 @@ def compare_tariffs(
 def shift_savings(
     tariff: Tariff, segments: TariffSegments, import_wh: npt.ArrayLike, share: float
 ) -> dict[str, Any]:
-    """Estimate the saving of moving a flexible share of load into the cheapest zone.
+    """Estimate the saving of moving a flexible share of load into the cheapest zone of its day.
 
-    In each price period, ``share`` of the energy imported in every zone dearer than that
-    period's cheapest zone is assumed to move to the cheapest zone (e.g. a dishwasher or an
-    electric car started later). Export is left as it is.
+    ``share`` of the energy imported in every zone dearer than the cheapest zone of the *same
+    kind of day* — same day type and season, so the same rules in force — and the same price
+    period is assumed to move to that cheapest zone (a dishwasher or an electric car started
+    later that day). Load never moves into another season's or day type's prices. Export is
+    left as it is.
 
     Parameters
     ----------
@@ -601,12 +713,19 @@ def shift_savings(
         UsageError: ``share`` is not within [0, 1].
     """
     if not 0.0 <= share <= 1.0:
-        raise UsageError(f"--shift-share must be between 0 and 1, not {share}.")
+        raise UsageError(f"The share of load to shift must be between 0 and 1, not {share}.")
     imp = np.asarray(import_wh, dtype=np.float64)
     imp_price, _ = price_tables(tariff)
     zi, pi = segments.zone_index, segments.period_index
-    cheapest = imp_price.min(axis=1)
-    extra = imp_price[pi, zi] - cheapest[pi]
+    if segments.day_group is None or not segments.group_zones:
+        cheapest_of_segment = imp_price.min(axis=1)[pi]
+    else:
+        # cheapest[g, p]: cheapest import price among the zones of day group g in period p
+        cheapest = np.array(
+            [imp_price[:, list(zones)].min(axis=1) for zones in segments.group_zones]
+        )
+        cheapest_of_segment = cheapest[segments.day_group, pi]
+    extra = imp_price[pi, zi] - cheapest_of_segment
     dear = extra > 0
     shifted_wh = float((imp * share)[dear].sum())
     savings = float((imp * share / 1000.0 * extra)[dear].sum())

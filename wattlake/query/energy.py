@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wattlake.energy.buckets import format_local
+from wattlake.energy.buckets import format_local, parse_time_ms, zone
 from wattlake.energy.counters import (
     CleanCounter,
     CounterEvent,
@@ -40,6 +40,8 @@ from wattlake.energy.tariffs import (
     EnergyOverEdges,
     Tariff,
     TariffCost,
+    cost_rows,
+    shift_savings,
     tariff_cost,
     tariff_segments,
 )
@@ -793,3 +795,182 @@ def site_grid_energy(
         return result.balance.grid_import_wh, result.balance.grid_export_wh
 
     return over
+
+
+# -- cost with coverage -------------------------------------------------------------------------
+def cost_period(
+    tariff: Tariff, start: str, end: str, tz_name: str | None = None
+) -> tuple[ZoneInfo, int, int]:
+    """Read a cost period: dates and naive times in the tariff's own zone unless ``tz_name``.
+
+    A Warsaw day under G11 then starts at Warsaw midnight, whatever ``energy.tz`` says.
+
+    Raises:
+        UsageError: unreadable times, an unknown zone, or an end not after the start.
+    """
+    tz = zone(tz_name or tariff.timezone)
+    start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
+    if end_ms <= start_ms:
+        raise UsageError(f"The end ({end}) must be after the start ({start}).")
+    return tz, start_ms, end_ms
+
+
+def series_gaps(series: Series, start_ms: int, end_ms: int, max_gap_s: float) -> IntArray:
+    """Return the spans of [start, end) not backed by readings of a series, as (start, end) rows.
+
+    A span is a step between two readings (power or counter) longer than ``max_gap_s``, or the
+    time before the first reading or after the last, clipped to the range [ms UTC].
+    """
+    usable = np.isfinite(series.power_w) | (series.energy_wh >= 0)
+    usable |= series.returned_energy_wh >= 0
+    t = series.ts_ms[usable]
+    if t.size == 0:
+        return np.array([[start_ms, end_ms]], dtype=np.int64)
+    long_steps = np.flatnonzero(np.diff(t) > max_gap_s * 1000.0)
+    spans = np.column_stack((t[long_steps], t[long_steps + 1]))
+    spans = np.vstack(([[np.iinfo(np.int64).min, t[0]]], spans, [[t[-1], np.iinfo(np.int64).max]]))
+    spans = np.column_stack((np.maximum(spans[:, 0], start_ms), np.minimum(spans[:, 1], end_ms)))
+    return spans[spans[:, 1] > spans[:, 0]].astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class CostReport:
+    """Cost of a period under a tariff, with how much of it rests on readings.
+
+    ``rows`` are :func:`wattlake.energy.tariffs.cost_rows` plus ``coverage`` (share of the
+    zone's time backed by readings, the lowest of the billed channels), ``interpolated_wh`` and
+    ``gaps`` (how many unbacked spans the zone's energy bridges); ``gaps`` lists those spans
+    (``device_id``, ``channel``, ``start``, ``end``, ``length_s``, ``zones``); ``warnings`` are
+    sentences for the user.
+    """
+
+    rows: list[dict[str, Any]]
+    gaps: list[dict[str, Any]]
+    warnings: list[str]
+    coverage: float
+
+
+def cost_report(
+    table: pa.Table,
+    tariff: Tariff,
+    start_ms: int,
+    end_ms: int,
+    tz: ZoneInfo,
+    *,
+    site: Site | None = None,
+    channel: int | None = None,
+    method: str = "auto",
+    max_gap_s: float = 300.0,
+    max_power_w: float = 60_000.0,
+    shift_share: float | None = None,
+    min_coverage: float = 0.95,
+) -> CostReport:
+    """Price the energy of [start, end) under ``tariff``, with coverage and bridged gaps.
+
+    With a ``site`` only its grid channels are billed (phases netted as the site says); without
+    one every channel in ``table`` (or ``channel``) is billed, and summing several is warned of.
+
+    Raises:
+        UsageError: bad method, or the tariff has no prices for the range.
+    """
+    segments = tariff_segments(tariff, start_ms, end_ms)
+    edges = segments.edges_ms
+    seg_s = np.diff(edges).astype(np.float64) / 1000.0
+    warnings: list[str] = []
+    if site is not None:
+        grid_site = Site(
+            site.name, site.timezone, site.tariff, site.phases, tuple(site.with_role("grid"))
+        )
+        energy = site_energy(
+            table, grid_site, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
+        )
+        imp, exp = energy.balance.grid_import_wh, energy.balance.grid_export_wh
+        covered_s = energy.coverage * seg_s
+        interpolated = energy.interpolated_wh
+        warnings.extend(energy.warnings)
+        keys = {r.key for r in grid_site.channels}
+        billed = [s for s in split_series(table) if f"{s.device_id}:{s.channel}" in keys]
+    else:
+        billed = split_series(table, channel=channel)
+        results = [
+            series_energy(s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
+            for s in billed
+        ]
+        imp = np.sum([r.import_wh for r in results], axis=0) if results else np.zeros(seg_s.size)
+        exp = np.sum([r.export_wh for r in results], axis=0) if results else np.zeros(seg_s.size)
+        covered_s = (
+            np.min([r.covered_s for r in results], axis=0) if results else np.zeros(seg_s.size)
+        )
+        interpolated = np.sum(
+            [r.interpolated_wh for r in results if r.interpolated_wh is not None]
+            or [np.zeros(seg_s.size)],
+            axis=0,
+        )
+        if len(billed) > 1:
+            warnings.append(
+                f"{len(billed)} channels are billed together "
+                f"({', '.join(f'{s.device_id}:{s.channel}' for s in billed)}); if one measures "
+                "a circuit behind another, configure a site so only the grid is billed."
+            )
+    cost = tariff_cost(tariff, segments, imp, exp)
+    rows = cost_rows(cost)
+
+    zi = segments.zone_index
+    n_zones = len(tariff.zones)
+    zone_s = np.bincount(zi, weights=seg_s, minlength=n_zones)
+    zone_cov = np.bincount(zi, weights=covered_s, minlength=n_zones)
+    zone_interp = np.bincount(zi, weights=interpolated, minlength=n_zones)
+    gap_rows: list[dict[str, Any]] = []
+    zone_gaps = np.zeros(n_zones, dtype=np.int64)
+    for s in billed:
+        for a, b in series_gaps(s, start_ms, end_ms, max_gap_s):
+            first = int(np.searchsorted(edges, a, side="right")) - 1
+            last = int(np.searchsorted(edges, b, side="left"))
+            touched = sorted({int(z) for z in zi[max(first, 0) : last]})
+            zone_gaps[touched] += 1
+            gap_rows.append(
+                {
+                    "device_id": s.device_id,
+                    "channel": s.channel,
+                    "start": format_local(int(a), tz),
+                    "end": format_local(int(b), tz),
+                    "length_s": _round((b - a) / 1000.0, 3),
+                    "zones": ",".join(tariff.zones[z] for z in touched),
+                }
+            )
+    total_s = float(seg_s.sum())
+    coverage = float(covered_s.sum()) / total_s if total_s > 0 else 0.0
+    for i, row in enumerate(rows[:n_zones]):
+        row["coverage"] = _round(zone_cov[i] / zone_s[i], 4) if zone_s[i] > 0 else None
+        row["interpolated_wh"] = _round(zone_interp[i], 3)
+        row["gaps"] = int(zone_gaps[i])
+    rows[n_zones].update(coverage=None, interpolated_wh=None, gaps=None)
+    rows[n_zones + 1].update(
+        coverage=_round(coverage, 4),
+        interpolated_wh=_round(float(interpolated.sum()), 3),
+        gaps=len(gap_rows),
+    )
+    if shift_share is not None:
+        shift = shift_savings(tariff, segments, imp, shift_share)
+        rows.append(
+            {
+                "tariff": tariff.name,
+                "zone": f"shift-{shift_share:g}",
+                "import_wh": shift["shifted_wh"],
+                "export_wh": 0.0,
+                "import_cost": 0.0,
+                "export_credit": 0.0,
+                "cost": -shift["savings"],
+                "currency": tariff.currency,
+                "coverage": None,
+                "interpolated_wh": None,
+                "gaps": None,
+            }
+        )
+    if coverage < min_coverage:
+        warnings.append(
+            f"Only {coverage:.1%} of the period is backed by readings no further apart than "
+            f"{max_gap_s:g} s ({len(gap_rows)} gap(s), {float(interpolated.sum()):.1f} Wh "
+            "interpolated); the cost bridges them — see the list of gaps."
+        )
+    return CostReport(rows, gap_rows, warnings, coverage)

@@ -255,6 +255,12 @@ register("web.sql_time_limit_ms", 5000, "ms", "Longest run of one query of the S
 register("web.sql_max_rows", 10000, "rows", "Most rows the SQL endpoint returns for one query.")
 register("web.stale_after_s", 120.0, "s", "A device silent this long is shown as stale.")
 register("cost.tariff", "", "", "Tariff of devices without a site (built-in name or .toml file).")
+register(
+    "cost.min_coverage",
+    0.95,
+    "share",
+    "Warn when less of a cost period than this (0-1) is backed by readings.",
+)
 register("alerts.silent_after_s", 900.0, "s", "Alert when a device has been silent this long.")
 register("alerts.coverage_min", 0.9, "0-1", "Alert when a device's coverage today is below this.")
 register(

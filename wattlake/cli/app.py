@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "settings",
     "device",
     "broker",
+    "token",
+    "serve",
 )
 
 

@@ -162,6 +162,12 @@ def check_topic(topic: str) -> None:
         raise BadRequest(f"The topic is longer than {TOPIC_MAX_BYTES} bytes.")
 
 
+def _ingest_tokens_exist(tokens: TokenStore | None) -> bool:
+    return tokens is not None and any(
+        r.allows("ingest") and not r.expired() for r in tokens.records()
+    )
+
+
 def _settle(answers: list[asyncio.Future[bool]], durable: bool) -> None:
     for answer in answers:
         if not answer.done():  # a request that timed out has given up on it
@@ -189,10 +195,10 @@ class HttpSource:
         tls_cert_file: str = "",
         tls_key_file: str = "",
     ) -> None:
-        if not token.strip() and tokens is None:
+        if not token.strip() and not _ingest_tokens_exist(tokens):
             raise UsageError(
-                "HTTP ingestion needs API tokens: create one with "
-                "`wattlake token create --scope ingest`."
+                "HTTP ingestion needs a token: create one with `wattlake token create --scope "
+                "ingest` (or set WATTLAKE_INGEST__HTTP_TOKEN, deprecated)."
             )
         if tls_key_file and not tls_cert_file:
             raise UsageError("--http-tls-key needs --http-tls-cert (ingest.http_tls_cert_file).")

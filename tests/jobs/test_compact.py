@@ -1,17 +1,15 @@
-"""Compaction: raw files of a day become one sorted, deduplicated curated file; nothing is lost."""
+"""Compaction of table ``readings``: one sorted, deduplicated file per day, replacing exactly
+the files it read, in one snapshot per day."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 
 from wattlake.jobs.compact import compact
-from wattlake.lake.storage import CURATED_READINGS, RAW_READINGS, Lake
+from wattlake.lake import tables
+from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
-from wattlake.schema import readings_to_table
+from wattlake.schema import READINGS_TABLE, readings_to_table
 
 DAY1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY2 = DAY1 + 86_400_000
@@ -22,73 +20,72 @@ def reading(device: str, ts_ms: int, power_w: float, received_ms: int) -> dict[s
             "power_w": power_w, "source": "generic"}  # fmt: skip
 
 
-def write_raw(lake: Lake, day: str, name: str, rows: list[dict[str, object]]) -> None:
-    lake.write_table(f"{RAW_READINGS}/date={day}/hour=00/{name}.parquet", readings_to_table(rows))
+def append(lake: Lake, rows: list[dict[str, object]]) -> None:
+    tables.append(lake, READINGS_TABLE, readings_to_table(rows))
 
 
 def all_readings(lake: Lake) -> list[tuple[object, ...]]:
     return connect(lake).sql("SELECT * FROM readings ORDER BY ALL").fetchall()
 
 
+def files_by_day(lake: Lake) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for task in tables.scan_files(lake, READINGS_TABLE):
+        out.setdefault(int(task.file.partition[0]), []).append(task.file.file_path)
+    return out
+
+
 def test_compaction_keeps_every_reading_once_and_sorts(lake: Lake) -> None:
-    write_raw(lake, "2026-01-01", "a", [reading("m2", DAY1 + 5, 2.0, DAY1 + 9),
-                                        reading("m1", DAY1 + 7, 1.0, DAY1 + 9)])  # fmt: skip
-    write_raw(lake, "2026-01-01", "b", [reading("m1", DAY1 + 7, 1.0, DAY1 + 99),
-                                        reading("m1", DAY1 + 3, 3.0, DAY1 + 9)])  # fmt: skip
-    write_raw(lake, "2026-01-02", "c", [reading("m1", DAY2, 4.0, DAY2 + 1)])
+    append(lake, [reading("m2", DAY1 + 5, 2.0, DAY1 + 9), reading("m1", DAY1 + 7, 1.0, DAY1 + 9)])
+    append(lake, [reading("m1", DAY1 + 7, 1.0, DAY1 + 99), reading("m1", DAY1 + 3, 3.0, DAY1 + 9),
+                  reading("m1", DAY2, 4.0, DAY2 + 1)])  # fmt: skip
     before = all_readings(lake)
     assert len(before) == 4
 
     results = compact(lake)
 
     assert [(r.date, r.files_read, r.rows_read, r.rows_written) for r in results] == [
-        ("2026-01-01", 2, 4, 3),
-        ("2026-01-02", 1, 1, 1),
+        ("2026-01-01", 2, 4, 3)
     ]
-    assert lake.list_files(RAW_READINGS) == []
     assert all_readings(lake) == before
-    day1 = lake.list_files(f"{CURATED_READINGS}/date=2026-01-01")
+    day1 = files_by_day(lake)[20454]
     assert len(day1) == 1
-    with lake.fs.open_input_file(day1[0]) as fh:
-        table = pq.read_table(fh)
-    assert list(zip(table["device_id"].to_pylist(), table["power_w"].to_pylist(), strict=True)) == [
-        ("m1", 3.0),
-        ("m1", 1.0),
-        ("m2", 2.0),
-    ]
-    # The earliest received copy of the duplicate is the one kept.
+    table = pq.read_table(tables.local_path(day1[0]), filesystem=lake.fs)
+    assert list(
+        zip(table["device_id"].to_pylist(), table["ts"].to_pylist(), strict=True)
+    ) == sorted(zip(table["device_id"].to_pylist(), table["ts"].to_pylist(), strict=True))
+    # The earliest received copy of the duplicate is the one kept, in the files too.
     assert connect(lake).sql(
-        "SELECT epoch_ms(received_at) FROM readings WHERE device_id = 'm1' AND power_w = 1"
+        "SELECT epoch_ms(received_at) FROM raw_readings WHERE device_id = 'm1' AND power_w = 1"
     ).fetchall() == [(DAY1 + 9,)]
+    history = tables.open_table(lake, READINGS_TABLE).snapshots()
+    assert history[-1].summary is not None
+    assert history[-1].summary.additional_properties["wattlake.compacted-day"] == "2026-01-01"
 
 
-def test_late_data_is_merged_into_the_curated_day(lake: Lake) -> None:
-    write_raw(lake, "2026-01-01", "a", [reading("m1", DAY1, 1.0, DAY1)])
-    compact(lake)
-    write_raw(lake, "2026-01-01", "late", [reading("m1", DAY1 + 60_000, 2.0, DAY2),
-                                           reading("m1", DAY1, 1.0, DAY2)])  # fmt: skip
-    (result,) = compact(lake)
-    assert (result.files_read, result.rows_read, result.rows_written) == (2, 3, 2)
-    assert len(lake.list_files(CURATED_READINGS)) == 1
-    assert [r[4] for r in all_readings(lake)] == [1.0, 2.0]  # power_w
+def test_a_file_appended_during_compaction_survives(tmp_path: object) -> None:
+    lake = Lake.open(f"{tmp_path}/lake")
+    append(lake, [reading("m1", DAY1, 1.0, DAY1)])
+    append(lake, [reading("m1", DAY1 + 10_000, 2.0, DAY1)])
+    real_commit = tables.commit
+
+    def commit_after_late_data(*args: object, **kwargs: object) -> object:
+        tables.commit = real_commit  # type: ignore[assignment]
+        append(lake, [reading("m1", DAY1 + 20_000, 3.0, DAY2)])  # lands while compacting
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    tables.commit = commit_after_late_data  # type: ignore[assignment]
+    try:
+        (result,) = compact(lake)
+    finally:
+        tables.commit = real_commit  # type: ignore[assignment]
+    assert result.files_read == 2
+    assert [r[4] for r in all_readings(lake)] == [1.0, 2.0, 3.0]
+    assert len(files_by_day(lake)[20454]) == 2  # the compacted file and the late one
 
 
 def test_only_the_days_asked_for_are_compacted(lake: Lake) -> None:
-    write_raw(lake, "2026-01-01", "a", [reading("m1", DAY1, 1.0, DAY1)])
-    write_raw(lake, "2026-01-02", "b", [reading("m1", DAY2, 1.0, DAY2)])
+    append(lake, [reading("m1", DAY1, 1.0, DAY1), reading("m1", DAY2, 1.0, DAY2)])
+    append(lake, [reading("m1", DAY1, 1.0, DAY1), reading("m1", DAY2, 1.0, DAY2)])
     assert [r.date for r in compact(lake, dates=["2026-01-02"])] == ["2026-01-02"]
-    assert len(lake.list_files(RAW_READINGS)) == 1
-
-
-def test_jobs_run_compact_from_the_command_line(tmp_path: object) -> None:
-    lake = Lake.open(str(tmp_path) + "/lake")
-    write_raw(lake, "2026-01-01", "a", [reading("m1", DAY1, 1.0, DAY1)] * 2)
-    cmd = [sys.executable, "-m", "wattlake", "jobs", "run", "compact", "--format", "json",
-           "--data-dir", lake.root]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    row = json.loads(out.stdout)
-    assert (row["date"], row["rows_read"], row["duplicates_removed"]) == ("2026-01-01", 2, 1)
-    bad = subprocess.run([*cmd[:5], "shrink"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "There is no job 'shrink'" in bad.stderr
-    bad_date = subprocess.run([*cmd, "--date", "yesterday"], capture_output=True, text=True)
-    assert bad_date.returncode == 2 and "not a date" in bad_date.stderr
+    assert [len(f) for _, f in sorted(files_by_day(lake).items())] == [2, 1]

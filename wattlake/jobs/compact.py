@@ -1,27 +1,29 @@
-"""Compaction: many small raw files of a day into one sorted, deduplicated curated file.
+"""Compaction: the data files of a day of table ``readings`` into one sorted, deduplicated file.
 
-Small Parquet files cost two to three times more per row to store and to scan; compaction
-rewrites each UTC day of ``raw/readings`` (and what an earlier run already curated for it) as
-``curated/readings/date=YYYY-MM-DD/part-*.parquet``, sorted by device, channel and time, with each
-(device_id, channel, ts) once. Only the raw files it read are deleted, after the curated file is
-in place, so ingest may keep writing meanwhile and a crash at any point loses nothing (at worst
-a reading is in both areas for a while, and the ``readings`` view shows it once).
+Small files cost two to three times more per row to store and to scan. For each UTC day with
+more than one data file, compaction reads exactly the files of the current scan plan, keeps one
+row per (device_id, channel, ts) (the earliest received), sorts by device, channel and time and
+commits one Iceberg snapshot that replaces exactly the files it read with the new one. Files
+appended meanwhile (late data, a running ingest) are not touched and survive; a reader sees the
+day either before or after, never half of it; a crash before the commit leaves an orphan file
+that ``jobs run maintain`` removes.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.manifest import DataFile
 
-from wattlake.lake.catalog import DEDUP_WINDOW, parquet_view
-from wattlake.lake.storage import CURATED_READINGS, RAW_READINGS, Lake
-from wattlake.schema import COLUMNS, READING_SCHEMA
-from wattlake.stream.naming import object_name
-
-_DATE = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
+from wattlake.config import Settings
+from wattlake.lake import tables
+from wattlake.lake.storage import Lake
+from wattlake.schema import READINGS_TABLE, TABLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,7 @@ class CompactionResult:
     files_read: int
     rows_read: int
     rows_written: int
-    curated_file: str
+    data_file: str
 
     def as_row(self) -> dict[str, object]:
         """Return the result as a row for the CLI."""
@@ -42,48 +44,56 @@ class CompactionResult:
             "rows_read": self.rows_read,
             "rows_written": self.rows_written,
             "duplicates_removed": self.rows_read - self.rows_written,
-            "curated_file": self.curated_file,
+            "data_file": self.data_file,
         }
 
 
-def files_by_date(files: list[str]) -> dict[str, list[str]]:
-    """Group lake object paths by their ``date=`` partition."""
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for path in files:
-        match = _DATE.search(path)
-        if match:
-            grouped[match.group(1)].append(path)
-    return grouped
+def deduplicate(stored: pa.Table) -> pa.Table:
+    """Return ``stored`` readings with each (device_id, channel, ts) once, the earliest
+    received (then the first source by name) kept, sorted by device, channel and ts."""
+    keys = tables._sort_keys(stored, ("device_id", "channel", "ts", "received_at", "source"))
+    order = np.lexsort(tuple(reversed(keys)))
+    device, channel, ts = (k[order] for k in keys[:3])
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (device[1:] != device[:-1]) | (channel[1:] != channel[:-1]) | (ts[1:] != ts[:-1])
+    return stored.take(order[first])
 
 
 def compact(lake: Lake, *, dates: list[str] | None = None) -> list[CompactionResult]:
-    """Compact every day that has raw files (or only ``dates``, as ``YYYY-MM-DD``).
+    """Compact every day of ``readings`` that has several data files (or only ``dates``,
+    as ``YYYY-MM-DD``).
 
     Raises:
-        wattlake.errors.TransientStorageError: the lake could not be read or written; nothing
-            was deleted that is not also in a curated file.
+        wattlake.errors.StorageError: the lake could not be read or written; nothing changed
+            that a reader can see.
     """
-    raw = files_by_date(lake.list_files(RAW_READINGS, ".parquet"))
-    curated = files_by_date(lake.list_files(CURATED_READINGS, ".parquet"))
+    table = tables.open_table(lake, READINGS_TABLE)
+    by_day: dict[int, list[DataFile]] = defaultdict(list)
+    for task in tables.scan_files(lake, READINGS_TABLE):
+        if task.delete_files:
+            continue  # rows deleted by another engine: left to that engine's own compaction
+        by_day[int(task.file.partition[0])].append(task.file)
     results = []
-    for date in sorted(raw):
-        if dates is not None and date not in dates:
+    for day in sorted(by_day):
+        date = str(np.datetime64(day, "D"))
+        files = by_day[day]
+        if (dates is not None and date not in dates) or len(files) < 2:
             continue
-        results.append(_compact_day(lake, date, raw[date], curated.get(date, [])))
+        parts = [pq.read_table(tables.local_path(f.file_path), filesystem=lake.fs) for f in files]
+        stored = pa.concat_tables(parts, promote_options="permissive").cast(
+            TABLES[READINGS_TABLE].schema
+        )
+        kept = deduplicate(stored)
+        written = tables.write_data_files(table, READINGS_TABLE, kept)
+        table = tables.commit(
+            table, written, removed=files, properties={"wattlake.compacted-day": date}
+        )
+        results.append(
+            CompactionResult(date, len(files), stored.num_rows, kept.num_rows, written[0].file_path)
+        )
     return results
 
 
-def _compact_day(lake: Lake, date: str, raw: list[str], curated: list[str]) -> CompactionResult:
-    con = duckdb.connect()
-    parquet_view(con, "day", lake, curated + raw)
-    rows_read = int(con.sql("SELECT count(*) FROM day").fetchall()[0][0])
-    table = con.sql(
-        f"SELECT {', '.join(COLUMNS)} FROM day QUALIFY row_number() OVER ({DEDUP_WINDOW}) = 1 "
-        "ORDER BY device_id, channel, ts"
-    ).to_arrow_table()
-    table = table.cast(READING_SCHEMA)
-    name = object_name("part", 0, ".parquet")
-    target = lake.write_table(f"{CURATED_READINGS}/date={date}/{name}", table)
-    for path in curated + raw:
-        lake.delete(path)
-    return CompactionResult(date, len(raw) + len(curated), rows_read, table.num_rows, target)
+def run(settings: Settings, *, dates: list[str] | None = None, **_: Any) -> list[dict[str, Any]]:
+    """Run compaction as the ``compact`` job."""
+    return [r.as_row() for r in compact(Lake.from_settings(settings), dates=dates)]

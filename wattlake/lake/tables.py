@@ -69,6 +69,10 @@ TABLE_PROPERTIES: Final = {
     "write.parquet.compression-codec": "zstd",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
+    # Compaction replaces files while writers append: snapshot isolation, as Iceberg's
+    # RewriteFiles (a replacement fails only when a file it replaces is gone).
+    "write.delete.isolation-level": "snapshot",
+    "write.update.isolation-level": "snapshot",
 }
 # Rows per Parquet row group (one row group per file for a day of a small fleet).
 ROW_GROUP_ROWS: Final = 1 << 20
@@ -156,6 +160,14 @@ def open_table(lake: Lake, name: str) -> Table:
                 table = catalog.load_table(identifier)
     except (OSError, ValueError) as exc:
         raise TransientStorageError(f"Cannot open table {name} of {lake.url}: {exc}") from exc
+    unset = {
+        k: v
+        for k, v in TABLE_PROPERTIES.items()
+        if k != "format-version" and k not in table.properties
+    }
+    if unset:  # a table made by an older wattlake
+        with table.transaction() as tx:
+            tx.set_properties(unset)
     missing = [n for n in definition.schema.names if n not in table.schema().column_names]
     if missing:  # schema evolution: a newer wattlake defines more columns
         with table.update_schema() as update:

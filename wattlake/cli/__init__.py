@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 def _click_usage_error(exc: BaseException) -> str | None:
     """Return click's own one-line message for a bad command line, else None."""
     import typer
-    from typer._click import exceptions as click_exceptions  # typer vendors click
+    from click import exceptions as click_exceptions
 
     if isinstance(exc, typer.Abort):
         return "Aborted."

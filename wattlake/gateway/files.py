@@ -34,8 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from wattlake.errors import BadInputError, UsageError
 
 if TYPE_CHECKING:
@@ -176,6 +174,8 @@ class FileRows:
         Raises:
             BadInputError: the file cannot be read (it changed, or a line is not text).
         """
+        import msgspec
+
         from wattlake.devices.base import RawMessage
 
         encoder = msgspec.json.Encoder()
@@ -287,6 +287,8 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | bytes]:
+    import msgspec
+
     with path.open("rb") as fh:
         for raw in fh:
             if not raw.strip():
@@ -343,6 +345,8 @@ def _csv_columns(path: Path) -> tuple[str, ...]:
 
 
 def _jsonl_columns(path: Path) -> tuple[str, ...]:
+    import msgspec
+
     with path.open("rb") as fh:
         head = fh.read(4)
         if head.startswith(b"PAR1"):

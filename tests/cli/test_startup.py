@@ -1,0 +1,37 @@
+"""Quick start: loading the command line pulls in no heavy library (a module check, not a timing).
+
+The figures are measured in bench/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("pandas", "pyarrow", "duckdb", "numpy", "pyiceberg", "pydantic", "paho", "msgspec")
+
+
+def loaded_after(code: str) -> list[str]:
+    """Return which of HEAVY a fresh interpreter has loaded after running ``code``."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    assert loaded_after("import wattlake.cli.app") == []
+
+
+def test_help_and_version_load_no_heavy_library() -> None:
+    for argv in (["--help"], ["--version"], ["query", "--help"], ["import", "--help"]):
+        code = (
+            "from wattlake.cli import main\n"
+            "try:\n"
+            f"    main({argv!r})\n"
+            "except SystemExit:\n"
+            "    pass"
+        )
+        assert loaded_after(code) == [], argv

@@ -25,11 +25,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="jobs")
 
 
-JOBS = ("compact",)
-
-
 def jobs_run(
-    name: Annotated[str, typer.Argument(help="Job: compact.")],
+    name: Annotated[str, typer.Argument(help="Job: compact, maintain, migrate, rollup.")],
     date: Annotated[
         list[str] | None, typer.Option(help="Only this UTC day, YYYY-MM-DD (repeatable).")
     ] = None,
@@ -40,18 +37,16 @@ def jobs_run(
     """Run one job now and print what it did."""
     from datetime import date as date_type
 
-    from wattlake.jobs.compact import compact
-    from wattlake.lake.storage import Lake
+    from wattlake.jobs import job
 
-    if name not in JOBS:
-        raise UsageError(f"There is no job {name!r}; choose one of: {', '.join(JOBS)}.")
+    function = job(name)
     for day in date or []:
         try:
             date_type.fromisoformat(day)
         except ValueError as exc:
             raise UsageError(f"--date {day!r} is not a date like 2026-01-31.") from exc
     settings = load_settings(data_dir, config)
-    results = compact(Lake.from_settings(settings), dates=date)
-    emit_rows([r.as_row() for r in results], fmt)
-    if not results:
-        say("Nothing to compact: raw/readings holds no files for those days.")
+    rows = function(settings, dates=date)
+    emit_rows(rows, fmt)
+    if not rows:
+        say(f"Job {name}: nothing to do.")

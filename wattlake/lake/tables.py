@@ -475,8 +475,10 @@ def ancestors(table: Table) -> Iterable[Snapshot]:
 
 
 def last_property(table: Table, key: str) -> str | None:
-    """Return the newest value of snapshot summary property ``key`` in the table's history."""
-    for snapshot in ancestors(table):
+    """Return the newest value of snapshot summary property ``key`` among the table's kept
+    snapshots (``maintain`` keeps the newest one of each writer, though it may expire the
+    snapshots between it and the current one)."""
+    for snapshot in sorted(table.snapshots(), key=lambda s: s.sequence_number or 0, reverse=True):
         summary = snapshot.summary
         if summary is not None and key in summary.additional_properties:
             return str(summary.additional_properties[key])

@@ -101,11 +101,13 @@ def test_table_without_device_column_is_a_usage_error() -> None:
 
 @pytest.fixture(scope="module")
 def lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from wattlake.lake import tables
+    from wattlake.schema import READINGS_TABLE
+
     root = tmp_path_factory.mktemp("lake") / "lake"
     lake = Lake.open(str(root))
-    lake.write_table(
-        "raw/readings/date=2026-03-29/hour=00/a.parquet", readings_to_table(readings())
-    )
+    rows = readings()
+    tables.append(lake, READINGS_TABLE, readings_to_table(rows[:-1]))  # each reading once
     return root
 
 

@@ -94,13 +94,28 @@ def _range(settings: Any, tz_name: str | None, start: str, end: str) -> tuple[An
 
 
 def _readings(settings: Any, device: str | None, start_ms: int, end_ms: int) -> Any:
-    from wattlake.query.engine import load_readings
+    from wattlake.query.energy import load_readings
 
-    table = load_readings(settings, device_id=device, start_ms=start_ms, end_ms=end_ms)
+    table = load_readings(settings, start_ms, end_ms, device_ids=[device] if device else None)
     if table.num_rows == 0:
         where = f"device {device}" if device else "any device"
         say(f"No readings for {where} in that range; check --device, --start and --end.")
     return table
+
+
+def _say_events(events: Any) -> None:
+    kinds: dict[str, dict[str, int]] = {}
+    for key, event in events:
+        counts = kinds.setdefault(key, {})
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    for key, counts in kinds.items():
+        found = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        say(f"{key}: counter {found} (see docs/energy.md).")
+
+
+SiteOption = Annotated[
+    str | None, typer.Option("--site", help="A site of wattlake.toml ([sites.NAME]).")
+]
 
 
 def energy(
@@ -108,6 +123,7 @@ def energy(
     end: EndOption,
     device: DeviceOption = None,
     channel: ChannelOption = None,
+    site: SiteOption = None,
     every: Annotated[Every, typer.Option("--every", help="Bucket size.")] = Every.hour,
     tz: TzOption = None,
     method: MethodOption = Method.auto,
@@ -118,11 +134,33 @@ def energy(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Energy imported and exported per device and local bucket [Wh]."""
+    """Energy per device channel and local bucket [Wh]; with --site, the site's balance.
+
+    A site's rows: grid import and export, solar, battery charge and discharge, consumption,
+    each circuit, the untracked rest, self-consumption and self-sufficiency.
+    """
     from wattlake.energy.buckets import bucket_edges_ms
-    from wattlake.query.energy import ENERGY_COLUMNS, energy_rows
+    from wattlake.query.energy import (
+        ENERGY_COLUMNS,
+        SITE_COLUMNS,
+        energy_rows,
+        site_energy_report,
+    )
 
     settings = load_settings(data_dir, config)
+    if site is not None:
+        if device is not None or channel is not None:
+            raise UsageError("--site takes the site's channels; leave out --device and --channel.")
+        rows, balance = site_energy_report(
+            settings, site, start, end, every.value, tz, method=method.value, gap_policy=gaps.value
+        )
+        _say_events(balance.events)
+        for warning in balance.warnings:
+            say(f"Warning: {warning}")
+        circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
+        columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
+        emit_rows(rows, fmt, columns=columns, title=f"Site {site} [Wh]")
+        return
     zone_info, start_ms, end_ms = _range(settings, tz, start, end)
     edges = bucket_edges_ms(start_ms, end_ms, every.value, zone_info)
     table = _readings(settings, device, start_ms, end_ms)
@@ -136,26 +174,29 @@ def energy(
         max_power_w=float(settings["energy.max_power_w"]),
         gap_policy=gaps.value,
     )
-    for r in results:
-        if r.events:
-            kinds: dict[str, int] = {}
-            for e in r.events:
-                kinds[e.kind] = kinds.get(e.kind, 0) + 1
-            found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-            say(
-                f"{r.series.device_id} channel {r.series.channel}: counter {found} "
-                "(see docs/energy.md)."
-            )
+    _say_events(
+        (f"{r.series.device_id} channel {r.series.channel}", e) for r in results for e in r.events
+    )
     emit_rows(rows, fmt, columns=list(ENERGY_COLUMNS), title="Energy [Wh]")
 
 
 def cost(
-    tariff: Annotated[str, typer.Option("--tariff", help="Built-in tariff name or a .toml file.")],
     start: StartOption,
     end: EndOption,
+    tariff: Annotated[
+        str | None,
+        typer.Option(
+            "--tariff",
+            help="Built-in tariff name or a .toml file [the site's tariff, or cost.tariff].",
+        ),
+    ] = None,
     device: DeviceOption = None,
     channel: ChannelOption = None,
-    tz: TzOption = None,
+    site: SiteOption = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="IANA time zone of --start/--end [the tariff's own zone]."),
+    ] = None,
     method: MethodOption = Method.auto,
     compare: Annotated[
         str | None,
@@ -166,59 +207,69 @@ def cost(
     shift_share: Annotated[
         float | None,
         typer.Option(
-            "--shift-share", help="Estimate savings of moving this share (0–1) of dear-zone load."
+            "--shift-share",
+            help="Estimate savings of moving this share (0–1) of dear-zone load within its day.",
         ),
     ] = None,
+    list_gaps: Annotated[
+        bool,
+        typer.Option("--gaps", help="List the gaps in the readings the cost bridges."),
+    ] = False,
     fmt: FormatOption = OutputFormat.table,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Energy and cost per tariff zone, fixed charges and total."""
-    from wattlake.energy.tariffs import (
-        compare_tariffs,
-        cost_rows,
-        load_tariff,
-        shift_savings,
-        tariff_cost,
-        tariff_segments,
-    )
-    from wattlake.query.energy import segment_energy, split_series
+    """Energy and cost per tariff zone, fixed charges and total, with coverage and gaps.
+
+    With --site only the site's grid channels are billed, under the site's tariff unless
+    --tariff is given.
+    """
+    from wattlake.energy.tariffs import compare_tariffs, load_tariff
+    from wattlake.query.energy import cost_for, cost_period, energy_over_edges_for
 
     settings = load_settings(data_dir, config)
-    chosen = load_tariff(tariff)
-    others = [load_tariff(n.strip()) for n in compare.split(",") if n.strip()] if compare else []
+    if site is not None and (device is not None or channel is not None):
+        raise UsageError("--site bills the site's grid channels; leave out --device and --channel.")
     if shift_share is not None and not 0.0 <= shift_share <= 1.0:
         raise UsageError(f"--shift-share must be between 0 and 1, not {shift_share}.")
-    _, start_ms, end_ms = _range(settings, tz, start, end)
-    table = _readings(settings, device, start_ms, end_ms)
-    over = segment_energy(
-        split_series(table, channel=channel),
-        method=method.value,
-        max_gap_s=float(settings["energy.max_gap_s"]),
-        max_power_w=float(settings["energy.max_power_w"]),
-    )
     if compare is not None:
+        if tariff is None:
+            raise UsageError("Give --tariff with --compare.")
+        chosen = load_tariff(tariff)
+        others = [load_tariff(n.strip()) for n in compare.split(",") if n.strip()]
+        _, start_ms, end_ms = cost_period(chosen, start, end, tz)
+        over = energy_over_edges_for(
+            settings,
+            start_ms,
+            end_ms,
+            device_id=device,
+            channel=channel,
+            site_name=site,
+            method=method.value,
+        )
         rows = compare_tariffs([chosen, *others], over, start_ms, end_ms)
         emit_rows(rows, fmt, title="Tariffs compared")
         return
-    segments = tariff_segments(chosen, start_ms, end_ms)
-    imp, exp = over(segments.edges_ms)
-    rows = cost_rows(tariff_cost(chosen, segments, imp, exp))
-    if shift_share is not None:
-        shift = shift_savings(chosen, segments, imp, shift_share)
-        rows.append(
-            {
-                "tariff": chosen.name,
-                "zone": f"shift-{shift_share:g}",
-                "import_wh": shift["shifted_wh"],
-                "export_wh": 0.0,
-                "import_cost": 0.0,
-                "export_credit": 0.0,
-                "cost": -shift["savings"],
-                "currency": chosen.currency,
-            }
-        )
-    emit_rows(rows, fmt, title=f"Cost under {chosen.name} ({chosen.currency})")
+    report = cost_for(
+        settings,
+        start=start,
+        end=end,
+        tariff_name=tariff,
+        tz_name=tz,
+        device_id=device,
+        channel=channel,
+        site_name=site,
+        method=method.value,
+        shift_share=shift_share,
+    )
+    for warning in report.warnings:
+        say(f"Warning: {warning}")
+    if list_gaps:
+        columns = ["device_id", "channel", "start", "end", "length_s", "zones"]
+        emit_rows(report.gaps, fmt, columns=columns, title="Gaps bridged")
+        return
+    first = report.rows[0]
+    emit_rows(report.rows, fmt, title=f"Cost under {first['tariff']} ({first['currency']})")
 
 
 def tariffs_list(fmt: FormatOption = OutputFormat.table) -> None:
@@ -274,9 +325,13 @@ def tariffs_show(
                     "fixed_per_month": period.fixed_per_month,
                     "currency": t.currency,
                     "timezone": t.timezone,
+                    "models": "; ".join(t.models),
+                    "leaves_out": "; ".join(t.leaves_out),
                 }
             )
     emit_rows(rows, fmt, title=t.title or t.name)
+    if fmt is OutputFormat.table and t.leaves_out:
+        say(f"{t.name} leaves out of the real bill: {'; '.join(t.leaves_out)}.")
 
 
 def _months(months: frozenset[int]) -> str:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wattlake.energy.buckets import format_local, parse_time_ms, zone
+from wattlake.energy.buckets import bucket_edges_ms, format_local, parse_time_ms, zone
 from wattlake.energy.counters import (
     CleanCounter,
     CounterEvent,
@@ -35,17 +35,25 @@ from wattlake.energy.counters import (
     power_reference,
 )
 from wattlake.energy.integrate import METHODS, integrate_power
-from wattlake.energy.sites import UNTRACKED_TOLERANCE_WH, ChannelRole, Site, SiteBalance
+from wattlake.energy.sites import (
+    UNTRACKED_TOLERANCE_WH,
+    ChannelRole,
+    Site,
+    SiteBalance,
+    parse_sites,
+    site_or_error,
+)
 from wattlake.energy.tariffs import (
     EnergyOverEdges,
     Tariff,
     TariffCost,
     cost_rows,
+    load_tariff,
     shift_savings,
     tariff_cost,
     tariff_segments,
 )
-from wattlake.errors import UsageError
+from wattlake.errors import NoDataError, UsageError
 from wattlake.schema import READING_SCHEMA
 
 if TYPE_CHECKING:
@@ -391,24 +399,26 @@ def energy_rows(
     return rows, results
 
 
-_BRACKETED_SQL: Final = """
+_S: Final = "make_timestamptz($start::BIGINT * 1000)"
+_E: Final = "make_timestamptz($end::BIGINT * 1000)"
+_BRACKETED_SQL: Final = f"""
 WITH picked AS (
     SELECT * FROM readings WHERE $devices IS NULL OR list_contains($devices, device_id)
 ),
 brackets AS (
     SELECT device_id, channel,
-        max(ts) FILTER (WHERE ts < epoch_ms($start)) AS before_any,
-        max(ts) FILTER (WHERE ts < epoch_ms($start) AND isfinite(power_w)) AS before_power,
-        max(ts) FILTER (WHERE ts < epoch_ms($start) AND energy_wh >= 0) AS before_import,
-        max(ts) FILTER (WHERE ts < epoch_ms($start) AND returned_energy_wh >= 0) AS before_export,
-        min(ts) FILTER (WHERE ts >= epoch_ms($end)) AS after_any,
-        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND isfinite(power_w)) AS after_power,
-        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND energy_wh >= 0) AS after_import,
-        min(ts) FILTER (WHERE ts >= epoch_ms($end) AND returned_energy_wh >= 0) AS after_export
+        max(ts) FILTER (WHERE ts < {_S}) AS before_any,
+        max(ts) FILTER (WHERE ts < {_S} AND isfinite(power_w)) AS before_power,
+        max(ts) FILTER (WHERE ts < {_S} AND energy_wh >= 0) AS before_import,
+        max(ts) FILTER (WHERE ts < {_S} AND returned_energy_wh >= 0) AS before_export,
+        min(ts) FILTER (WHERE ts >= {_E}) AS after_any,
+        min(ts) FILTER (WHERE ts >= {_E} AND isfinite(power_w)) AS after_power,
+        min(ts) FILTER (WHERE ts >= {_E} AND energy_wh >= 0) AS after_import,
+        min(ts) FILTER (WHERE ts >= {_E} AND returned_energy_wh >= 0) AS after_export
     FROM picked GROUP BY device_id, channel
 )
 SELECT * FROM (
-    SELECT * FROM picked WHERE ts >= epoch_ms($start) AND ts < epoch_ms($end)
+    SELECT * FROM picked WHERE ts >= {_S} AND ts < {_E}
     UNION ALL
     SELECT p.* FROM picked p JOIN brackets b
         ON p.device_id = b.device_id AND p.channel = b.channel
@@ -447,7 +457,7 @@ def bracketed_readings(
         "devices": None if device_ids is None else list(device_ids),
     }
     table = con.sql(_BRACKETED_SQL, params=params).to_arrow_table()
-    return table.cast(READING_SCHEMA)
+    return table.cast(READING_SCHEMA, safe=False)
 
 
 def load_readings(
@@ -974,3 +984,206 @@ def cost_report(
             "interpolated); the cost bridges them — see the list of gaps."
         )
     return CostReport(rows, gap_rows, warnings, coverage)
+
+
+# -- what the commands call ---------------------------------------------------------------------
+def configured_sites(settings: Settings, *, check_devices: bool = True) -> dict[str, Site]:
+    """Return the sites of ``wattlake.toml``, validated.
+
+    With ``check_devices`` a site naming a device the lake has never seen is an error (skipped
+    while the lake holds no readings at all, as on a fresh install).
+
+    Raises:
+        ConfigError: a site is invalid (see :func:`wattlake.energy.sites.parse_sites`).
+    """
+    tables = settings.tables.get("sites", {})
+    if not tables:
+        return {}
+    known: set[str] | None = None
+    if check_devices:
+        from wattlake.query.inventory import lake_inventory
+
+        known = {d.device_id for d in lake_inventory(settings).devices} or None
+    return parse_sites(tables, known_devices=known)
+
+
+def _energy_options(settings: Settings) -> tuple[float, float]:
+    return float(settings["energy.max_gap_s"]), float(settings["energy.max_power_w"])
+
+
+def site_energy_report(
+    settings: Settings,
+    site_name: str,
+    start: str,
+    end: str,
+    every: str,
+    tz_name: str | None = None,
+    *,
+    method: str = "auto",
+    gap_policy: str = "skip",
+) -> tuple[list[dict[str, Any]], SiteEnergy]:
+    """Return the rows of ``wattlake energy --site`` and the balance behind them.
+
+    Dates and naive times are read in the site's time zone unless ``tz_name`` is given.
+
+    Raises:
+        ConfigError: no such site, or the sites are invalid.
+        UsageError: unreadable times, unknown bucket size or method.
+    """
+    site = site_or_error(configured_sites(settings), site_name)
+    tz = zone(tz_name or site.timezone)
+    start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    table = load_readings(settings, start_ms, end_ms, device_ids=site.device_ids)
+    max_gap_s, max_power_w = _energy_options(settings)
+    energy = site_energy(
+        table,
+        site,
+        edges,
+        method=method,
+        max_gap_s=max_gap_s,
+        max_power_w=max_power_w,
+        gap_policy=gap_policy,
+    )
+    return site_rows(energy, tz), energy
+
+
+def cost_for(
+    settings: Settings,
+    *,
+    start: str,
+    end: str,
+    tariff_name: str | None = None,
+    tz_name: str | None = None,
+    device_id: str | None = None,
+    channel: int | None = None,
+    site_name: str | None = None,
+    method: str = "auto",
+    shift_share: float | None = None,
+) -> CostReport:
+    """Return what ``wattlake cost`` prints: cost rows with coverage, the gaps and warnings.
+
+    The tariff is ``tariff_name``, else the site's, else setting ``cost.tariff``. Dates are read
+    in the tariff's own time zone unless ``tz_name`` is given.
+
+    Raises:
+        ConfigError: no such site, or the sites are invalid.
+        UsageError: no tariff, unreadable times, or no prices for the range.
+    """
+    site = None
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+    chosen = tariff_name or (site.tariff if site else "") or str(settings["cost.tariff"])
+    if not chosen:
+        raise UsageError(
+            "No tariff is given or configured; name one (e.g. pl-g11), give the site a tariff, "
+            "or set cost.tariff."
+        )
+    tariff = load_tariff(chosen)
+    tz, start_ms, end_ms = cost_period(tariff, start, end, tz_name)
+    devices = site.device_ids if site else ([device_id] if device_id else None)
+    table = load_readings(settings, start_ms, end_ms, device_ids=devices)
+    max_gap_s, max_power_w = _energy_options(settings)
+    return cost_report(
+        table,
+        tariff,
+        start_ms,
+        end_ms,
+        tz,
+        site=site,
+        channel=channel,
+        method=method,
+        max_gap_s=max_gap_s,
+        max_power_w=max_power_w,
+        shift_share=shift_share,
+        min_coverage=float(settings["cost.min_coverage"]),
+    )
+
+
+def energy_over_edges_for(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+    site_name: str | None = None,
+    method: str = "auto",
+) -> EnergyOverEdges:
+    """Return grid import and export over any edges, for comparing tariffs on the same energy.
+
+    Raises:
+        ConfigError: no such site, or the sites are invalid.
+    """
+    max_gap_s, max_power_w = _energy_options(settings)
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+        table = load_readings(settings, start_ms, end_ms, device_ids=site.device_ids)
+        return site_grid_energy(
+            table, site, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
+        )
+    devices = [device_id] if device_id else None
+    table = load_readings(settings, start_ms, end_ms, device_ids=devices)
+    return segment_energy(
+        split_series(table, channel=channel),
+        method=method,
+        max_gap_s=max_gap_s,
+        max_power_w=max_power_w,
+    )
+
+
+def hourly_energy(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_id: str | None = None,
+    site_name: str | None = None,
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Return UTC hour starts [ms], consumption and solar production per hour [Wh].
+
+    With a site, consumption is the site's balance and solar its solar channels; without one,
+    consumption is the device's import summed over its channels (a device without a site has no
+    roles) and solar is all NaN. An hour without any reading backing it is NaN. Hours are whole
+    UTC hours around [start, end).
+
+    Raises:
+        ConfigError: no such site.
+        UsageError: several devices and no ``device_id``.
+        NoDataError: no readings in the range.
+    """
+    first_ms = start_ms // 3_600_000 * 3_600_000
+    last_ms = -(-end_ms // 3_600_000) * 3_600_000
+    edges = np.arange(first_ms, last_ms + 1, 3_600_000, dtype=np.int64)
+    max_gap_s, max_power_w = _energy_options(settings)
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+        table = load_readings(settings, first_ms, last_ms, device_ids=site.device_ids)
+        if table.num_rows == 0:
+            raise NoDataError(f"The lake has no readings of site {site.name} in this range.")
+        energy = site_energy(table, site, edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
+        seen = energy.coverage > 0
+        consumption = np.where(seen, energy.balance.consumption_wh, np.nan)
+        solar = np.where(seen, energy.balance.solar_wh, np.nan)
+        return edges[:-1], consumption, solar
+    table = load_readings(
+        settings, first_ms, last_ms, device_ids=[device_id] if device_id else None
+    )
+    series = split_series(table)
+    devices = sorted({s.device_id for s in series})
+    if not devices:
+        which = f"device {device_id}" if device_id else "any device"
+        raise NoDataError(f"The lake has no readings of {which} in this range.")
+    if len(devices) > 1:
+        raise UsageError(
+            f"The lake has {len(devices)} devices ({', '.join(devices[:5])}); name one device "
+            "or a site."
+        )
+    import_wh = np.zeros(edges.size - 1)
+    covered_s = np.zeros(edges.size - 1)
+    for s in series:
+        result = series_energy(s, edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
+        import_wh += result.import_wh
+        covered_s += result.covered_s
+    consumption = np.where(covered_s > 0, import_wh, np.nan)
+    return edges[:-1], consumption, np.full(edges.size - 1, np.nan)

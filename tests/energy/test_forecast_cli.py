@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from wattlake.cli import main
+from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.schema import readings_to_table
+from wattlake.schema import READINGS_TABLE, readings_to_table
 
 STEP_MS = 300_000  # one reading every 5 minutes (energy.max_gap_s is 300 s)
 
@@ -38,7 +39,7 @@ def lake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "source": "generic"}
         for t, p in zip(ts_ms, power_w, strict=True)
     ]  # fmt: skip
-    lake.write_table("raw/readings/date=2024-04-01/hour=00/a.parquet", readings_to_table(rows))
+    tables.append(lake, READINGS_TABLE, readings_to_table(rows))
     return root
 
 
@@ -90,7 +91,6 @@ def test_forecast_csv_without_backtest(lake_dir: Path, capsys: pytest.CaptureFix
         (["--days-history", "16", "--backtest-days", "7"], "--days-history must be at least"),
         (["--until", "2024-04-10", "--backtest-days", "0"], "at least 14 days"),
         (["--country", "XX"], "country"),
-        (["--device", "other"], "no readings"),
         (["--until", "yesterday"], "Cannot read time"),
     ],
 )
@@ -103,3 +103,14 @@ def test_forecast_mistakes_exit_2(
     )  # fmt: skip
     assert code == 2, err
     assert message in err and "Traceback" not in err
+
+
+def test_forecast_of_an_unknown_device_is_an_empty_answer(
+    lake_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "forecast", "--tz", "Europe/Berlin", "--data-dir", str(lake_dir),
+        "--until", "2024-04-23", "--device", "other", "--format", "json",
+    )  # fmt: skip
+    assert (code, out) == (0, "")
+    assert "No readings of device other" in err

@@ -230,3 +230,18 @@ def test_impossible_systems_are_usage_errors(bad: dict[str, float]) -> None:
     kwargs = {**SITE, "peak_power_kw": 1.0, **bad}
     with pytest.raises(UsageError):
         pv.PVSystem(**kwargs)
+
+
+def test_daily_performance_ratio_of_measured_against_model() -> None:
+    # Two local days in UTC, 24 hours each: day 1 measured 800 of a modelled 1000 Wh (0.8), one
+    # hour unmeasured (its model hour is left out of both sums); day 2 no model at all.
+    hours = pd.date_range("2026-06-01", periods=48, freq="h", tz="UTC")
+    measured = np.zeros(48)
+    model = np.zeros(48)
+    measured[12], model[12] = 800.0, 1000.0
+    measured[13], model[13] = np.nan, 500.0
+    measured[36] = 50.0
+    first, second = pv.daily_performance(hours, measured, model, "UTC")
+    assert (first.measured_wh, first.model_wh, first.performance_ratio) == (800.0, 1000.0, 0.8)
+    assert first.missing_hours == 1
+    assert second.measured_wh == 50.0 and np.isnan(second.performance_ratio)

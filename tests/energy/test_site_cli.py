@@ -131,3 +131,15 @@ def test_tariffs_show_says_what_the_bill_leaves_out() -> None:
     row = json.loads(out.stdout.splitlines()[0])
     assert "baseline credit" in row["leaves_out"]
     assert "Base Services Charge" in row["models"]
+
+
+def test_pv_site_compares_measured_solar_with_the_model(data_dir: Path) -> None:
+    rows, _ = run(
+        data_dir, "pv", "--site", "home", "--kwp", "4", "--lat", "52.2", "--lon", "21.0",
+        "--start", "2026-06-01", "--end", "2026-06-02", "--tz", "Europe/Warsaw",
+    )  # fmt: skip
+    (row,) = rows
+    # the home has no solar channel: nothing measured against a clear-sky June day of 4 kWp
+    assert (row["day"], row["solar_wh"], row["performance_ratio"]) == ("2026-06-01", 0.0, 0.0)
+    assert row["model_wh"] > 20_000
+    assert (row["consumption_wh"], row["missing_hours"]) == (16_100.0, 1)

@@ -47,50 +47,29 @@ def register(app: typer.Typer) -> None:
 
 
 def hourly_consumption(
-    settings: Settings, device: str | None, start_ms: int, end_ms: int
+    settings: Settings,
+    device: str | None,
+    start_ms: int,
+    end_ms: int,
+    site: str | None = None,
 ) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64]]:
-    """Return the device's imported energy per UTC hour in [start, end) [Wh].
+    """Return consumption per UTC hour around [start, end) [Wh] (see ``hourly_energy``)."""
+    hours, load_wh, _ = _hourly(settings, device, start_ms, end_ms, site)
+    return hours, load_wh
 
-    Hours are whole UTC hours (edges floored/ceiled to the hour); channels are summed; an hour
-    with no coverage at all is NaN.
 
-    Raises:
-        UsageError: several devices and no ``device``.
-        NoDataError: no readings in the range.
-    """
-    import numpy as np
+def _hourly(
+    settings: Settings, device: str | None, start_ms: int, end_ms: int, site: str | None
+) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     import pandas as pd
 
-    from wattlake.query.energy import series_energy, split_series
-    from wattlake.query.engine import load_readings
+    from wattlake.query.energy import hourly_energy
 
-    first_ms = start_ms // _MS_PER_HOUR * _MS_PER_HOUR
-    last_ms = -(-end_ms // _MS_PER_HOUR) * _MS_PER_HOUR
-    edges_ms = np.arange(first_ms, last_ms + 1, _MS_PER_HOUR, dtype=np.int64)
-    hours = pd.DatetimeIndex(pd.to_datetime(edges_ms[:-1], unit="ms", utc=True))
-    table = load_readings(settings, device_id=device, start_ms=first_ms, end_ms=last_ms)
-    series = split_series(table)
-    devices = sorted({s.device_id for s in series})
-    if not devices:
-        which = f"device {device}" if device else "any device"
-        raise NoDataError(f"The lake has no readings of {which} in this range.")
-    if len(devices) > 1:
-        raise UsageError(
-            f"The lake has {len(devices)} devices ({', '.join(devices[:5])}); "
-            "pick one with --device."
-        )
-    import_wh = np.zeros(len(hours))
-    covered_s = np.zeros(len(hours))
-    for s in series:
-        result = series_energy(
-            s,
-            edges_ms,
-            max_gap_s=settings["energy.max_gap_s"],
-            max_power_w=settings["energy.max_power_w"],
-        )
-        import_wh += result.import_wh
-        covered_s += result.covered_s
-    return hours, np.where(covered_s > 0, import_wh, np.nan)
+    starts, load_wh, solar_wh = hourly_energy(
+        settings, start_ms, end_ms, device_id=device, site_name=site
+    )
+    hours = pd.DatetimeIndex(pd.to_datetime(starts, unit="ms", utc=True))
+    return hours, load_wh, solar_wh
 
 
 def _range_ms(start: str, end: str, tz: str) -> tuple[int, int]:
@@ -125,12 +104,21 @@ def pv(
     ] = 180.0,
     losses: Annotated[float, typer.Option(help="System losses [%], as in PVGIS.")] = 14.0,
     device: DeviceOption = None,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site", help="A site of wattlake.toml: compare its measured solar with the model."
+        ),
+    ] = None,
     tz: TzOption = None,
     fmt: FormatOption = OutputFormat.table,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """PV production against measured consumption per day: self-consumption, export, import.
+
+    With --site, the site's measured solar production per day against the model: the
+    performance ratio (measured / model), and the site's consumption.
 
     Production comes from a PVGIS seriescalc file (its P column), or from the offline pvlib
     model of a system (--kwp, and --lat/--lon unless the PVGIS TMY file gives them) under
@@ -144,9 +132,9 @@ def pv(
     import numpy as np
 
     try:
-        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+        hours, load_wh, solar_wh = _hourly(settings, device, start_ms, end_ms, site)
     except NoDataError:
-        _no_data(settings, fmt, PV_COLUMNS, device, start_ms, end_ms)
+        _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
         return
     pv_wh, source = _production(pvmod, hours, pvgis, kwp, lat, lon, tilt, azimuth, losses)
     if np.isnan(pv_wh).all():
@@ -154,6 +142,27 @@ def pv(
             f"The PVGIS file {pvgis} covers none of these hours; use a file that spans the "
             "same months."
         )
+    if site is not None:
+        days = pvmod.daily_performance(hours, solar_wh, pv_wh, zone_name)
+        loads = dict(pvmod.daily_pv_balance(hours, pv_wh, np.nan_to_num(load_wh), zone_name))
+        site_rows = [
+            {
+                "day": d.day.isoformat(),
+                "solar_wh": _r(d.measured_wh),
+                "model_wh": _r(d.model_wh),
+                "performance_ratio": _r(d.performance_ratio, 4),
+                "consumption_wh": _r(loads[d.day].load_energy_wh),
+                "missing_hours": d.missing_hours,
+            }
+            for d in days
+        ]
+        emit_rows(
+            site_rows,
+            fmt,
+            columns=SITE_PV_COLUMNS,
+            title=f"Site {site}: measured solar against {source}, {zone_name}",
+        )
+        return
     rows: list[dict[str, Any]] = []
     for day, balance in pvmod.daily_pv_balance(hours, pv_wh, load_wh, zone_name):
         rows.append(_balance_row(day.isoformat(), balance))
@@ -173,6 +182,14 @@ PV_COLUMNS = [
     "missing_hours",
 ]
 FORECAST_COLUMNS = ["hour_start", "predicted_wh"]
+SITE_PV_COLUMNS = [
+    "day",
+    "solar_wh",
+    "model_wh",
+    "performance_ratio",
+    "consumption_wh",
+    "missing_hours",
+]
 
 
 def _no_data(

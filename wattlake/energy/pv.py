@@ -202,6 +202,57 @@ def daily_pv_balance(
     return out
 
 
+@dataclass(frozen=True)
+class PerformanceDay:
+    """Measured solar production of one local day against the model [Wh].
+
+    ``performance_ratio`` is measured / model over the hours where both exist (NaN when the
+    model gives nothing); ``missing_hours`` counts hours without a measurement.
+    """
+
+    day: date
+    measured_wh: float
+    model_wh: float
+    performance_ratio: float
+    missing_hours: int
+
+
+def daily_performance(
+    hour_start: pd.DatetimeIndex,
+    measured_wh: npt.ArrayLike,
+    model_wh: npt.ArrayLike,
+    tz: str,
+) -> list[PerformanceDay]:
+    """Return measured against modelled PV production per local day, with the ratio.
+
+    Parameters
+    ----------
+    hour_start : pandas.DatetimeIndex
+        Start of each hour, tz-aware.
+    measured_wh, model_wh : array_like
+        Measured and modelled production per hour [Wh]; NaN where unknown.
+    tz : str
+        IANA time zone whose calendar days group the hours.
+
+    Raises:
+        ValueError: lengths differ.
+    """
+    measured = np.asarray(measured_wh, dtype=np.float64)
+    model = np.asarray(model_wh, dtype=np.float64)
+    if not len(hour_start) == measured.size == model.size:
+        raise ValueError("hour_start, measured_wh and model_wh must have the same length")
+    local_days = np.asarray(hour_start.tz_convert(tz).date)
+    out = []
+    for day in sorted(set(local_days)):
+        mask = local_days == day
+        both = mask & np.isfinite(measured) & np.isfinite(model)
+        got, expected = float(measured[both].sum()), float(model[both].sum())
+        ratio = got / expected if expected > 0 else math.nan
+        missing = int((mask & ~np.isfinite(measured)).sum())
+        out.append(PerformanceDay(day, got, expected, ratio, missing))
+    return out
+
+
 # -- 2. PVGIS files -------------------------------------------------------------------------------
 
 

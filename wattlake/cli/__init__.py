@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
         log,
         message_for,
         quiet_closed_pipe,
+        stdout_reader_gone,
     )
     from wattlake.cli.output import (
         configure_logging,
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(INTERRUPTED)
     except BaseException as exc:
         if isinstance(exc, SystemExit):
+            if exc.code == 1 and stdout_reader_gone():  # click's own exit on EPIPE
+                quiet_closed_pipe()
+                sys.exit(0)
             release_held_logs()
             raise
         if is_closed_pipe(exc):

@@ -47,6 +47,18 @@ def is_closed_pipe(exc: BaseException) -> bool:
     )
 
 
+def stdout_reader_gone() -> bool:
+    """Return True when stdout is a pipe whose reader has closed it (``… | head``)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def quiet_closed_pipe() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
     try:

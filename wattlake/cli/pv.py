@@ -129,6 +129,12 @@ def pv(
     settings = load_settings(data_dir, config, **{"energy.tz": tz})
     zone_name = settings["energy.tz"]
     start_ms, end_ms = _range_ms(start, end, zone_name)
+    if pvgis is None and (kwp is None or lat is None or lon is None):
+        raise UsageError(
+            "Give --pvgis FILE, or --kwp, --lat and --lon to model the system under clear sky."
+        )
+    if pvgis is not None and not pvgis.is_file():
+        raise UsageError(f"The PVGIS file {pvgis} does not exist.")
     import numpy as np
 
     try:

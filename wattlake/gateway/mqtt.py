@@ -101,7 +101,11 @@ class TlsOptions:
         Raises:
             ConfigError: a certificate or key file cannot be used.
         """
-        context = ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"Cannot use the CA file {self.ca_file}: {reason}.") from exc
         try:
             if self.cert_file:
                 context.load_cert_chain(self.cert_file, self.key_file or None)

@@ -98,8 +98,9 @@ def _readings(settings: Any, device: str | None, start_ms: int, end_ms: int) -> 
 
     table = load_readings(settings, start_ms, end_ms, device_ids=[device] if device else None)
     if table.num_rows == 0:
-        where = f"device {device}" if device else "any device"
-        say(f"No readings for {where} in that range; check --device, --start and --end.")
+        from wattlake.query.inventory import no_data_message
+
+        say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
     return table
 
 

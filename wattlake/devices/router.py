@@ -10,6 +10,8 @@ topic                                 format          device id
 ``shellies/+/#`` (``emeter/+/+``,     ``shelly-gen1`` level 2
 ``online``, ``announce``, relay …)
 ``+/events/rpc``                      ``shelly-gen2`` level 1 (the device's MQTT prefix)
+``+/wattlake/rpc``                    ``shelly-gen2`` level 1 (answers to refill calls)
+``+/rpc``                             ``shelly-gen2`` level 1 (calls to a device: no readings)
 ``+/status/+``                        ``shelly-gen2`` level 1
 ``+/online``                          ``shelly-gen2`` level 1
 ====================================  ==============  =====================================
@@ -50,6 +52,8 @@ ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
     (("shellies", "announce"), "shelly-gen1", None),
     (("shellies", "+", "#"), "shelly-gen1", 1),
     (("+", "events", "rpc"), "shelly-gen2", 0),
+    (("+", "wattlake", "rpc"), "shelly-gen2", 0),
+    (("+", "rpc"), "shelly-gen2", 0),
     (("+", "status", "+"), "shelly-gen2", 0),
     (("+", "online"), "shelly-gen2", 0),
 )

@@ -12,12 +12,20 @@ Topics, below the device's MQTT prefix (the device id unless configured otherwis
 - ``<prefix>/status/<component>``: the component's whole status object (the same mapping tables;
   ``ts`` is the receive time unless the object has a ``ts`` [s]).
 - ``<prefix>/online``: the last will, ``true``/``false``, for the device-status registry.
+- ``<prefix>/rpc``: calls to the device (the refill's): no readings.
+- ``<prefix>/wattlake/rpc``: answers to the ``EMData.GetData``/``EM1Data.GetData`` calls the
+  gateway's refill makes after a gap (:mod:`wattlake.gateway.refill`); the call's ``id``
+  carries the counters at the start of the asked interval, so the per-minute records become
+  cumulative counter readings (source ``shelly-gen2-refill``) that continue the live ones
+  exactly (see :func:`refill_readings`).
 
 The device id is ``src`` of a notification, else the last level of the prefix.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -29,6 +37,11 @@ from wattlake.errors import DecodeError
 from wattlake.schema import Reading
 
 SOURCE: Final = "shelly-gen2"
+REFILL_SOURCE: Final = "shelly-gen2-refill"
+# Prefix of the JSON-RPC id of a refill call: wattlake-refill/<component>/<start s>/<end s>/
+# <import Wh>:<export Wh>[,<import Wh>:<export Wh> ...] (one pair per channel of the component).
+REFILL_ID_PREFIX: Final = "wattlake-refill"
+REFILL_TOPIC_LEVEL: Final = "wattlake"
 
 # Vendor key -> canonical column, for a single-phase channel (em1:N) and its counters.
 EM1_MAP: Final = {
@@ -108,6 +121,12 @@ class ShellyGen2Decoder:
         parts = message.topic.split("/")
         if len(parts) >= 3 and parts[-2:] == ["events", "rpc"]:
             return self._rpc(parts[:-2], message)
+        if len(parts) == 2 and parts[1] == "rpc":
+            return []  # a call to the device (e.g. a refill's), not something it measured
+        if len(parts) >= 3 and parts[-2:] == [REFILL_TOPIC_LEVEL, "rpc"]:
+            device_id = _prefix_device(parts[:-2], message.topic)
+            self.status.seen(device_id, SOURCE, message.received_at_ms)
+            return refill_readings(device_id, _json_object(message.payload), message.received_at_ms)
         if len(parts) >= 3 and parts[-2] == "status":
             return self._status_topic(parts[:-2], parts[-1], message)
         if len(parts) >= 2 and parts[-1] == "online":
@@ -287,6 +306,140 @@ def record_readings(
                 device_id=device_id,
                 channel=channel,
                 source=SOURCE,
+            )
+            readings.append(reading)
+    return readings
+
+
+@dataclass(frozen=True, slots=True)
+class RefillCall:
+    """What a refill call asks for, carried in its JSON-RPC ``id`` and read back from the answer.
+
+    ``counters`` holds, per channel of ``component`` (phases a, b, c for ``emdata``), the
+    device's (import, export) counters [Wh] at ``start_s``; records from ``start_s`` up to
+    ``end_s`` [s] become readings.
+    """
+
+    component: str
+    start_s: int
+    end_s: int
+    counters: tuple[tuple[float, float], ...]
+
+    def call_id(self) -> str:
+        """Return the JSON-RPC id that carries this call."""
+        pairs = ",".join(f"{i!r}:{e!r}" for i, e in self.counters)
+        return f"{REFILL_ID_PREFIX}/{self.component}/{self.start_s}/{self.end_s}/{pairs}"
+
+    @classmethod
+    def parse(cls, call_id: object) -> RefillCall:
+        """Read a call id back.
+
+        Raises:
+            DecodeError: ``bad-type`` when it is not a refill call id.
+        """
+        try:
+            prefix, component, start, end, pairs = str(call_id).split("/")
+            if prefix != REFILL_ID_PREFIX or not isinstance(call_id, str):
+                raise ValueError(prefix)
+            counters = tuple(
+                (float(i), float(e)) for i, e in (pair.split(":") for pair in pairs.split(","))
+            )
+            if not all(math.isfinite(v) for pair in counters for v in pair):
+                raise ValueError(pairs)
+            return cls(component, int(start), int(end), counters)
+        except ValueError as exc:
+            raise DecodeError("bad-type", f"{str(call_id)[:80]!r} is not a refill call id") from exc
+
+
+def refill_readings(device_id: str, doc: dict[str, Any], received_at_ms: int) -> list[Reading]:
+    """Decode the answer to a refill call into cumulative counter readings.
+
+    Accepted shape (``EMData.GetData``/``EM1Data.GetData`` as documented by Shelly)::
+
+        {"id": "wattlake-refill/em1data:0/1767225600/1767229200/1234.5:0.0",
+         "src": "<device>", "dst": "<device>/wattlake",
+         "result": {"keys": ["total_act_energy", "total_act_ret_energy", "avg_voltage", ...],
+                    "data": [{"ts": 1767225600, "period": 60, "values": [[1.2, 0.0, 230.1], ...]}],
+                    "next_record_ts": 1767229200}}
+
+    Row ``i`` of a block covers [``ts + i*period``, ``ts + (i+1)*period``) [s]. Rows are taken in
+    time order from the call's start; each becomes, per channel, a reading at the *end* of its
+    interval with ``energy_wh``/``returned_energy_wh`` = the counters at the start plus every
+    interval's import/export so far (so each refilled interval contributes exactly the energy
+    the meter recorded for it, and a reading that lands on a live one's time carries the same
+    counter), ``power_w`` the interval's mean power, ``voltage_v``/``current_a`` its averages.
+    Readings at or after the call's end are left to the live data. An answer with ``error``
+    (the device could not answer) yields nothing.
+
+    Raises:
+        DecodeError: ``bad-type``, ``not-finite``, ``bad-timestamp``, ``unknown-component``.
+    """
+    call = RefillCall.parse(doc.get("id"))
+    result = doc.get("result")
+    if result is None and "error" in doc:
+        return []
+    if not isinstance(result, dict):
+        raise DecodeError("bad-type", "a refill answer has no result object")
+    kind, _, _ = call.component.partition(":")
+    phases = RECORD_COMPONENTS.get(kind)
+    if phases is None or len(call.counters) != len(phases):
+        raise DecodeError("unknown-component", f"{call.component!r} has no data records")
+    own = _component_id(call.component)
+    keys = result.get("keys")
+    blocks = result.get("data")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise DecodeError("bad-type", "a refill answer has no list of keys")
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise DecodeError("bad-type", "a refill answer has no list of data blocks")
+    index = {key: i for i, key in enumerate(keys)}
+    rows: list[tuple[float, float, list[Any]]] = []
+    for block in blocks:
+        start_s = timestamp_ms(block.get("ts"), received_at_ms) / 1000.0
+        period_s = number(block.get("period"), "period")
+        if not 0 < period_s <= MAX_RECORD_PERIOD_S:
+            raise DecodeError("bad-type", f"record period {period_s} s is out of range")
+        values = block.get("values")
+        if not isinstance(values, list):
+            raise DecodeError("bad-type", "a data block has no list of values")
+        for i, row in enumerate(values):
+            if not isinstance(row, list) or len(row) != len(keys):
+                raise DecodeError("bad-type", f"record {i} does not fit the keys")
+            rows.append((start_s + i * period_s, period_s, row))
+    rows.sort(key=lambda r: r[0])
+    sums = [[imp, exp] for imp, exp in call.counters]
+    readings: list[Reading] = []
+    for row_start_s, period_s, row in rows:
+        if row_start_s < call.start_s:
+            continue
+        end_s = row_start_s + period_s
+        for phase_index, phase in enumerate(phases):
+            pre = "" if phase is None else f"{phase}_"
+            channel = own if phase is None else phase_index
+
+            def cell(key: str, pre: str = pre, row: list[Any] = row) -> float | None:
+                at = index.get(pre + key)
+                if at is None or row[at] is None:
+                    return None
+                return number(row[at], f"{call.component}.{pre}{key}")
+
+            imported = cell(RECORD_IMPORT_KEY) or 0.0
+            exported = cell(RECORD_EXPORT_KEY) or 0.0
+            sums[phase_index][0] += imported
+            sums[phase_index][1] += exported
+            if end_s >= call.end_s:
+                continue
+            reading: Reading = {
+                col: value for key, col in RECORD_MAP.items() if (value := cell(key)) is not None
+            }
+            reading.update(
+                ts=round(end_s * 1000),
+                received_at=received_at_ms,
+                device_id=device_id,
+                channel=channel,
+                power_w=(imported - exported) * 3600.0 / period_s,
+                energy_wh=sums[phase_index][0],
+                returned_energy_wh=sums[phase_index][1],
+                source=REFILL_SOURCE,
             )
             readings.append(reading)
     return readings

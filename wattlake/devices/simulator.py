@@ -22,7 +22,12 @@ energy since its last sample to its counters, and publishes in its format:
 
 Channels: on 2-channel meters channel 0 is the grid connection (consumption minus PV) and
 channel 1 the PV inverter (``-pv``: negative while producing) or, without PV, the kitchen
-circuit (fridge, kettle, cooking). On 3-phase meters phase a carries base load, fridge, lights
+circuit (fridge, kettle, cooking). A home with a battery has a third channel, 2, on the battery
+(positive charging, negative discharging), as a Pro 3EM in its monophase profile or a Shelly 3EM
+with one clamp per cable would measure it; its grid channel includes the battery.
+``FleetConfig.homes`` gives devices a kind each (``circuit``, ``pv``, ``pv+battery``), and
+:func:`site_tables` writes the ``[sites.<name>]`` tables that describe those meters.
+On 3-phase meters phase a carries base load, fridge, lights
 and kettle, phase b cooking and washing, phase c the car and heat pump; PV is spread evenly.
 
 Counters are the trapezoid integral of the published (rounded) power, import and export split
@@ -50,9 +55,19 @@ import paho.mqtt.client as mqtt
 
 from wattlake.devices import loads
 from wattlake.devices.loads import Household, LoadSample
+from wattlake.devices.sim_rpc import MeterMemory
 from wattlake.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)
+
+
+HOME_KINDS: Final[tuple[str, ...]] = ("circuit", "pv", "pv+battery")
+"""Kinds of home a device can measure: grid + kitchen circuit, grid + PV, grid + PV + battery."""
+DEMO_HOMES: Final[tuple[str, ...]] = HOME_KINDS
+HOME_PV_KWP: Final = 5.0
+"""PV array of a ``pv`` or ``pv+battery`` home when the fleet gives none [kWp]."""
+HOME_BATTERY_W: Final = 3_000.0
+"""Charge and discharge power limit of a ``pv+battery`` home's battery [W]."""
 
 
 class SimFormat(enum.StrEnum):
@@ -164,6 +179,7 @@ class FleetConfig:
     full_status_interval_s: float = 600.0
     utc_offset_s: float = 0.0
     first_device: int = 0
+    homes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -191,6 +207,19 @@ class FleetConfig:
                 raise UsageError(f"{option} must be between 0 and 1, not {value:g}.")
         if not self.full_status_interval_s > 0:
             raise UsageError("The full-status interval must be a positive number of seconds.")
+        unknown = [h for h in self.homes if h not in HOME_KINDS]
+        if unknown:
+            raise UsageError(
+                f"Unknown home kind {unknown[0]!r}; use {', '.join(HOME_KINDS)} for each home."
+            )
+        if self.homes and self.channels != 2:
+            raise UsageError(
+                "Home kinds need a 2-channel format (shelly-gen1, shelly-gen2, generic)."
+            )
+
+    def home_of(self, index: int) -> str:
+        """Return the kind of home device ``index`` measures ('' without ``homes``)."""
+        return self.homes[index % len(self.homes)] if self.homes else ""
 
     @property
     def channels(self) -> int:
@@ -295,6 +324,8 @@ def channel_powers(fmt: SimFormat, house: Household, load: LoadSample) -> list[f
     second = (
         -load.pv_w if house.pv_kwp > 0 else 4.0 + load.fridge_w + load.kettle_w + load.cooking_w
     )
+    if house.battery_w > 0:
+        return [load.grid_w, second, load.battery_w]
     return [load.grid_w, second]
 
 
@@ -310,18 +341,25 @@ class SimDevice:
         self.seed = int(device_seed * (1 << 62))
         self.rng = random.Random(self.seed)
         rng = self.rng
+        pv_kwp = config.pv_kwp if rng.random() < config.pv_share else 0.0
+        home = config.home_of(index)
+        if home:
+            pv_kwp = (config.pv_kwp or HOME_PV_KWP) if home != "circuit" else 0.0
         self.house = Household.draw(
             self.seed,
             ev=rng.random() < config.ev_share,
             heat_pump=rng.random() < config.heat_pump_share,
-            pv_kwp=config.pv_kwp if rng.random() < config.pv_share else 0.0,
+            pv_kwp=pv_kwp,
             utc_offset_s=config.utc_offset_s,
+            battery_w=HOME_BATTERY_W if home == "pv+battery" else 0.0,
         )
+        self.channels = config.channels + (1 if self.house.battery_w > 0 else 0)
         self.skew_s = 0.0
         if rng.random() < config.faults.clock_skew_rate:
             magnitude = rng.uniform(0.5, 1.0) * config.faults.clock_skew_s
             self.skew_s = magnitude if rng.random() < 0.5 else -magnitude
-        channels = config.channels
+        channels = self.channels
+        self.memory = MeterMemory(channels)  # the per-minute records (EMData/EM1Data)
         self.import_wh = [round(rng.uniform(1_000.0, 50_000.0), 2) for _ in range(channels)]
         self.export_wh = [
             round(rng.uniform(100.0, 5_000.0), 2) if self.house.pv_kwp > 0 else 0.0
@@ -353,6 +391,7 @@ class SimDevice:
                 imported, exported = split_energy_wh(self.last_power_w[ch], power, dt_s)
                 self.import_wh[ch] += imported
                 self.export_wh[ch] += exported
+                self.memory.add_energy(self.device_time_s(self.last_ts_s), ch, imported, exported)
         self.last_ts_s = ts_s
         self.last_power_w = powers
         hour = ((ts_s + self.house.utc_offset_s) % loads.DAY_S) / loads.HOUR_S
@@ -365,6 +404,7 @@ class SimDevice:
             pf_abs = round(0.80 + 0.19 * resistive + 0.02 * noise * (1 - resistive), 2)
             pf_abs = min(pf_abs, 1.0)
             apparent = abs(power) / pf_abs
+            self.memory.add_sample(self.device_time_s(ts_s), ch, voltage, apparent / voltage)
             samples.append(
                 ChannelSample(
                     power_w=power,
@@ -545,7 +585,7 @@ class SimDevice:
 
     def _generic_documents(self, ts_s: float, step_s: float) -> list[tuple[str, Any]]:
         batch = self.config.batch
-        channels = self.config.channels
+        channels = self.channels
         # batch readings per round; each sample yields one reading per channel, so samples
         # are step_s * channels / batch apart and a round still spans step_s of time.
         sample_step_s = step_s * channels / batch
@@ -884,3 +924,55 @@ class Simulator:
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current round, publish held-back messages and return."""
         self._stop.set()
+
+
+def site_tables(config: FleetConfig, *, timezone: str = "UTC", tariff: str = "") -> dict[str, Any]:
+    """Return ``[sites.<name>]`` tables describing what each device of a fleet measures.
+
+    One site per device, named ``home-<n>`` after the device number: channel 0 ``grid``;
+    channel 1 a ``circuit`` (the kitchen, behind the grid) or ``solar``; channel 2 the
+    ``battery`` of a ``pv+battery`` home. Ready for :func:`wattlake.energy.sites.parse_sites`
+    and for :func:`sites_toml`.
+    """
+    sites: dict[str, Any] = {}
+    for i in range(config.devices):
+        device = SimDevice(config, config.first_device + i)
+        channels: list[dict[str, Any]] = [
+            {"device": device.device_id, "channel": 0, "role": "grid"}
+        ]
+        if device.house.pv_kwp > 0:
+            channels.append({"device": device.device_id, "channel": 1, "role": "solar"})
+        else:
+            channels.append(
+                {
+                    "device": device.device_id,
+                    "channel": 1,
+                    "role": "circuit",
+                    "name": "kitchen",
+                    "parent": f"{device.device_id}:0",
+                }
+            )
+        if device.house.battery_w > 0:
+            channels.append({"device": device.device_id, "channel": 2, "role": "battery"})
+        site: dict[str, Any] = {"timezone": timezone}
+        if tariff:
+            site["tariff"] = tariff
+        site["channels"] = channels
+        sites[f"home-{device.index}"] = site
+    return sites
+
+
+def sites_toml(tables: dict[str, Any]) -> str:
+    """Return site tables as the TOML text of ``wattlake.toml`` (``[sites.<name>]`` blocks)."""
+    lines: list[str] = []
+    for name, site in tables.items():
+        lines.append(f"[sites.{json.dumps(name)}]")
+        for key, value in site.items():
+            if key != "channels":
+                lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+        for channel in site.get("channels", []):
+            lines.append(f"[[sites.{json.dumps(name)}.channels]]")
+            lines.extend(f"{key} = {json.dumps(value)}" for key, value in channel.items())
+            lines.append("")
+    return "\n".join(lines)

@@ -8,12 +8,14 @@ counter-based hash (:func:`uniform`), not from a stateful generator.
 Appliances: an always-on base load, fridge compressor cycles, morning and evening lighting and
 electronics, cooking at lunch and dinner, kettle boils, a washing machine cycle on some days,
 and optionally an electric car charging in the evening, a heat pump whose demand follows the
-season, and photovoltaic production shaped by the sun's elevation and each day's clouds.
+season, photovoltaic production shaped by the sun's elevation and each day's clouds, and a home
+battery that charges from PV surplus and discharges in the evening.
 Times are epoch seconds [s]; local time is UTC plus ``utc_offset_s``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ class Household:
     heat_pump_w: float = 0.0
     pv_kwp: float = 0.0
     utc_offset_s: float = 0.0
+    battery_w: float = 0.0
 
     @classmethod
     def draw(
@@ -70,10 +73,12 @@ class Household:
         heat_pump: bool = False,
         pv_kwp: float = 0.0,
         utc_offset_s: float = 0.0,
+        battery_w: float = 0.0,
     ) -> Household:
         """Return a household with plausible parameters drawn from ``seed``.
 
-        ``pv_kwp`` is the peak power of its PV array [kWp] (0: none).
+        ``pv_kwp`` is the peak power of its PV array [kWp] (0: none); ``battery_w`` the charge
+        and discharge power limit of its home battery [W] (0: none).
         """
         rng = random.Random(seed)
         return cls(
@@ -91,12 +96,14 @@ class Household:
             heat_pump_w=round(rng.uniform(1_200.0, 3_000.0), 1) if heat_pump else 0.0,
             pv_kwp=pv_kwp,
             utc_offset_s=utc_offset_s,
+            battery_w=battery_w,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class LoadSample:
-    """What each appliance draws at one instant [W]; ``pv_w`` is production (≥ 0)."""
+    """What each appliance draws at one instant [W]; ``pv_w`` is production (≥ 0) and
+    ``battery_w`` the home battery (positive charging, negative discharging)."""
 
     base_w: float
     fridge_w: float
@@ -107,6 +114,7 @@ class LoadSample:
     ev_w: float
     heat_pump_w: float
     pv_w: float
+    battery_w: float = 0.0
 
     @property
     def consumption_w(self) -> float:
@@ -125,7 +133,7 @@ class LoadSample:
     @property
     def grid_w(self) -> float:
         """Return the power at the grid connection [W]: negative when PV exports."""
-        return self.consumption_w - self.pv_w
+        return self.consumption_w - self.pv_w + self.battery_w
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +250,34 @@ def pv_power_w(house: Household, ts_s: float) -> float:
     return house.pv_kwp * 1_000.0 * 0.85 * elevation * weather
 
 
+EVENING_DISCHARGE_H: Final = (17.0, 23.0)
+"""Local hours [from, to) in which the simulated battery covers the load."""
+
+
+def battery_power_w(house: Household, ts_s: float, consumption_w: float, pv_w: float) -> float:
+    """Return the home battery's power [W]: positive charging, negative discharging.
+
+    It charges from PV surplus up to ``battery_w`` and, in the evening
+    (:data:`EVENING_DISCHARGE_H`), discharges to cover the load up to ``battery_w``. The state
+    of charge is not simulated (the load shapes are pure functions of time), so a day may
+    discharge more than it charged; the energy balance of the meters still adds up.
+    """
+    if house.battery_w <= 0:
+        return 0.0
+    surplus = pv_w - consumption_w
+    if surplus > 0:
+        return min(surplus, house.battery_w)
+    hour = ((ts_s + house.utc_offset_s) % DAY_S) / HOUR_S
+    if EVENING_DISCHARGE_H[0] <= hour < EVENING_DISCHARGE_H[1]:
+        return -min(-surplus, house.battery_w)
+    return 0.0
+
+
 def sample(house: Household, ts_s: float) -> LoadSample:
     """Return what every appliance of ``house`` draws at ``ts_s`` [W]."""
     base_noise = 0.9 + 0.2 * uniform(house.seed, 5, math.floor(ts_s / 10.0))
     events = events_power_w(house, ts_s)
-    return LoadSample(
+    drawn = LoadSample(
         base_w=house.base_w * base_noise,
         fridge_w=fridge_power_w(house, ts_s),
         evening_w=evening_power_w(house, ts_s),
@@ -257,3 +288,7 @@ def sample(house: Household, ts_s: float) -> LoadSample:
         heat_pump_w=heat_pump_power_w(house, ts_s),
         pv_w=pv_power_w(house, ts_s),
     )
+    if house.battery_w <= 0:
+        return drawn
+    battery = battery_power_w(house, ts_s, drawn.consumption_w, drawn.pv_w)
+    return dataclasses.replace(drawn, battery_w=battery)

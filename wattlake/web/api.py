@@ -25,6 +25,7 @@ FORMATS = ("json", "csv", "parquet")
 Start = Annotated[str, Query(description="Start, inclusive: a date (local midnight) or ISO time.")]
 End = Annotated[str, Query(description="End, exclusive: a date (local midnight) or ISO time.")]
 Device = Annotated[str | None, Query(description="One device (default: every device).")]
+Site = Annotated[str | None, Query(description="A site of the site model.")]
 Tz = Annotated[str | None, Query(description="IANA time zone (default: energy.tz).")]
 Format = Annotated[str, Query(description="json, csv or parquet.")]
 
@@ -82,9 +83,27 @@ def router() -> APIRouter:
         return render(rows, format, "devices")
 
     @api.get("/sites", summary="Sites of the site model")
-    def sites(request: Request) -> Response:
+    def sites(request: Request, format: Format = "json") -> Response:
         s = state(request)
-        return JSONResponse({"columns": ["site"], "rows": s.sites()})
+        return render(figures.sites(s.settings), format, "sites")
+
+    @api.get("/sites/{site}/energy", summary="A site's balance: grid, solar, battery, circuits")
+    def site_energy(
+        request: Request,
+        site: str,
+        start: Start,
+        end: End,
+        every: Annotated[str, Query(description="15min, hour, day or month.")] = "day",
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        zone = figures.tz_of(s.settings, tz)
+        with s.metrics.query_seconds.labels("site_energy").time():
+            rows = figures.site_energy(
+                s.settings, site_name=site, start=start, end=end, every=every, tz=zone
+            )
+        return render(rows, format, f"site-{site}")
 
     @api.get("/overview", summary="Power now, today's energy, month cost and alerts")
     def overview(request: Request, tz: Tz = None) -> Response:
@@ -137,25 +156,29 @@ def router() -> APIRouter:
             )
         return render(rows, format, "energy")
 
-    @api.get("/cost", summary="Energy and cost per tariff zone")
+    @api.get("/cost", summary="Energy and cost per tariff zone, with coverage")
     def cost(
         request: Request,
         start: Start,
         end: End,
-        tariff: Annotated[str | None, Query(description="Tariff (default: cost.tariff).")] = None,
+        tariff: Annotated[
+            str | None, Query(description="Tariff (default: the site's, else cost.tariff).")
+        ] = None,
         device: Device = None,
+        site: Site = None,
         tz: Tz = None,
         format: Format = "json",
     ) -> Response:
         s = state(request)
-        _, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("cost").time():
             rows = figures.cost(
                 s.settings,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                tariff=figures.tariff_for(s.settings, tariff),
+                start=start,
+                end=end,
+                tz_name=tz,
+                tariff_name=tariff,
                 device_id=device,
+                site_name=site,
             )
         return render(rows, format, "cost")
 
@@ -165,6 +188,7 @@ def router() -> APIRouter:
         start: Start,
         end: End,
         device: Device = None,
+        site: Site = None,
         shift_share: Annotated[float, Query(ge=0, le=1)] = 0.2,
         tz: Tz = None,
         format: Format = "json",
@@ -177,6 +201,7 @@ def router() -> APIRouter:
                 start_ms=start_ms,
                 end_ms=end_ms,
                 device_id=device,
+                site_name=site,
                 shift_share=shift_share,
             )
         return render(rows, format, "tariffs")

@@ -62,7 +62,6 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
     app.state.live = LivePower.from_settings(settings, broker_url)
     app.state.tls = tls
     app.state.alerts = lambda: alerts(view, settings)
-    app.state.sites = lambda: []
 
     @app.middleware("http")
     async def log_request(

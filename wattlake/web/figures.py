@@ -26,16 +26,23 @@ from wattlake.energy.tariffs import (
     Tariff,
     builtin_tariff_names,
     compare_tariffs,
-    cost_rows,
     load_tariff,
     shift_savings,
-    tariff_cost,
     tariff_segments,
 )
 from wattlake.errors import UsageError
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import ENERGY_COLUMNS, energy_rows, segment_energy, split_series
-from wattlake.query.engine import connect, load_readings
+from wattlake.query.energy import (
+    ENERGY_COLUMNS,
+    SITE_COLUMNS,
+    configured_sites,
+    cost_for,
+    energy_over_edges_for,
+    energy_rows,
+    load_readings,
+    site_energy_report,
+)
+from wattlake.query.engine import connect
 
 # How long a DuckDB connection (its list of lake files) is reused before it is made again [s].
 VIEW_REFRESH_S: Final = 5.0
@@ -151,11 +158,35 @@ def energy(
         UsageError: the range or bucket size is invalid.
     """
     edges = bucket_edges_ms(start_ms, end_ms, every, tz)
-    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
+    table = load_readings(settings, start_ms, end_ms, device_ids=[device_id] if device_id else None)
     rows, _ = energy_rows(table, edges, tz, **_energy_kwargs(settings))
     shown = ("device_id", "channel", "start", "end", "import_wh", "export_wh", "net_wh", "coverage")
     columns = [c for c in ENERGY_COLUMNS if c in shown]
     return Rows(columns, [{c: r[c] for c in columns} for r in rows])
+
+
+def sites(settings: Settings) -> Rows:
+    """Return the configured sites: name, time zone, tariff, devices."""
+    rows = [
+        {
+            "site": site.name,
+            "timezone": site.timezone,
+            "tariff": site.tariff,
+            "devices": ",".join(site.device_ids),
+        }
+        for site in configured_sites(settings, check_devices=False).values()
+    ]
+    return Rows(["site", "timezone", "tariff", "devices"], rows)
+
+
+def site_energy(
+    settings: Settings, *, site_name: str, start: str, end: str, every: str, tz: ZoneInfo
+) -> Rows:
+    """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]."""
+    rows, balance = site_energy_report(settings, site_name, start, end, every, str(tz))
+    circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
+    columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
+    return Rows(columns, rows, {"warnings": list(balance.warnings)})
 
 
 def tariff_for(settings: Settings, name: str | None = None) -> Tariff:
@@ -176,23 +207,31 @@ def tariff_for(settings: Settings, name: str | None = None) -> Tariff:
 def cost(
     settings: Settings,
     *,
-    start_ms: int,
-    end_ms: int,
-    tariff: Tariff,
+    start: str,
+    end: str,
+    tz_name: str | None = None,
+    tariff_name: str | None = None,
     device_id: str | None = None,
+    site_name: str | None = None,
 ) -> Rows:
-    """Return energy and cost per tariff zone, as ``wattlake cost`` prints it.
+    """Return energy and cost per tariff zone with coverage, as ``wattlake cost`` prints it
+    (the tariff named, else the site's, else ``cost.tariff``; dates in the tariff's zone
+    unless ``tz_name`` is given).
 
     Raises:
-        UsageError: the tariff has no prices for the range.
+        UsageError: no tariff, unreadable times, or no prices for the range.
     """
-    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
-    over = segment_energy(split_series(table), **_energy_kwargs(settings))
-    segments = tariff_segments(tariff, start_ms, end_ms)
-    imp, exp = over(segments.edges_ms)
-    rows = cost_rows(tariff_cost(tariff, segments, imp, exp))
-    columns = list(rows[0]) if rows else ["tariff", "zone", "cost"]
-    return Rows(columns, rows)
+    report = cost_for(
+        settings,
+        start=start,
+        end=end,
+        tariff_name=tariff_name,
+        tz_name=tz_name,
+        device_id=device_id,
+        site_name=site_name,
+    )
+    columns = list(report.rows[0]) if report.rows else ["tariff", "zone", "cost"]
+    return Rows(columns, report.rows, {"warnings": report.warnings})
 
 
 def tariff_comparison(
@@ -201,12 +240,14 @@ def tariff_comparison(
     start_ms: int,
     end_ms: int,
     device_id: str | None = None,
+    site_name: str | None = None,
     shift_share: float = 0.2,
 ) -> Rows:
     """Price the same consumption under every built-in tariff (cheapest first), with the
     saving of moving ``shift_share`` of dear-zone load into each tariff's cheapest zone."""
-    table = load_readings(settings, device_id=device_id, start_ms=start_ms, end_ms=end_ms)
-    over = segment_energy(split_series(table), **_energy_kwargs(settings))
+    over = energy_over_edges_for(
+        settings, start_ms, end_ms, device_id=device_id, site_name=site_name
+    )
     tariffs = [load_tariff(n) for n in builtin_tariff_names()]
     rows = compare_tariffs(tariffs, over, start_ms, end_ms)
     by_name = {t.name: t for t in tariffs}
@@ -323,14 +364,18 @@ def overview(
     month_start, month_end = month_start_before(now, tz)
     month: dict[str, Any] = {"tariff": None}
     if settings["cost.tariff"]:
-        tariff = tariff_for(settings)
-        rows = cost(settings, start_ms=month_start, end_ms=now, tariff=tariff).rows
+        rows = cost(
+            settings,
+            start=format_local(month_start, tz),
+            end=format_local(now, tz),
+            tz_name=str(tz),
+        ).rows
         total = next((r for r in rows if r.get("zone") == "total"), None)
         so_far = float(total["cost"]) if total else sum(float(r.get("cost", 0)) for r in rows)
         elapsed = max(now - month_start, 1)
         month = {
-            "tariff": tariff.name,
-            "currency": tariff.currency,
+            "tariff": rows[0]["tariff"] if rows else settings["cost.tariff"],
+            "currency": rows[0].get("currency", "") if rows else "",
             "cost_so_far": round(so_far, 2),
             "projected": round(so_far * (month_end - month_start) / elapsed, 2),
         }
@@ -400,7 +445,7 @@ def quality(
 ) -> Rows:
     """Return per device: last seen, coverage, gap time and counter anomalies over the range
     (from the same energy computation as ``wattlake energy``)."""
-    table = load_readings(settings, device_id=None, start_ms=start_ms, end_ms=end_ms)
+    table = load_readings(settings, start_ms, end_ms)
     edges = np.array([start_ms, end_ms], dtype=np.int64)
     rows, results = energy_rows(table, edges, tz, **_energy_kwargs(settings))
     events: dict[str, dict[str, int]] = {}
@@ -416,6 +461,7 @@ def quality(
         out.append(
             {
                 "device_id": r["device_id"],
+                "channel": r.get("channel"),
                 "last_seen": seen["last_seen"] if seen else None,
                 "coverage": r["coverage"],
                 "gap_s": r["gap_s"],
@@ -425,6 +471,7 @@ def quality(
         )
     columns = [
         "device_id",
+        "channel",
         "last_seen",
         "coverage",
         "gap_s",

@@ -105,6 +105,18 @@ class WebMetrics:
         return "".join(lines)
 
 
+def duration(seconds: float) -> str:
+    """Return ``seconds`` for people: ``45 s``, ``12 min``, ``8 h 33 min``, ``3 d 4 h``."""
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
 def _label(value: Any) -> str:
     return str(value or "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
@@ -117,24 +129,30 @@ def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> l
     fired: list[dict[str, Any]] = []
     rows = devices(view, settings, tz=tz, at_ms=now).rows
     silent_s = float(settings["alerts.silent_after_s"])
-    for r in rows:
-        if r["age_s"] > silent_s:
+    silent: dict[str, float] = {}
+    for r in rows:  # a device is as silent as its most recent channel
+        silent[r["device_id"]] = min(silent.get(r["device_id"], float("inf")), r["age_s"])
+    for device_id, age_s in silent.items():
+        if age_s > silent_s:
             fired.append(
                 {
                     "alert": "device_silent",
-                    "device_id": r["device_id"],
-                    "message": f"{r['device_id']} silent for {r['age_s']:.0f} s",
+                    "device_id": device_id,
+                    "message": f"{device_id} silent for {duration(age_s)}",
                 }
             )
     day_start = local_midnight_before(now, tz)
     if rows and now - day_start > HOUR_MS:
+        lowest: dict[str, float] = {}
         for q in quality(view, settings, start_ms=day_start, end_ms=now, tz=tz).rows:
-            if q["coverage"] < float(settings["alerts.coverage_min"]):
+            lowest[q["device_id"]] = min(lowest.get(q["device_id"], 1.0), q["coverage"])
+        for device_id, coverage in lowest.items():
+            if coverage < float(settings["alerts.coverage_min"]):
                 fired.append(
                     {
                         "alert": "coverage_low",
-                        "device_id": q["device_id"],
-                        "message": f"{q['device_id']} coverage today {q['coverage']:.0%}",
+                        "device_id": device_id,
+                        "message": f"{device_id} coverage today {coverage:.0%}",
                     }
                 )
     try:
@@ -160,7 +178,7 @@ def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> l
                 {
                     "alert": "ingest_lag",
                     "device_id": "",
-                    "message": f"newest reading in the lake is {lag_s:.0f} s old",
+                    "message": f"the newest reading in the lake is {duration(lag_s)} old",
                 }
             )
     return fired

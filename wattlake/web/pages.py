@@ -69,8 +69,9 @@ def router() -> APIRouter:
 
     @pages.get("/energy")
     def energy(request: Request) -> Response:
-        state(request)
-        return render_page(request, "energy.html", {"page": "energy"})
+        s = state(request)
+        sites = [r["site"] for r in figures.sites(s.settings).rows]
+        return render_page(request, "energy.html", {"page": "energy", "sites": sites})
 
     @pages.get("/history")
     def history(request: Request) -> Response:

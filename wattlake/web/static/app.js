@@ -1,7 +1,8 @@
 // wattlake pages: charts with uPlot from the API, live power over server-sent events.
 "use strict";
 (function () {
-  const PALETTE = ["#1f6fd1", "#e0a000", "#8e44ad", "#1e9e4a", "#c0392b", "#16a2b8", "#6c5ce7", "#d35400", "#2c3e50", "#e84393"];
+  // Channel colours stay clear of the role colours (export green, solar amber, battery purple).
+  const PALETTE = ["#1f6fd1", "#16a2b8", "#c0392b", "#5b6576", "#0b3d91", "#e84393", "#d35400", "#2c3e50", "#7fb3e6", "#8d6e63"];
   const COLORS = { import: "#1f6fd1", export: "#1e9e4a", solar: "#e0a000", battery: "#8e44ad" };
   const page = document.body.dataset.page;
   const TZ = document.body.dataset.tz || "UTC";
@@ -31,20 +32,26 @@
   function opts(el, series, yLabel, extra) {
     return Object.assign({
       width: width(el), height: el.classList.contains("tall") ? 380 : 260, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), TZ),
-      series: [{}].concat(series), legend: { live: true },
+      series: [{}].concat(series), legend: { live: false },
       axes: [{ font: axisFont, label: "time (" + TZ + ")", labelFont: axisFont }, { font: axisFont, label: yLabel, labelFont: axisFont, size: 60 }],
       cursor: { drag: { x: true, y: false } },
     }, extra || {});
   }
   function draw(el, o, data) {
     el.innerHTML = "";
+    if (!data[0].length) {
+      const note = document.createElement("p");
+      note.className = "empty"; note.textContent = "No readings in this range.";
+      el.appendChild(note);
+    }
     const plot = new uPlot(o, data, el);
     el.dataset.drawn = data[0].length;
     window.addEventListener("resize", () => plot.setSize({ width: width(el), height: o.height }));
     return plot;
   }
   function table(el, rows, columns, fmt) {
-    const head = "<thead><tr>" + columns.map((c) => "<th>" + c + "</th>").join("") + "</tr></thead>";
+    const title = (c) => c.replace(/_wh$/, " [kWh]").replace(/_w$/, " [W]").replace(/_/g, " ");
+    const head = "<thead><tr>" + columns.map((c) => '<th class="' + (rows.length && typeof rows[0][c] === "number" ? "num" : "") + '">' + title(c) + "</th>").join("") + "</tr></thead>";
     const body = rows.map((r) => "<tr>" + columns.map((c) => {
       const v = r[c]; const n = typeof v === "number";
       return '<td class="' + (n ? "num" : "") + '">' + (v == null ? "" : n && fmt ? fmt(c, v) : String(v).replace(/</g, "&lt;")) + "</td>";
@@ -144,34 +151,73 @@
     return rows.reduce((t, r) => ({ import_kwh: t.import_kwh + r.import_wh / 1000, export_kwh: t.export_kwh + r.export_wh / 1000 }), { import_kwh: 0, export_kwh: 0 });
   }
 
+  function stackedBars(el, xs, up, down) {
+    // Stack by drawing running totals, tallest first, so each layer shows its own share.
+    const bars = uPlot.paths.bars({ size: [0.7, 60] });
+    const series = [], data = [xs];
+    function layer(parts, sign) {
+      const acc = xs.map(() => 0);
+      const out = parts.map((p) => { p.values.forEach((v, i) => { acc[i] += sign * Math.abs(v || 0); }); return { label: p.label, color: p.color, values: acc.slice() }; });
+      return out.reverse();
+    }
+    layer(up, 1).concat(layer(down, -1)).forEach((p) => { series.push({ label: p.label, stroke: p.color, fill: p.color + "dd", paths: bars, points: { show: false } }); data.push(p.values); });
+    draw(el, opts(el, series, "energy [kWh]"), data);
+  }
+
   function energy() {
     const form = document.getElementById("period");
     const el = document.getElementById("chart-energy");
+    const kwh = (c, v) => (c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2));
     async function show() {
       const f = new FormData(form);
+      const site = f.get("site");
       const range = periodRange(f.get("period"), f.get("start"), f.get("end"));
       form.elements.start.value = range.start; form.elements.end.value = range.end;
-      downloads(document.getElementById("dl-energy"), "/api/energy", range);
       const other = shift(range, f.get("compare"));
-      const [body, prev] = await Promise.all([api("/api/energy?" + q(range)), api("/api/energy?" + q(other))]);
+      const label = f.get("compare") === "lastyear" ? "same period last year" : "previous period";
+      const path = site ? "/api/sites/" + encodeURIComponent(site) + "/energy" : "/api/energy";
+      downloads(document.getElementById("dl-energy"), path, range);
+      const [body, prev] = await Promise.all([api(path + "?" + q(range)), api(path + "?" + q(other))]);
       const starts = [...new Set(body.rows.map((r) => r.start))];
       const xs = starts.map((s) => Date.parse(s) / 1000);
-      const imp = starts.map((s) => body.rows.filter((r) => r.start === s).reduce((a, r) => a + r.import_wh / 1000, 0));
-      const exp = starts.map((s) => -body.rows.filter((r) => r.start === s).reduce((a, r) => a + r.export_wh / 1000, 0));
-      const bars = uPlot.paths.bars({ size: [0.7, 60] });
-      draw(el, opts(el, [
-        { label: "import [kWh]", stroke: COLORS.import, fill: COLORS.import + "cc", paths: bars },
-        { label: "export [kWh]", stroke: COLORS.export, fill: COLORS.export + "cc", paths: bars },
-      ], "energy [kWh]"), [xs, imp, exp]);
-      const a = totals(body.rows), b = totals(prev.rows);
-      const label = f.get("compare") === "lastyear" ? "same period last year" : "previous period";
-      table(document.getElementById("totals"), [
-        { "": "this period", "import [kWh]": a.import_kwh, "export [kWh]": a.export_kwh, "net [kWh]": a.import_kwh - a.export_kwh },
-        { "": label, "import [kWh]": b.import_kwh, "export [kWh]": b.export_kwh, "net [kWh]": b.import_kwh - b.export_kwh },
-      ], ["", "import [kWh]", "export [kWh]", "net [kWh]"], (c, v) => v.toFixed(2));
-      const costParams = { start: range.start, end: range.end };
+      const sum = (rows, s, col) => rows.filter((r) => r.start === s).reduce((a, r) => a + (r[col] || 0) / 1000, 0);
+      const total = (rows, col) => rows.reduce((a, r) => a + (r[col] || 0) / 1000, 0);
+      if (site) {
+        const col = (c) => starts.map((s) => sum(body.rows, s, c));
+        stackedBars(el, xs, [
+          { label: "grid import [kWh]", color: COLORS.import, values: col("grid_import_wh") },
+          { label: "solar [kWh]", color: COLORS.solar, values: col("solar_wh") },
+          { label: "battery discharge [kWh]", color: COLORS.battery, values: col("battery_discharge_wh") },
+        ], [
+          { label: "grid export [kWh]", color: COLORS.export, values: col("grid_export_wh") },
+          { label: "battery charge [kWh]", color: "#b784d1", values: col("battery_charge_wh") },
+        ]);
+        const cols = body.columns.filter((c) => c.endsWith("_wh") && c !== "interpolated_wh");
+        table(document.getElementById("sources"), cols.map((c) => ({ source: c.replace(/_wh$/, "").replace(/_/g, " "), "this period [kWh]": total(body.rows, c), [label + " [kWh]"]: total(prev.rows, c) })), ["source", "this period [kWh]", label + " [kWh]"], (c, v) => v.toFixed(2));
+        const cons = total(body.rows, "consumption_wh"), solar = total(body.rows, "solar_wh"), exp = total(body.rows, "grid_export_wh"), imp = total(body.rows, "grid_import_wh");
+        table(document.getElementById("totals"), [
+          { "": "self-consumption", value: solar > 0 ? ((solar - Math.min(exp, solar)) / solar * 100).toFixed(1) + " %" : "–" },
+          { "": "self-sufficiency", value: cons > 0 ? ((cons - imp) / cons * 100).toFixed(1) + " %" : "–" },
+        ], ["", "value"]);
+        downloads(document.getElementById("dl-sources"), path, range);
+      } else {
+        const keys = [...new Set(body.rows.map((r) => r.device_id + (r.channel != null ? " ch" + r.channel : "")))];
+        const of = (k, c) => starts.map((s) => body.rows.filter((r) => r.start === s && r.device_id + (r.channel != null ? " ch" + r.channel : "") === k).reduce((a, r) => a + r[c] / 1000, 0));
+        stackedBars(el, xs,
+          keys.map((k, i) => ({ label: k + " import [kWh]", color: PALETTE[i % PALETTE.length], values: of(k, "import_wh") })),
+          [{ label: "export [kWh]", color: COLORS.export, values: starts.map((s) => sum(body.rows, s, "export_wh")) }]);
+        const a = { import_kwh: total(body.rows, "import_wh"), export_kwh: total(body.rows, "export_wh") };
+        const b = { import_kwh: total(prev.rows, "import_wh"), export_kwh: total(prev.rows, "export_wh") };
+        table(document.getElementById("totals"), [
+          { "": "this period", "import [kWh]": a.import_kwh, "export [kWh]": a.export_kwh, "net [kWh]": a.import_kwh - a.export_kwh },
+          { "": label, "import [kWh]": b.import_kwh, "export [kWh]": b.export_kwh, "net [kWh]": b.import_kwh - b.export_kwh },
+        ], ["", "import [kWh]", "export [kWh]", "net [kWh]"], (c, v) => v.toFixed(2));
+        table(document.getElementById("sources"), keys.map((k) => ({ channel: k, "import [kWh]": of(k, "import_wh").reduce((x, y) => x + y, 0), "export [kWh]": of(k, "export_wh").reduce((x, y) => x + y, 0) })), ["channel", "import [kWh]", "export [kWh]"], (c, v) => v.toFixed(2));
+        downloads(document.getElementById("dl-sources"), path, range);
+      }
+      const costParams = Object.assign({ start: range.start, end: range.end, tz: TZ }, site ? { site: site } : {});
       downloads(document.getElementById("dl-cost"), "/api/cost", costParams);
-      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, ["zone", "import_wh", "export_wh", "cost", "currency"], (k, v) => k.endsWith("_wh") ? (v / 1000).toFixed(2) + " kWh" : v.toFixed(2)))
+      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, ["zone", "import_wh", "export_wh", "cost", "currency"], (k, v) => k.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)))
         .catch((e) => { document.getElementById("cost").innerHTML = "<tr><td>" + e.message + "</td></tr>"; });
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
@@ -221,7 +267,7 @@
       const o = opts(el, seasons.map((s, i) => ({ label: s, stroke: PALETTE[i], width: 2 })), "mean power [W]", { scales: { x: { time: false } } });
       o.axes[0] = { font: axisFont, label: "hour of day (" + TZ + ")", labelFont: axisFont };
       draw(el, o, data);
-      api("/api/tariffs/compare?" + q(params)).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) + " kWh" : v.toFixed(2)));
+      api("/api/tariffs/compare?" + q(params)).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)));
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
     show().catch(console.error);

@@ -1,0 +1,192 @@
+"""Dashboard and API latency on a lake with a fleet's history (bench/fleet.py, imported).
+
+Figures (p50 and p95 of repeated runs), each beside the baseline of ``/healthz`` (no lake work)
+measured in the same run:
+
+* API: the overview, a month of daily energy, a year of power history downsampled to 1,000
+  points (target < 200 ms each);
+* the browser (Debian's chromium): navigation to the History page until its first chart is drawn
+  (target < 1 s);
+* live view: publish to a real Mosquitto until the overview in the browser shows the value,
+  while the other meters publish every second as in ``demo`` (p95 target < 1 s).
+
+Run ``.venv/bin/python bench/bench_web.py --devices 10 --days 365 --step-s 10`` for the issue's
+fleet (the import alone takes long on two cores); ``--lake DIR`` reuses a lake imported before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.fleet import FleetSpec, write_files
+from tests.conftest import start_mosquitto
+from wattlake.config import Settings
+from wattlake.gateway.tokens import TokenStore
+from wattlake.web.app import WebServer
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def percentiles(samples_s: list[float]) -> str:
+    """Return ``p50 … ms, p95 … ms`` of ``samples_s``."""
+    ordered = sorted(samples_s)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"p50 {statistics.median(ordered) * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms"
+
+
+def make_lake(devices: int, days: int, step_s: int, root: Path) -> Path:
+    """Generate the fleet ending at today's UTC midnight and import it."""
+    today = datetime.now(UTC).date()
+    spec = FleetSpec(devices=devices, days=days, start=today - timedelta(days=days), step_s=step_s)
+    lake = root / "lake"
+    started = time.perf_counter()
+    files = write_files(spec, root / "files", days_per_file=30)
+    subprocess.run(
+        [sys.executable, "-m", "wattlake", "import", *map(str, files), "--data-dir", str(lake)],
+        check=True,
+    )
+    print(
+        f"imported ~{spec.readings:,} readings ({devices} devices, {days} days at {step_s} s) "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    return lake
+
+
+def api_figures(base: str, token: str, repeat: int) -> None:
+    today = datetime.now(UTC).date()
+    month = (today - timedelta(days=30)).isoformat()
+    year = (today - timedelta(days=365)).isoformat()
+    cases = {
+        "healthz (baseline)": "/healthz",
+        "overview": "/api/overview",
+        "month of daily energy": f"/api/energy?start={month}&end={today}&every=day",
+        "year of history, 1000 points": f"/api/readings?start={year}&end={today}&points=1000",
+    }
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+        for name, path in cases.items():
+            client.get(path, timeout=120).raise_for_status()  # warm: views, caches
+            samples = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                client.get(path, timeout=120).raise_for_status()
+                samples.append(time.perf_counter() - started)
+            print(f"API {name:32s} {percentiles(samples)}")
+
+
+def browser_figures(server: WebServer, broker_port: int, devices: int, repeat: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    stop = threading.Event()
+
+    def demo_load() -> None:  # the other meters publish every second, as in demo
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect("127.0.0.1", broker_port)
+        client.loop_start()
+        while not stop.wait(1.0):
+            for d in range(devices):
+                body = {"ts": time.time(), "channel": 0, "power_w": 100 + d}
+                client.publish(f"wattlake/load-{d}/readings", json.dumps(body), qos=1)
+        client.loop_stop()
+        client.disconnect()
+
+    loader = threading.Thread(target=demo_load, daemon=True)
+    loader.start()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(server.login_url())
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            page.goto(server.url + "/history")
+            page.wait_for_selector("#chart-history[data-drawn] canvas", timeout=60_000)
+            samples.append(time.perf_counter() - started)
+        print(f"browser: navigation to first chart drawn {percentiles(samples)}")
+
+        page.goto(server.url + "/")
+        page.wait_for_function(
+            "document.getElementById('live-state').textContent.startsWith('live')"
+        )
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        publisher.connect("127.0.0.1", broker_port)
+        publisher.loop_start()
+        latencies = []
+        for i in range(repeat * 3):
+            value = 5000 + i
+            sent = time.time()
+            body = {"ts": sent, "channel": 0, "power_w": value}
+            publisher.publish("wattlake/bench-live/readings", json.dumps(body), qos=1)
+            page.wait_for_function(
+                """(v) => { const c = document.querySelector('[data-key="bench-live/0"] .w');
+                            return c && c.textContent === v; }""",
+                arg=str(value),
+                timeout=10_000,
+            )
+            shown_ms = float(page.get_attribute('[data-key="bench-live/0"]', "data-updated") or "0")
+            latencies.append(max(0.0, shown_ms / 1000 - sent))
+            time.sleep(0.2)
+        publisher.loop_stop()
+        publisher.disconnect()
+        print(f"live: publish to browser ({devices} meters at 1 Hz) {percentiles(latencies)}")
+        browser.close()
+    stop.set()
+    loader.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--step-s", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--lake", type=Path, help="a lake imported before (skips the import)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wattlake-bench-web-") as tmp:
+        root = Path(tmp)
+        lake = args.lake or make_lake(args.devices, args.days, args.step_s, root)
+        token, _ = TokenStore(root / "tokens.json").create("read")
+        settings = Settings.load(
+            overrides={
+                "data_dir": str(lake),
+                "cost.tariff": "pl-g11",
+                "web.tokens_file": str(root / "tokens.json"),
+            },
+            environ={k: v for k, v in os.environ.items() if not k.startswith("WATTLAKE_")},
+        )
+        broker = start_mosquitto(root / "mosquitto")
+        server = WebServer(settings, broker_url=broker.url, port=0)
+        server.start()
+        try:
+            api_figures(server.url, token, args.repeat)
+            browser_figures(server, broker.port, args.devices, max(5, args.repeat // 2))
+        finally:
+            server.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

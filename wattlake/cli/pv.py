@@ -142,6 +142,9 @@ def pv(
     except NoDataError:
         _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
         return
+    if np.isnan(load_wh).all():  # readings near the range, none in it
+        _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
+        return
     pv_wh, source = _production(pvmod, hours, pvgis, kwp, lat, lon, tilt, azimuth, losses)
     if np.isnan(pv_wh).all():
         raise BadInputError(
@@ -332,12 +335,7 @@ def forecast(
     # Hours after the last measurement are not consumption of zero, just not measured yet.
     measured = np.flatnonzero(~np.isnan(load_wh))
     if measured.size == 0:
-        emit_rows([], fmt, columns=FORECAST_COLUMNS)
-        say(
-            "No hour in this range has measured consumption; check --device and --until, or "
-            "raise energy.max_gap_s if the meter reports less often than every "
-            f"{settings['energy.max_gap_s']:g} s."
-        )
+        _no_data(settings, fmt, FORECAST_COLUMNS, device, start_ms, end_ms)
         return
     hours, load_wh = hours[: measured[-1] + 1], load_wh[: measured[-1] + 1]
     result = fc.forecast_next_day(hours, load_wh, tz=zone_name, country=country)

@@ -32,6 +32,7 @@ from wattlake.errors import StorageError, UsageError, WattlakeError
 
 if TYPE_CHECKING:
     from wattlake.devices.simulator import Simulator
+    from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.broker import EmbeddedBroker
     from wattlake.stream.ingest import DrainState, IngestWorker
 
@@ -208,16 +209,21 @@ class Stack:
         simulate: bool = True,
         web: bool = False,
         broker_port: int | None = None,
+        security: BrokerSecurity | None = None,
+        external_broker: str = "",
     ) -> None:
         """Describe the stack; :meth:`start` starts it.
 
         ``broker_port`` None takes ``broker.port``, or a free port when that is the default
-        and taken.
+        and taken. ``security`` makes the embedded broker check every client (``up``);
+        ``external_broker`` (an MQTT 5 broker's URL, e.g. Mosquitto) replaces the embedded one.
         """
         self.settings = settings
         self.simulate = simulate
         self.web_wanted = web
         self.broker_port = broker_port
+        self.security = security
+        self.external_broker = external_broker
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
         self.simulator: Simulator | None = None
@@ -256,14 +262,15 @@ class Stack:
                 port = 0
         elif self.broker_port is not None:
             port = self.broker_port
-        self.broker = EmbeddedBroker(host=host, port=port).start()
+        if not self.external_broker:
+            self.broker = EmbeddedBroker(host=host, port=port, security=self.security).start()
         try:
             self.worker = IngestWorker(
                 settings,
-                self.broker.url,
-                mqtt5=False,
+                self.broker_url,
+                mqtt5=bool(self.external_broker),
                 drain=True,
-                broker_backlog=self.broker.pending_for,
+                broker_backlog=self.broker.pending_for if self.broker is not None else None,
             )
             self._ingest = threading.Thread(
                 target=self._collect, args=(self.worker.run, self._ingest_stop), name="ingest"
@@ -287,6 +294,11 @@ class Stack:
             self._stop_quietly()
             raise
 
+    @property
+    def broker_url(self) -> str:
+        """Return the URL of the broker the ingest reads (embedded or external)."""
+        return self.external_broker or (self.broker.url if self.broker is not None else "")
+
     def _start_web(self) -> None:
         try:
             from wattlake.web.app import WebServer
@@ -302,8 +314,7 @@ class Stack:
         ):
             self.notes.append(f"Port {port} is taken; the dashboard uses a free port.")
             port = 0
-        assert self.broker is not None
-        web = WebServer(settings, broker_url=self.broker.url, port=port)
+        web = WebServer(settings, broker_url=self.broker_url, port=port)
         try:
             web.start()
         except WattlakeError as exc:  # the data path works without it

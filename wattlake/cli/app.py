@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "settings",
     "device",
     "broker",
+    "up",
     "token",
     "serve",
 )

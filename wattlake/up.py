@@ -1,0 +1,272 @@
+"""``wattlake up``: the stack for real meters, always on.
+
+:class:`Up` runs a :class:`~wattlake.stack.Stack` without a simulator and adds what real devices
+need:
+
+- the embedded broker secured by the device registry (TLS listener, per-device identities and
+  topics, see :mod:`wattlake.gateway.auth`); the ingest connects with its own credential; or no
+  embedded broker at all when an external one (Mosquitto, configured with ``wattlake
+  broker-config mosquitto``) is given;
+- the gap refill (:mod:`wattlake.gateway.refill`) beside the ingest;
+- jobs on their schedule: ``rollup`` every 15 minutes, ``compact`` and ``maintain`` daily;
+- the broker's security counters in ``broker.prom`` beside the ingest's metrics file.
+
+A stop (SIGTERM, Ctrl-C) drains the ingest and flushes the lake (see :mod:`wattlake.stack`);
+:data:`STOP_MAX_S` bounds it: after that the stop is forced, and the write-ahead log keeps what
+was taken for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from wattlake.config import Settings
+from wattlake.errors import UsageError
+from wattlake.stack import Stack, StackReport
+
+log = logging.getLogger(__name__)
+
+# The longest a stop may take before it is forced [s] (systemd's TimeoutStopSec is above it).
+STOP_MAX_S: Final = 45.0
+JOB_PERIODS_S: Final = {"rollup": 900.0, "compact": 86_400.0, "maintain": 86_400.0}
+METRICS_EVERY_S: Final = 5.0
+
+
+def with_values(settings: Settings, values: dict[str, Any], origin: str = "up") -> Settings:
+    """Return ``settings`` with ``values`` set (marked as coming from ``origin``)."""
+    merged = {name: settings[name] for name in settings} | values
+    return Settings(merged, {**settings.origins, **dict.fromkeys(values, origin)})
+
+
+class JobLoop:
+    """Run lake jobs on their schedule in a thread; a failing job is logged and tried later."""
+
+    def __init__(self, settings: Settings, periods_s: dict[str, float] | None = None) -> None:
+        self.settings = settings
+        self.periods_s = dict(JOB_PERIODS_S if periods_s is None else periods_s)
+        self.runs: dict[str, int] = dict.fromkeys(self.periods_s, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+
+    def start(self) -> JobLoop:
+        """Start the schedule (the first runs come one period after the start)."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from wattlake.jobs import run_job
+
+        due = {name: time.monotonic() + period for name, period in self.periods_s.items()}
+        while not self._stop.wait(1.0):
+            for name, at in due.items():
+                if time.monotonic() < at or self._stop.is_set():
+                    continue
+                try:
+                    run_job(name, self.settings)
+                    self.runs[name] += 1
+                except Exception:  # a job failure must not stop the stack; it runs again later
+                    log.exception(
+                        "job %s failed; it runs again in %.0f s", name, self.periods_s[name]
+                    )
+                due[name] = time.monotonic() + self.periods_s[name]
+
+    def stop(self) -> None:
+        """Stop after the job that runs now, if any."""
+        self._stop.set()
+        self._thread.join(timeout=STOP_MAX_S)
+
+
+class Up:
+    """Broker (or an external one), ingest, refill, jobs and web for real devices."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        external_broker: str = "",
+        web: bool = True,
+        refill: bool = True,
+        jobs: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.external_broker = external_broker
+        self.web = web
+        self.refill_wanted = refill
+        self.jobs_wanted = jobs
+        self.stack: Stack | None = None
+        self.refiller: Any = None
+        self.jobs: JobLoop | None = None
+        self.metrics_file: Path | None = None
+        self._stop_metrics = threading.Event()
+        self._metrics_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start everything.
+
+        Raises:
+            UsageError: there is no project CA (the embedded broker needs its certificate).
+            wattlake.errors.WattlakeError: a part did not start.
+        """
+        from wattlake.gateway.auth import BrokerSecurity
+        from wattlake.gateway.ca import security_dir
+        from wattlake.gateway.registry import INGEST_ID, Registry
+
+        settings = self.settings
+        security = None
+        if not self.external_broker:
+            registry = Registry(security_dir(settings["security.dir"]))
+            if not registry.ca.exists():
+                raise UsageError(
+                    f"There is no project CA in {registry.root}; create it first with "
+                    "wattlake ca init --host NAME --ip ADDRESS (the names devices use)."
+                )
+            settings = with_values(
+                settings,
+                {"ingest.username": INGEST_ID, "ingest.password": registry.service_password()},
+            )
+            security = BrokerSecurity(
+                registry.root,
+                tls_host=settings["broker.tls_host"],
+                tls_port=settings["broker.tls_port"],
+                gen1_plain_host=settings["broker.gen1_host"],
+                gen1_plain_port=settings["broker.gen1_port"],
+            )
+        self.settings = settings
+        self.stack = Stack(
+            settings,
+            simulate=False,
+            web=self.web,
+            security=security,
+            external_broker=self.external_broker,
+        )
+        self.stack.start()
+        try:
+            worker = self.stack.worker
+            assert worker is not None
+            state = worker.wal.directory.parent
+            if self.refill_wanted:
+                self._start_refill(state / f"{settings['stream.name']}-refill.json")
+            if self.jobs_wanted:
+                self.jobs = JobLoop(settings).start()
+            if self.stack.broker is not None and security is not None:
+                self.metrics_file = state / "broker.prom"
+                self._metrics_thread = threading.Thread(
+                    target=self._write_metrics, name="broker-metrics", daemon=True
+                )
+                self._metrics_thread.start()
+        except BaseException:
+            self.stack.stop()
+            raise
+
+    def _start_refill(self, state_file: Path) -> None:
+        from wattlake.gateway.mqtt import BrokerAddress, TlsOptions
+        from wattlake.gateway.refill import Refiller
+
+        assert self.stack is not None
+        s = self.settings
+        self.refiller = Refiller(
+            BrokerAddress.parse(self.stack.broker_url),
+            state_file=state_file,
+            username=s["ingest.username"],
+            password=s["ingest.password"],
+            tls=TlsOptions(
+                ca_file=s["ingest.tls_ca_file"],
+                cert_file=s["ingest.tls_cert_file"],
+                key_file=s["ingest.tls_key_file"],
+                insecure=s["ingest.tls_insecure"],
+            ),
+        ).start()
+
+    def _write_metrics(self) -> None:
+        while not self._stop_metrics.wait(METRICS_EVERY_S):
+            self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """Write the broker's security counters (Prometheus text) to :attr:`metrics_file`."""
+        if self.stack is None or self.stack.broker is None or self.metrics_file is None:
+            return
+        tmp = self.metrics_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(self.stack.broker.metrics_text(), encoding="utf-8")
+            tmp.replace(self.metrics_file)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.metrics_file, exc)
+
+    def stop(self, abort: threading.Event | None = None) -> StackReport:
+        """Stop refill and jobs, then the stack (drain, flush); forced after ``STOP_MAX_S``.
+
+        Raises:
+            wattlake.errors.WattlakeError: as :meth:`wattlake.stack.Stack.stop`.
+        """
+        abort = abort or threading.Event()
+        timer = threading.Timer(STOP_MAX_S, abort.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            if self.refiller is not None:
+                self.refiller.stop()
+            if self.jobs is not None:
+                self.jobs.stop()
+            self._stop_metrics.set()
+            self.write_metrics()
+            assert self.stack is not None
+            return self.stack.stop(abort)
+        finally:
+            timer.cancel()
+
+
+def systemd_units(settings: Settings, *, external_broker: str = "") -> dict[str, str]:
+    """Return systemd unit files for ``wattlake up`` (with or without the embedded broker)."""
+    from wattlake.gateway.ca import security_dir
+
+    program = shutil.which("wattlake") or sys.argv[0]
+    data_dir = settings.data_dir
+    if "://" not in data_dir:
+        data_dir = str(Path(data_dir).resolve())
+    command = [str(Path(program).resolve()), "up", "--data-dir", data_dir]
+    if external_broker:
+        command += ["--external-broker", external_broker]
+    after = "network-online.target" + (" mosquitto.service" if external_broker else "")
+    arrangement = "external broker" if external_broker else "embedded broker"
+    unit = f"""[Unit]
+Description=wattlake: energy meters into the lake ({arrangement})
+Wants=network-online.target
+After={after}
+{"Requires=mosquitto.service" if external_broker else ""}
+
+[Service]
+Type=simple
+ExecStart={shlex.join(command)}
+# A stop drains the ingest and flushes the lake; it is forced after {STOP_MAX_S:.0f} s.
+KillSignal=SIGTERM
+TimeoutStopSec={STOP_MAX_S + 15:.0f}
+Restart=on-failure
+RestartSec=5
+Environment=WATTLAKE_SECURITY__DIR={security_dir(settings["security.dir"]).resolve()}
+# Secrets (e.g. WATTLAKE_INGEST__PASSWORD for an external broker) go in this file, mode 0600.
+EnvironmentFile=-/etc/wattlake/environment
+NoNewPrivileges=true
+PrivateTmp=true
+
+[Install]
+WantedBy=multi-user.target
+"""
+    units = {"wattlake.service": unit.replace("\n\n\n", "\n\n")}
+    if external_broker:
+        units["mosquitto.service.d/wattlake.conf"] = (
+            "# Mosquitto with the configuration written from the device registry:\n"
+            "#   wattlake broker-config mosquitto --out /etc/mosquitto/wattlake\n"
+            "#   chown -R mosquitto /etc/mosquitto/wattlake\n"
+            "[Service]\n"
+            "ExecStart=\n"
+            "ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/wattlake/mosquitto.conf\n"
+            "ExecReload=/bin/kill -HUP $MAINPID\n"
+        )
+    return units

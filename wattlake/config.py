@@ -123,6 +123,26 @@ register(
 )
 register("broker.host", "127.0.0.1", "", "Address the embedded broker listens on.")
 register("broker.port", 1883, "port", "Port of the embedded broker (0: pick a free port).")
+register(
+    "broker.tls_host",
+    "0.0.0.0",
+    "",
+    "Address the embedded broker's TLS listener binds (devices connect here).",
+)
+register("broker.tls_port", 8883, "port", "Port of the embedded broker's TLS listener.")
+register(
+    "broker.gen1_host",
+    "",
+    "",
+    "Open a plain listener here for Gen1 devices registered for it (empty: off; unencrypted).",
+)
+register("broker.gen1_port", 1884, "port", "Port of the plain listener for Gen1 devices.")
+register(
+    "security.dir",
+    "",
+    "path",
+    "Folder of the project CA and device registry (empty: ~/.local/state/wattlake/security).",
+)
 register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")
 register("ingest.qos", 1, "", "MQTT QoS of the ingest subscription (0 or 1).")
 register(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import subprocess
@@ -226,7 +227,10 @@ def test_a_demo_killed_with_sigkill_delivers_what_it_acknowledged_on_the_next_st
 ) -> None:
     """The embedded-broker path has the WAL too: kill -9, start again, nothing acknowledged lost."""
     data_dir = tmp_path / "lake"
-    process = subprocess.Popen(demo_command(data_dir), stderr=subprocess.PIPE, text=True)
+    no_early_flush = {**os.environ, "WATTLAKE_STREAM__FIRST_FLUSH_S": "0"}
+    process = subprocess.Popen(
+        demo_command(data_dir), stderr=subprocess.PIPE, text=True, env=no_early_flush
+    )
     assert process.stderr is not None
     for line in process.stderr:
         if "Stop with Ctrl-C" in line:

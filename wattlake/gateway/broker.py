@@ -4,10 +4,8 @@ Two things make it safe to stop a stack without losing a message:
 
 - amqtt gives up on a QoS 1 message it sent when the receiver has not acknowledged it within
   5 s, and forgets it. The ingest acknowledges only once a message is in its write-ahead log,
-  which can take longer than that while it waits for its lake writer; so while the receiver
-  stays connected the broker sends such a message again (the same packet id, marked as a
-  duplicate) instead of forgetting it. A message may then reach the WAL twice; the lake keeps
-  one row per (device_id, channel, ts).
+  which can take longer than that while its WAL is at its limit; so the broker here waits for
+  the acknowledgement for as long as the receiver stays connected.
 - :meth:`EmbeddedBroker.pending_for` says how many messages the broker still holds for a
   client: a draining ingest takes messages until that is zero.
 """
@@ -152,7 +150,7 @@ class EmbeddedBroker:
             from wattlake.gateway.auth import listener_config
 
             config = listener_config(self.security, f"{self.host}:{self.port}", self.tls_port)
-        _resend_unacknowledged()
+        _wait_for_acknowledgements()
         self._broker = Broker(config)
         await self._broker.start()
 
@@ -200,13 +198,20 @@ async def _pending_for(broker: Any, client_id: str) -> int:
     return int(count)
 
 
-def _resend_unacknowledged() -> None:
-    """Make amqtt send a QoS 1 message again when its receiver did not acknowledge it in time,
-    for as long as the receiver stays connected, instead of forgetting it (once per process)."""
+def _wait_for_acknowledgements() -> None:
+    """Make amqtt wait for the PUBACK of a QoS 1 message it sent for as long as the receiver
+    stays connected, instead of forgetting the message after 5 s (once per process).
+
+    The ingest acknowledges a message only once it is in its write-ahead log, which takes
+    longer than 5 s while the WAL is at its limit; a broker that has forgotten the message
+    then no longer counts it in :meth:`EmbeddedBroker.pending_for`, and cannot send it again
+    to an ingest that reconnects. When the receiver disconnects amqtt cancels the wait, as
+    before.
+    """
     from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
     from amqtt.session import OutgoingApplicationMessage
 
-    if getattr(BrokerProtocolHandler, "_wattlake_resends", False):
+    if getattr(BrokerProtocolHandler, "_wattlake_waits", False):
         return
     original = BrokerProtocolHandler.mqtt_publish
 
@@ -218,18 +223,22 @@ def _resend_unacknowledged() -> None:
         retain: bool,
         ack_timeout: int | None = None,
     ) -> Any:
-        if qos != 1 or ack_timeout or self.session is None:
+        session = self.session
+        if qos != 1 or ack_timeout or session is None:
             return await original(self, topic, data, qos, retain, ack_timeout)
-        message = OutgoingApplicationMessage(self.session.next_packet_id, topic, qos, data, retain)
-        while True:
-            try:
-                await self._handle_message_flow(message)
-                return message
-            except TimeoutError:
-                session = self.session
-                if session is None or session.transitions.state != "connected":
-                    raise
-                log.debug("no PUBACK from %s in time; sending again", session.client_id)
+        packet_id = session.next_packet_id
+        message = OutgoingApplicationMessage(packet_id, topic, qos, data, retain)
+        session.inflight_out[packet_id] = message
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[packet_id] = waiter  # before sending: the PUBACK may be quick
+        try:
+            message.publish_packet = message.build_publish_packet()
+            await self._send_packet(message.publish_packet)
+            message.puback_packet = await waiter
+        finally:
+            self._puback_waiters.pop(packet_id, None)
+            session.inflight_out.pop(packet_id, None)
+        return message
 
     BrokerProtocolHandler.mqtt_publish = mqtt_publish  # type: ignore[method-assign]
-    BrokerProtocolHandler._wattlake_resends = True  # type: ignore[attr-defined]
+    BrokerProtocolHandler._wattlake_waits = True  # type: ignore[attr-defined]

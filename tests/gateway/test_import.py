@@ -330,7 +330,7 @@ def test_a_large_import_flushes_at_the_buffer_limits(
     path.write_text("\n".join(lines) + "\n")
     code, _, err = wattlake(capsys, "import", str(path), "--data-dir", str(data_dir))
     assert code == 0, err
-    files = sorted(data_dir.glob("raw/readings/date=*/hour=*/*.parquet"))
+    files = sorted(data_dir.glob("tables/readings/data/ts_day=*/*.parquet"))
     assert max(pq.read_metadata(f).num_rows for f in files) <= 20_000
-    assert len(files) > 17, "more than one flush: some hours are split across files"
+    assert len(files) >= 3, "one file per flush and day: 60,000 rows in flushes of 20,000"
     assert query(capsys, data_dir, "SELECT count(*) AS n FROM readings") == [{"n": 60_000}]

@@ -46,19 +46,50 @@ def need(program: str) -> str:
 
 
 def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port that is free on 127.0.0.1 now, outside the ephemeral range (see
+    :func:`quiet_ports`)."""
+    return quiet_ports(1)[0]
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """Return the kernel's range of source ports for outgoing connections (inclusive)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
+def quiet_ports(count: int, *, grpc: bool = False) -> list[int]:
+    """Return ``count`` distinct free ports outside the kernel's ephemeral range (and, with
+    ``grpc``, whose P + 10000 is free and outside it too: SeaweedFS puts its gRPC there).
+
+    A free port inside the ephemeral range can be handed out as the source port of any outgoing
+    connection on the machine before the server binds it; SeaweedFS then exits at once
+    ("bind: address already in use"). Ports below the range are never handed out that way.
+    """
+    low, high = ephemeral_port_range()
+    offset = 10_000 if grpc else 0
+    candidates = [
+        *range(10_000, low - offset),
+        *range(high + 1, 65_536 - offset),
+    ]
+    rng = random.Random()
+    chosen: list[int] = []
+    taken: set[int] = set()
+    while len(chosen) < count:
+        port = rng.choice(candidates)
+        pair = {port, port + offset}
+        if pair & taken or not all(_bindable(p) for p in pair):
+            continue
+        chosen.append(port)
+        taken |= pair
+    return chosen
 
 
 def free_port_with_grpc() -> int:
-    """Return a free port P whose P + 10000 is free too (SeaweedFS puts its gRPC there)."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20_000, 45_000)
-        if all(_bindable(p) for p in (port, port + 10_000)):
-            return port
+    """Return a free port P whose P + 10000 is free too, both outside the ephemeral range."""
+    return quiet_ports(1, grpc=True)[0]
 
 
 def _bindable(port: int) -> bool:
@@ -70,10 +101,19 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    """Wait until something accepts connections on 127.0.0.1:``port``."""
+def wait_for_port(
+    port: int, timeout_s: float = 10.0, *, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``.
+
+    Raises:
+        TimeoutError: nothing listens after ``timeout_s``.
+        ProcessLookupError: ``process`` (the server expected to listen) exited meanwhile.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ProcessLookupError(f"the server exited with {process.returncode} at start")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -207,22 +247,42 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         ]
     }
     (workdir / "s3.json").write_text(json.dumps(identities))
-    s3_port, master, volume, filer = (free_port_with_grpc() for _ in range(4))
-    iceberg_port = free_port()
-    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the process
+    # Another test run on the machine may take one of the chosen ports before this server binds
+    # it: the server then exits at once, and it is started again on other ports.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        server = _start_weed(binary, workdir, attempt)
+        if server is not None:
+            return server
+    raise RuntimeError(
+        f"SeaweedFS exited at start {START_ATTEMPTS} times; see {workdir}/weed-*.log"
+    )
+
+
+START_ATTEMPTS = 4
+
+
+def _start_weed(binary: str, workdir: Path, attempt: int) -> S3Server | None:
+    """Start one SeaweedFS server; return None when it exited during start-up."""
+    s3_port, master, volume, filer = quiet_ports(4, grpc=True)
+    used = {p + k for p in (s3_port, master, volume, filer) for k in (0, 10_000)}
+    iceberg_port = next(p for p in iter(free_port, None) if p not in used)
+    data_dir = workdir / f"data-{attempt}"
+    data_dir.mkdir()
+    log = open(workdir / f"weed-{attempt}.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [
             binary,
-            f"-logdir={workdir}",
+            f"-logdir={data_dir}",
             "server",
-            f"-dir={workdir}",
+            f"-dir={data_dir}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             "-s3",
             f"-s3.port={s3_port}",
             f"-s3.config={workdir / 's3.json'}",
             # Both default to fixed ports (8181, 9101): a second server on the machine would
-            # fail to start. Lance is not used; the Iceberg catalog gets a free port.
+            # fail to start. Lance is not used; the Iceberg catalog gets a free port (0 would
+            # turn it off).
             f"-s3.port.iceberg={iceberg_port}",
             "-s3.port.lance=0",
             f"-master.port={master}",
@@ -238,8 +298,12 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         f"http://127.0.0.1:{s3_port}", process, iceberg_url=f"http://127.0.0.1:{iceberg_port}"
     )
     try:
-        wait_for_port(s3_port, timeout_s=90)
+        wait_for_port(s3_port, timeout_s=90, process=process)
+        wait_for_port(iceberg_port, timeout_s=30, process=process)
         _wait_until_writable(server, timeout_s=90)
+    except ProcessLookupError:
+        server.stop()
+        return None
     except (TimeoutError, OSError):
         server.stop()
         raise
@@ -258,6 +322,8 @@ def _wait_until_writable(server: S3Server, timeout_s: float) -> None:
     )
     deadline = time.monotonic() + timeout_s
     while True:
+        if server.process.poll() is not None:
+            raise ProcessLookupError(f"the server exited with {server.process.returncode}")
         try:
             fs.create_dir("ready-probe")
             with fs.open_output_stream("ready-probe/probe") as out:
@@ -303,3 +369,103 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
         server: S3Server = request.getfixturevalue("s3_env")
         bucket = make_bucket(server.endpoint_url)
         yield Lake.open(f"s3://{bucket}/prefix", s3_endpoint_url=server.endpoint_url)
+
+
+@dataclass
+class Postgres:
+    """A private PostgreSQL cluster started for a test (Debian's server, trust auth)."""
+
+    port: int
+    data_dir: Path
+    pg_ctl: str
+    user: str
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of database ``postgres`` (psycopg 3 driver)."""
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*_as_owner(), self.pg_ctl, "-D", str(self.data_dir), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+def postgres_binaries() -> tuple[str, str] | None:
+    """Return (initdb, pg_ctl) of the installed PostgreSQL server, or None."""
+    for folder in [
+        *(str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)),
+        "/usr/local/bin",
+        "/usr/bin",
+    ]:
+        initdb, pg_ctl = Path(folder, "initdb"), Path(folder, "pg_ctl")
+        if initdb.exists() and pg_ctl.exists():
+            return str(initdb), str(pg_ctl)
+    return None
+
+
+def _as_owner() -> list[str]:
+    """PostgreSQL refuses to run as root: run its programs as ``nobody`` then."""
+    return ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+
+
+def start_postgres() -> Postgres:
+    """Start a private PostgreSQL cluster in a new temporary folder on a free port.
+
+    Skips the test when PostgreSQL is not installed or cannot start here, and fails instead in
+    CI (``CI=true``), where ``./run test`` installs it.
+    """
+
+    def unavailable(message: str) -> None:
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+    binaries = postgres_binaries()
+    if binaries is None:
+        unavailable("PostgreSQL is not installed (the README's test command installs it)")
+    assert binaries is not None
+    initdb, pg_ctl = binaries
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="wattlake-pg-"))
+    data_dir = home / "data"
+    if os.geteuid() == 0:
+        shutil.chown(home, "nobody")
+        home.chmod(0o700)
+    user = "wattlake"
+    init = subprocess.run(
+        [*_as_owner(), initdb, "-D", str(data_dir), "-U", user, "--auth=trust", "-E", "UTF8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(home, ignore_errors=True)
+        unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+    port = free_port()
+    options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    started = subprocess.run(
+        [*_as_owner(), pg_ctl, "-D", str(data_dir), "-l", str(home / "log"), "-o", options,
+         "-w", "-t", "60", "start"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    server = Postgres(port, data_dir, pg_ctl, user)
+    if started.returncode != 0:
+        log = (home / "log").read_text() if (home / "log").exists() else started.stderr
+        server.stop()
+        unavailable(f"PostgreSQL did not start: {log.strip()[-300:]}")
+    return server
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL server on a free port, stopped (and its files removed) after."""
+    server = start_postgres()
+    yield server
+    server.stop()

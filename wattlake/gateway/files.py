@@ -303,24 +303,24 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any] | bytes]:
 def _row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
     """Return (reason, text) when a file row cannot be a reading, else None."""
     ts = row.get("ts")
-    if ts is None or (isinstance(ts, str) and not ts.strip()):
+    if ts is None or (type(ts) is str and not ts.strip()):
         return "missing-timestamp", "ts is empty"
-    if isinstance(ts, str):
+    if type(ts) is str:
         try:
             datetime.fromisoformat(ts.strip())
         except ValueError:
             return "bad-timestamp", f"ts {ts[:40]!r} is neither ISO 8601 nor epoch seconds"
     if not row.get("device_id"):
         return "missing-device", "device_id is empty"
-    for column in NUMBER_COLUMNS:
-        value = row.get(column)
-        if value is not None and (isinstance(value, str | bool) or not _is_number(value)):
-            return "bad-type", f"{column} is {str(value)[:40]!r}, not a number"
+    for column, value in row.items():  # type() checks: this runs once per row
+        if column in _NUMBER_SET and value is not None:
+            kind = type(value)
+            if not (kind is int or (kind is float and math.isfinite(value))):
+                return "bad-type", f"{column} is {str(value)[:40]!r}, not a number"
     return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+_NUMBER_SET: Final = frozenset(NUMBER_COLUMNS)
 
 
 def _csv_columns(path: Path) -> tuple[str, ...]:

@@ -271,6 +271,10 @@ def tariff_comparison(
     return Rows(columns, rows, {"shift_share": shift_share})
 
 
+# Rollup tables of power statistics and their period [ms], coarsest first.
+POWER_ROLLUPS: Final = (("power_1h", 3_600_000), ("power_1min", 60_000))
+
+
 def power_history(
     view: LakeView,
     *,
@@ -281,22 +285,47 @@ def power_history(
     device_id: str | None = None,
 ) -> Rows:
     """Return power per device channel over [start, end) in at most ``points`` buckets, with
-    the min, mean and max of each bucket [W] (spikes stay visible at any zoom)."""
+    the min, mean and max of each bucket [W] (spikes stay visible at any zoom).
+
+    Buckets of an hour or more come from ``power_1h``, of a minute or more from ``power_1min``
+    as far as those rollups reach; the rest (short ranges, data not rolled up yet) from raw
+    readings.
+    """
     if end_ms <= start_ms:
         raise UsageError("The end must be after the start.")
     points = max(10, min(int(points), 5000))
     bucket_ms = max(1000, -(-(end_ms - start_ms) // points))
-    query = (
-        "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w) AS min_w, "
-        "avg(power_w) AS mean_w, max(power_w) AS max_w, count(*) AS n FROM readings "
-        "WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
-        + (" AND device_id = ?" if device_id else "")
-        + " GROUP BY ALL ORDER BY device_id, channel, b"
-    )
-    params: list[Any] = [start_ms, bucket_ms, start_ms, end_ms]
-    if device_id:
-        params.append(device_id)
-    _, found = view.fetch(query, params)
+    device_sql = " AND device_id = ?" if device_id else ""
+    device_param: list[Any] = [device_id] if device_id else []
+    found: list[Any] = []
+    raw_from = start_ms
+    rollup = next(((t, p) for t, p in POWER_ROLLUPS if bucket_ms >= p), None)
+    if rollup is not None:
+        table, period_ms = rollup
+        _, reach = view.fetch(
+            f"SELECT epoch_ms(max(start)) FROM {table} WHERE start >= make_timestamptz(?::BIGINT "
+            f"* 1000) AND start < make_timestamptz(?::BIGINT * 1000){device_sql}",
+            [start_ms, end_ms, *device_param],
+        )
+        if reach and reach[0][0] is not None:
+            raw_from = min(end_ms, int(reach[0][0]) + period_ms)
+            _, found = view.fetch(
+                "SELECT device_id, channel, (epoch_ms(start) - ?) // ? AS b, min(min_power_w), "
+                "sum(mean_power_w * samples) / sum(samples), max(max_power_w), sum(samples) "
+                f"FROM {table} WHERE start >= make_timestamptz(?::BIGINT * 1000) AND start < "
+                f"make_timestamptz(?::BIGINT * 1000){device_sql} GROUP BY ALL",
+                [start_ms, bucket_ms, start_ms, raw_from, *device_param],
+            )
+    if raw_from < end_ms:
+        _, raw = view.fetch(
+            "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w), "
+            "avg(power_w), max(power_w), count(*) FROM readings WHERE ts >= "
+            "make_timestamptz(?::BIGINT * 1000) AND ts < make_timestamptz(?::BIGINT * 1000)"
+            f"{device_sql} GROUP BY ALL",
+            [start_ms, bucket_ms, raw_from, end_ms, *device_param],
+        )
+        found = _merge_buckets(found, raw)
+    found.sort(key=lambda f: (f[0], f[1], f[2]))
     rows = [
         {
             "device_id": d,
@@ -311,7 +340,26 @@ def power_history(
         for d, c, b, lo, mean, hi, n in found
     ]
     columns = ["device_id", "channel", "ts", "ts_ms", "min_w", "mean_w", "max_w", "readings"]
-    return Rows(columns, rows, {"bucket_ms": bucket_ms})
+    source = "readings" if rollup is None or raw_from == start_ms else rollup[0]
+    return Rows(columns, rows, {"bucket_ms": bucket_ms, "source": source})
+
+
+def _merge_buckets(first: list[Any], second: list[Any]) -> list[Any]:
+    """Combine bucket statistics of two sources (a bucket may straddle where they meet)."""
+    merged: dict[tuple[Any, Any, Any], list[Any]] = {}
+    for d, c, b, lo, mean, hi, n in [*first, *second]:
+        key = (d, c, b)
+        if key not in merged:
+            merged[key] = [d, c, b, lo, mean, hi, n]
+            continue
+        m = merged[key]
+        total = (m[6] or 0) + (n or 0)
+        if mean is not None and m[4] is not None and total:
+            m[4] = (m[4] * m[6] + mean * n) / total
+        m[3] = lo if m[3] is None else m[3] if lo is None else min(m[3], lo)
+        m[5] = hi if m[5] is None else m[5] if hi is None else max(m[5], hi)
+        m[6] = total
+    return [tuple(v) for v in merged.values()]
 
 
 def _r(value: Any, digits: int = 2) -> float | None:

@@ -33,7 +33,8 @@ class SqlResult:
 def sandboxed(lake: Lake) -> duckdb.DuckDBPyConnection:
     """Return a connection with the lake's views that can read nothing else."""
     con = connect(lake)
-    files = [f for f in lake.list_files("", "") if not f.endswith(".json")] if lake.is_local else []
+    # Only the tables' data files: not the catalog, token or state files beside them.
+    files = lake.list_files("", ".parquet") if lake.is_local else []
     listing = ", ".join(sql_string(f) for f in files)
     con.execute(f"SET allowed_paths = [{listing}]")
     con.execute("SET enable_external_access = false")

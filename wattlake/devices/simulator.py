@@ -55,6 +55,7 @@ import paho.mqtt.client as mqtt
 
 from wattlake.devices import loads
 from wattlake.devices.loads import Household, LoadSample
+from wattlake.devices.sim_rpc import MeterMemory
 from wattlake.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,7 @@ class SimDevice:
             magnitude = rng.uniform(0.5, 1.0) * config.faults.clock_skew_s
             self.skew_s = magnitude if rng.random() < 0.5 else -magnitude
         channels = self.channels
+        self.memory = MeterMemory(channels)  # the per-minute records (EMData/EM1Data)
         self.import_wh = [round(rng.uniform(1_000.0, 50_000.0), 2) for _ in range(channels)]
         self.export_wh = [
             round(rng.uniform(100.0, 5_000.0), 2) if self.house.pv_kwp > 0 else 0.0
@@ -389,6 +391,7 @@ class SimDevice:
                 imported, exported = split_energy_wh(self.last_power_w[ch], power, dt_s)
                 self.import_wh[ch] += imported
                 self.export_wh[ch] += exported
+                self.memory.add_energy(self.device_time_s(self.last_ts_s), ch, imported, exported)
         self.last_ts_s = ts_s
         self.last_power_w = powers
         hour = ((ts_s + self.house.utc_offset_s) % loads.DAY_S) / loads.HOUR_S
@@ -401,6 +404,7 @@ class SimDevice:
             pf_abs = round(0.80 + 0.19 * resistive + 0.02 * noise * (1 - resistive), 2)
             pf_abs = min(pf_abs, 1.0)
             apparent = abs(power) / pf_abs
+            self.memory.add_sample(self.device_time_s(ts_s), ch, voltage, apparent / voltage)
             samples.append(
                 ChannelSample(
                     power_w=power,

@@ -11,6 +11,7 @@ import typer
 from wattlake.cli.output import (
     ConfigOption,
     DataDirOption,
+    command_prefix,
     deprecated_spelling,
     load_settings,
     progress,
@@ -97,5 +98,5 @@ def _summary_line(summary: FileSummary) -> str:
     if summary.first_problems:
         line += f"; first rejected: {summary.first_problems[0]}"
     if summary.rejected:
-        line += ' (all are in dead_letters: wattlake query "SELECT * FROM dead_letters")'
+        line += f' (all are in dead_letters: {command_prefix()} query "SELECT * FROM dead_letters")'
     return line

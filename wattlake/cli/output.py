@@ -125,6 +125,30 @@ def say(message: str) -> None:
     )
 
 
+def command_prefix() -> str:
+    """Return how the user can run ``wattlake`` from where they are, as a shell prefix.
+
+    ``wattlake`` when that is on the PATH, ``./run wattlake`` in the project folder (the
+    ``./run`` script's environment), else the full path of this program; so that a command
+    printed in a hint runs as printed.
+    """
+    import shlex
+    import shutil
+
+    program = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("wattlake")
+    if program is not None and on_path and Path(on_path).resolve() == program:
+        return "wattlake"
+    project = Path(__file__).resolve().parents[2]
+    if (project / "run").is_file() and (project / ".venv").is_dir():
+        if Path.cwd().resolve() == project:
+            return "./run wattlake"
+        return f"{shlex.quote(str(project / 'run'))} wattlake"
+    if program is not None and program.name == "wattlake" and os.access(program, os.X_OK):
+        return shlex.quote(str(program))
+    return f"{shlex.quote(sys.executable)} -m wattlake"
+
+
 def deprecated_spelling(old: str, new: str) -> None:
     """Warn on stderr that option ``old`` is now spelled ``new`` (the old one still works)."""
     say(f"Warning: {old} is deprecated here and will be removed; use {new} instead.")

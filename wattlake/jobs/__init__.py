@@ -19,6 +19,7 @@ JobFunction = Callable[..., list[dict[str, Any]]]
 JOBS: Final[dict[str, str]] = {
     "compact": "wattlake.jobs.compact:run",
     "maintain": "wattlake.jobs.maintain:run",
+    "migrate": "wattlake.jobs.migrate:run",
     "rollup": "wattlake.jobs.rollup:run",
 }
 

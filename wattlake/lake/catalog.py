@@ -14,14 +14,11 @@ import threading
 from pathlib import Path
 from typing import Final
 
-import duckdb
-import pyarrow.dataset as ds
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
 from wattlake.errors import ConfigError, StorageError
 from wattlake.lake.storage import CATALOG_FILE, Lake
-from wattlake.schema import COLUMNS, READING_SCHEMA
 
 CATALOG_NAME: Final = "wattlake"
 CATALOG_TYPES: Final = ("sql", "rest", "glue")
@@ -143,22 +140,3 @@ def forget_catalogs() -> None:
 
 # Which copy of a duplicated reading is kept: the first received.
 DEDUP_WINDOW: Final = "PARTITION BY device_id, channel, ts ORDER BY received_at, source"
-
-
-def parquet_view(con: duckdb.DuckDBPyConnection, name: str, lake: Lake, files: list[str]) -> None:
-    """Create view ``name`` with the canonical columns over Hive-layout Parquet ``files`` of
-    ``lake`` (the layout before the Iceberg tables; ``jobs run migrate`` reads it)."""
-    columns = ", ".join(COLUMNS)
-    if not files:
-        con.register(f"{name}_empty", READING_SCHEMA.empty_table())
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_empty")
-    elif lake.is_local:
-        listing = ", ".join(sql_string(f) for f in files)
-        con.execute(
-            f"CREATE VIEW {name} AS SELECT {columns} "
-            f"FROM read_parquet([{listing}], union_by_name = true)"
-        )
-    else:
-        dataset = ds.dataset(files, schema=READING_SCHEMA, format="parquet", filesystem=lake.fs)
-        con.register(f"{name}_dataset", dataset)
-        con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM {name}_dataset")

@@ -1,23 +1,20 @@
 """Dead letters: every payload that could not be decoded, kept with its reason and raw bytes.
 
 Written like Firehose's error output, to the lake's ``dead_letters`` table (partitioned by
-arrival day); before the Iceberg tables they were JSON lines under ``errors/<reason>/``.
+arrival day); before the Iceberg tables they were JSON lines under ``errors/<reason>/``
+(``jobs run migrate`` moves those into the table).
 """
 
 from __future__ import annotations
 
 import base64
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import msgspec
 import pyarrow as pa
 
 from wattlake.devices.base import RawMessage
-from wattlake.lake.storage import ERRORS, Lake
 from wattlake.schema import DEAD_LETTERS_STORED
-from wattlake.stream.naming import date_partition, object_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,26 +45,6 @@ class DeadLetter:
             "raw_base64": base64.b64encode(raw).decode("ascii"),
             "raw_text": text,
         }
-
-
-def write_dead_letters(lake: Lake, stream: str, seq: int, letters: list[DeadLetter]) -> list[str]:
-    """Write ``letters`` grouped by reason and arrival date; return the objects written.
-
-    Raises:
-        wattlake.errors.TransientStorageError: the lake could not be written.
-    """
-    groups: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-    encoder = msgspec.json.Encoder()
-    for letter in letters:
-        key = (letter.error_code, date_partition(letter.message.received_at_ms))
-        groups[key].append(encoder.encode(letter.to_record(stream)))
-    written = []
-    for (reason, date), lines in sorted(groups.items()):
-        name = object_name(stream, seq, ".jsonl")
-        written.append(
-            lake.write_bytes(f"{ERRORS}/{reason}/{date}/{name}", b"\n".join(lines) + b"\n")
-        )
-    return written
 
 
 def dead_letters_table(letters: list[DeadLetter], stream: str) -> pa.Table:

@@ -84,6 +84,7 @@ CASES: list[tuple[str, list[str], int]] = [
     ("jobs-bad-date", ["jobs", "run", "compact", "--date", "2026-13-01"], USER),
     ("config-show-unreadable", ["config", "show", "--config", "{badtoml}"], USER),
     # serve, devices, broker config, tokens (other engineers' commands)
+    ("up-bad-external-broker", ["up", "--external-broker", "http://x"], USER),
     ("serve-port-out-of-range", ["serve", "--port", "70000"], USER),
     ("serve-missing-tls-cert", ["serve", "--tls-cert", "{missing}", "--tls-key", "{file}"], USER),
     ("device-add-bad-auth", ["device", "add", "meter-1", "--auth", "magic"], USER),

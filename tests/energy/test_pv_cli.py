@@ -111,7 +111,7 @@ def test_pv_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         (["--kwp", "4"], "--lat"),
         (["--pvgis", str(TMY_JSON)], "--kwp"),
         (["--kwp", "4", "--lat", "48", "--lon", "7", "--tilt", "120"], "tilt"),
-        (["--pvgis", "missing.csv"], "Cannot read"),
+        (["--pvgis", "missing.csv"], "does not exist"),
         (["--kwp", "4", "--lat", "48", "--lon", "7", "--tz", "Mars/Base"], "time zone"),
     ],
 )

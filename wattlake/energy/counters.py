@@ -31,6 +31,7 @@ its *shape in time* from power samples when they exist (else linear in time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +43,7 @@ from wattlake.energy.integrate import integrate_power
 _MS_PER_HOUR: Final = 3_600_000.0
 POWER_FACTOR: Final = 2.0
 """A counter step may hold at most this many times the energy of the power samples behind it."""
+_SLICE_ROWS: Final = 100_000  # up to this many rows of suspect steps: sum them, no cumsum
 POWER_TOLERANCE_WH: Final = 20.0
 """... plus this much [Wh]: instantaneous samples miss short loads between them."""
 
@@ -103,43 +105,70 @@ class CleanCounter:
         return float(self.delta_wh.sum())
 
 
-@dataclass(frozen=True, slots=True)
 class PowerReference:
-    """Power energy of a series at each of its readings, to judge counter steps against.
+    """The power samples of a series, to judge counter steps against.
 
-    Attributes
-    ----------
-    cumulative_wh : float64 array
-        Import energy of the power samples from the first reading to each reading [Wh].
-    unbacked : int64 array
-        Count of intervals up to each reading that power does not back (a missing sample or a
-        gap longer than ``max_gap_s``); a step is backed when the count does not change across it.
+    :meth:`step_energy` gives the import energy of the samples between two readings and whether
+    they back the whole step. Steps of one interval are computed directly; the cumulative sums
+    over the whole series are built only when many long steps are asked for, so judging a few
+    suspect steps costs no pass over the samples.
     """
 
-    cumulative_wh: FloatArray
-    unbacked: IntArray
+    def __init__(self, ts_ms: IntArray, power_w: FloatArray, *, max_gap_s: float = 300.0) -> None:
+        self.ts_ms = ts_ms
+        self.power_w = power_w
+        self.max_gap_ms = max_gap_s * 1000.0
+        self._cumulative: tuple[FloatArray, IntArray] | None = None
+
+    def _interval(self, r0: IntArray, r1: IntArray) -> tuple[FloatArray, BoolArray]:
+        p0 = np.maximum(self.power_w[r0], 0.0)
+        p1 = np.maximum(self.power_w[r1], 0.0)
+        dt = (self.ts_ms[r1] - self.ts_ms[r0]).astype(np.float64)
+        energy = (p0 + p1) * dt * (0.5 / _MS_PER_HOUR)
+        backed = np.isfinite(energy) & (dt <= self.max_gap_ms)
+        return np.where(backed, energy, 0.0), backed
+
+    def _sums(self) -> tuple[FloatArray, IntArray]:
+        if self._cumulative is None:
+            rows = np.arange(self.ts_ms.size - 1)
+            energy, backed = self._interval(rows, rows + 1)
+            self._cumulative = (
+                np.concatenate(([0.0], np.cumsum(energy))),
+                np.concatenate(([0], np.cumsum(~backed, dtype=np.int64))),
+            )
+        return self._cumulative
+
+    def step_energy(self, r0: IntArray, r1: IntArray) -> tuple[FloatArray, BoolArray]:
+        """Return the import energy of the samples from row ``r0`` to row ``r1`` [Wh], and
+        whether samples no further apart than ``max_gap_s`` back all of it."""
+        r0 = np.asarray(r0, dtype=np.int64)
+        r1 = np.asarray(r1, dtype=np.int64)
+        span = r1 - r0
+        if np.all(span == 1):
+            return self._interval(r0, r1)
+        if self._cumulative is None and int(span.sum()) <= _SLICE_ROWS:
+            energy = np.zeros(r0.size)
+            backed = np.ones(r0.size, dtype=np.bool_)
+            for i, (a, b) in enumerate(zip(r0.tolist(), r1.tolist(), strict=True)):
+                rows = np.arange(a, b)
+                part, ok = self._interval(rows, rows + 1)
+                energy[i], backed[i] = part.sum(), ok.all()
+            return energy, backed
+        cum, unbacked = self._sums()
+        return cum[r1] - cum[r0], unbacked[r1] == unbacked[r0]
 
 
 def power_reference(
     ts_ms: npt.ArrayLike, power_w: npt.ArrayLike, *, max_gap_s: float = 300.0
 ) -> PowerReference:
-    """Return the cumulative power energy at each reading of one series (vectorised).
+    """Return the power samples of one series as a :class:`PowerReference`.
 
     Each interval counts the trapezoid of the power clipped at zero (import only); an interval
     with a NaN sample at either end or longer than ``max_gap_s`` counts nothing and is unbacked.
     """
     ts = np.asarray(ts_ms, dtype=np.int64)
     p = np.asarray(power_w, dtype=np.float64)
-    if ts.size == 0:
-        return PowerReference(np.zeros(0), np.zeros(0, dtype=np.int64))
-    dt = np.diff(ts)
-    pos = np.maximum(p, 0.0)
-    energy = (pos[:-1] + pos[1:]) * dt * (0.5 / _MS_PER_HOUR)
-    bad = ~np.isfinite(energy) | (dt > max_gap_s * 1000.0)
-    energy[bad] = 0.0
-    cum = np.concatenate(([0.0], np.cumsum(energy)))
-    unbacked = np.concatenate(([0], np.cumsum(bad, dtype=np.int64)))
-    return PowerReference(cum, unbacked)
+    return PowerReference(ts, p, max_gap_s=max_gap_s)
 
 
 def clean_counter(
@@ -149,7 +178,7 @@ def clean_counter(
     max_power_w: float = 60_000.0,
     glitch_window_s: float = 300.0,
     resolution_wh: float = 1.0,
-    power: PowerReference | None = None,
+    power: PowerReference | Callable[[], PowerReference] | None = None,
 ) -> CleanCounter:
     """Classify the steps of a cumulative counter and keep the ones that count.
 
@@ -165,9 +194,11 @@ def clean_counter(
         A drop that returns to the earlier level within this time is a glitch [s].
     resolution_wh : float, default 1
         Counter rounding allowed on top of ``max_power_w`` [Wh].
-    power : PowerReference, optional
+    power : PowerReference or a function returning one, optional
         Power energy of the same series at each reading (from :func:`power_reference`); steps it
         backs may rise by at most ``POWER_FACTOR`` times its energy plus ``POWER_TOLERANCE_WH``.
+        A function is called only when some step rises by more than the tolerance, so the
+        common case (small steps) costs no pass over the power samples.
 
     Returns
     -------
@@ -203,20 +234,30 @@ def clean_counter(
     window_ms = glitch_window_s * 1000.0
     step = np.diff(v)
     step_limit = per_ms_wh * np.diff(t) + resolution_wh
+    slack_wh = POWER_TOLERANCE_WH + resolution_wh
+    rows = np.flatnonzero(available) if power is not None else np.zeros(0, dtype=np.int64)
     if power is not None:
-        if power.cumulative_wh.shape != ts_all.shape:
-            raise ValueError("power must have one value per reading")
-        pc = power.cumulative_wh[available]
-        pu = power.unbacked[available]
-        by_power = POWER_FACTOR * np.diff(pc) + POWER_TOLERANCE_WH + resolution_wh
-        step_limit = np.where(np.diff(pu) == 0, np.minimum(step_limit, by_power), step_limit)
+        # Only a step that rises by more than the tolerance can be judged implausible by power.
+        suspect = np.flatnonzero(step > slack_wh)
+        if suspect.size == 0:
+            power = None
+        else:
+            if callable(power):
+                power = power()
+            if power.ts_ms.shape != ts_all.shape:
+                raise ValueError("power must have one value per reading")
+            energy, backed = power.step_energy(rows[suspect], rows[suspect + 1])
+            by_power = POWER_FACTOR * energy + slack_wh
+            step_limit[suspect] = np.where(
+                backed, np.minimum(step_limit[suspect], by_power), step_limit[suspect]
+            )
 
     def limit_wh(b: int, c: int) -> float:
         cap = per_ms_wh * float(t[c] - t[b]) + resolution_wh
-        if power is not None and pu[c] == pu[b]:
-            return min(
-                cap, POWER_FACTOR * float(pc[c] - pc[b]) + POWER_TOLERANCE_WH + resolution_wh
-            )
+        if isinstance(power, PowerReference):
+            energy, backed = power.step_energy(rows[[b]], rows[[c]])
+            if backed[0]:
+                return min(cap, POWER_FACTOR * float(energy[0]) + slack_wh)
         return cap
 
     def accepted_before(b: int) -> int:

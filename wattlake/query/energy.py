@@ -14,7 +14,7 @@ trapezoid rule. ``trapezoid``, ``left`` and ``right`` always integrate power.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
@@ -184,7 +184,7 @@ def _plan(
     *,
     max_power_w: float,
     max_gap_ms: float,
-    reference: PowerReference | None,
+    reference: Callable[[], PowerReference] | None,
 ) -> _CounterPlan | None:
     clean = clean_counter(ts_ms, counter_wh, max_power_w=max_power_w, power=reference)
     if clean.ts_ms.size < 2:
@@ -227,7 +227,9 @@ def series_energy(
         zeros = np.zeros(0)
         return SeriesEnergy(series, zeros, zeros, zeros, power_method, None, (), zeros)
 
-    reference = power_reference(ts, series.power_w, max_gap_s=max_gap_s) if has_power else None
+    def reference() -> PowerReference:
+        return power_reference(ts, series.power_w, max_gap_s=max_gap_s)
+
     events: list[CounterEvent] = []
     plans: list[_CounterPlan | None] = [None, None]
     for i, (wanted, values) in enumerate(
@@ -235,11 +237,34 @@ def series_energy(
     ):
         if wanted:
             plan = _plan(
-                ts, values, max_power_w=max_power_w, max_gap_ms=max_gap_ms, reference=reference
+                ts,
+                values,
+                max_power_w=max_power_w,
+                max_gap_ms=max_gap_ms,
+                reference=reference if has_power else None,
             )
             if plan is not None:
                 events.extend(plan.clean.events)
             plans[i] = plan
+
+    if plans == [None, None] and (gap_policy == "skip" or not has_power):
+        # Power only, gaps count nothing: no energy lies in uncovered time, nothing to refine.
+        if not has_power:
+            zeros = np.zeros(n_buckets)
+            return SeriesEnergy(series, zeros, zeros, zeros, power_method, None, (), zeros)
+        power = integrate_power(
+            ts, series.power_w, edges, method=power_method, max_gap_s=max_gap_s, gap_policy="skip"
+        )
+        return SeriesEnergy(
+            series,
+            power.import_wh,
+            power.export_wh,
+            power.covered_s,
+            power_method,
+            None,
+            tuple(sorted(events, key=lambda e: (e.start_ms, e.kind))),
+            np.zeros(n_buckets),
+        )
 
     # Refine the buckets at every instant where the source or the coverage can change, so each
     # refined segment is wholly counted or not, and wholly covered or not.
@@ -467,13 +492,19 @@ def load_readings(
     *,
     device_ids: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`)."""
-    from wattlake.lake.storage import Lake
-    from wattlake.query.engine import connect
+    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`).
 
-    return bracketed_readings(
-        connect(Lake.from_settings(settings)), start_ms, end_ms, device_ids=device_ids
-    )
+    Read from the data files directly (:func:`wattlake.query.engine.read_bracketed`), or
+    through the ``readings`` view when the table has delete files.
+    """
+    from wattlake.lake.storage import Lake
+    from wattlake.query.engine import connect, read_bracketed
+
+    lake = Lake.from_settings(settings)
+    table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids)
+    if table is not None:
+        return table
+    return bracketed_readings(connect(lake), start_ms, end_ms, device_ids=device_ids)
 
 
 def segment_energy(

@@ -224,6 +224,20 @@ class FleetRpc:
         return out
 
 
+def answer_mqtt(rpc: FleetRpc, topic: str, payload: bytes | bytearray) -> tuple[str, bytes] | None:
+    """Return the (topic, payload) answering an MQTT RPC call on ``<id>/rpc``, None if none."""
+    device_id, _, rest = topic.partition("/")
+    if rest != "rpc" or device_id not in rpc.devices:
+        return None
+    try:
+        request = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or not isinstance(request.get("src"), str):
+        return None
+    return f"{request['src']}/rpc", json.dumps(rpc.answer(device_id, request)).encode()
+
+
 class MqttResponder:
     """Answer ``<id>/rpc`` requests to a fleet's devices on the broker."""
 
@@ -270,18 +284,10 @@ class MqttResponder:
             client.subscribe("+/rpc", qos=1)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        device_id = msg.topic.split("/")[0]
-        if device_id not in self.rpc.devices:
-            return
-        try:
-            request = json.loads(msg.payload)
-        except ValueError:
-            return
-        if not isinstance(request, dict) or not isinstance(request.get("src"), str):
-            return
-        reply = self.rpc.answer(device_id, request)
-        self._client.publish(f"{request['src']}/rpc", json.dumps(reply), qos=1)
-        self.answered += 1
+        reply = answer_mqtt(self.rpc, msg.topic, msg.payload)
+        if reply is not None:
+            self._client.publish(reply[0], reply[1], qos=1)
+            self.answered += 1
 
     def stop(self) -> None:
         """Disconnect."""

@@ -55,7 +55,7 @@ import paho.mqtt.client as mqtt
 
 from wattlake.devices import loads
 from wattlake.devices.loads import Household, LoadSample
-from wattlake.devices.sim_rpc import MeterMemory
+from wattlake.devices.sim_rpc import FleetRpc, MeterMemory, answer_mqtt
 from wattlake.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)
@@ -796,6 +796,8 @@ class Simulator:
         duration_s: float | None = None,
         start_s: float | None = None,
         max_pending: int = 20_000,
+        username: str = "",
+        password: str = "",
     ) -> None:
         self.config = config or FleetConfig(devices=devices, seed=seed)
         if backfill_days > 0 and self.config.fmt not in DEVICE_TIME_FORMATS:
@@ -839,6 +841,11 @@ class Simulator:
         # msg/s from a local Mosquitto, 1000 ~10k, 10000 ~3k (docs/simulator.md).
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect
+        if username:  # a secured broker: the demo's "fleet" credential (gateway/registry.py)
+            self._client.username_pw_set(username, password or None)
+        # Gen2 meters answer RPC calls on <id>/rpc (the refill's record requests).
+        self.rpc = FleetRpc(self.fleet)
+        self._client.on_message = self._on_rpc
         self._pending: deque[mqtt.MQTTMessageInfo] = deque()
 
     @property
@@ -851,6 +858,12 @@ class Simulator:
     ) -> None:
         if not getattr(rc, "is_failure", False):
             self._connected.set()
+            _client.subscribe("+/rpc", qos=1)
+
+    def _on_rpc(self, _client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        reply = answer_mqtt(self.rpc, msg.topic, msg.payload)
+        if reply is not None:
+            self._client.publish(reply[0], reply[1], qos=1)
 
     def run(self) -> int:
         """Publish until stopped, ``count`` rounds or ``duration_s``; return messages published.
@@ -888,7 +901,7 @@ class Simulator:
             if self._stop.is_set():
                 return
             self._publish(
-                self.fleet.round(first_s + i * self.backfill_interval_s, self.backfill_interval_s)
+                self._round(first_s + i * self.backfill_interval_s, self.backfill_interval_s)
             )
             self.backfill_rounds += 1
 
@@ -903,8 +916,12 @@ class Simulator:
             wait_s = started + i * self.interval_s - now
             if wait_s > 0 and self._stop.wait(wait_s):
                 break
-            self._publish(self.fleet.round(live_start_s + i * step_s, step_s))
+            self._publish(self._round(live_start_s + i * step_s, step_s))
             i += 1
+
+    def _round(self, ts_s: float, step_s: float) -> list[SimMessage]:
+        with self.rpc.lock:  # RPC answers read the meters' records from paho's thread
+            return self.fleet.round(ts_s, step_s)
 
     def _publish(self, messages: list[SimMessage]) -> None:
         pending = self._pending

@@ -3,9 +3,11 @@ orphan files.
 
 Snapshots younger than ``lake.snapshot_history_s`` stay for time travel (``query --as-of``);
 the newest snapshot carrying each lake writer's WAL position is always kept, so a restarted
-writer still finds where it stopped. Orphans are data files under a table's ``data/`` folder
-that no kept snapshot names and that are older than the history (a writer killed before its
-commit leaves them; a file younger than that may belong to a commit in flight).
+writer still finds where it stopped; so is every snapshot of an unfinished migration (old-layout
+files still in place), which names the files it migrated. Orphans are data files under a
+table's ``data/`` folder that no kept snapshot names and that are older than the history (a
+writer killed before its commit leaves them; a file younger than that may belong to a commit in
+flight).
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ def maintain(lake: Lake, *, history_s: float) -> list[dict[str, Any]]:
     Raises:
         wattlake.errors.StorageError: a table could not be read or written.
     """
+    from wattlake.jobs.migrate import MIGRATED_PROPERTY, legacy_files
+
     rows = []
     cutoff_ms = int((time.time() - history_s) * 1000)
+    # While a migration is unfinished its commits say which old files are in: keep them.
+    migrating = bool(legacy_files(lake))
     for name in TABLES:
         table = tables.open_table(lake, name)
         current = table.current_snapshot()
@@ -38,7 +44,7 @@ def maintain(lake: Lake, *, history_s: float) -> list[dict[str, Any]]:
         for snapshot in tables.ancestors(table):
             props = snapshot.summary.additional_properties if snapshot.summary else {}
             new = {k for k in props if k.startswith(tables.WAL_PROPERTY_PREFIX)} - wal_keys
-            if new:
+            if new or (migrating and MIGRATED_PROPERTY in props):
                 keep.add(snapshot.snapshot_id)
                 wal_keys |= new
         old = [

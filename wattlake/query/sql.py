@@ -23,11 +23,13 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
-def run_sql(settings: Settings, sql: str) -> QueryResult:
-    """Run ``sql`` over the lake's views (readings, raw_readings, dead_letters …).
+def run_sql(settings: Settings, sql: str, *, as_of_ms: int | None = None) -> QueryResult:
+    """Run ``sql`` over the lake's views (readings, raw_readings, dead_letters …), as the
+    tables were at ``as_of_ms`` (epoch ms) when given.
 
     Raises:
         QueryError: the SQL is empty or cannot run; the message has DuckDB's first line.
+        UsageError: ``as_of_ms`` is older than the history the lake keeps.
         wattlake.errors.StorageError: the lake cannot be read.
     """
     import duckdb
@@ -37,7 +39,10 @@ def run_sql(settings: Settings, sql: str) -> QueryResult:
 
     if not sql.strip() or not sql.strip().strip(";").strip():
         raise QueryError("The query is empty; give SQL such as: SELECT * FROM readings LIMIT 10")
-    con = connect(Lake.from_settings(settings))
+    lake = Lake.from_settings(settings)
+    if as_of_ms is not None:
+        check_history(lake, as_of_ms)
+    con = connect(lake, as_of_ms=as_of_ms)
     try:
         cursor = con.execute(sql)
         if cursor.description is None:
@@ -47,3 +52,30 @@ def run_sql(settings: Settings, sql: str) -> QueryResult:
     except duckdb.Error as exc:
         lines = str(exc).strip().splitlines()
         raise QueryError(f"The query failed: {lines[0] if lines else type(exc).__name__}") from exc
+
+
+def check_history(lake: Any, as_of_ms: int) -> None:
+    """Refuse an instant older than the snapshots the readings table still keeps.
+
+    Before the table's first snapshot ever the answer is an empty table, which is true; before
+    the oldest snapshot ``maintain`` kept (sequence number above 1: commits came before it)
+    the answer is unknown.
+
+    Raises:
+        UsageError: the history before ``as_of_ms`` was expired.
+    """
+    from datetime import UTC, datetime
+
+    from wattlake.lake import tables
+    from wattlake.schema import READINGS_TABLE
+
+    table = tables.open_table(lake, READINGS_TABLE)
+    kept = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
+    if not kept or as_of_ms >= kept[0].timestamp_ms or (kept[0].sequence_number or 0) <= 1:
+        return
+    oldest = datetime.fromtimestamp(kept[0].timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
+    asked = datetime.fromtimestamp(as_of_ms / 1000, UTC).isoformat(timespec="seconds")
+    raise UsageError(
+        f"The lake keeps its history back to {oldest} only, and {asked} is older; "
+        "lake.snapshot_history_s sets how much history jobs run maintain keeps."
+    )

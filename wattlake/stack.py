@@ -277,7 +277,9 @@ class Stack:
             )
             self._ingest.start()
             deadline = time.monotonic() + START_MAX_S
-            while not self.worker.ready.wait(0.05):
+            # Ready means subscribed, and the lake writer warmed up (its imports done): the
+            # first readings then reach the lake about a second after they arrive.
+            while not (self.worker.ready.wait(0.05) and self.worker.writer.wait_ready(0.05)):
                 if self._errors or time.monotonic() > deadline:
                     self._ingest_stop.set()
                     self._ingest.join()

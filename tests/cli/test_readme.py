@@ -21,7 +21,9 @@ import typer.main
 
 from wattlake.cli.app import app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+IMPORT_DOC = ROOT / "docs" / "import.md"
 WATTLAKE = str(Path(sys.executable).parent / "wattlake")
 MAIN_COMMANDS = (
     "demo",
@@ -78,12 +80,32 @@ def test_the_readme_shows_the_head_of_its_history_file() -> None:
     assert lines == history_csv().splitlines()[: len(lines)]
 
 
+def declared_files(text: str) -> dict[str, str]:
+    """Return the files a page declares with ``<!-- file: NAME -->`` before a fenced block."""
+    pattern = r"<!-- file: (\S+) -->\n```\w*\n(.*?)```"
+    return {m.group(1): m.group(2) for m in re.finditer(pattern, text, re.S)}
+
+
 def test_every_readme_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
     (tmp_path / "history.csv").write_text(history_csv())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WATTLAKE_")}
-    env.update(HOME=str(tmp_path), COLUMNS="200")
     cases = examples(README.read_text(encoding="utf-8"))
     assert len(cases) >= 8
+    run_examples(cases, tmp_path)
+
+
+def test_every_import_doc_example_prints_what_the_page_shows(tmp_path: Path) -> None:
+    text = IMPORT_DOC.read_text(encoding="utf-8")
+    for name, content in declared_files(text).items():
+        (tmp_path / name).write_text(content)
+    cases = examples(text)
+    assert len(cases) >= 7
+    run_examples(cases, tmp_path)
+
+
+def run_examples(cases: list[tuple[str, list[str]]], tmp_path: Path) -> None:
+    """Run each example's command in ``tmp_path`` and compare what it prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATTLAKE_")}
+    env.update(HOME=str(tmp_path), COLUMNS="200")
     for command, expected in cases:
         words = shlex.split(command)
         assert words[:2] == ["./run", "wattlake"], command

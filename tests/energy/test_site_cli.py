@@ -143,3 +143,17 @@ def test_pv_site_compares_measured_solar_with_the_model(data_dir: Path) -> None:
     assert (row["day"], row["solar_wh"], row["performance_ratio"]) == ("2026-06-01", 0.0, 0.0)
     assert row["model_wh"] > 20_000
     assert (row["consumption_wh"], row["missing_hours"]) == (16_100.0, 1)
+
+
+def test_a_bad_site_is_refused_even_without_site(data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        SITE + SITE.replace("[sites.home]", "[sites.flat]").replace("sites.home.", "sites.flat.")
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "wattlake", "energy", "--start", "2026-06-01", "--end",
+         "2026-06-02", "--data-dir", str(data_dir), "--config", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "channel em:0 is already in site home" in out.stderr

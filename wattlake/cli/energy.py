@@ -114,6 +114,13 @@ def _say_events(events: Any) -> None:
         say(f"{key}: counter {found} (see docs/energy.md).")
 
 
+def _check_sites(settings: Any) -> None:
+    """Refuse a wattlake.toml whose sites are invalid, whichever command reads it."""
+    from wattlake.query.energy import configured_sites
+
+    configured_sites(settings, check_devices=False)
+
+
 SiteOption = Annotated[
     str | None, typer.Option("--site", help="A site of wattlake.toml ([sites.NAME]).")
 ]
@@ -149,6 +156,7 @@ def energy(
     )
 
     settings = load_settings(data_dir, config)
+    _check_sites(settings)
     if site is not None:
         if device is not None or channel is not None:
             raise UsageError("--site takes the site's channels; leave out --device and --channel.")
@@ -229,6 +237,7 @@ def cost(
     from wattlake.query.energy import cost_for, cost_period, energy_over_edges_for
 
     settings = load_settings(data_dir, config)
+    _check_sites(settings)
     if site is not None and (device is not None or channel is not None):
         raise UsageError("--site bills the site's grid channels; leave out --device and --channel.")
     if shift_share is not None and not 0.0 <= shift_share <= 1.0:

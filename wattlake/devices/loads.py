@@ -237,6 +237,7 @@ def pv_power_w(house: Household, ts_s: float) -> float:
     """Return PV production [W] (≥ 0): sun-shaped, 0 at night, dimmed by the day's clouds.
 
     Each day gets a cloudiness between 0 (clear) and 0.8; passing clouds vary every 5 minutes.
+    Never more than the array gives under pvlib's clear sky (:func:`clearsky_pv_w`).
     """
     if house.pv_kwp <= 0:
         return 0.0
@@ -247,7 +248,46 @@ def pv_power_w(house: Household, ts_s: float) -> float:
     cloudiness = 0.8 * uniform(house.seed, 3, day) ** 2
     passing = uniform(house.seed, 4, math.floor(ts_s / 300.0))
     weather = 1.0 - cloudiness * (0.5 + 0.5 * passing)
-    return house.pv_kwp * 1_000.0 * 0.85 * elevation * weather
+    shaped_w = house.pv_kwp * 1_000.0 * 0.85 * elevation * weather
+    return min(shaped_w, clearsky_pv_w(house, ts_s))
+
+
+def site_longitude_deg(house: Household) -> float:
+    """Return the longitude whose mean solar time is the household's clock time [°]."""
+    return ((house.utc_offset_s / 240.0 + 180.0) % 360.0) - 180.0
+
+
+def clearsky_pv_w(house: Household, ts_s: float) -> float:
+    """Return what the household's array gives under a clear sky at ``ts_s`` [W].
+
+    That is ``pv_kwp`` times pvlib's Ineichen clear-sky global horizontal irradiance over
+    1000 W/m2 (an array at standard test conditions, without losses), at latitude
+    :data:`LATITUDE_DEG`, the longitude of :func:`site_longitude_deg`, sea level (the least
+    irradiance of any altitude). Computed once per day at whole minutes; the smaller of the
+    two minutes around ``ts_s`` is returned, never more than pvlib's value at ``ts_s``.
+    """
+    day = math.floor(ts_s / DAY_S)
+    ghi = _clearsky_ghi_day(day, site_longitude_deg(house))
+    minute = min(int((ts_s - day * DAY_S) // CLEARSKY_STEP_S), len(ghi) - 2)
+    return house.pv_kwp * min(ghi[minute], ghi[minute + 1])
+
+
+CLEARSKY_STEP_S: Final = 60.0
+"""Spacing of the clear-sky irradiance samples the PV cap is read from [s]."""
+
+
+@lru_cache(maxsize=64)
+def _clearsky_ghi_day(day: int, longitude_deg: float) -> tuple[float, ...]:
+    """Return pvlib's clear-sky GHI [W/m2] at each minute of UTC day ``day`` and the next
+    midnight (1441 values)."""
+    import pandas as pd  # pvlib (and pandas) only for households with PV
+    import pvlib
+
+    start = pd.Timestamp(day * DAY_S, unit="s", tz="UTC")
+    times = pd.date_range(start, periods=int(DAY_S / CLEARSKY_STEP_S) + 1, freq="60s")
+    location = pvlib.location.Location(LATITUDE_DEG, longitude_deg, altitude=0)
+    ghi = location.get_clearsky(times, model="ineichen")["ghi"].to_numpy()
+    return tuple(max(0.0, float(v)) for v in ghi)
 
 
 EVENING_DISCHARGE_H: Final = (17.0, 23.0)

@@ -12,9 +12,10 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -227,21 +228,56 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
     cells = page.inner_text("#cost").split("\n")
     total_line = next(line for line in cells if line.startswith("total"))
     assert f"{total['cost']:.2f}" in total_line
-    page.goto(server.url + "/devices")
-    first_day = (date.today() - timedelta(days=6)).isoformat()
-    quality = cli(
+    # The overview's month cost so far: `wattlake cost` from the month's start to the page's now.
+    page.goto(server.url + "/")
+    now = page.inner_text("h1 small").strip()
+    month_start = now[:8] + "01"
+    cost = cli(
         year_lake,
-        "energy",
+        "cost",
+        "--tariff",
+        "pl-g11",
         "--start",
-        first_day,
+        month_start,
         "--end",
-        datetime.now(UTC).isoformat(),
-        "--every",
-        "month",
+        now,
+        "--tz",
+        "UTC",
         "--format",
         "json",
     )
-    del quality  # coverage depends on the second the page was rendered; the API test compares
+    total = next(json.loads(x) for x in cost.splitlines() if '"total"' in x)
+    assert page.inner_text("#month-cost") == f"{total['cost']:.2f} PLN"
+    # Patterns: the tariff comparison equals `wattlake cost --compare` for the same range.
+    page.goto(server.url + "/patterns")
+    page.wait_for_selector("#tariffs td")
+    href = page.get_attribute("#dl-tariffs a", "href") or ""
+    params = dict(parse_qsl(urlsplit(href).query))
+    names = [line.split("\t")[1] for line in page.inner_text("#tariffs tbody").splitlines() if line]
+    out = cli(
+        year_lake,
+        "cost",
+        "--tariff",
+        names[0],
+        "--compare",
+        ",".join(names[1:]),
+        "--start",
+        params["start"],
+        "--end",
+        params["end"],
+        "--device",
+        params["device"],
+        "--format",
+        "json",
+    )
+    expected = {r["tariff"]: r["total"] for r in map(json.loads, out.splitlines())}
+    shown = {
+        cells[1]: float(cells[5])
+        for cells in (
+            line.split("\t") for line in page.inner_text("#tariffs tbody").splitlines() if line
+        )
+    }
+    assert shown == pytest.approx(expected, abs=0.006)
 
 
 def test_screenshots_of_every_page(browser: Any, server: WebServer) -> None:

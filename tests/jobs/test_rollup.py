@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from wattlake.config import Settings
 from wattlake.energy.rollup import MINUTE_MS, power_stats
+from wattlake.energy.sites import parse_sites
 from wattlake.jobs import rollup
 from wattlake.jobs.rollup import (
     DAY_MS,
     READINGS_SNAPSHOT_PROPERTY,
+    SITES_PROPERTY,
     ArrowReadings,
     compute_days,
     run_rollup,
+    site_hash,
 )
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
+from wattlake.query.energy import site_energy_report
+from wattlake.query.engine import connect
 from wattlake.schema import (
     ENERGY_15MIN_TABLE,
     POWER_1H_TABLE,
@@ -150,3 +159,115 @@ def test_power_stats_per_minute() -> None:
     assert stats.max_w.tolist() == [3.0, -2.0, 5.0]
     assert stats.mean_w.tolist() == [2.0, -2.0, 5.0]
     assert stats.samples.tolist() == [2, 1, 1]
+
+
+SITE_TOML = """
+[sites.home]
+timezone = "UTC"
+
+[[sites.home.channels]]
+device = "m1"
+channel = 0
+role = "grid"
+
+[[sites.home.channels]]
+device = "m1"
+channel = 1
+role = "solar"
+
+[[sites.home.channels]]
+device = "m2"
+channel = 0
+role = "{circuit_role}"
+name = "heat"
+"""
+
+
+def _site_settings(lake: Lake, folder: Path, circuit_role: str) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
+    toml = folder / "wattlake.toml"
+    toml.write_text(SITE_TOML.format(circuit_role=circuit_role))
+    values = {"data_dir": lake.url, "lake.s3_endpoint_url": lake.s3_endpoint_url}
+    return Settings.load(config_file=toml, overrides=values, environ={})
+
+
+def _site_days(lake: Lake) -> dict[tuple[str, str], list[float]]:
+    """Sum the site rows of energy_15min per role and UTC day: {(role, column): per day}."""
+    rows = (
+        connect(lake)
+        .sql(
+            "SELECT role, CAST(start AS DATE) AS day, sum(import_wh), sum(export_wh) "
+            "FROM energy_15min WHERE site = 'home' GROUP BY ALL ORDER BY role, day"
+        )
+        .fetchall()
+    )
+    out: dict[tuple[str, str], list[float]] = {}
+    for role, _, imp, exp in rows:
+        out.setdefault((role, "import"), []).append(imp)
+        out.setdefault((role, "export"), []).append(exp)
+    return out
+
+
+def _assert_site_matches_raw(lake: Lake, settings: Settings, days: int) -> None:
+    last = str(np.datetime64(DAY0 + days, "D"))
+    _, raw = site_energy_report(settings, "home", "2026-01-01", last, "day")
+    got = _site_days(lake)
+    b = raw.balance
+    expected = {
+        ("grid", "import"): b.grid_import_wh,
+        ("grid", "export"): b.grid_export_wh,
+        ("solar", "import"): b.solar_wh,
+        ("consumption", "import"): b.consumption_wh,
+        ("untracked", "import"): b.untracked_wh,
+        **{(f"circuit:{c}", "import"): wh for c, wh in b.circuits_wh.items()},
+    }
+    assert {k[0] for k in got} == {"grid", "solar", "battery", "consumption", "untracked"} | {
+        f"circuit:{c}" for c in b.circuits_wh
+    }
+    for key, want in expected.items():
+        # rollup days beyond the data hold zeros; compare the days of the report
+        np.testing.assert_allclose(got[key][1 : 1 + days], want, rtol=1e-9, atol=1e-9)
+
+
+def test_site_rollups_equal_the_site_energy_of_raw_readings(lake: Lake, tmp_path: Path) -> None:
+    tables.append(lake, READINGS_TABLE, _readings(T0, 30))  # m1: grid (counter) and solar
+    heat = _readings(T0 + 2 * 3_600_000, 40, device="m2")
+    ts = heat["ts"].cast(pa.int64()).to_numpy()
+    gap = (ts >= T0 + 10 * 3_600_000) & (ts < T0 + 13 * 3_600_000)  # a 3-hour gap
+    tables.append(lake, READINGS_TABLE, heat.filter(pa.array(~gap)))
+    settings = _site_settings(lake, tmp_path / "config", "circuit")
+    sites = parse_sites(settings.tables["sites"])
+    first = run_rollup(lake, sites=sites)
+    assert first.days == tuple(range(DAY0 - 1, DAY0 + 3))
+    _assert_site_matches_raw(lake, settings, days=2)
+    energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
+    hashes = json.loads(tables.last_property(energy, SITES_PROPERTY) or "{}")
+    assert hashes == {"home": site_hash(sites["home"])}
+    # the device rows are what they are without sites
+    device_rows = (
+        connect(lake)
+        .sql("SELECT * FROM energy_15min WHERE site = '' ORDER BY device_id, channel, start")
+        .to_arrow_table()
+    )
+    alone = compute_days(ArrowReadings(_all_readings(lake)), list(first.days)).energy_15min
+    _assert_tables_equal(device_rows, alone)
+    assert run_rollup(lake, sites=sites).days == ()  # nothing changed: nothing to do
+
+    # The circuit is ignored from now on: only the site is recomputed, over every day.
+    minutes = len(tables.open_table(lake, POWER_1MIN_TABLE).snapshots())
+    changed = _site_settings(lake, tmp_path / "config", "ignore")
+    again = run_rollup(lake, sites=parse_sites(changed.tables["sites"]))
+    assert again.days == first.days
+    assert len(tables.open_table(lake, POWER_1MIN_TABLE).snapshots()) == minutes
+    _assert_site_matches_raw(lake, changed, days=2)
+    assert not any(role.startswith("circuit:") for role, _ in _site_days(lake))
+    after = (
+        connect(lake)
+        .sql("SELECT * FROM energy_15min WHERE site = '' ORDER BY device_id, channel, start")
+        .to_arrow_table()
+    )
+    assert after.equals(device_rows)  # device rows untouched
+
+    # A site removed from the configuration loses its rows.
+    run_rollup(lake, sites={})
+    assert _site_days(lake) == {}

@@ -23,8 +23,10 @@ the old rollups or the new ones, and running twice changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -35,9 +37,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
+from wattlake.energy.sites import Site
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import Series, series_energy, split_series
+from wattlake.query.energy import Series, series_energy, site_energy, split_series
 from wattlake.schema import (
     ENERGY_15MIN_STORED,
     ENERGY_15MIN_TABLE,
@@ -51,6 +54,8 @@ from wattlake.schema import (
 DAY_MS: Final = 86_400_000
 # Snapshot summary property of a rollup table: the readings snapshot its contents reflect.
 READINGS_SNAPSHOT_PROPERTY: Final = "wattlake.readings-snapshot"
+# Snapshot summary property of energy_15min: JSON {site name: hash of its configuration}.
+SITES_PROPERTY: Final = "wattlake.sites"
 # Columns of the readings the rollups need.
 READING_COLUMNS: Final = (
     "ts",
@@ -64,6 +69,7 @@ _MS_TS: Final = pa.timestamp("ms", tz="UTC")
 _US_TS: Final = pa.timestamp("us", tz="UTC")
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 ENERGY_15MIN_SCHEMA: Final = ENERGY_15MIN_STORED
 POWER_STATS_SCHEMA: Final = POWER_STATS_STORED
@@ -203,6 +209,109 @@ def _append_day(
     columns["method"].append(np.full(n, result.method, dtype=object))
 
 
+def site_hash(site: Site) -> str:
+    """Return a hash of what a site's energy depends on: its channels' roles (with their
+    validity, parents, names and directions) and its phase netting; not its tariff."""
+    channels = sorted(
+        [c.device_id, c.channel, c.role, c.name, c.parent, c.valid_from_ms, c.valid_until_ms,
+         c.invert]
+        for c in site.channels
+    )  # fmt: skip
+    document = json.dumps({"phases": site.phases, "channels": channels}, sort_keys=True)
+    return hashlib.sha256(document.encode()).hexdigest()[:16]
+
+
+def site_15min(
+    readings: pa.Table,
+    sites: Sequence[Site],
+    start_ms: int,
+    end_ms: int,
+    options: RollupOptions = RollupOptions(),
+) -> pa.Table:
+    """Return the energy balance of every site per UTC quarter-hour in [start, end).
+
+    The raw path's :func:`wattlake.query.energy.site_energy` over each day's quarter-hours, from
+    the readings within ``options.reach_ms`` of the day. Rows have ``device_id`` and ``channel``
+    null, ``site`` and ``role`` set; per role (Wh):
+
+    * ``grid``: ``import_wh`` grid import, ``export_wh`` grid export;
+    * ``solar``: ``import_wh`` production; ``battery``: ``import_wh`` charge, ``export_wh``
+      discharge;
+    * ``consumption``, ``untracked`` and ``circuit:<name>``: ``import_wh`` that energy
+      (a circuit's import minus export).
+
+    ``coverage_s`` is the lowest coverage of the site's channels times the bucket length,
+    ``interpolated_wh`` the site's interpolated energy, and ``method`` the phase netting of the
+    bucket; both the same on every role row of a bucket.
+    """
+    if start_ms % QUARTER_HOUR_MS or end_ms % QUARTER_HOUR_MS or end_ms <= start_ms:
+        raise ValueError("rollup ranges start and end on UTC quarter-hours")
+    readings = _with_ms_ts(readings)
+    ts = readings["ts"].cast(pa.int64())
+    parts: list[dict[str, Any]] = []
+    day_edges = [start_ms, *range((start_ms // DAY_MS + 1) * DAY_MS, end_ms, DAY_MS), end_ms]
+    for site in sites:
+        mine = pc.is_in(readings["device_id"], pa.array(site.device_ids, pa.string()))
+        for a, b in itertools.pairwise(day_edges):
+            window = pc.and_(
+                mine,
+                pc.and_(
+                    pc.greater_equal(ts, a - options.reach_ms), pc.less(ts, b + options.reach_ms)
+                ),
+            )
+            part = readings.filter(window)
+            if part.num_rows == 0:
+                continue
+            edges = np.arange(a, b + 1, QUARTER_HOUR_MS, dtype=np.int64)
+            energy = site_energy(
+                part, site, edges, max_gap_s=options.max_gap_s, max_power_w=options.max_power_w
+            )
+            parts.append(_site_rows(site.name, energy, edges))
+    if not parts:
+        return ENERGY_15MIN_SCHEMA.empty_table()
+    columns = {f.name: [v for p in parts for v in p[f.name]] for f in ENERGY_15MIN_SCHEMA}
+    arrays = {
+        name: (
+            _us(np.asarray(values, dtype=np.int64))
+            if name == "start"
+            else pa.array(values, ENERGY_15MIN_SCHEMA.field(name).type)
+        )
+        for name, values in columns.items()
+    }
+    return pa.table([arrays[f.name] for f in ENERGY_15MIN_SCHEMA], schema=ENERGY_15MIN_SCHEMA)
+
+
+def _site_rows(name: str, energy: Any, edges: IntArray) -> dict[str, list[Any]]:
+    """Return the role rows of one site's balance over ``edges`` as columns."""
+    b = energy.balance
+    n = edges.size - 1
+    zero = np.zeros(n)
+    roles: list[tuple[str, FloatArray, FloatArray]] = [
+        ("grid", b.grid_import_wh, b.grid_export_wh),
+        ("solar", b.solar_wh, zero),
+        ("battery", b.battery_charge_wh, b.battery_discharge_wh),
+        ("consumption", b.consumption_wh, zero),
+        ("untracked", b.untracked_wh, zero),
+        *((f"circuit:{c}", wh, zero) for c, wh in b.circuits_wh.items()),
+    ]
+    coverage_s = np.asarray(energy.coverage, dtype=np.float64) * (np.diff(edges) / 1000.0)
+    columns: dict[str, list[Any]] = {f.name: [] for f in ENERGY_15MIN_SCHEMA}
+    for role, imp, exp in roles:
+        columns["start"].extend(edges[:-1].tolist())
+        columns["device_id"].extend([None] * n)
+        columns["channel"].extend([None] * n)
+        columns["site"].extend([name] * n)
+        columns["role"].extend([role] * n)
+        columns["import_wh"].extend(np.asarray(imp, dtype=np.float64).tolist())
+        columns["export_wh"].extend(np.asarray(exp, dtype=np.float64).tolist())
+        columns["interpolated_wh"].extend(np.asarray(energy.interpolated_wh).tolist())
+        columns["coverage_s"].extend(coverage_s.tolist())
+        columns["samples"].extend([0] * n)
+        columns["counter_minus_power_wh"].extend([None] * n)
+        columns["method"].extend(list(energy.phase_netting))
+    return columns
+
+
 def power_periods(readings: pa.Table, start_ms: int, end_ms: int, period_ms: int) -> pa.Table:
     """Return min, max and mean power per series and UTC period in [start, end).
 
@@ -260,8 +369,12 @@ def compute_days(
     options: RollupOptions = RollupOptions(),
     *,
     days_per_read: int = 7,
+    sites: Sequence[Site] = (),
+    devices: bool = True,
 ) -> RollupTables:
-    """Return the rollups of the UTC ``days`` (days since the epoch), reading from ``source``.
+    """Return the rollups of the UTC ``days`` (days since the epoch), reading from ``source``:
+    per device and channel (unless ``devices`` is false: then ``energy_15min`` only, with
+    ``sites`` alone), and per site of ``sites`` in ``energy_15min``.
 
     Consecutive days are read together, ``days_per_read`` at a time plus the reach on each side.
     """
@@ -273,6 +386,10 @@ def compute_days(
             b = min(a + days_per_read, stop)
             start_ms, end_ms = a * DAY_MS, b * DAY_MS
             readings = source.read(start_ms - options.reach_ms, end_ms + options.reach_ms)
+            if sites:
+                energy.append(site_15min(readings, sites, start_ms, end_ms, options))
+            if not devices:
+                continue
             energy.append(energy_15min(readings, start_ms, end_ms, options))
             minutes.append(power_periods(readings, start_ms, end_ms, MINUTE_MS))
             hours.append(power_periods(readings, start_ms, end_ms, HOUR_MS))
@@ -394,20 +511,54 @@ def _replace_days(
     tables.commit(table, added, removed=removed, properties=properties)
 
 
+def _widen(days: Iterable[int], options: RollupOptions) -> set[int]:
+    reach_days = -(-options.reach_ms // DAY_MS)
+    return {d + k for d in days for k in range(-reach_days, reach_days + 1)}
+
+
+def _kept_rows(lake: Lake, days: set[int], drop_sites: set[str]) -> pa.Table:
+    """Return the ``energy_15min`` rows of ``days`` except those of sites ``drop_sites``."""
+    table = tables.open_table(lake, ENERGY_15MIN_TABLE)
+    if table.current_snapshot() is None or not days:
+        return ENERGY_15MIN_SCHEMA.empty_table()
+    tasks = [t for t in table.scan().plan_files() if _file_day(t.file) in days]
+    if not tasks:
+        return ENERGY_15MIN_SCHEMA.empty_table()
+    if any(t.delete_files for t in tasks):
+        rows = tables.read_table(lake, ENERGY_15MIN_TABLE)
+        day = rows["start"].cast(pa.int64()).to_numpy() // (DAY_MS * 1000)
+        rows = rows.filter(pa.array(np.isin(day, sorted(days))))
+    else:
+        paths = [tables.local_path(t.file.file_path) for t in tasks]
+        rows = pads.dataset(paths, format="parquet", filesystem=lake.fs).to_table()
+    rows = rows.select(ENERGY_15MIN_SCHEMA.names).cast(ENERGY_15MIN_SCHEMA)
+    dropped = pc.is_in(rows["site"], pa.array(sorted(drop_sites), pa.string()))
+    return rows.filter(pc.invert(dropped))
+
+
 def run_rollup(
-    lake: Lake, options: RollupOptions = RollupOptions(), *, full: bool = False
+    lake: Lake,
+    options: RollupOptions = RollupOptions(),
+    *,
+    full: bool = False,
+    sites: Mapping[str, Site] | None = None,
 ) -> RollupRun:
     """Bring the rollup tables up to date with the readings table; return what was done.
 
     Recomputes the days touched by readings committed since the last run (every day with
     readings on the first run, after expired history, or with ``full``), widened by the reach,
     and replaces those days of each rollup table in one commit that records the readings
-    snapshot it reflects. Running again without new readings does nothing.
+    snapshot it reflects. ``energy_15min`` also holds the balance of every site of ``sites``;
+    its commits record a hash of each site's configuration, and a site whose configuration
+    changed (or that was added or removed) is recomputed over every day with readings, its
+    rows alone replaced. Running again without new readings or site changes does nothing.
 
     Raises:
         StorageError: the lake or catalog could not be read or written; the rollup tables keep
             their previous contents.
     """
+    sites = dict(sites or {})
+    wanted = {name: site_hash(site) for name, site in sorted(sites.items())}
     readings = tables.open_table(lake, READINGS_TABLE)
     current = readings.current_snapshot()
     if current is None:
@@ -415,26 +566,65 @@ def run_rollup(
     targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
     processed = {name: _processed_snapshot(t) for name, t in targets.items()}
     stale = {name for name, since in processed.items() if since != current.snapshot_id}
-    if not stale and not full:
+    recorded = json.loads(tables.last_property(targets[ENERGY_15MIN_TABLE], SITES_PROPERTY) or "{}")
+    changed = {n for n in {*wanted, *recorded} if wanted.get(n) != recorded.get(n)}
+    if full:
+        changed = set(wanted) | set(recorded)
+    if not stale and not full and not changed:
         return RollupRun(current.snapshot_id, (), {})
+    committing = set(ROLLUP_TABLES) if full else set(stale)
+    if changed:
+        committing.add(ENERGY_15MIN_TABLE)
     touched: set[int] = set()
+    all_days: set[int] | None = None
     for name in ROLLUP_TABLES if full else sorted(stale):
         added = None if full else days_added_since(readings, processed[name])
         if added is None:
-            touched = _all_days(lake, current.snapshot_id)
+            all_days = _all_days(lake, current.snapshot_id)
+            touched = all_days
             break
         touched |= added
-    reach_days = -(-options.reach_ms // DAY_MS)
-    days = {d + k for d in touched for k in range(-reach_days, reach_days + 1)}
-    result = compute_days(TableReadings(lake, current.snapshot_id), sorted(days), options)
+    days = _widen(touched, options)
+    source = TableReadings(lake, current.snapshot_id)
+    result = compute_days(source, sorted(days), options, sites=list(sites.values()))
+    energy = result.energy_15min
+    site_days: set[int] = set()
+    if changed:
+        if all_days is None:
+            all_days = _all_days(lake, current.snapshot_id)
+        site_days = _widen(all_days, options) - days
+        again = [sites[n] for n in sorted(changed) if n in sites]
+        recomputed = compute_days(source, sorted(site_days), options, sites=again, devices=False)
+        kept = _kept_rows(lake, site_days, changed)
+        energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
     properties = {READINGS_SNAPSHOT_PROPERTY: str(current.snapshot_id)}
     outputs = {
-        ENERGY_15MIN_TABLE: result.energy_15min,
+        ENERGY_15MIN_TABLE: energy,
         POWER_1MIN_TABLE: result.power_1min,
         POWER_1H_TABLE: result.power_1h,
     }
-    for name in ROLLUP_TABLES if full else sorted(stale):
-        _replace_days(lake, name, days, outputs[name], properties)
+    for name in ROLLUP_TABLES:
+        if name not in committing:
+            continue
+        if name == ENERGY_15MIN_TABLE:
+            props = {**properties, SITES_PROPERTY: json.dumps(wanted, sort_keys=True)}
+            _replace_days(lake, name, days | site_days, outputs[name], props)
+        else:
+            _replace_days(lake, name, days, outputs[name], properties)
     return RollupRun(
-        current.snapshot_id, tuple(sorted(days)), {n: t.num_rows for n, t in outputs.items()}
+        current.snapshot_id,
+        tuple(sorted(days | site_days)),
+        {n: t.num_rows for n, t in outputs.items()},
     )
+
+
+def run(settings: Any, *, full: bool = False, **_: Any) -> list[dict[str, object]]:
+    """Run the rollup job over the lake of ``settings``, with the sites of its
+    ``wattlake.toml`` (``[sites.*]``)."""
+    from wattlake.energy.sites import parse_sites
+
+    sites = parse_sites(settings.tables.get("sites", {}))
+    done = run_rollup(
+        Lake.from_settings(settings), RollupOptions.from_settings(settings), full=full, sites=sites
+    )
+    return [done.as_row()] if done.days else []

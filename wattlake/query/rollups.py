@@ -222,7 +222,9 @@ def lake_sources(settings: Settings) -> EnergySources:
         if any(t.delete_files for t in tasks) or not paths:
             return None if not paths and tasks else tables.read_table(lake, ENERGY_15MIN_TABLE)
         dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
-        wanted = None if device_id is None else pads.field("device_id") == device_id
+        wanted = pads.field("site") == ""  # device rows (site rows name a site instead)
+        if device_id is not None:
+            wanted = wanted & (pads.field("device_id") == device_id)
         return dataset.to_table(columns=_ROLLUP_COLUMNS, filter=wanted)
 
     def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:

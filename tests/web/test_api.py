@@ -67,6 +67,12 @@ def test_open_and_closed_paths(client: TestClient, history_lake: HistoryLake) ->
     page = client.get("/", headers={"Accept": "text/html"}, follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/login"
     assert "/api/energy" in client.get("/api/openapi.json").json()["paths"]
+    # Running a job needs the admin scope.
+    assert client.post("/api/jobs/rollup/run", headers=bearer(history_lake)).status_code == 403
+    jobs = client.get("/api/jobs", headers=bearer(history_lake)).json()["rows"]
+    assert {"job": "rollup"} in jobs
+    missing = client.post("/api/jobs/nothing/run", headers=bearer(history_lake, "admin"))
+    assert missing.status_code == 400 and "no job" in missing.json()["error"]
 
 
 def test_one_time_code_becomes_a_session_cookie(

@@ -272,6 +272,24 @@ def router() -> APIRouter:
         )
         return render(rows, format, "query")
 
+    @api.get("/jobs", summary="The jobs that can run over the lake")
+    def jobs(request: Request, format: Format = "json") -> Response:
+        state(request)
+        from wattlake.jobs import JOBS
+
+        return render(Rows(["job"], [{"job": name} for name in JOBS]), format, "jobs")
+
+    @api.post("/jobs/{name}/run", summary="Run a job now (admin scope)")
+    def run_job(request: Request, name: str, format: Format = "json") -> Response:
+        s = request.app.state
+        s.auth.require(request, "admin")
+        from wattlake.jobs import run_job as run
+
+        with s.metrics.query_seconds.labels("jobs").time():
+            rows = run(name, s.settings)
+        columns = list(rows[0]) if rows else []
+        return render(Rows(columns, rows), format, f"job-{name}")
+
     @api.get("/live", summary="Server-sent events of live power per device channel")
     def live(request: Request) -> Response:
         s = state(request)

@@ -91,10 +91,14 @@ class Series:
     returned_energy_wh: FloatArray
 
 
+# The columns split_series reads.
+SERIES_COLUMNS: Final = ("ts", "device_id", "channel", "power_w", "energy_wh", "returned_energy_wh")
+
+
 def _float_column(table: pa.Table, name: str) -> FloatArray:
     if name not in table.column_names:
         return np.full(table.num_rows, np.nan)
-    column = table[name].cast(pa.float64()).fill_null(np.nan)
+    column = table[name].cast(pa.float64())  # nulls become NaN in to_numpy
     return np.asarray(column.to_numpy(), dtype=np.float64)
 
 
@@ -111,14 +115,29 @@ def split_series(table: pa.Table, *, channel: int | None = None) -> list[Series]
         table = table.filter(pc.equal(table["channel"], channel))
     if table.num_rows == 0:
         return []
-    table = table.sort_by(
-        [("device_id", "ascending"), ("channel", "ascending"), ("ts", "ascending")]
-    )
     encoded = pc.dictionary_encode(table["device_id"]).combine_chunks()
     names = encoded.dictionary.to_pylist()
     dev = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     ch = np.asarray(table["channel"].to_numpy(), dtype=np.int64)
     ts = np.asarray(table["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+    key = rank[dev]
+    if not np.all(
+        (key[1:] > key[:-1])
+        | (
+            (key[1:] == key[:-1])
+            & ((ch[1:] > ch[:-1]) | ((ch[1:] == ch[:-1]) & (ts[1:] >= ts[:-1])))
+        )
+    ):  # not yet sorted by device, channel and ts (the lake's reader returns them sorted)
+        table = table.sort_by(
+            [("device_id", "ascending"), ("channel", "ascending"), ("ts", "ascending")]
+        )
+        encoded = pc.dictionary_encode(table["device_id"]).combine_chunks()
+        names = encoded.dictionary.to_pylist()
+        dev = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        ch = np.asarray(table["channel"].to_numpy(), dtype=np.int64)
+        ts = np.asarray(table["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)
     power = _float_column(table, "power_w")
     energy = _float_column(table, "energy_wh")
     returned = _float_column(table, "returned_energy_wh")
@@ -491,8 +510,11 @@ def load_readings(
     end_ms: int,
     *,
     device_ids: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`).
+    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`),
+    with ``columns`` only if given (e.g. :data:`SERIES_COLUMNS`, all that :func:`split_series`
+    reads).
 
     Read from the data files directly (:func:`wattlake.query.engine.read_bracketed`), or
     through the ``readings`` view when the table has delete files.
@@ -501,10 +523,12 @@ def load_readings(
     from wattlake.query.engine import connect, read_bracketed
 
     lake = Lake.from_settings(settings)
-    table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids)
-    if table is not None:
-        return table
-    return bracketed_readings(connect(lake), start_ms, end_ms, device_ids=device_ids)
+    table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids, columns=columns)
+    if table is None:
+        table = bracketed_readings(connect(lake), start_ms, end_ms, device_ids=device_ids)
+        if columns is not None:
+            table = table.select([c for c in table.column_names if c in columns])
+    return table
 
 
 def segment_energy(

@@ -199,7 +199,7 @@ def lake_sources(settings: Settings) -> EnergySources:
     from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY, days_added_since
     from wattlake.lake import tables
     from wattlake.lake.storage import Lake
-    from wattlake.query.energy import load_readings
+    from wattlake.query.energy import SERIES_COLUMNS, load_readings
     from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
     lake = Lake.from_settings(settings)
@@ -228,9 +228,8 @@ def lake_sources(settings: Settings) -> EnergySources:
         return dataset.to_table(columns=_ROLLUP_COLUMNS, filter=wanted)
 
     def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:
-        return load_readings(
-            settings, start_ms, end_ms, device_ids=None if device_id is None else [device_id]
-        )
+        devices = None if device_id is None else [device_id]
+        return load_readings(settings, start_ms, end_ms, device_ids=devices, columns=SERIES_COLUMNS)
 
     return EnergySources(
         rollups=rollups,

@@ -151,3 +151,37 @@ def test_a_power_gap_bridged_linearly_is_interpolated() -> None:
     assert row["import_wh"] == pytest.approx(62 * WH_PER_MIN)
     assert row["interpolated_wh"] == 1000.0
     assert row["coverage"] == pytest.approx(2 / 62, abs=1e-4)
+
+
+def export_hour(step_wh: float) -> list[dict]:
+    """A PV channel exporting 3 kW steadily for an hour, a reading a minute: the power samples
+    say -3000 W, the import counter stands still at 800 Wh, the export counter rises by
+    ``step_wh`` a minute from 10 000 Wh."""
+    return [
+        dict(
+            reading(DAY + i * M, power=-3000.0, counter=800.0),
+            returned_energy_wh=10_000.0 + i * step_wh,
+        )
+        for i in range(61)
+    ]
+
+
+def test_an_export_counter_is_judged_against_export_power() -> None:
+    # The export counter steps 52 Wh a minute while the instantaneous samples say 50 Wh:
+    # export_wh is the counter's 60 x 52 = 3120 Wh exactly. Before: the export counter was
+    # judged against the import-only power (0 Wh), every 52 Wh step was refused as a lasting
+    # jump and the power gave 3000 Wh.
+    edges = np.array([DAY, DAY + H], dtype=np.int64)
+    (row,), (result,) = energy_rows(readings_to_table(export_hour(52.0)), edges, UTC)
+    assert (row["import_wh"], row["export_wh"]) == (0.0, 3120.0)
+    assert row["method"] == "counter"
+    assert result.events == ()
+    # A step far above the export power is still refused: 500 Wh in the minute from 00:30
+    # (the counter stays 448 Wh higher) counts the power's 50 Wh for that minute instead:
+    # 59 x 52 + 50 = 3118 Wh.
+    rows = export_hour(52.0)
+    for r in rows[31:]:
+        r["returned_energy_wh"] += 448.0
+    (row,), (result,) = energy_rows(readings_to_table(rows), edges, UTC)
+    assert row["export_wh"] == 3118.0
+    assert [e.kind for e in result.events] == ["spike"]

@@ -152,12 +152,7 @@ def test_an_hour_down_is_refilled_exactly_from_the_meter(tmp_path: Path, t0: int
         recorded_import, recorded_export = device.memory.energy_wh(start_s, start_s + 900, channel)
         assert abs(row["import_wh"] - recorded_import) <= 0.01, row
         assert row["interpolated_wh"] == 0.0 and row["coverage"] == 1.0, row
-        if t0 == EVENING:
-            assert abs(row["export_wh"] - recorded_export) <= 0.01, row
-        # Under full sun query.energy judges the export counter against import-only power
-        # (energy.counters.power_reference clips at zero), refuses its steps and integrates
-        # power instead: its export_wh is then off by up to ~1.5 Wh a bucket (reported to the
-        # energy stage). The refilled counters are exact (checked minute by minute above).
+        assert abs(row["export_wh"] - recorded_export) <= 0.01, row
         imported += recorded_import
         exported += recorded_export
     assert imported > 0 if t0 == EVENING else exported > 0  # both ways were refilled

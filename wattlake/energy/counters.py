@@ -108,8 +108,9 @@ class CleanCounter:
 class PowerReference:
     """The power samples of a series, to judge counter steps against.
 
-    :meth:`step_energy` gives the import energy of the samples between two readings and whether
-    they back the whole step. Steps of one interval are computed directly; the cumulative sums
+    :meth:`step_energy` gives the import energy of the samples between two readings (the export
+    energy for a reference built with ``export``: its samples are negated) and whether they back
+    the whole step. Steps of one interval are computed directly; the cumulative sums
     over the whole series are built only when many long steps are asked for, so judging a few
     suspect steps costs no pass over the samples.
     """
@@ -159,16 +160,22 @@ class PowerReference:
 
 
 def power_reference(
-    ts_ms: npt.ArrayLike, power_w: npt.ArrayLike, *, max_gap_s: float = 300.0
+    ts_ms: npt.ArrayLike,
+    power_w: npt.ArrayLike,
+    *,
+    max_gap_s: float = 300.0,
+    export: bool = False,
 ) -> PowerReference:
     """Return the power samples of one series as a :class:`PowerReference`.
 
-    Each interval counts the trapezoid of the power clipped at zero (import only); an interval
-    with a NaN sample at either end or longer than ``max_gap_s`` counts nothing and is unbacked.
+    Each interval counts the trapezoid of the power clipped at zero (import only), or with
+    ``export`` of the negated power clipped at zero (export only: the reference for an export
+    counter such as ``returned_energy_wh``); an interval with a NaN sample at either end or
+    longer than ``max_gap_s`` counts nothing and is unbacked.
     """
     ts = np.asarray(ts_ms, dtype=np.int64)
     p = np.asarray(power_w, dtype=np.float64)
-    return PowerReference(ts, p, max_gap_s=max_gap_s)
+    return PowerReference(ts, -p if export else p, max_gap_s=max_gap_s)
 
 
 def clean_counter(
@@ -195,8 +202,9 @@ def clean_counter(
     resolution_wh : float, default 1
         Counter rounding allowed on top of ``max_power_w`` [Wh].
     power : PowerReference or a function returning one, optional
-        Power energy of the same series at each reading (from :func:`power_reference`); steps it
-        backs may rise by at most ``POWER_FACTOR`` times its energy plus ``POWER_TOLERANCE_WH``.
+        Power energy of the same series at each reading, in the counter's direction (from
+        :func:`power_reference`, with ``export`` for an export counter); steps it backs may
+        rise by at most ``POWER_FACTOR`` times its energy plus ``POWER_TOLERANCE_WH``.
         A function is called only when some step rises by more than the tolerance, so the
         common case (small steps) costs no pass over the power samples.
 

@@ -249,6 +249,9 @@ def series_energy(
     def reference() -> PowerReference:
         return power_reference(ts, series.power_w, max_gap_s=max_gap_s)
 
+    def export_reference() -> PowerReference:  # the export counter against export power
+        return power_reference(ts, series.power_w, max_gap_s=max_gap_s, export=True)
+
     events: list[CounterEvent] = []
     plans: list[_CounterPlan | None] = [None, None]
     for i, (wanted, values) in enumerate(
@@ -260,7 +263,7 @@ def series_energy(
                 values,
                 max_power_w=max_power_w,
                 max_gap_ms=max_gap_ms,
-                reference=reference if has_power else None,
+                reference=(export_reference if i == 1 else reference) if has_power else None,
             )
             if plan is not None:
                 events.extend(plan.clean.events)

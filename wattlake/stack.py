@@ -31,7 +31,7 @@ from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError, WattlakeError
 
 if TYPE_CHECKING:
-    from wattlake.devices.simulator import Simulator
+    from wattlake.devices.simulator import FleetConfig, Simulator
     from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.broker import EmbeddedBroker
     from wattlake.stream.ingest import DrainState, IngestWorker
@@ -141,13 +141,52 @@ def empty_data_dir(settings: Settings) -> int:
     return removed
 
 
+def demo_fleet(settings: Settings) -> FleetConfig:
+    """Return the demo's simulated meters: ``demo.devices`` homes, in turn one with a kitchen
+    circuit, one with PV, one with PV and a battery."""
+    from wattlake.devices.simulator import DEMO_HOMES, FleetConfig
+
+    return FleetConfig(devices=settings["demo.devices"], homes=DEMO_HOMES)
+
+
+def write_demo_sites(settings: Settings) -> Path | None:
+    """Describe the demo's homes as sites (``[sites.home-<n>]``: grid, circuit or solar,
+    battery) in the data dir's ``wattlake.toml``, unless it already has sites; return the file
+    written, or None.
+
+    Raises:
+        wattlake.errors.StorageError: the file cannot be written.
+    """
+    from wattlake.devices.simulator import site_tables, sites_toml
+    from wattlake.lake.storage import Lake
+
+    lake = Lake.from_settings(settings)
+    if not lake.is_local or settings.tables.get("sites"):
+        return None
+    path = Path(lake.root) / CONFIG_FILE
+    try:
+        before = path.read_text() if path.exists() else ""
+        if "[sites" in before:
+            return None
+        text = sites_toml(site_tables(demo_fleet(settings)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = "# The demo's simulated homes (wattlake demo wrote these sites).\n"
+        path.write_text(
+            before + ("\n" if before and not before.endswith("\n") else "") + header + text
+        )
+    except OSError as exc:
+        raise StorageError(f"Cannot write the demo's sites into {path}: {exc}") from exc
+    return path
+
+
 def warm_start(settings: Settings) -> Settings:
     """Return ``settings`` with the first flush early (``stream.first_flush_s``), unless set."""
     if settings.origins["stream.first_flush_s"] != "default":
         return settings
     values = {name: settings[name] for name in settings}
     values["stream.first_flush_s"] = FIRST_FLUSH_S
-    return Settings(values, {**settings.origins, "stream.first_flush_s": "stack"})
+    origins = {**settings.origins, "stream.first_flush_s": "stack"}
+    return Settings(values, origins, tables=settings.tables)
 
 
 class StopRequests:
@@ -332,9 +371,9 @@ class Stack:
         settings = self.settings
         self.simulator = Simulator(
             BrokerAddress.parse(self.broker.url),
-            devices=settings["demo.devices"],
             interval_s=settings["demo.interval_s"],
             backfill_days=settings["demo.history_days"],
+            config=demo_fleet(settings),
         )
         simulator = self.simulator
         self._sim = threading.Thread(

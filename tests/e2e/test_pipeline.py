@@ -21,6 +21,9 @@ from tests.conftest import Mosquitto
 from wattlake.config import Settings
 from wattlake.devices.router import DecoderRouter
 from wattlake.gateway.broker import EmbeddedBroker
+from wattlake.lake.storage import Lake
+from wattlake.lake.tables import local_path, scan_files
+from wattlake.schema import DEAD_LETTERS_TABLE, READINGS_TABLE
 from wattlake.stream.ingest import IngestWorker
 from wattlake.stream.wal import read_segment
 
@@ -157,7 +160,8 @@ def test_fixtures_flow_into_readings_and_bad_payloads_into_dead_letters(
     ]
     assert base64.b64decode(str(letters[0]["raw_base64"])) == BAD_TYPE
     assert base64.b64decode(str(letters[1]["raw_base64"])) == BAD_JSON
-    assert list((data_dir / "errors" / "invalid-json").glob("date=*/*.jsonl"))
+    # kept in table dead_letters (its data files are Parquet in the lake folder)
+    assert scan_files(Lake.open(str(data_dir)), DEAD_LETTERS_TABLE)
 
 
 def test_demo_runs_for_its_duration_and_leaves_a_queryable_lake(tmp_path: Path) -> None:
@@ -180,9 +184,15 @@ def test_demo_runs_for_its_duration_and_leaves_a_queryable_lake(tmp_path: Path) 
         ("shellyproem50-sim0001", 0),
         ("shellyproem50-sim0001", 1),
     ]
-    assert all(int(str(r["n"])) >= 5 and float(str(r["p"])) > 0 for r in rows)
-    parquet = list((data_dir / "raw" / "readings").glob("date=*/hour=*/ingest-*.parquet"))
-    assert parquet, "demo wrote no Parquet file into raw/readings/date=/hour="
+    assert all(int(str(r["n"])) >= 5 for r in rows)
+    # home-0 draws power on both channels (home-1 has PV: its solar channel is 0 at night).
+    assert all(float(str(r["p"])) > 0 for r in rows if r["device_id"].endswith("0000"))
+    sites = (data_dir / "wattlake.toml").read_text()
+    assert '[sites."home-0"]' in sites and '[sites."home-1"]' in sites
+    plan = scan_files(Lake.open(str(data_dir)), READINGS_TABLE)
+    assert plan, "demo committed no data file to table readings"
+    assert all(Path(local_path(t.file.file_path)).is_file() for t in plan)  # in the lake folder
+    assert all(local_path(t.file.file_path).startswith(str(data_dir)) for t in plan)
     assert not list(data_dir.rglob("*.tmp")), "a temporary file was left in the lake"
 
 
@@ -216,7 +226,7 @@ def test_ctrl_c_stops_the_demo_with_every_buffer_flushed(tmp_path: Path) -> None
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=30)
     assert process.returncode == 0, rest
-    published = int(re.search(r"stopped: (\d+) messages published", rest).group(1))  # type: ignore[union-attr]
+    published = int(re.search(r"messages published \((\d+) data", rest).group(1))  # type: ignore[union-attr]
     rows = query_json(data_dir, "SELECT count(*) AS n FROM readings")
     # Every published message (two channels each) is in the lake: the buffer was flushed.
     assert rows == [{"n": 2 * published}]

@@ -60,7 +60,13 @@ def demo(
     reading the broker accepted into the lake, then exits; a second Ctrl-C quits at once and
     says where the rest waits.
     """
-    from wattlake.stack import Stack, StopRequests, empty_data_dir, inspect_data_dir
+    from wattlake.stack import (
+        Stack,
+        StopRequests,
+        empty_data_dir,
+        inspect_data_dir,
+        write_demo_sites,
+    )
 
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be a positive number of seconds.")
@@ -92,11 +98,21 @@ def demo(
                 f"The data dir {state.url} already holds {' and '.join(parts)}; the demo adds to "
                 "it. Start from an empty one with --fresh."
             )
+    sites_file = write_demo_sites(settings)
     requests = StopRequests().install()
     try:
         stack = Stack(settings, simulate=True, web=web, broker_port=broker_port)
         stack.start()
         _announce(stack)
+        if sites_file is not None:
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86_400))
+            say(
+                f"The simulated homes are sites in {sites_file} (home-0: a kitchen circuit, "
+                "home-1: PV, home-2: PV and a battery). Their energy today:\n"
+                f"  {command_prefix()} energy --site home-1 --data-dir "
+                f"{shlex.quote(stack.lake_url)} --start {today} --end {tomorrow} --every hour"
+            )
         _run(stack, requests, duration)
         report = _stop(stack, requests)
     finally:

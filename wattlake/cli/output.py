@@ -250,7 +250,7 @@ class _HoldThirdPartyErrors(logging.Filter):
     since the sentence says it all. Otherwise they are printed late (``release_held_logs()``).
     """
 
-    hold_s = 2.0
+    hold_s = 5.0  # longer than a failing start takes to report, even on a busy machine
 
     def __init__(self, handler: logging.Handler) -> None:
         super().__init__()

@@ -84,4 +84,5 @@ def test_an_empty_lake_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     args = ["energy", *DAY, "--format", "csv", "--data-dir", str(tmp_path / "empty")]
     code, out, err = run(capsys, *args)
     assert code == 0, err
+    assert out.startswith("device_id,channel,start,end,")
     assert "The lake holds no readings yet" in err

@@ -14,7 +14,8 @@ HEAVY = ("pandas", "pyarrow", "duckdb", "numpy", "pyiceberg", "pydantic", "paho"
 
 def loaded_after(code: str) -> list[str]:
     """Return which of HEAVY a fresh interpreter has loaded after running ``code``."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    report = f"import json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    probe = f"{code}\n{report}"
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
@@ -28,10 +29,6 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
 def test_help_and_version_load_no_heavy_library() -> None:
     for argv in (["--help"], ["--version"], ["query", "--help"], ["import", "--help"]):
         code = (
-            "from wattlake.cli import main\n"
-            "try:\n"
-            f"    main({argv!r})\n"
-            "except SystemExit:\n"
-            "    pass"
+            f"from wattlake.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
         )
         assert loaded_after(code) == [], argv

@@ -444,11 +444,10 @@ class Stack:
                 watcher.start()
             self._ingest_stop.set()
             self._ingest.join()
-        report.left_in_broker = (
-            (self.broker.pending_for(worker.client_id) or 0)
-            if self.broker is not None and worker is not None
-            else 0
-        )
+        if worker is not None and (worker.drain_state.aborted or worker.drain_state.gave_up):
+            report.left_in_broker = worker.drain_state.left  # counted before it disconnected
+        elif worker is not None and self.broker is not None:
+            report.left_in_broker = self.broker.pending_for(worker.client_id) or 0
         self._stop_quietly()
         if self.simulator is not None:
             stats = self.simulator.stats

@@ -334,6 +334,8 @@ class IngestWorker:
                 break
         if self.abort.is_set():
             state.aborted = True
+            # Counted now: once this worker disconnects, the broker drops what it held for it.
+            state.left = backlog(self.client_id) or state.left
         if state.gave_up:
             log.error(
                 "stopped draining: %s; %d message(s) were still in the broker", state.gave_up, left

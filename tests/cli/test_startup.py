@@ -32,3 +32,29 @@ def test_help_and_version_load_no_heavy_library() -> None:
             f"from wattlake.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
         )
         assert loaded_after(code) == [], argv
+
+
+def test_every_commands_help_loads_no_heavy_library() -> None:
+    """Each command imports what it needs when it runs, not when its help is shown."""
+    import click
+    import typer.main
+
+    from wattlake.cli.app import app
+
+    def paths(prefix: list[str], command: click.Command) -> list[list[str]]:
+        if isinstance(command, click.Group):
+            return [p for n, c in command.commands.items() for p in paths([*prefix, n], c)]
+        return [prefix]
+
+    every = paths([], typer.main.get_command(app))
+    calls = "".join(
+        f"try:\n    main({[*argv, '--help']!r})\nexcept SystemExit:\n    pass\n" for argv in every
+    )
+    assert len(every) > 20
+    assert (
+        loaded_after(
+            f"import sys\nsys.stdout = open('/dev/null', 'w')\n"
+            f"from wattlake.cli import main\n{calls}sys.stdout = sys.__stdout__"
+        )
+        == []
+    )

@@ -198,3 +198,23 @@ def test_every_command_has_a_bad_input_case() -> None:
     assert isinstance(root, click.Group)
     covered = {c[1][0] for c in CASES}
     assert set(root.commands) - covered == set()
+
+
+def test_ctrl_c_during_a_query_is_one_line_and_exit_130(
+    places: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    sql = "SELECT sum(range * random()) FROM range(50000000000)"  # minutes of work
+    process = subprocess.Popen(
+        [WATTLAKE, "query", sql, "--data-dir", places["lake"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (130, "", "Interrupted.\n")

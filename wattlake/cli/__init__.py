@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("WATTLAKE_DEBUG"):
             raise
         discard_held_logs()
+        if _is_abort(exc):  # click turns Ctrl-C into Abort
+            say("Interrupted.")
+            sys.exit(INTERRUPTED)
         usage = _click_usage_error(exc)
         if usage is not None:
             say(usage)
@@ -66,11 +69,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _click_usage_error(exc: BaseException) -> str | None:
     """Return click's own one-line message for a bad command line, else None."""
-    import typer
     from click import exceptions as click_exceptions
 
-    if isinstance(exc, typer.Abort):
-        return "Aborted."
     if isinstance(exc, click_exceptions.NoArgsIsHelpError):
         return exc.format_message().rstrip("\n")
     if isinstance(exc, click_exceptions.ClickException):
@@ -83,6 +83,12 @@ def _click_usage_error(exc: BaseException) -> str | None:
         text = " ".join(exc.format_message().split()).replace("Value error, ", "")
         return f"Error: {text}{hint}"
     return None
+
+
+def _is_abort(exc: BaseException) -> bool:
+    import typer
+
+    return isinstance(exc, typer.Abort)
 
 
 def exit_code_for_usage() -> int:

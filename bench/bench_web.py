@@ -62,6 +62,9 @@ def make_lake(devices: int, days: int, step_s: int, root: Path) -> Path:
     today = datetime.now(UTC).date()
     spec = FleetSpec(devices=devices, days=days, start=today - timedelta(days=days), step_s=step_s)
     lake = root / "lake"
+    lake.mkdir(parents=True)
+    if step_s * 1.05 > 300:  # samples further apart than energy.max_gap_s would all be gaps
+        (lake / "wattlake.toml").write_text(f"[energy]\nmax_gap_s = {step_s * 3:.1f}\n")
     started = time.perf_counter()
     files = write_files(spec, root / "files", days_per_file=30)
     subprocess.run(

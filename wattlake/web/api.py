@@ -98,10 +98,9 @@ def router() -> APIRouter:
         format: Format = "json",
     ) -> Response:
         s = state(request)
-        zone = figures.tz_of(s.settings, tz)
         with s.metrics.query_seconds.labels("site_energy").time():
             rows = figures.site_energy(
-                s.settings, site_name=site, start=start, end=end, every=every, tz=zone
+                s.settings, site_name=site, start=start, end=end, every=every, tz_name=tz
             )
         return render(rows, format, f"site-{site}")
 

@@ -44,9 +44,15 @@ from wattlake.query.energy import (
 )
 from wattlake.query.engine import connect
 
-# How long a DuckDB connection (its list of lake files) is reused before it is made again [s].
-VIEW_REFRESH_S: Final = 5.0
+# How long the lake's views (their list of data files) serve before they are made again [s];
+# making them plans an Iceberg scan in Python, which holds the GIL for a second or two.
+VIEW_REFRESH_S: Final = 30.0
+# Times in SQL: a TIMESTAMPTZ from epoch ms, so filters on ts reach the Parquet statistics.
+TS_PARAM: Final = "make_timestamptz(?::BIGINT * 1000)"
 DAY_MS: Final = 86_400_000
+# The month's cost so far is computed again at most this often [s] (it moves slowly and costs
+# a month of readings).
+MONTH_COST_TTL_S: Final = 60.0
 SEASONS: Final = {
     12: "winter",
     1: "winter",
@@ -80,8 +86,9 @@ class Rows:
 
 
 class LakeView:
-    """One DuckDB connection over the lake's views, renewed every few seconds so new files
-    appear. Queries run one at a time (registered Arrow views belong to one connection)."""
+    """One DuckDB connection over the lake's views, renewed in the background every
+    ``VIEW_REFRESH_S`` so new data files appear without a request waiting for the catalog.
+    Queries run one at a time (registered Arrow views belong to one connection)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -89,21 +96,40 @@ class LakeView:
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._made_at = 0.0
+        self._renewing = False
+        # The overview's month cost, computed at most every MONTH_COST_TTL_S.
+        self.month_cost: dict[tuple[int, str, str], dict[str, Any]] = {}
 
     def fetch(self, query: str, params: list[Any] | None = None) -> tuple[list[str], list[Any]]:
         """Return the column names and rows of ``query`` over the current views.
 
         Raises:
-            StorageError: the lake cannot be listed.
+            StorageError: the lake cannot be read.
         """
+        if self._con is None:
+            fresh = connect(self.lake)
+            with self._lock:
+                if self._con is None:
+                    self._con, self._made_at = fresh, time.monotonic()
+        elif time.monotonic() - self._made_at > VIEW_REFRESH_S and not self._renewing:
+            self._renewing = True
+            threading.Thread(target=self._renew, name="lake-views", daemon=True).start()
         with self._lock:
-            if self._con is None or time.monotonic() - self._made_at > VIEW_REFRESH_S:
-                if self._con is not None:
-                    self._con.close()
-                self._con = connect(self.lake)
-                self._made_at = time.monotonic()
+            assert self._con is not None
             cursor = self._con.execute(query, params or [])
             return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    def _renew(self) -> None:
+        try:
+            fresh = connect(self.lake)
+        except Exception:  # the old views keep serving; the next request tries again
+            fresh = None
+        with self._lock:
+            if fresh is not None:
+                old, self._con, self._made_at = self._con, fresh, time.monotonic()
+                if old is not None:
+                    old.close()
+            self._renewing = False
 
 
 def tz_of(settings: Settings, tz_name: str | None = None) -> ZoneInfo:
@@ -180,10 +206,17 @@ def sites(settings: Settings) -> Rows:
 
 
 def site_energy(
-    settings: Settings, *, site_name: str, start: str, end: str, every: str, tz: ZoneInfo
+    settings: Settings,
+    *,
+    site_name: str,
+    start: str,
+    end: str,
+    every: str,
+    tz_name: str | None = None,
 ) -> Rows:
-    """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]."""
-    rows, balance = site_energy_report(settings, site_name, start, end, every, str(tz))
+    """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]; local
+    times in the site's zone unless ``tz_name`` is given."""
+    rows, balance = site_energy_report(settings, site_name, start, end, every, tz_name)
     circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
     columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
     return Rows(columns, rows, {"warnings": list(balance.warnings)})
@@ -371,7 +404,7 @@ def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | No
     now = at_ms if at_ms is not None else now_ms()
     _, found = view.fetch(
         "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
-        "count(*) FROM readings WHERE ts >= epoch_ms(?) GROUP BY ALL ORDER BY device_id, channel",
+        f"count(*) FROM readings WHERE ts >= {TS_PARAM} GROUP BY ALL ORDER BY device_id, channel",
         [now - 7 * DAY_MS],
     )
     stale_s = float(settings["web.stale_after_s"])
@@ -412,27 +445,40 @@ def overview(
     month_start, month_end = month_start_before(now, tz)
     month: dict[str, Any] = {"tariff": None}
     if settings["cost.tariff"]:
-        rows = cost(
-            settings,
-            start=format_local(month_start, tz),
-            end=format_local(now, tz),
-            tz_name=str(tz),
-        ).rows
-        total = next((r for r in rows if r.get("zone") == "total"), None)
-        so_far = float(total["cost"]) if total else sum(float(r.get("cost", 0)) for r in rows)
-        elapsed = max(now - month_start, 1)
-        month = {
-            "tariff": rows[0]["tariff"] if rows else settings["cost.tariff"],
-            "currency": rows[0].get("currency", "") if rows else "",
-            "cost_so_far": round(so_far, 2),
-            "projected": round(so_far * (month_end - month_start) / elapsed, 2),
-        }
+        key = (month_start, str(tz), settings["cost.tariff"])
+        cached = view.month_cost.get(key)
+        if cached is None or now - cached["as_of_ms"] > MONTH_COST_TTL_S * 1000:
+            cached = _month_cost(settings, tz, month_start, month_end, now)
+            view.month_cost = {key: cached}
+        month = dict(cached)
     return {
         "time_zone": str(tz),
         "now": format_local(now, tz),
         "devices": devices(view, settings, tz=tz, at_ms=now).rows,
         "today": today.rows,
         "month": month,
+    }
+
+
+def _month_cost(
+    settings: Settings, tz: ZoneInfo, month_start: int, month_end: int, now: int
+) -> dict[str, Any]:
+    rows = cost(
+        settings,
+        start=format_local(month_start, tz),
+        end=format_local(now, tz),
+        tz_name=str(tz),
+    ).rows
+    total = next((r for r in rows if r.get("zone") == "total"), None)
+    so_far = float(total["cost"]) if total else sum(float(r.get("cost", 0)) for r in rows)
+    elapsed = max(now - month_start, 1)
+    return {
+        "tariff": rows[0]["tariff"] if rows else settings["cost.tariff"],
+        "currency": rows[0].get("currency", "") if rows else "",
+        "cost_so_far": round(so_far, 2),
+        "projected": round(so_far * (month_end - month_start) / elapsed, 2),
+        "as_of": format_local(now, tz),
+        "as_of_ms": now,
     }
 
 
@@ -443,7 +489,7 @@ def patterns(
     hour (average daily profiles) [W]; channels of a device are summed."""
     query = (
         "SELECT epoch_ms(date_trunc('hour', ts)) AS h, device_id, channel, avg(power_w) "
-        "FROM readings WHERE ts >= epoch_ms(?) AND ts < epoch_ms(?)"
+        f"FROM readings WHERE ts >= {TS_PARAM} AND ts < {TS_PARAM}"
         + (" AND device_id = ?" if device_id else "")
         + " GROUP BY ALL"
     )

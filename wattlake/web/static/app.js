@@ -171,7 +171,7 @@
     async function show() {
       const f = new FormData(form);
       const site = f.get("site");
-      const range = periodRange(f.get("period"), f.get("start"), f.get("end"));
+      const range = Object.assign(periodRange(f.get("period"), f.get("start"), f.get("end")), { tz: TZ });
       form.elements.start.value = range.start; form.elements.end.value = range.end;
       const other = shift(range, f.get("compare"));
       const label = f.get("compare") === "lastyear" ? "same period last year" : "previous period";

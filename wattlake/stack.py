@@ -149,10 +149,10 @@ def demo_fleet(settings: Settings) -> FleetConfig:
     return FleetConfig(devices=settings["demo.devices"], homes=DEMO_HOMES)
 
 
-def write_demo_sites(settings: Settings) -> Path | None:
+def write_demo_sites(settings: Settings) -> tuple[Path, dict[str, str]] | None:
     """Describe the demo's homes as sites (``[sites.home-<n>]``: grid, circuit or solar,
     battery) in the data dir's ``wattlake.toml``, unless it already has sites; return the file
-    written, or None.
+    written and each site's kind of home (``circuit``, ``pv``, ``pv+battery``), or None.
 
     Raises:
         wattlake.errors.StorageError: the file cannot be written.
@@ -168,7 +168,9 @@ def write_demo_sites(settings: Settings) -> Path | None:
         before = path.read_text() if path.exists() else ""
         if "[sites" in before:
             return None
-        text = sites_toml(site_tables(demo_fleet(settings)))
+        fleet = demo_fleet(settings)
+        tables = site_tables(fleet)
+        text = sites_toml(tables)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = "# The demo's simulated homes (wattlake demo wrote these sites).\n"
         path.write_text(
@@ -176,7 +178,8 @@ def write_demo_sites(settings: Settings) -> Path | None:
         )
     except OSError as exc:
         raise StorageError(f"Cannot write the demo's sites into {path}: {exc}") from exc
-    return path
+    kinds = [fleet.home_of(fleet.first_device + i) for i in range(fleet.devices)]
+    return path, dict(zip(tables, kinds, strict=True))
 
 
 def warm_start(settings: Settings) -> Settings:

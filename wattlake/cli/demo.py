@@ -98,21 +98,14 @@ def demo(
                 f"The data dir {state.url} already holds {' and '.join(parts)}; the demo adds to "
                 "it. Start from an empty one with --fresh."
             )
-    sites_file = write_demo_sites(settings)
+    sites = write_demo_sites(settings)
     requests = StopRequests().install()
     try:
         stack = Stack(settings, simulate=True, web=web, broker_port=broker_port)
         stack.start()
         _announce(stack)
-        if sites_file is not None:
-            today = time.strftime("%Y-%m-%d", time.gmtime())
-            tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86_400))
-            say(
-                f"The simulated homes are sites in {sites_file} (home-0: a kitchen circuit, "
-                "home-1: PV, home-2: PV and a battery). Their energy today:\n"
-                f"  {command_prefix()} energy --site home-1 --data-dir "
-                f"{shlex.quote(stack.lake_url)} --start {today} --end {tomorrow} --every hour"
-            )
+        if sites is not None:
+            _describe_sites(stack, *sites)
         _run(stack, requests, duration)
         report = _stop(stack, requests)
     finally:
@@ -150,6 +143,18 @@ def _announce(stack: Stack) -> None:
         f"  {command} query --data-dir {data} {shlex.quote(sql)}\n"
         "Stop with Ctrl-C: every reading the broker accepted is delivered to the lake first "
         "(Ctrl-C again quits at once)."
+    )
+
+
+def _describe_sites(stack: Stack, path: Path, kinds: dict[str, str]) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86_400))
+    described = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+    example = next((n for n, kind in kinds.items() if "pv" in kind), next(iter(kinds)))
+    say(
+        f"The simulated homes are sites in {path}: {described}. The energy of {example} today:\n"
+        f"  {command_prefix()} energy --site {example} --data-dir "
+        f"{shlex.quote(stack.lake_url)} --start {today} --end {tomorrow} --every hour"
     )
 
 

@@ -164,7 +164,8 @@ def test_cost_rows_carry_coverage_and_the_gaps_they_bridge() -> None:
         ("2026-06-01T23:00:00+02:00", "2026-06-02T00:00:00+02:00", 3600.0),
     ]
     (warning,) = report.warnings
-    assert warning.startswith("Only 87.5% of the period is backed by readings")
+    assert warning.startswith("em channel 0: only 87.5% of the period is backed by readings")
+    assert (night["device_id"], night["channel"], total["device_id"]) == ("em", 0, "em")
 
 
 def test_cost_of_a_site_bills_the_grid_channel_only() -> None:
@@ -191,7 +192,22 @@ def test_cost_of_a_site_bills_the_grid_channel_only() -> None:
     total = report.rows[-1]
     assert (total["import_wh"], total["coverage"], total["gaps"]) == (16_800.0, 1.0, 0)
     assert report.warnings == []
-    both = cost_report(table, t, start, end, tz)
-    assert both.rows[-1]["import_wh"] == 24_000.0
-    assert "2 channels are billed together" in both.warnings[0]
+    # Without a site the channels are never summed (before: one total of 24 000 Wh, with a
+    # warning): a row set per channel, each led by device_id and channel.
+    each = cost_report(table, t, start, end, tz)
+    assert [(r["device_id"], r["channel"], r["zone"], r["import_wh"]) for r in each.rows] == [
+        ("em", 0, "all-day", 16_800.0),
+        ("em", 0, "fixed", 0.0),
+        ("em", 0, "total", 16_800.0),
+        ("em", 1, "all-day", 7_200.0),
+        ("em", 1, "fixed", 0.0),
+        ("em", 1, "total", 7_200.0),
+    ]
+    assert each.warnings == []
+    kitchen = cost_report(table, t, start, end, tz, channel=1)
+    assert [(r["channel"], r["zone"], r["import_wh"]) for r in kitchen.rows][-1] == (
+        1,
+        "total",
+        7_200.0,
+    )
     assert np.isclose(report.coverage, 1.0)

@@ -114,3 +114,23 @@ def test_forecast_of_an_unknown_device_is_an_empty_answer(
     )  # fmt: skip
     assert (code, out) == (0, "")
     assert "No readings of device other" in err
+
+
+def test_forecast_of_a_site_is_its_consumption(
+    lake_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The house's only channel is the site's grid: the site's consumption is the same hours.
+    config = tmp_path / "wattlake.toml"
+    config.write_text(
+        '[sites.home]\ntimezone = "Europe/Berlin"\n'
+        '[[sites.home.channels]]\ndevice = "house"\nchannel = 0\nrole = "grid"\n',
+        encoding="utf-8",
+    )
+    common = ["forecast", "--until", "2024-04-23", "--days-history", "22", "--backtest-days",
+              "0", "--tz", "Europe/Berlin", "--format", "json", "--data-dir", str(lake_dir),
+              "--config", str(config)]  # fmt: skip
+    code, by_site, err = run(capsys, *common, "--site", "home")
+    assert code == 0, err
+    code, by_device, err = run(capsys, *common, "--device", "house", "--channel", "0")
+    assert code == 0, err
+    assert by_site == by_device and len(by_site.splitlines()) == 24

@@ -157,3 +157,55 @@ def test_a_bad_site_is_refused_even_without_site(data_dir: Path, tmp_path: Path)
     )  # fmt: skip
     assert out.returncode == 2
     assert "channel em:0 is already in site home" in out.stderr
+
+
+def run_error(data_dir: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "wattlake", *args, "--data-dir", str(data_dir), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    return out.stderr
+
+
+DAY_ARGS = ("--start", "2026-06-01", "--end", "2026-06-02")
+
+
+def test_cost_without_a_site_bills_each_channel_on_its_own(data_dir: Path) -> None:
+    # 23 h measured: channel 0 (grid) 16.1 kWh, channel 1 (kitchen) 6.9 kWh; before, one total
+    # of 23 kWh (the kitchen counted twice) with a warning.
+    rows, _ = run(data_dir, "cost", "--tariff", "pl-g11", *DAY_ARGS)
+    totals = [(r["device_id"], r["channel"], r["import_wh"]) for r in rows if r["zone"] == "total"]
+    assert totals == [("em", 0, 16_100.0), ("em", 1, 6_900.0)]
+    assert len(rows) == 6  # all-day, fixed, total for each channel
+    rows, _ = run(data_dir, "cost", "--tariff", "pl-g11", "--channel", "1", *DAY_ARGS)
+    assert [(r["channel"], r["zone"], r["import_wh"]) for r in rows] == [
+        (1, "all-day", 6_900.0),
+        (1, "fixed", 0.0),
+        (1, "total", 6_900.0),
+    ]
+    err = run_error(data_dir, "cost", "--tariff", "pl-g11", "--compare", "pl-g12", *DAY_ARGS)
+    assert "Device em has channels 0, 1" in err
+    rows, _ = run(
+        data_dir, "cost", "--tariff", "pl-g11", "--compare", "pl-g12", "--channel", "0", *DAY_ARGS
+    )
+    assert {r["import_wh"] for r in rows} == {16_100.0}
+
+
+def test_pv_and_forecast_refuse_a_device_of_several_channels(data_dir: Path) -> None:
+    model = ("--kwp", "4", "--lat", "52.2", "--lon", "21.0", "--tz", "Europe/Warsaw")
+    err = run_error(data_dir, "pv", "--device", "em", *model, *DAY_ARGS)
+    # one sentence naming the channels that exist (before: both channels summed, 23 kWh)
+    assert "Device em has channels 0, 1 and no site says which" in err
+    assert err.count(".") == 1 and len(err.strip().splitlines()) <= 2
+    rows, _ = run(data_dir, "pv", "--device", "em", "--channel", "1", *model, *DAY_ARGS)
+    day, total = rows
+    assert (day["load_wh"], day["missing_hours"]) == (6_900.0, 1)
+    assert total["load_wh"] == 6_900.0
+    err = run_error(data_dir, "forecast", "--device", "em", "--until", "2026-06-02")
+    assert "Device em has channels 0, 1" in err
+    err = run_error(data_dir, "pv", "--site", "home", "--channel", "1", *model, *DAY_ARGS)
+    assert "leave out --device and --channel" in err

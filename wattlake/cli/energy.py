@@ -50,7 +50,9 @@ DeviceOption = Annotated[
 ]
 ChannelOption = Annotated[
     int | None,
-    typer.Option("--channel", help="One channel (default: the device's channels summed).", min=0),
+    typer.Option(
+        "--channel", help="One channel (default: each channel on its own, never summed).", min=0
+    ),
 ]
 StartOption = Annotated[
     str, typer.Option("--start", help="Start, inclusive: a date (local midnight) or ISO time.")
@@ -231,7 +233,8 @@ def cost(
     """Energy and cost per tariff zone, fixed charges and total, with coverage and gaps.
 
     With --site only the site's grid channels are billed, under the site's tariff unless
-    --tariff is given.
+    --tariff is given. Without a site each device channel is billed on its own (a row set per
+    channel, led by device_id and channel), never summed; --compare then needs one channel.
     """
     from wattlake.energy.tariffs import compare_tariffs, load_tariff
     from wattlake.query.energy import cost_for, cost_period, energy_over_edges_for

@@ -35,6 +35,18 @@ TzOption = Annotated[
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="Device id (needed when the lake has several).")
 ]
+ChannelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--channel",
+        help="The device's channel (needed when it has several: channels are never summed).",
+        min=0,
+    ),
+]
+SiteOption = Annotated[
+    str | None,
+    typer.Option("--site", help="A site of wattlake.toml: its solar channels and consumption."),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -52,21 +64,27 @@ def hourly_consumption(
     start_ms: int,
     end_ms: int,
     site: str | None = None,
+    channel: int | None = None,
 ) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64]]:
     """Return consumption per UTC hour around [start, end) [Wh] (see ``hourly_energy``)."""
-    hours, load_wh, _ = _hourly(settings, device, start_ms, end_ms, site)
+    hours, load_wh, _ = _hourly(settings, device, start_ms, end_ms, site, channel)
     return hours, load_wh
 
 
 def _hourly(
-    settings: Settings, device: str | None, start_ms: int, end_ms: int, site: str | None
+    settings: Settings,
+    device: str | None,
+    start_ms: int,
+    end_ms: int,
+    site: str | None,
+    channel: int | None = None,
 ) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     import pandas as pd
 
     from wattlake.query.energy import hourly_energy
 
     starts, load_wh, solar_wh = hourly_energy(
-        settings, start_ms, end_ms, device_id=device, site_name=site
+        settings, start_ms, end_ms, device_id=device, channel=channel, site_name=site
     )
     hours = pd.DatetimeIndex(pd.to_datetime(starts, unit="ms", utc=True))
     return hours, load_wh, solar_wh
@@ -80,6 +98,11 @@ def _range_ms(start: str, end: str, tz: str) -> tuple[int, int]:
     if end_ms <= start_ms:
         raise UsageError("--end must be after --start; give a later --end.")
     return start_ms, end_ms
+
+
+def _site_or_channel(site: str | None, device: str | None, channel: int | None) -> None:
+    if site is not None and (device is not None or channel is not None):
+        raise UsageError("--site takes the site's channels; leave out --device and --channel.")
 
 
 def _r(value: float, digits: int = 1) -> float | None:
@@ -104,12 +127,8 @@ def pv(
     ] = 180.0,
     losses: Annotated[float, typer.Option(help="System losses [%], as in PVGIS.")] = 14.0,
     device: DeviceOption = None,
-    site: Annotated[
-        str | None,
-        typer.Option(
-            "--site", help="A site of wattlake.toml: compare its measured solar with the model."
-        ),
-    ] = None,
+    channel: ChannelOption = None,
+    site: SiteOption = None,
     tz: TzOption = None,
     fmt: FormatOption = OutputFormat.table,
     data_dir: DataDirOption = None,
@@ -118,7 +137,8 @@ def pv(
     """PV production against measured consumption per day: self-consumption, export, import.
 
     With --site, the site's measured solar production per day against the model: the
-    performance ratio (measured / model), and the site's consumption.
+    performance ratio (measured / model), and the site's consumption. Without a site the
+    consumption is one device channel's import (--device, and --channel when it has several).
 
     Production comes from a PVGIS seriescalc file (its P column), or from the offline pvlib
     model of a system (--kwp, and --lat/--lon unless the PVGIS TMY file gives them) under
@@ -127,6 +147,7 @@ def pv(
     from wattlake.energy import pv as pvmod
 
     settings = load_settings(data_dir, config, **{"energy.tz": tz})
+    _site_or_channel(site, device, channel)
     zone_name = settings["energy.tz"]
     start_ms, end_ms = _range_ms(start, end, zone_name)
     if pvgis is None and (kwp is None or lat is None or lon is None):
@@ -138,7 +159,7 @@ def pv(
     import numpy as np
 
     try:
-        hours, load_wh, solar_wh = _hourly(settings, device, start_ms, end_ms, site)
+        hours, load_wh, solar_wh = _hourly(settings, device, start_ms, end_ms, site, channel)
     except NoDataError:
         _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
         return
@@ -282,6 +303,8 @@ def _balance_row(label: str, b: Any) -> dict[str, Any]:
 
 def forecast(
     device: DeviceOption = None,
+    channel: ChannelOption = None,
+    site: SiteOption = None,
     days_history: Annotated[
         int, typer.Option("--days-history", help="Days of history to learn from.", min=15)
     ] = 56,
@@ -303,7 +326,9 @@ def forecast(
 ) -> None:
     """Predict the next day's hourly consumption; backtest model and naive baseline (MAPE).
 
-    Prints one row per hour of the next local day (hour_start, predicted_wh). The backtest
+    Consumption is a site's (--site) or one device channel's import (--device, and --channel
+    when it has several). Prints one row per hour of the next local day (hour_start,
+    predicted_wh). The backtest
     summary goes to stderr: MAPE of the model and of the same-hour-last-week baseline over the
     same hours, hours of zero consumption skipped.
     """
@@ -311,6 +336,7 @@ def forecast(
     from wattlake.energy.buckets import local_midnight_ms, parse_time_ms, zone
 
     settings = load_settings(data_dir, config, **{"energy.tz": tz, "energy.country": country})
+    _site_or_channel(site, device, channel)
     country = settings["energy.country"] or None
     zone_name = settings["energy.tz"]
     zi = zone(zone_name)
@@ -328,7 +354,7 @@ def forecast(
     import numpy as np
 
     try:
-        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms)
+        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms, site, channel)
     except NoDataError:
         _no_data(settings, fmt, FORECAST_COLUMNS, device, start_ms, end_ms)
         return

@@ -47,6 +47,7 @@ from wattlake.energy.tariffs import (
     EnergyOverEdges,
     Tariff,
     TariffCost,
+    TariffSegments,
     cost_rows,
     load_tariff,
     shift_savings,
@@ -935,8 +936,10 @@ def cost_report(
 ) -> CostReport:
     """Price the energy of [start, end) under ``tariff``, with coverage and bridged gaps.
 
-    With a ``site`` only its grid channels are billed (phases netted as the site says); without
-    one every channel in ``table`` (or ``channel``) is billed, and summing several is warned of.
+    With a ``site`` only its grid channels are billed (phases netted as the site says). Without
+    one, channels are never summed: each device channel in ``table`` (or only ``channel``) is
+    billed on its own, as its own row set (zones, fixed, total) led by ``device_id`` and
+    ``channel``; the report's ``coverage`` is then the lowest of them.
 
     Raises:
         UsageError: bad method, or the tariff has no prices for the range.
@@ -944,7 +947,6 @@ def cost_report(
     segments = tariff_segments(tariff, start_ms, end_ms)
     edges = segments.edges_ms
     seg_s = np.diff(edges).astype(np.float64) / 1000.0
-    warnings: list[str] = []
     if site is not None:
         grid_site = Site(
             site.name, site.timezone, site.tariff, site.phases, tuple(site.with_role("grid"))
@@ -952,34 +954,96 @@ def cost_report(
         energy = site_energy(
             table, grid_site, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
         )
-        imp, exp = energy.balance.grid_import_wh, energy.balance.grid_export_wh
-        covered_s = energy.coverage * seg_s
-        interpolated = energy.interpolated_wh
-        warnings.extend(energy.warnings)
         keys = {r.key for r in grid_site.channels}
         billed = [s for s in split_series(table) if f"{s.device_id}:{s.channel}" in keys]
-    else:
-        billed = split_series(table, channel=channel)
-        results = [
-            series_energy(s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
-            for s in billed
-        ]
-        imp = np.sum([r.import_wh for r in results], axis=0) if results else np.zeros(seg_s.size)
-        exp = np.sum([r.export_wh for r in results], axis=0) if results else np.zeros(seg_s.size)
-        covered_s = (
-            np.min([r.covered_s for r in results], axis=0) if results else np.zeros(seg_s.size)
+        return _priced(
+            tariff,
+            segments,
+            tz,
+            energy.balance.grid_import_wh,
+            energy.balance.grid_export_wh,
+            energy.coverage * seg_s,
+            energy.interpolated_wh,
+            billed,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            max_gap_s=max_gap_s,
+            shift_share=shift_share,
+            min_coverage=min_coverage,
+            warnings=list(energy.warnings),
         )
-        interpolated = np.sum(
-            [r.interpolated_wh for r in results if r.interpolated_wh is not None]
-            or [np.zeros(seg_s.size)],
-            axis=0,
+    series = split_series(table, channel=channel)
+    if not series:
+        zeros = np.zeros(seg_s.size)
+        return _priced(
+            tariff,
+            segments,
+            tz,
+            zeros,
+            zeros,
+            zeros,
+            zeros,
+            [],
+            start_ms=start_ms,
+            end_ms=end_ms,
+            max_gap_s=max_gap_s,
+            shift_share=shift_share,
+            min_coverage=min_coverage,
         )
-        if len(billed) > 1:
-            warnings.append(
-                f"{len(billed)} channels are billed together "
-                f"({', '.join(f'{s.device_id}:{s.channel}' for s in billed)}); if one measures "
-                "a circuit behind another, configure a site so only the grid is billed."
+    reports = []
+    for s in series:
+        r = series_energy(s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
+        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
+        reports.append(
+            _priced(
+                tariff,
+                segments,
+                tz,
+                r.import_wh,
+                r.export_wh,
+                r.covered_s,
+                interpolated,
+                [s],
+                start_ms=start_ms,
+                end_ms=end_ms,
+                max_gap_s=max_gap_s,
+                shift_share=shift_share,
+                min_coverage=min_coverage,
+                label=f"{s.device_id} channel {s.channel}",
+                lead={"device_id": s.device_id, "channel": s.channel},
             )
+        )
+    return CostReport(
+        [row for r in reports for row in r.rows],
+        [gap for r in reports for gap in r.gaps],
+        [w for r in reports for w in r.warnings],
+        min(r.coverage for r in reports),
+    )
+
+
+def _priced(
+    tariff: Tariff,
+    segments: TariffSegments,
+    tz: ZoneInfo,
+    imp: FloatArray,
+    exp: FloatArray,
+    covered_s: FloatArray,
+    interpolated: FloatArray,
+    billed: list[Series],
+    *,
+    start_ms: int,
+    end_ms: int,
+    max_gap_s: float,
+    shift_share: float | None,
+    min_coverage: float,
+    warnings: list[str] | None = None,
+    label: str = "",
+    lead: dict[str, Any] | None = None,
+) -> CostReport:
+    """Price one billed energy (a site's grid, or one device channel) with its coverage."""
+    warnings = [] if warnings is None else warnings
+    edges = segments.edges_ms
+    seg_s = np.diff(edges).astype(np.float64) / 1000.0
     cost = tariff_cost(tariff, segments, imp, exp)
     rows = cost_rows(cost)
 
@@ -1036,11 +1100,14 @@ def cost_report(
             }
         )
     if coverage < min_coverage:
+        only = f"{label}: only" if label else "Only"
         warnings.append(
-            f"Only {coverage:.1%} of the period is backed by readings no further apart than "
+            f"{only} {coverage:.1%} of the period is backed by readings no further apart than "
             f"{max_gap_s:g} s ({len(gap_rows)} gap(s), {float(interpolated.sum()):.1f} Wh "
             "interpolated); the cost bridges them — see the list of gaps."
         )
+    if lead is not None:
+        rows = [{**lead, **row} for row in rows]
     return CostReport(rows, gap_rows, warnings, coverage)
 
 
@@ -1182,12 +1249,30 @@ def energy_over_edges_for(
         )
     devices = [device_id] if device_id else None
     table = load_readings(settings, start_ms, end_ms, device_ids=devices)
-    return segment_energy(
-        split_series(table, channel=channel),
-        method=method,
-        max_gap_s=max_gap_s,
-        max_power_w=max_power_w,
-    )
+    series = split_series(table, channel=channel)
+    one_channel(series)
+    return segment_energy(series, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
+
+
+def one_channel(series: Sequence[Series]) -> None:
+    """Refuse to go on with more than one device channel: channels are never summed.
+
+    Raises:
+        UsageError: ``series`` holds several devices, or several channels of one device (the
+            sentence names them).
+    """
+    devices = sorted({s.device_id for s in series})
+    if len(devices) > 1:
+        raise UsageError(
+            f"The lake has {len(devices)} devices here ({', '.join(devices[:5])}); "
+            "name one device or a site (devices and channels are never summed)."
+        )
+    if len(series) > 1:
+        channels = ", ".join(str(s.channel) for s in series)
+        raise UsageError(
+            f"Device {devices[0]} has channels {channels} and no site says which is the grid or "
+            "the solar; name one channel, or a site (channels are never summed)."
+        )
 
 
 def hourly_energy(
@@ -1196,18 +1281,19 @@ def hourly_energy(
     end_ms: int,
     *,
     device_id: str | None = None,
+    channel: int | None = None,
     site_name: str | None = None,
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """Return UTC hour starts [ms], consumption and solar production per hour [Wh].
 
     With a site, consumption is the site's balance and solar its solar channels; without one,
-    consumption is the device's import summed over its channels (a device without a site has no
-    roles) and solar is all NaN. An hour without any reading backing it is NaN. Hours are whole
-    UTC hours around [start, end).
+    consumption is the import of one device channel (a device without a site has no roles, and
+    its channels are never summed) and solar is all NaN. An hour without any reading backing it
+    is NaN. Hours are whole UTC hours around [start, end).
 
     Raises:
         ConfigError: no such site.
-        UsageError: several devices and no ``device_id``.
+        UsageError: several devices, or several channels of the device and no ``channel``.
         NoDataError: no readings in the range.
     """
     first_ms = start_ms // 3_600_000 * 3_600_000
@@ -1227,21 +1313,13 @@ def hourly_energy(
     table = load_readings(
         settings, first_ms, last_ms, device_ids=[device_id] if device_id else None
     )
-    series = split_series(table)
-    devices = sorted({s.device_id for s in series})
-    if not devices:
+    series = split_series(table, channel=channel)
+    if not series:
         which = f"device {device_id}" if device_id else "any device"
+        if channel is not None:
+            which += f" channel {channel}"
         raise NoDataError(f"The lake has no readings of {which} in this range.")
-    if len(devices) > 1:
-        raise UsageError(
-            f"The lake has {len(devices)} devices ({', '.join(devices[:5])}); name one device "
-            "or a site."
-        )
-    import_wh = np.zeros(edges.size - 1)
-    covered_s = np.zeros(edges.size - 1)
-    for s in series:
-        result = series_energy(s, edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
-        import_wh += result.import_wh
-        covered_s += result.covered_s
-    consumption = np.where(covered_s > 0, import_wh, np.nan)
+    one_channel(series)
+    result = series_energy(series[0], edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
+    consumption = np.where(result.covered_s > 0, result.import_wh, np.nan)
     return edges[:-1], consumption, np.full(edges.size - 1, np.nan)

@@ -319,7 +319,9 @@ def test_bad_requests_are_refused_and_nothing_of_them_is_kept(
     figures = worker.figures()
     assert figures.acknowledged == figures.messages == 1, "only the good request was kept"
     assert figures.readings == 1 and figures.dead_letters == 0
-    assert not list(data_dir.glob("errors/**/*.jsonl"))
+    lake = connect(Lake.open(str(data_dir)))
+    assert lake.sql("SELECT count(*) FROM dead_letters").fetchall() == [(0,)]
+    assert lake.sql("SELECT count(*) FROM raw_readings").fetchall() == [(1,)]
     assert TOKEN not in caplog.text and wrong not in caplog.text
 
 
@@ -328,8 +330,8 @@ def test_a_full_wal_answers_503_with_retry_after_until_the_lake_is_back(
 ) -> None:
     data_dir = tmp_path / "lake"
     data_dir.mkdir()
-    blocker = data_dir / "raw"
-    blocker.write_text("a file where the raw/ folder should be: every lake write fails")
+    blocker = data_dir / "tables"
+    blocker.write_text("a file where the tables/ folder should be: every table write fails")
     settings = {"stream.wal_max_bytes": 20_000, "stream.retry_max_s": 0.5}
     accepted: list[int] = []
     with http_worker(mosquitto.url, data_dir, **settings) as worker:

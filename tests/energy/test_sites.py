@@ -229,3 +229,40 @@ def test_net_with_only_counters_falls_back_to_per_phase_and_says_so() -> None:
     assert (row["grid_import_wh"], row["grid_export_wh"]) == (1000.0, 800.0)
     assert row["phase_netting"] == "per_phase (no power samples to net)"
     assert "per_phase" in energy.warnings[0]
+
+
+def test_a_provisioned_meter_without_readings_may_be_in_a_site(tmp_path: Path) -> None:
+    # The lake has seen only "em"; "pro-em-new" was just registered (wattlake device add) and has
+    # sent nothing yet. Before: refused as unknown, the lake being the only list of devices.
+    from wattlake.gateway.registry import Registry
+    from wattlake.lake import tables
+    from wattlake.lake.storage import Lake
+    from wattlake.query.energy import configured_sites
+    from wattlake.schema import READINGS_TABLE
+
+    data_dir, security = tmp_path / "lake", tmp_path / "security"
+    row = {
+        "ts": 0,
+        "received_at": 0,
+        "device_id": "em",
+        "channel": 0,
+        "power_w": 5.0,
+        "source": "x",
+    }
+    tables.append(Lake.open(str(data_dir)), READINGS_TABLE, readings_to_table([row]))
+    Registry(security).add("pro-em-new", auth="password")
+    site = (
+        '[sites.home]\ntimezone = "UTC"\n'
+        '[[sites.home.channels]]\ndevice = "em"\nchannel = 0\nrole = "grid"\n'
+        '[[sites.home.channels]]\ndevice = "{}"\nchannel = 0\nrole = "solar"\n'
+    )
+    config = tmp_path / "wattlake.toml"
+    config.write_text(site.format("pro-em-new"), encoding="utf-8")
+    overrides = {"data_dir": str(data_dir), "security.dir": str(security)}
+    settings = Settings.load(config_file=config, overrides=overrides, environ={})
+    sites = configured_sites(settings)
+    assert [c.key for c in sites["home"].channels] == ["em:0", "pro-em-new:0"]
+    config.write_text(site.format("ghost"), encoding="utf-8")
+    settings = Settings.load(config_file=config, overrides=overrides, environ={})
+    with pytest.raises(ConfigError, match="device 'ghost' is unknown"):
+        configured_sites(settings)

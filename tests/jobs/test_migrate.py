@@ -179,3 +179,12 @@ def test_an_unreadable_file_is_refused_through_the_cli(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.parquet" in lines[0] and "not a readable Parquet" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_damaged_dead_letter_line_is_refused_with_its_line(tmp_path: Path) -> None:
+    lake = Lake.open(str(tmp_path / "lake"))
+    lines = dead_letter_lines(2, T0) + b'{"error_code": "x"}\n'
+    lake.write_bytes("errors/invalid-json/date=2026-01-01/broken.jsonl", lines)
+    with pytest.raises(BadInputError, match=r"broken\.jsonl: line 3 is not a dead-letter record"):
+        migrate(lake)
+    assert connect(lake).sql("SELECT count(*) FROM dead_letters").fetchall() == [(0,)]

@@ -21,6 +21,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
@@ -77,6 +78,8 @@ TABLE_PROPERTIES: Final = {
 # Rows per Parquet row group (one row group per file for a day of a small fleet).
 ROW_GROUP_ROWS: Final = 1 << 20
 COMMIT_ATTEMPTS: Final = 20
+# Data files encoded and written at once by one large write (one per day).
+WRITE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 FIELD_ID_KEY: Final = b"PARQUET:field_id"
 # Snapshot summary property holding a writer's WAL position: ``wattlake.wal.<stream>``.
 WAL_PROPERTY_PREFIX: Final = "wattlake.wal."
@@ -272,6 +275,20 @@ def _sort_keys(table: pa.Table, columns: Sequence[str]) -> list[npt.NDArray[Any]
     return keys
 
 
+def _is_sorted(keys: Sequence[npt.NDArray[Any]]) -> bool:
+    """Return whether rows are in lexicographic order of ``keys`` (first key first)."""
+    if not keys or len(keys[0]) < 2:
+        return True
+    undecided = np.ones(len(keys[0]) - 1, dtype=np.bool_)  # steps equal on the keys so far
+    for key in keys:
+        step_up = key[1:] > key[:-1]
+        step_down = key[1:] < key[:-1]
+        if np.any(undecided & step_down):
+            return False
+        undecided &= ~step_up
+    return True
+
+
 def sorted_by_day(name: str, stored: pa.Table) -> list[tuple[int, pa.Table]]:
     """Split a stored table into (UTC day number, rows sorted by the table's sort order)."""
     definition = TABLES[name]
@@ -279,9 +296,12 @@ def sorted_by_day(name: str, stored: pa.Table) -> list[tuple[int, pa.Table]]:
         return []
     days = stored[definition.day_column].cast(pa.int64()).to_numpy() // US_PER_DAY
     keys = _sort_keys(stored, definition.sort_columns)
-    order = np.lexsort((*reversed(keys), days)) if keys else np.argsort(days, kind="stable")
-    table = stored.take(order)
-    days = days[order]
+    if _is_sorted([days, *keys]):  # e.g. a file exported sorted, or compaction's output
+        table = stored
+    else:
+        order = np.lexsort((*reversed(keys), days)) if keys else np.argsort(days, kind="stable")
+        table = stored.take(order)
+        days = days[order]
     starts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist()]
     ends = [*starts[1:], len(days)]
     return [(int(days[s]), table.slice(s, e - s)) for s, e in zip(starts, ends, strict=True)]
@@ -326,8 +346,8 @@ def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile
     schema = table.schema()
     stats_plan = compute_statistics_plan(schema, table.metadata.properties)
     id_mapping = parquet_path_to_id_mapping(schema)
-    files = []
-    for day, part in sorted_by_day(name, stored):
+
+    def write(day: int, part: pa.Table) -> DataFile:
         data, metadata = encode_parquet(definition, schema, part)
         date = np.datetime64(day, "D")
         path = (
@@ -342,21 +362,25 @@ def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile
         statistics = data_file_statistics_from_parquet_metadata(
             parquet_metadata=metadata, stats_columns=stats_plan, parquet_column_mapping=id_mapping
         )
-        files.append(
-            DataFile.from_args(
-                content=DataFileContent.DATA,
-                file_path=path,
-                file_format=FileFormat.PARQUET,
-                partition=Record(day),
-                file_size_in_bytes=len(data),
-                sort_order_id=table.sort_order().order_id,
-                spec_id=table.metadata.default_spec_id,
-                equality_ids=None,
-                key_metadata=None,
-                **statistics.to_serialized_dict(),
-            )
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=path,
+            file_format=FileFormat.PARQUET,
+            partition=Record(day),
+            file_size_in_bytes=len(data),
+            sort_order_id=table.sort_order().order_id,
+            spec_id=table.metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **statistics.to_serialized_dict(),
         )
-    return files
+
+    parts = sorted_by_day(name, stored)
+    if len(parts) < 2:
+        return [write(day, part) for day, part in parts]
+    # Encoding and compression release the GIL: the days of a large write go in parallel.
+    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(parts))) as pool:
+        return list(pool.map(lambda item: write(*item), parts))
 
 
 # -- commits ------------------------------------------------------------------------------------

@@ -1,8 +1,15 @@
 """History files into the lake through the same decoding and dead letters as live data.
 
-The file's shape is checked before anything is written (:meth:`FileRows.check`); then rows go
-through the delivery stream in batches, a row that cannot be a reading becomes a dead letter
-with its row number, and the buffer is written whenever it reaches its limits and at the end.
+The file's shape is checked before anything is written (:meth:`FileRows.check`). Parquet and
+CSV files of readings are then read in columns (:mod:`wattlake.stream.file_columns`): a block of
+rows that passes the generic format's checks as a whole becomes canonical readings without a
+message per row, and these are appended to the lake in large data files (one commit per
+``stream.buffer_max_rows`` readings, not per few thousand rows). From the first block that
+does not pass (a row without ``ts``, text in a number column, a time out of range) on, rows go
+one by one through the delivery
+stream as messages of the generic format, exactly as live data: a row that cannot be a reading
+becomes a dead letter with its row number, and the buffer is written whenever it reaches its
+limits and at the end. JSON lines and Shelly exports always take the row path.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from wattlake.gateway.files import FileRows, RowProblem
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
 from wattlake.stream.delivery import stream_from_settings
+from wattlake.stream.file_columns import import_columns
 
 IMPORT_BATCH = 10_000
 """Rows handed to the stream at once."""
@@ -65,10 +73,22 @@ def import_file(
     stream = stream_from_settings(settings, lake)
     summary = ImportSummary(rows.path.name, lake.url)
     report(0, shape.rows)
+    received_at_ms = time.time_ns() // 1_000_000
+    done = import_columns(
+        lake,
+        rows,
+        shape.columns,
+        received_at_ms,
+        append_rows=settings["stream.buffer_max_rows"],
+        on_progress=lambda n, _: report(n, shape.rows),
+    )
     batch: list[RawMessage] = []
     read = 0
-    for item in rows.messages(received_at_ms=time.time_ns() // 1_000_000):
+    items = () if done.complete else rows.messages(received_at_ms=received_at_ms)
+    for item in items:
         read += 1
+        if read <= done.rows:  # taken by the column path
+            continue
         if isinstance(item, RowProblem):
             stream.reject(item.message, item.reason, item.text)
             if len(summary.first_problems) < 3:
@@ -83,8 +103,9 @@ def import_file(
                 stream.flush()
     stream.accept(batch)
     stream.flush()
+    read = max(read, done.rows)  # the column path may have read the whole file
     report(read, max(read, shape.rows or 0))
     summary.rows_read = read
-    summary.stored = stream.stats.readings
+    summary.stored = stream.stats.readings + done.rows
     summary.rejected_by_reason = dict(stream.stats.dead_letters_by_reason)
     return summary

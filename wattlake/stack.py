@@ -379,8 +379,12 @@ class Stack:
             config=demo_fleet(settings),
         )
         simulator = self.simulator
+        # A daemon: after a request to quit at once nothing waits for its last acknowledgements.
         self._sim = threading.Thread(
-            target=self._collect, args=(lambda _: simulator.run(), None), name="simulator"
+            target=self._collect,
+            args=(lambda _: simulator.run(), None),
+            name="simulator",
+            daemon=True,
         )
         self._sim.start()
 

@@ -246,10 +246,12 @@ def cost(
     tariff_name: str | None = None,
     device_id: str | None = None,
     site_name: str | None = None,
+    channel: int | None = None,
 ) -> Rows:
     """Return energy and cost per tariff zone with coverage, as ``wattlake cost`` prints it
     (the tariff named, else the site's, else ``cost.tariff``; dates in the tariff's zone
-    unless ``tz_name`` is given).
+    unless ``tz_name`` is given). Without a site: a row set per device channel (each row
+    led by ``device_id`` and ``channel``), or ``channel`` only; never summed.
 
     Raises:
         UsageError: no tariff, unreadable times, or no prices for the range.
@@ -261,6 +263,7 @@ def cost(
         tariff_name=tariff_name,
         tz_name=tz_name,
         device_id=device_id,
+        channel=channel,
         site_name=site_name,
     )
     columns = list(report.rows[0]) if report.rows else ["tariff", "zone", "cost"]
@@ -275,11 +278,19 @@ def tariff_comparison(
     device_id: str | None = None,
     site_name: str | None = None,
     shift_share: float = 0.2,
+    channel: int | None = None,
 ) -> Rows:
     """Price the same consumption under every built-in tariff (cheapest first), with the
-    saving of moving ``shift_share`` of dear-zone load into each tariff's cheapest zone."""
+    saving of moving ``shift_share`` of dear-zone load into each tariff's cheapest zone.
+
+    Without a site the consumption is one device channel (``channel`` is needed when the
+    device has several: channels are never summed).
+
+    Raises:
+        UsageError: several devices or channels and no site or ``channel``.
+    """
     over = energy_over_edges_for(
-        settings, start_ms, end_ms, device_id=device_id, site_name=site_name
+        settings, start_ms, end_ms, device_id=device_id, channel=channel, site_name=site_name
     )
     tariffs = [load_tariff(n) for n in builtin_tariff_names()]
     rows = compare_tariffs(tariffs, over, start_ms, end_ms)
@@ -469,14 +480,25 @@ def _month_cost(
         end=format_local(now, tz),
         tz_name=str(tz),
     ).rows
-    total = next((r for r in rows if r.get("zone") == "total"), None)
-    so_far = float(total["cost"]) if total else sum(float(r.get("cost", 0)) for r in rows)
-    elapsed = max(now - month_start, 1)
+    # Without a site each device channel is billed on its own (never summed): one total each.
+    totals = [r for r in rows if r.get("zone") == "total"]
+    scale = (month_end - month_start) / max(now - month_start, 1)
+    channels = [
+        {
+            "device_id": t.get("device_id"),
+            "channel": t.get("channel"),
+            "cost_so_far": round(float(t["cost"]), 2),
+            "projected": round(float(t["cost"]) * scale, 2),
+        }
+        for t in totals
+    ]
+    one = channels[0] if len(channels) == 1 else None
     return {
         "tariff": rows[0]["tariff"] if rows else settings["cost.tariff"],
         "currency": rows[0].get("currency", "") if rows else "",
-        "cost_so_far": round(so_far, 2),
-        "projected": round(so_far * (month_end - month_start) / elapsed, 2),
+        "cost_so_far": one["cost_so_far"] if one else None,
+        "projected": one["projected"] if one else None,
+        "channels": channels,
         "as_of": format_local(now, tz),
         "as_of_ms": now,
     }
@@ -542,16 +564,17 @@ def quality(
     table = load_readings(settings, start_ms, end_ms)
     edges = np.array([start_ms, end_ms], dtype=np.int64)
     rows, results = energy_rows(table, edges, tz, **_energy_kwargs(settings))
-    events: dict[str, dict[str, int]] = {}
+    # One row per device channel: its own anomalies and its own last reading.
+    events: dict[tuple[str, int], dict[str, int]] = {}
     for result in results:
-        kinds = events.setdefault(result.series.device_id, {})
+        kinds = events.setdefault((result.series.device_id, result.series.channel), {})
         for e in result.events:
             kinds[e.kind] = kinds.get(e.kind, 0) + 1
-    last = {r["device_id"]: r for r in devices(view, settings, tz=tz).rows}
+    last = {(r["device_id"], r["channel"]): r for r in devices(view, settings, tz=tz).rows}
     out = []
     for r in rows:
-        kinds = events.get(r["device_id"], {})
-        seen = last.get(r["device_id"])
+        kinds = events.get((r["device_id"], r["channel"]), {})
+        seen = last.get((r["device_id"], r["channel"]))
         out.append(
             {
                 "device_id": r["device_id"],

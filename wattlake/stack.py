@@ -182,6 +182,65 @@ def write_demo_sites(settings: Settings) -> tuple[Path, dict[str, str]] | None:
     return path, dict(zip(tables, kinds, strict=True))
 
 
+DEMO_SECURITY_DIR: Final = "demo-security"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSecurity:
+    """The demo's secured broker: its own registry and CA, the ingest's and simulator's
+    credentials (the passwords are kept here only, never logged or printed)."""
+
+    security: BrokerSecurity
+    ingest_username: str
+    ingest_password: str = field(repr=False)
+    simulator_username: str = ""
+    simulator_password: str = field(default="", repr=False)
+
+
+def demo_security(settings: Settings) -> DemoSecurity:
+    """Return the demo broker's security, creating its registry and CA on the first start.
+
+    The demo keeps them in a folder of its own beside its write-ahead log (``demo-security``
+    in the lake's local state), never in the real registry of ``wattlake up``. The broker
+    listens for TLS on a free loopback port besides its plain (loopback) listener; every client
+    needs a credential, and the simulator may publish only in simulated devices' names.
+
+    Raises:
+        wattlake.errors.StorageError: the folder cannot be written.
+        wattlake.errors.WattlakeError: the lake's identity (which names the state folder of a
+            lake in object storage) cannot be read.
+    """
+    from wattlake.gateway.auth import BrokerSecurity
+    from wattlake.gateway.ca import CertificateAuthority
+    from wattlake.gateway.registry import ensure_demo_credentials
+    from wattlake.lake.storage import Lake
+    from wattlake.stream.ingest import wal_dir_from_settings
+
+    root = wal_dir_from_settings(settings, Lake.from_settings(settings)).parent / DEMO_SECURITY_DIR
+    try:
+        creds = ensure_demo_credentials(root)
+        ca = CertificateAuthority(root)
+        if not ca.exists():
+            ca.init(hosts=[], ips=[])  # the TLS listener needs the broker's certificate
+    except OSError as exc:
+        raise StorageError(f"Cannot keep the demo broker's credentials in {root}: {exc}") from exc
+    return DemoSecurity(
+        BrokerSecurity(root, tls_host="127.0.0.1", tls_port=0),
+        creds.ingest_username,
+        creds.ingest_password,
+        creds.simulator_username,
+        creds.simulator_password,
+    )
+
+
+def with_credentials(settings: Settings, username: str, password: str) -> Settings:
+    """Return ``settings`` with the ingest's broker credential set (origin ``stack``)."""
+    values = {name: settings[name] for name in settings}
+    values["ingest.username"], values["ingest.password"] = username, password
+    origins = {**settings.origins, "ingest.username": "stack", "ingest.password": "stack"}
+    return Settings(values, origins, tables=settings.tables)
+
+
 def warm_start(settings: Settings) -> Settings:
     """Return ``settings`` with the first flush early (``stream.first_flush_s``), unless set."""
     if settings.origins["stream.first_flush_s"] != "default":
@@ -269,6 +328,7 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
         self.simulator: Simulator | None = None
+        self.demo: DemoSecurity | None = None
         self.web: Any = None
         self.notes: list[str] = []
         self._ingest: threading.Thread | None = None
@@ -293,7 +353,14 @@ class Stack:
         from wattlake.gateway.broker import EmbeddedBroker, port_is_free
         from wattlake.stream.ingest import IngestWorker
 
-        settings = self.settings = warm_start(self.settings)
+        settings = warm_start(self.settings)
+        if self.simulate and self.security is None and not self.external_broker:
+            self.demo = demo_security(settings)
+            self.security = self.demo.security
+            settings = with_credentials(
+                settings, self.demo.ingest_username, self.demo.ingest_password
+            )
+        self.settings = settings
         host, port = settings["broker.host"], settings["broker.port"]
         if self.broker_port is None and settings.origins["broker.port"] == "default":
             if not port_is_free(host, port):
@@ -377,6 +444,8 @@ class Stack:
             interval_s=settings["demo.interval_s"],
             backfill_days=settings["demo.history_days"],
             config=demo_fleet(settings),
+            username=self.demo.simulator_username if self.demo is not None else "",
+            password=self.demo.simulator_password if self.demo is not None else "",
         )
         simulator = self.simulator
         # A daemon: after a request to quit at once nothing waits for its last acknowledgements.

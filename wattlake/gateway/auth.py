@@ -13,7 +13,8 @@ so both see the same registry). The rules are pure functions (:func:`publish_ref
   topics); a Gen1 device only under ``shellies/<id>/`` and ``shellies/announce`` with its own id
   in the payload; a generic client only under ``wattlake/<id>/``.
 - The ingest (role ``service``) reads everything and publishes only RPC requests
-  (``<id>/rpc``); the simulator (role ``fleet``) publishes for any device.
+  (``<id>/rpc``); the simulator (role ``fleet``) publishes for simulated devices only
+  (ids ``<model>-sim<n>``), never in a real device's name.
 - Refused publishes are counted by device and reason; a revoked client is disconnected within
   a second and refused from then on; failed logins are throttled per client address, so
   password checks (argon2, deliberately slow) cannot be used to exhaust the CPU.
@@ -27,6 +28,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from collections import Counter, deque
@@ -49,6 +51,9 @@ from wattlake.gateway.registry import Client, Registry, argon2_verify
 log = logging.getLogger(__name__)
 
 # Failed logins from one address within THROTTLE_WINDOW_S [s] before it is refused unheard.
+# The device ids a simulator (role ``fleet``) may publish for: simulated meters only
+# (``devices/simulator.py`` names them ``<model>-sim<n>``), never a real device.
+SIMULATED_ID: Final = re.compile(r"[a-z0-9]+-sim[0-9]{4,}")
 THROTTLE_FAILURES: Final = 5
 THROTTLE_WINDOW_S: Final = 60.0
 # How often the registry is checked for revocations, and last-seen times written [s].
@@ -72,7 +77,8 @@ def publish_refusal(client: Client, topic: str, payload: bytes | None = None) ->
     if client.role == "service":
         return None if len(parts) == 2 and parts[1] == "rpc" else "not-an-rpc-request"
     if client.role == "fleet":
-        return None
+        device = _publisher_named(parts, payload)
+        return None if device is not None and SIMULATED_ID.fullmatch(device) else "foreign-topic"
     cid = client.client_id
     if client.format == "shelly-gen2":
         return None if len(parts) >= 2 and parts[0] == cid else "foreign-topic"
@@ -83,6 +89,15 @@ def publish_refusal(client: Client, topic: str, payload: bytes | None = None) ->
         return None if ok else "foreign-topic"
     ok = len(parts) >= 3 and parts[0] == "wattlake" and parts[1] == cid
     return None if ok else "foreign-topic"
+
+
+def _publisher_named(parts: list[str], payload: bytes | None) -> str | None:
+    """Return the device a topic (or a Gen1 announce's payload) publishes for, if any."""
+    if parts == ["shellies", "announce"]:
+        return _announce_id(payload)
+    if parts[0] in ("shellies", "wattlake"):
+        return parts[1] if len(parts) >= 3 else None
+    return parts[0] if len(parts) >= 2 else None
 
 
 def _announce_id(payload: bytes | None) -> str | None:

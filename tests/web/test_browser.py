@@ -214,7 +214,7 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
     rows = [json.loads(x) for x in out.splitlines() if x.strip()]
     shown = page.inner_text("#totals tbody tr:first-child td:nth-child(2)")
     assert float(shown) == pytest.approx(sum(r["import_wh"] for r in rows) / 1000, abs=0.006)
-    cost = cli(
+    out = cli(
         year_lake,
         "cost",
         "--tariff",
@@ -228,22 +228,25 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
         "--format",
         "json",
     )
-    total = next(json.loads(x) for x in cost.splitlines() if '"total"' in x)
+    totals = [r for r in map(json.loads, out.splitlines()) if r["zone"] == "total"]
+    assert len(totals) == 4  # each device channel billed on its own
     page.wait_for_selector("#cost td")
-    cells = page.inner_text("#cost").split("\n")
-    total_line = next(line for line in cells if line.startswith("total"))
-    assert f"{total['cost']:.2f}" in total_line
-    # The overview's month cost so far: `wattlake cost` from the month's start to the page's now.
+    lines = page.inner_text("#cost tbody").splitlines()
+    for t in totals:
+        cells = f"{t['device_id']}\t{t['channel']}\ttotal\t"
+        line = next(x for x in lines if x.startswith(cells))
+        assert line.split("\t")[5] == f"{t['cost']:.2f}", (line, t)
+    # The overview's month cost so far, per channel: `wattlake cost` from the month's start
+    # until the time the page names.
     page.goto(server.url + "/")
     now = page.get_attribute("#month-as-of", "data-as-of") or ""
-    month_start = now[:8] + "01"
-    cost = cli(
+    out = cli(
         year_lake,
         "cost",
         "--tariff",
         "pl-g11",
         "--start",
-        month_start,
+        now[:8] + "01",
         "--end",
         now,
         "--tz",
@@ -251,14 +254,19 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
         "--format",
         "json",
     )
-    total = next(json.loads(x) for x in cost.splitlines() if '"total"' in x)
-    assert page.inner_text("#month-cost") == f"{total['cost']:.2f} PLN"
+    totals = [r for r in map(json.loads, out.splitlines()) if r["zone"] == "total"]
+    shown = {
+        (cells[0], int(cells[1])): float(cells[2])
+        for cells in (x.split("\t") for x in page.inner_text("#month-channels tbody").splitlines())
+    }
+    assert shown == {(t["device_id"], t["channel"]): round(t["cost"], 2) for t in totals}
     # Patterns: the tariff comparison equals `wattlake cost --compare` for the same range.
     page.goto(server.url + "/patterns")
     page.wait_for_selector("#tariffs td")
     href = page.get_attribute("#dl-tariffs a", "href") or ""
     params = dict(parse_qsl(urlsplit(href).query))
-    names = [line.split("\t")[1] for line in page.inner_text("#tariffs tbody").splitlines() if line]
+    rows = [x.split("\t") for x in page.inner_text("#tariffs tbody").splitlines() if x]
+    names = [cells[1] for cells in rows]
     out = cli(
         year_lake,
         "cost",
@@ -272,17 +280,13 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
         params["end"],
         "--device",
         params["device"],
+        "--channel",
+        params["channel"],
         "--format",
         "json",
     )
     expected = {r["tariff"]: r["total"] for r in map(json.loads, out.splitlines())}
-    shown = {
-        cells[1]: float(cells[5])
-        for cells in (
-            line.split("\t") for line in page.inner_text("#tariffs tbody").splitlines() if line
-        )
-    }
-    assert shown == pytest.approx(expected, abs=0.006)
+    assert {cells[1]: float(cells[5]) for cells in rows} == pytest.approx(expected, abs=0.006)
 
 
 def test_screenshots_of_every_page(browser: Any, server: WebServer) -> None:

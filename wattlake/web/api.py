@@ -25,6 +25,7 @@ FORMATS = ("json", "csv", "parquet")
 Start = Annotated[str, Query(description="Start, inclusive: a date (local midnight) or ISO time.")]
 End = Annotated[str, Query(description="End, exclusive: a date (local midnight) or ISO time.")]
 Device = Annotated[str | None, Query(description="One device (default: every device).")]
+Channel = Annotated[int | None, Query(ge=0, description="One channel of the device.")]
 Site = Annotated[str | None, Query(description="A site of the site model.")]
 Tz = Annotated[str | None, Query(description="IANA time zone (default: energy.tz).")]
 Format = Annotated[str, Query(description="json, csv or parquet.")]
@@ -164,6 +165,7 @@ def router() -> APIRouter:
             str | None, Query(description="Tariff (default: the site's, else cost.tariff).")
         ] = None,
         device: Device = None,
+        channel: Channel = None,
         site: Site = None,
         tz: Tz = None,
         format: Format = "json",
@@ -177,6 +179,7 @@ def router() -> APIRouter:
                 tz_name=tz,
                 tariff_name=tariff,
                 device_id=device,
+                channel=channel,
                 site_name=site,
             )
         return render(rows, format, "cost")
@@ -187,6 +190,7 @@ def router() -> APIRouter:
         start: Start,
         end: End,
         device: Device = None,
+        channel: Channel = None,
         site: Site = None,
         shift_share: Annotated[float, Query(ge=0, le=1)] = 0.2,
         tz: Tz = None,
@@ -200,6 +204,7 @@ def router() -> APIRouter:
                 start_ms=start_ms,
                 end_ms=end_ms,
                 device_id=device,
+                channel=channel,
                 site_name=site,
                 shift_share=shift_share,
             )

@@ -217,7 +217,7 @@
       }
       const costParams = Object.assign({ start: range.start, end: range.end, tz: TZ }, site ? { site: site } : {});
       downloads(document.getElementById("dl-cost"), "/api/cost", costParams);
-      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, ["zone", "import_wh", "export_wh", "cost", "currency"], (k, v) => k.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)))
+      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, (c.columns.includes("channel") ? ["device_id", "channel"] : []).concat(["zone", "import_wh", "export_wh", "cost", "currency"]), (k, v) => k === "channel" ? v : k.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)))
         .catch((e) => { document.getElementById("cost").innerHTML = "<tr><td>" + e.message + "</td></tr>"; });
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
@@ -246,7 +246,8 @@
       const params = { device: f.get("device"), start: isoLocal(start), end: isoLocal(end) };
       downloads(document.getElementById("dl-heatmap"), "/api/patterns/heatmap", params);
       downloads(document.getElementById("dl-profile"), "/api/patterns/profile", params);
-      downloads(document.getElementById("dl-tariffs"), "/api/tariffs/compare", params);
+      const tariffParams = Object.assign({ channel: f.get("channel") }, params);
+      downloads(document.getElementById("dl-tariffs"), "/api/tariffs/compare", tariffParams);
       const [heat, prof] = await Promise.all([api("/api/patterns/heatmap?" + q(params)), api("/api/patterns/profile?" + q(params))]);
       const vals = heat.rows.map((r) => r.mean_w).filter((v) => v != null);
       const lo = Math.min(...vals), hi = Math.max(...vals);
@@ -267,7 +268,7 @@
       const o = opts(el, seasons.map((s, i) => ({ label: s, stroke: PALETTE[i], width: 2 })), "mean power [W]", { scales: { x: { time: false } } });
       o.axes[0] = { font: axisFont, label: "hour of day (" + TZ + ")", labelFont: axisFont };
       draw(el, o, data);
-      api("/api/tariffs/compare?" + q(params)).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)));
+      api("/api/tariffs/compare?" + q(tariffParams)).catch((e) => { document.getElementById("tariffs").innerHTML = "<tr><td>" + e.message + "</td></tr>"; throw e; }).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)));
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
     show().catch(console.error);

@@ -162,3 +162,16 @@ def test_import_writes_one_file_per_day(tmp_path: Path, monkeypatch: pytest.Monk
     plan = tables.scan_files(lake, READINGS_TABLE)
     assert len(plan) == 4
     assert sum(t.file.record_count for t in plan) == 30_000
+
+
+@pytest.mark.parametrize("cell", ["NA", "null", "nan", "inf", " 5", "1,5"])
+def test_cells_the_row_path_refuses_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cell: str
+) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text(f'ts,device_id,channel,power_w\n{T0_S},m,0,1.5\n{T0_S + 10},m,0,"{cell}"\n')
+    rows = FileRows(path, FileFormat.csv)
+    fast, fast_lake = _import(tmp_path, "fast", rows, columns=True, mp=monkeypatch)
+    slow, slow_lake = _import(tmp_path, "slow", rows, columns=False, mp=monkeypatch)
+    assert (fast.stored, fast.rejected_by_reason) == (slow.stored, slow.rejected_by_reason)
+    assert _stored(fast_lake) == _stored(slow_lake)

@@ -108,8 +108,14 @@ def _blocks(rows: FileRows, columns: tuple[str, ...]) -> Iterator[pa.RecordBatch
         reader = pa_csv.open_csv(
             rows.path,
             read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            # Numbers parsed by the reader itself; only an empty cell is null (the row path
+            # refuses "NA" or "null" as text in a number column). A cell that is not a number
+            # fails its whole block: the row path takes over there and says which row.
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(columns, pa.string()),
+                column_types={
+                    c: pa.float64() if c in NUMBER_COLUMNS else pa.string() for c in columns
+                },
+                null_values=[""],
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -217,10 +223,12 @@ def _times_ms(ts: pa.Array, received_at_ms: int) -> npt.NDArray[np.int64] | None
 
 def _text_seconds(ts: pa.Array) -> npt.NDArray[np.float64] | None:
     """Return text times (epoch seconds, or ISO 8601; naive is UTC) as epoch seconds."""
-    try:
-        return ts.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+    first = ts[0].as_py() if len(ts) else ""
+    if "-" not in first[1:]:  # not a date: epoch seconds (a time before 1970 is refused anyway)
+        try:
+            return ts.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
     for unit_type in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
         try:
             micros = ts.cast(unit_type).view(pa.int64())

@@ -44,6 +44,11 @@ START_MAX_S: Final = 30.0
 # each time, up to ``stream.flush_interval_s``: the first readings are queryable at once and
 # later files are big.
 FIRST_FLUSH_S: Final = 1.0
+# Jobs the demo runs on a schedule [s]: rollup every minute, so the dashboard's charts (which
+# read the rollups) follow the simulated meters. ``up`` runs them at real-installation pace.
+DEMO_JOB_PERIODS_S: Final = {"rollup": 60.0}
+# How long a stop waits for the job that runs at that moment [s].
+JOB_STOP_MAX_S: Final = 45.0
 # Files the demo writes beside the lake that do not make a data dir "already used".
 CONFIG_FILE: Final = "wattlake.toml"
 
@@ -251,6 +256,64 @@ def warm_start(settings: Settings) -> Settings:
     return Settings(values, origins, tables=settings.tables)
 
 
+class JobLoop:
+    """Run lake jobs on their schedule in a thread; a failing job is logged and tried later."""
+
+    def __init__(self, settings: Settings, periods_s: dict[str, float]) -> None:
+        self.settings = settings
+        self.periods_s = dict(periods_s)
+        self.runs: dict[str, int] = dict.fromkeys(self.periods_s, 0)
+        self.failures: dict[str, int] = dict.fromkeys(self.periods_s, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+
+    def start(self) -> JobLoop:
+        """Start the schedule (the first runs come one period after the start)."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from wattlake.jobs import run_job
+
+        due = {name: time.monotonic() + period for name, period in self.periods_s.items()}
+        while not self._stop.wait(min(1.0, *self.periods_s.values())):
+            for name, at in due.items():
+                if time.monotonic() < at or self._stop.is_set():
+                    continue
+                try:
+                    run_job(name, self.settings)
+                    self.runs[name] += 1
+                except Exception as exc:  # a job failure must not stop the stack
+                    self.failures[name] += 1
+                    log.warning(
+                        "job %s failed (%s); it runs again in %.0f s",
+                        name,
+                        exc,
+                        self.periods_s[name],
+                    )
+                    log.debug("job %s failed", name, exc_info=True)
+                due[name] = time.monotonic() + self.periods_s[name]
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the schedule's thread runs."""
+        return self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        """Start no further job (the one that runs now finishes)."""
+        self._stop.set()
+
+    def stop(self, abort: threading.Event | None = None) -> None:
+        """Stop after the job that runs now, if any (at most ``JOB_STOP_MAX_S``; not at all
+        once ``abort`` is set: the thread is a daemon)."""
+        self._stop.set()
+        deadline = time.monotonic() + JOB_STOP_MAX_S
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            if abort is not None and abort.is_set():
+                return
+            self._thread.join(0.1)
+
+
 class StopRequests:
     """Turn Ctrl-C and SIGTERM into a stop request; a second one asks to quit at once."""
 
@@ -291,6 +354,7 @@ class StackReport:
     files_written: int = 0
     dead_letters: int = 0
     replayed: int = 0
+    job_runs: dict[str, int] = field(default_factory=dict)
     # What a stop left behind (a second stop request, or a lake that could not be written).
     aborted: bool = False
     left_in_broker: int = 0
@@ -312,12 +376,15 @@ class Stack:
         broker_port: int | None = None,
         security: BrokerSecurity | None = None,
         external_broker: str = "",
+        job_periods_s: dict[str, float] | None = None,
     ) -> None:
         """Describe the stack; :meth:`start` starts it.
 
         ``broker_port`` None takes ``broker.port``, or a free port when that is the default
         and taken. ``security`` makes the embedded broker check every client (``up``);
         ``external_broker`` (an MQTT 5 broker's URL, e.g. Mosquitto) replaces the embedded one.
+        ``job_periods_s`` runs lake jobs on a schedule (job name -> period [s]); None runs the
+        demo's (:data:`DEMO_JOB_PERIODS_S`) with the simulator, none without it.
         """
         self.settings = settings
         self.simulate = simulate
@@ -325,6 +392,10 @@ class Stack:
         self.broker_port = broker_port
         self.security = security
         self.external_broker = external_broker
+        if job_periods_s is None:
+            job_periods_s = DEMO_JOB_PERIODS_S if simulate else {}
+        self.job_periods_s = dict(job_periods_s)
+        self.jobs: JobLoop | None = None
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
         self.simulator: Simulator | None = None
@@ -399,6 +470,8 @@ class Stack:
                     )
             if self.web_wanted:
                 self._start_web()
+            if self.job_periods_s:
+                self.jobs = JobLoop(settings, self.job_periods_s).start()
             if self.simulate:
                 self._start_simulator()
         except BaseException:
@@ -506,6 +579,8 @@ class Stack:
                 readings could not be delivered (they stay in the WAL; the error says where).
         """
         report = self._report
+        if self.jobs is not None:
+            self.jobs.request_stop()  # no new job; the one that runs now ends beside the drain
         if self.simulator is not None and self._sim is not None:
             self.simulator.stop()
             while self._sim.is_alive() and not (abort is not None and abort.is_set()):
@@ -520,6 +595,9 @@ class Stack:
                 watcher.start()
             self._ingest_stop.set()
             self._ingest.join()
+        if self.jobs is not None:
+            self.jobs.stop(abort)
+            report.job_runs = dict(self.jobs.runs)
         if worker is not None and (worker.drain_state.aborted or worker.drain_state.gave_up):
             report.left_in_broker = worker.drain_state.left  # counted before it disconnected
         elif worker is not None and self.broker is not None:
@@ -570,6 +648,8 @@ class Stack:
         return report
 
     def _stop_quietly(self) -> None:
+        if self.jobs is not None:
+            self.jobs.request_stop()
         if self.web is not None:
             try:
                 self.web.stop()

@@ -23,13 +23,12 @@ import shlex
 import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Final
 
 from wattlake.config import Settings
 from wattlake.errors import UsageError
-from wattlake.stack import Stack, StackReport
+from wattlake.stack import JobLoop, Stack, StackReport
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +41,8 @@ METRICS_EVERY_S: Final = 5.0
 def with_values(settings: Settings, values: dict[str, Any], origin: str = "up") -> Settings:
     """Return ``settings`` with ``values`` set (marked as coming from ``origin``)."""
     merged = {name: settings[name] for name in settings} | values
-    return Settings(merged, {**settings.origins, **dict.fromkeys(values, origin)})
-
-
-class JobLoop:
-    """Run lake jobs on their schedule in a thread; a failing job is logged and tried later."""
-
-    def __init__(self, settings: Settings, periods_s: dict[str, float] | None = None) -> None:
-        self.settings = settings
-        self.periods_s = dict(JOB_PERIODS_S if periods_s is None else periods_s)
-        self.runs: dict[str, int] = dict.fromkeys(self.periods_s, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
-
-    def start(self) -> JobLoop:
-        """Start the schedule (the first runs come one period after the start)."""
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        from wattlake.jobs import run_job
-
-        due = {name: time.monotonic() + period for name, period in self.periods_s.items()}
-        while not self._stop.wait(1.0):
-            for name, at in due.items():
-                if time.monotonic() < at or self._stop.is_set():
-                    continue
-                try:
-                    run_job(name, self.settings)
-                    self.runs[name] += 1
-                except Exception:  # a job failure must not stop the stack; it runs again later
-                    log.exception(
-                        "job %s failed; it runs again in %.0f s", name, self.periods_s[name]
-                    )
-                due[name] = time.monotonic() + self.periods_s[name]
-
-    def stop(self) -> None:
-        """Stop after the job that runs now, if any."""
-        self._stop.set()
-        self._thread.join(timeout=STOP_MAX_S)
+    origins = {**settings.origins, **dict.fromkeys(values, origin)}
+    return Settings(merged, origins, tables=settings.tables)  # the sites stay
 
 
 class Up:
@@ -145,16 +107,16 @@ class Up:
             web=self.web,
             security=security,
             external_broker=self.external_broker,
+            job_periods_s=JOB_PERIODS_S if self.jobs_wanted else {},
         )
         self.stack.start()
+        self.jobs = self.stack.jobs
         try:
             worker = self.stack.worker
             assert worker is not None
             state = worker.wal.directory.parent
             if self.refill_wanted:
                 self._start_refill(state / f"{settings['stream.name']}-refill.json")
-            if self.jobs_wanted:
-                self.jobs = JobLoop(settings).start()
             if self.stack.broker is not None and security is not None:
                 self.metrics_file = state / "broker.prom"
                 self._metrics_thread = threading.Thread(
@@ -200,7 +162,7 @@ class Up:
             log.warning("cannot write %s: %s", self.metrics_file, exc)
 
     def stop(self, abort: threading.Event | None = None) -> StackReport:
-        """Stop refill and jobs, then the stack (drain, flush); forced after ``STOP_MAX_S``.
+        """Stop the refill, then the stack (jobs, drain, flush); forced after ``STOP_MAX_S``.
 
         Raises:
             wattlake.errors.WattlakeError: as :meth:`wattlake.stack.Stack.stop`.
@@ -212,8 +174,6 @@ class Up:
         try:
             if self.refiller is not None:
                 self.refiller.stop()
-            if self.jobs is not None:
-                self.jobs.stop()
             self._stop_metrics.set()
             self.write_metrics()
             assert self.stack is not None

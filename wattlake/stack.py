@@ -49,6 +49,8 @@ FIRST_FLUSH_S: Final = 1.0
 DEMO_JOB_PERIODS_S: Final = {"rollup": 60.0}
 # How long a stop waits for the job that runs at that moment [s].
 JOB_STOP_MAX_S: Final = 45.0
+# How often the embedded broker's counters are written for the web's /metrics [s].
+BROKER_METRICS_EVERY_S: Final = 5.0
 # Files the demo writes beside the lake that do not make a data dir "already used".
 CONFIG_FILE: Final = "wattlake.toml"
 
@@ -405,6 +407,8 @@ class Stack:
         self._ingest: threading.Thread | None = None
         self._sim: threading.Thread | None = None
         self._ingest_stop = threading.Event()
+        self.broker_metrics_file: Path | None = None
+        self._metrics_stop = threading.Event()
         self._errors: list[BaseException] = []
         self._report = StackReport()
 
@@ -468,6 +472,8 @@ class Stack:
                         if self._errors
                         else WattlakeError("The ingest worker did not start.")
                     )
+            if self.broker is not None and self.security is not None:
+                self._start_broker_metrics()
             if self.web_wanted:
                 self._start_web()
             if self.job_periods_s:
@@ -482,6 +488,32 @@ class Stack:
     def broker_url(self) -> str:
         """Return the URL of the broker the ingest reads (embedded or external)."""
         return self.external_broker or (self.broker.url if self.broker is not None else "")
+
+    def _start_broker_metrics(self) -> None:
+        from wattlake.stream.ingest import broker_metrics_file
+
+        assert self.worker is not None
+        self.broker_metrics_file = broker_metrics_file(self.worker.wal.directory)
+        self.write_broker_metrics()
+
+        def every_few_seconds() -> None:
+            while not self._metrics_stop.wait(BROKER_METRICS_EVERY_S):
+                self.write_broker_metrics()
+
+        threading.Thread(target=every_few_seconds, name="broker-metrics", daemon=True).start()
+
+    def write_broker_metrics(self) -> None:
+        """Write the embedded broker's security counters to :attr:`broker_metrics_file`
+        (Prometheus text, replaced atomically)."""
+        if self.broker is None or self.broker_metrics_file is None:
+            return
+        path = self.broker_metrics_file
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(self.broker.metrics_text(), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot write the broker's counters to %s: %s", path, exc)
 
     def _start_web(self) -> None:
         try:
@@ -650,6 +682,9 @@ class Stack:
     def _stop_quietly(self) -> None:
         if self.jobs is not None:
             self.jobs.request_stop()
+        if not self._metrics_stop.is_set():
+            self._metrics_stop.set()
+            self.write_broker_metrics()  # the last counters, before the broker goes
         if self.web is not None:
             try:
                 self.web.stop()

@@ -9,7 +9,8 @@ need:
   broker-config mosquitto``) is given;
 - the gap refill (:mod:`wattlake.gateway.refill`) beside the ingest;
 - jobs on their schedule: ``rollup`` every 15 minutes, ``compact`` and ``maintain`` daily;
-- the broker's security counters in ``broker.prom`` beside the ingest's metrics file.
+- the broker's security counters in ``broker.prom`` beside the WAL folder (the stack writes
+  them; the web's ``/metrics`` serves them).
 
 A stop (SIGTERM, Ctrl-C) drains the ingest and flushes the lake (see :mod:`wattlake.stack`);
 :data:`STOP_MAX_S` bounds it: after that the stop is forced, and the write-ahead log keeps what
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 # The longest a stop may take before it is forced [s] (systemd's TimeoutStopSec is above it).
 STOP_MAX_S: Final = 45.0
 JOB_PERIODS_S: Final = {"rollup": 900.0, "compact": 86_400.0, "maintain": 86_400.0}
-METRICS_EVERY_S: Final = 5.0
 
 
 def with_values(settings: Settings, values: dict[str, Any], origin: str = "up") -> Settings:
@@ -66,8 +66,6 @@ class Up:
         self.refiller: Any = None
         self.jobs: JobLoop | None = None
         self.metrics_file: Path | None = None
-        self._stop_metrics = threading.Event()
-        self._metrics_thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start everything.
@@ -117,12 +115,7 @@ class Up:
             state = worker.wal.directory.parent
             if self.refill_wanted:
                 self._start_refill(state / f"{settings['stream.name']}-refill.json")
-            if self.stack.broker is not None and security is not None:
-                self.metrics_file = state / "broker.prom"
-                self._metrics_thread = threading.Thread(
-                    target=self._write_metrics, name="broker-metrics", daemon=True
-                )
-                self._metrics_thread.start()
+            self.metrics_file = self.stack.broker_metrics_file
         except BaseException:
             self.stack.stop()
             raise
@@ -146,21 +139,6 @@ class Up:
             ),
         ).start()
 
-    def _write_metrics(self) -> None:
-        while not self._stop_metrics.wait(METRICS_EVERY_S):
-            self.write_metrics()
-
-    def write_metrics(self) -> None:
-        """Write the broker's security counters (Prometheus text) to :attr:`metrics_file`."""
-        if self.stack is None or self.stack.broker is None or self.metrics_file is None:
-            return
-        tmp = self.metrics_file.with_suffix(".tmp")
-        try:
-            tmp.write_text(self.stack.broker.metrics_text(), encoding="utf-8")
-            tmp.replace(self.metrics_file)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.metrics_file, exc)
-
     def stop(self, abort: threading.Event | None = None) -> StackReport:
         """Stop the refill, then the stack (jobs, drain, flush); forced after ``STOP_MAX_S``.
 
@@ -174,8 +152,6 @@ class Up:
         try:
             if self.refiller is not None:
                 self.refiller.stop()
-            self._stop_metrics.set()
-            self.write_metrics()
             assert self.stack is not None
             return self.stack.stop(abort)
         finally:

@@ -115,6 +115,12 @@ def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = 
     return state_dir() / "wal" / lake_id / settings["stream.name"]
 
 
+def broker_metrics_file(wal_dir: Path) -> Path:
+    """Return where a stack writes its embedded broker's counters (Prometheus text): beside
+    the WAL folder ``wal_dir``, read by the web's ``/metrics``."""
+    return wal_dir.parent / "broker.prom"
+
+
 BrokerBacklog = Callable[[str], int | None]
 """Returns how many messages a broker still holds for a client id (None: cannot tell)."""
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from wattlake.config import Settings
 from wattlake.lake.storage import Lake
-from wattlake.stream.ingest import wal_dir_from_settings
+from wattlake.stream.ingest import broker_metrics_file, wal_dir_from_settings
 from wattlake.web.figures import LakeView, devices, local_midnight_before, now_ms, quality, tz_of
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,21 @@ class WebMetrics:
                 parts.append(path.read_text(encoding="utf-8"))
             except OSError:
                 parts.append("# no ingest metrics file found (is the ingest running?)\n")
+        broker = self.broker_file()
+        if broker is not None and broker.is_file():  # only a stack's embedded broker has one
+            try:
+                parts.append(broker.read_text(encoding="utf-8"))
+            except OSError:
+                parts.append("# the broker's metrics file could not be read\n")
         return "".join(parts).encode()
+
+    def broker_file(self) -> Path | None:
+        """Return the embedded broker's counters file (written by ``up`` and ``demo``)."""
+        try:
+            wal_dir = wal_dir_from_settings(self.settings, self.view.lake)
+        except Exception:  # no WAL folder is no broker figures, not an error
+            return None
+        return broker_metrics_file(wal_dir)
 
     def _lake_metrics(self) -> str:
         lake: Lake = self.view.lake

@@ -97,13 +97,17 @@ def compact(lake: Lake, *, dates: list[str] | None = None) -> list[CompactionRes
         if len(by_day[day]) >= 2 and (dates is None or str(np.datetime64(day, "D")) in dates)
     ]
 
+    # Workers write through a copy of the table's layout: the table object itself changes
+    # with each commit of the main thread.
+    writer = tables.DataFileWriter.of(table, READINGS_TABLE)
+
     def prepare(day: int, files: list[DataFile]) -> tuple[list[DataFile], int, int]:
         parts = [pq.read_table(tables.local_path(f.file_path), filesystem=lake.fs) for f in files]
         stored = pa.concat_tables(parts, promote_options="permissive").cast(
             TABLES[READINGS_TABLE].schema
         )
         kept = deduplicate(stored)
-        return tables.write_data_files(table, READINGS_TABLE, kept), stored.num_rows, kept.num_rows
+        return writer.write(kept), stored.num_rows, kept.num_rows
 
     results = []
     # Days are read, sorted and written two at a time (Parquet and numpy release the GIL);

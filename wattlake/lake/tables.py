@@ -15,6 +15,7 @@ it replaces is gone).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -31,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
@@ -336,31 +339,65 @@ def encode_parquet(
     return buffer.getvalue().to_pybytes(), writer.writer.metadata
 
 
-def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile]:
-    """Write a stored table as one sorted data file per UTC day; return them, uncommitted.
+@dataclass(frozen=True, slots=True)
+class DataFileWriter:
+    """What writing data files of one table needs, taken from the table once: a copy of its
+    schema and layout, so that threads may write while the table object commits."""
 
-    Raises:
-        TransientStorageError: a file could not be written.
-    """
-    definition = TABLES[name]
-    schema = table.schema()
-    stats_plan = compute_statistics_plan(schema, table.metadata.properties)
-    id_mapping = parquet_path_to_id_mapping(schema)
+    name: str
+    schema: Schema
+    stats_plan: dict[int, Any]
+    id_mapping: dict[str, int]
+    location: str
+    io: FileIO
+    sort_order_id: int
+    spec_id: int
 
-    def write(day: int, part: pa.Table) -> DataFile:
-        data, metadata = encode_parquet(definition, schema, part)
+    @classmethod
+    def of(cls, table: Table, name: str) -> DataFileWriter:
+        """Return the writer of table ``name`` as ``table`` is now."""
+        schema = copy.deepcopy(table.schema())
+        return cls(
+            name,
+            schema,
+            compute_statistics_plan(schema, table.metadata.properties),
+            parquet_path_to_id_mapping(schema),
+            table.location(),
+            table.io,
+            table.sort_order().order_id,
+            table.metadata.default_spec_id,
+        )
+
+    def write(self, stored: pa.Table) -> list[DataFile]:
+        """Write a stored table as one sorted data file per UTC day; return them, uncommitted.
+
+        Raises:
+            TransientStorageError: a file could not be written.
+        """
+        parts = sorted_by_day(self.name, stored)
+        if len(parts) < 2:
+            return [self._write_day(day, part) for day, part in parts]
+        # Encoding and compression release the GIL: the days of a large write go in parallel.
+        with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(parts))) as pool:
+            return list(pool.map(lambda item: self._write_day(*item), parts))
+
+    def _write_day(self, day: int, part: pa.Table) -> DataFile:
+        definition = TABLES[self.name]
+        data, metadata = encode_parquet(definition, self.schema, part)
         date = np.datetime64(day, "D")
         path = (
-            f"{table.location()}/data/{definition.day_column}_day={date}/"
+            f"{self.location}/data/{definition.day_column}_day={date}/"
             f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex}.parquet"
         )
         try:
-            with table.io.new_output(path).create(overwrite=True) as out:
+            with self.io.new_output(path).create(overwrite=True) as out:
                 out.write(data)
         except OSError as exc:
             raise TransientStorageError(f"Could not write {path}: {exc}") from exc
         statistics = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=metadata, stats_columns=stats_plan, parquet_column_mapping=id_mapping
+            parquet_metadata=metadata,
+            stats_columns=self.stats_plan,
+            parquet_column_mapping=self.id_mapping,
         )
         return DataFile.from_args(
             content=DataFileContent.DATA,
@@ -368,19 +405,21 @@ def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile
             file_format=FileFormat.PARQUET,
             partition=Record(day),
             file_size_in_bytes=len(data),
-            sort_order_id=table.sort_order().order_id,
-            spec_id=table.metadata.default_spec_id,
+            sort_order_id=self.sort_order_id,
+            spec_id=self.spec_id,
             equality_ids=None,
             key_metadata=None,
             **statistics.to_serialized_dict(),
         )
 
-    parts = sorted_by_day(name, stored)
-    if len(parts) < 2:
-        return [write(day, part) for day, part in parts]
-    # Encoding and compression release the GIL: the days of a large write go in parallel.
-    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(parts))) as pool:
-        return list(pool.map(lambda item: write(*item), parts))
+
+def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile]:
+    """Write a stored table as one sorted data file per UTC day; return them, uncommitted.
+
+    Raises:
+        TransientStorageError: a file could not be written.
+    """
+    return DataFileWriter.of(table, name).write(stored)
 
 
 # -- commits ------------------------------------------------------------------------------------

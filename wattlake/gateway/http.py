@@ -477,6 +477,10 @@ class HttpSource:
         finally:
             listener.close()
 
+    def describe(self) -> str:
+        """Return where this source listens for HTTP publishes."""
+        return f"HTTP publishes on {self.url}"
+
     def close(self) -> None:
         """Answer new requests 503; those already on the intake still get their answer."""
         self._closed = True

@@ -19,10 +19,14 @@ from paho.mqtt.properties import Properties
 
 from wattlake.devices.base import RawMessage
 from wattlake.errors import BrokerError, ConfigError, UsageError
+from wattlake.gateway.retry import RetryPolicy, reconnect_with
 
 log = logging.getLogger(__name__)
 
 PUBACK_PACKET: Final = struct.Struct("!BBH")
+# Waits between reconnects to a lost broker [s] (gateway/retry.py: doubling, jittered).
+RECONNECT_FIRST_S: Final = 1.0
+RECONNECT_MAX_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,7 @@ class MqttSource:
         password: str = "",
         tls: TlsOptions | None = None,
         intake: Intake | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if shared_group and not mqtt5:
             raise UsageError("Shared subscriptions (--shared-group) need an MQTT 5 broker.")
@@ -181,6 +186,7 @@ class MqttSource:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        reconnect_with(self._client, retry or RetryPolicy(RECONNECT_FIRST_S, RECONNECT_MAX_S))
         self.intake: Intake = queue.SimpleQueue() if intake is None else intake
         self._subscribed = threading.Event()
         self._refused: str | None = None
@@ -285,6 +291,20 @@ class MqttSource:
         # PUBACK is 0x40, remaining length 2, packet id (reason code 0 may be omitted in v5).
         acks = b"".join(PUBACK_PACKET.pack(mqtt.PUBACK, 2, mid) for mid in mids)
         queue_packet(mqtt.PUBACK, acks, 0, 0)
+
+    def close(self) -> None:
+        """Nothing to do: at a stop the worker still takes what the broker holds (the drain)."""
+
+    def refuse(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Return ``deliveries`` whole: the worker holds and retries them (nothing is
+        acknowledged, so the broker keeps them too)."""
+        return deliveries
+
+    def describe(self) -> str:
+        """Return the broker and topics this source subscribes to."""
+        scheme = "mqtts" if self.address.tls else "mqtt"
+        where = f"{scheme}://{self.address.host}:{self.address.port}"
+        return f"MQTT {where} ({', '.join(self.topics)}) as {self.client_id}"
 
     def stop(self) -> None:
         """Disconnect and stop the network thread; unacknowledged messages stay with the broker."""

@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import random
 import threading
 import time
 import uuid
@@ -42,7 +41,14 @@ from typing import Any, Final
 import paho.mqtt.client as mqtt
 
 from wattlake.devices.shelly_gen2 import RefillCall
-from wattlake.gateway.mqtt import BrokerAddress, TlsOptions
+from wattlake.gateway.mqtt import (
+    RECONNECT_FIRST_S,
+    RECONNECT_MAX_S,
+    BrokerAddress,
+    Delivery,
+    TlsOptions,
+)
+from wattlake.gateway.retry import RetryPolicy, reconnect_with
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,9 @@ METHODS: Final = {"em1data": "EM1Data.GetData", "emdata": "EMData.GetData"}
 
 
 def retry_delay_s(attempt: int, base_s: float = ANSWER_WAIT_S, cap_s: float = 600.0) -> float:
-    """Return the wait before retry ``attempt`` (1, 2, …): exponential backoff, full jitter."""
-    return random.uniform(base_s / 2, min(cap_s, base_s * 2 ** (attempt - 1)))
+    """Return the wait before retry ``attempt`` (1, 2, …) [s]: the one retry policy
+    (:mod:`wattlake.gateway.retry`, exponential backoff with jitter) from ``base_s``."""
+    return RetryPolicy(base_s, cap_s).delay_s(attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,7 @@ class Refiller:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_a: self._ready.set()
         self._client.on_message = self._on_message
+        reconnect_with(self._client, RetryPolicy(RECONNECT_FIRST_S, RECONNECT_MAX_S))
 
     # -- state -------------------------------------------------------------------------------
     def _load(self) -> dict[tuple[str, str], Anchor]:
@@ -311,6 +319,27 @@ class Refiller:
         """Return True when no call waits for its answer."""
         with self._lock:
             return not self.pending
+
+    # -- the Source protocol (gateway/source.py) ---------------------------------------------
+    # The refill's answers reach the lake through the ingest's own MQTT subscription, so
+    # nothing of the refill is on the worker's intake: nothing to acknowledge or refuse.
+    def close(self) -> None:
+        """Ask no new gap (a stop begins); answers still on their way arrive."""
+        self._stop.set()
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        """Nothing to acknowledge (the answers arrive through the MQTT source)."""
+
+    def refuse(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Return ``deliveries`` unchanged (none are the refill's)."""
+        return deliveries
+
+    def describe(self) -> str:
+        """Return what the refill watches."""
+        return (
+            f"gap refill over MQTT RPC at {self.address.host}:{self.address.port} "
+            f"({len(self.anchors)} meter channel(s) known)"
+        )
 
     def stop(self) -> None:
         """Save the state and disconnect."""

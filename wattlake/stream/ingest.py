@@ -42,11 +42,13 @@ from typing import TYPE_CHECKING, Final
 from wattlake.config import Settings
 from wattlake.errors import ConfigError, StorageError
 from wattlake.gateway.mqtt import BrokerAddress, Delivery, Intake, MqttSource, TlsOptions, take
+from wattlake.gateway.retry import Backoff, RetryPolicy
+from wattlake.gateway.source import Source
 from wattlake.lake.identity import ensure_identity
 from wattlake.lake.storage import Lake
 from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
 from wattlake.stream.wal import WriteAheadLog, segment_number
-from wattlake.stream.writer import Backoff, WriterProcess, WriterReport
+from wattlake.stream.writer import WriterProcess, WriterReport
 
 if TYPE_CHECKING:
     from wattlake.gateway.http import HttpSource
@@ -191,7 +193,7 @@ class IngestWorker:
         # its writer has read: a burst then keeps both cores busy to the end, instead of
         # leaving the writer a backlog to work through alone (the broker keeps what waits).
         self.lead_max_bytes = min(self.wal_max_bytes, LEAD_SEGMENTS * self.wal.segment_max_bytes)
-        self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
+        self.backoff = Backoff(RetryPolicy(RETRY_FIRST_S, settings["stream.retry_max_s"]))
         self.health = IngestHealth()
         self.drain = drain
         self.hand_over_every_s = min(HAND_OVER_EVERY_S, settings["stream.flush_interval_s"] / 4)
@@ -230,6 +232,9 @@ class IngestWorker:
             self.http = HttpSource.from_settings(
                 settings, intake=self.intake, taking=self.takes_http
             )
+        # Every source behind one protocol (gateway/source.py), started in this order and
+        # stopped in the reverse one; add_source() adds more before run().
+        self.sources: list[Source] = [self.source, *([self.http] if self.http else [])]
         self.ready = threading.Event()
         metrics_path = settings["stream.metrics_file"]
         self.metrics = MetricsFile(
@@ -241,7 +246,11 @@ class IngestWorker:
         # Deliveries that could not be written to the WAL, retried before anything new.
         self._held: list[Delivery] = []
         self._writer_started = False
-        self._writer_restarts = Backoff(RETRY_FIRST_S, WRITER_RESTART_MAX_S)
+        self._writer_restarts = Backoff(RetryPolicy(RETRY_FIRST_S, WRITER_RESTART_MAX_S))
+
+    def add_source(self, source: Source) -> None:
+        """Take messages from ``source`` too (before :meth:`run`); it feeds :attr:`intake`."""
+        self.sources.append(source)
 
     def start_writer(self) -> None:
         """Take the WAL folder and start the lake writer on what earlier runs left in it.
@@ -271,20 +280,23 @@ class IngestWorker:
         """
         try:
             self.start_writer()
-            self.source.start()
+            started: list[Source] = []
             try:
-                if self.http is not None:
-                    self.http.start()
+                for source in self.sources:
+                    source.start()
+                    started.append(source)
+                    log.info("taking messages from %s", source.describe())
                 self.ready.set()
                 while not stop.is_set():
                     self._step()
-                if self.http is not None:
-                    self.http.close()
+                for source in self.sources:
+                    source.close()  # nothing new; the drain takes what the broker holds
                 self._finish_taking()
             finally:
-                if self.http is not None:
-                    self.http.stop()  # what it answered 200 is in the WAL; the rest gets 503
-                self.source.stop()
+                # What a source acknowledged is in the WAL; what it did not stays with the
+                # sender (the broker keeps it, an HTTP publisher gets 503).
+                for source in reversed(started):
+                    source.stop()
             self._hand_over()
             if not self.abort.is_set():
                 self._finish_writing()
@@ -427,7 +439,10 @@ class IngestWorker:
         except OSError as exc:
             self._hand_over()  # the segment a failed write closed keeps its synced records
             # MQTT messages are held for the retry; HTTP publishers are told to send again.
-            self._held = batch if self.http is None else self.http.refuse(batch)
+            held = batch
+            for source in self.sources:
+                held = source.refuse(held)
+            self._held = held
             wait = self.backoff.failed()
             self.health.wal_ok = False
             self.health.last_error = f"cannot write the WAL in {self.wal.directory}: {exc}"
@@ -438,9 +453,8 @@ class IngestWorker:
                 wait,
             )
             return
-        self.source.ack(batch)
-        if self.http is not None:
-            self.http.ack(batch)
+        for source in self.sources:
+            source.ack(batch)
         if not self.health.wal_ok:
             log.warning("the WAL in %s takes writes again", self.wal.directory)
             self.health.wal_ok = True

@@ -24,7 +24,14 @@ from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
 from wattlake.errors import DecodeError
-from wattlake.gateway.mqtt import BrokerAddress, TlsOptions, new_client
+from wattlake.gateway.mqtt import (
+    RECONNECT_FIRST_S,
+    RECONNECT_MAX_S,
+    BrokerAddress,
+    TlsOptions,
+    new_client,
+)
+from wattlake.gateway.retry import RetryPolicy, reconnect_with
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ class LivePower:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(1, 30)
+        reconnect_with(client, RetryPolicy(RECONNECT_FIRST_S, RECONNECT_MAX_S))  # one policy
         client.connect_async(address.host, address.port, keepalive=30)
         client.loop_start()
         self._client = client

@@ -217,6 +217,7 @@ def router() -> APIRouter:
         start: Start,
         end: End,
         device: Device = None,
+        channel: Channel = None,
         tz: Tz = None,
         format: Format = "json",
     ) -> Response:
@@ -226,7 +227,12 @@ def router() -> APIRouter:
         zone, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("patterns").time():
             heat, profile = figures.patterns(
-                s.view, start_ms=start_ms, end_ms=end_ms, tz=zone, device_id=device
+                s.view,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                tz=zone,
+                device_id=device,
+                channel=channel,
             )
         return render(heat if kind == "heatmap" else profile, format, kind)
 

@@ -505,17 +505,26 @@ def _month_cost(
 
 
 def patterns(
-    view: LakeView, *, start_ms: int, end_ms: int, tz: ZoneInfo, device_id: str | None = None
+    view: LakeView,
+    *,
+    start_ms: int,
+    end_ms: int,
+    tz: ZoneInfo,
+    device_id: str | None = None,
+    channel: int | None = None,
 ) -> tuple[Rows, Rows]:
     """Return the mean power by local weekday and hour (a heatmap) and by season and local
-    hour (average daily profiles) [W]; channels of a device are summed."""
+    hour (average daily profiles) [W] of the readings chosen (give a device and channel for
+    one meter: what several channels measure is not summed unless asked)."""
     query = (
         "SELECT epoch_ms(date_trunc('hour', ts)) AS h, device_id, channel, avg(power_w) "
         f"FROM readings WHERE ts >= {TS_PARAM} AND ts < {TS_PARAM}"
         + (" AND device_id = ?" if device_id else "")
+        + (" AND channel = ?" if channel is not None else "")
         + " GROUP BY ALL"
     )
     params: list[Any] = [start_ms, end_ms] + ([device_id] if device_id else [])
+    params += [channel] if channel is not None else []
     _, found = view.fetch(query, params)
     if not found:
         empty_heat = Rows(["weekday", "hour", "mean_w"], [])

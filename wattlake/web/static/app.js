@@ -243,10 +243,10 @@
     async function show() {
       const f = new FormData(form);
       const end = new Date(), start = new Date(end - Number(f.get("days")) * 864e5);
-      const params = { device: f.get("device"), start: isoLocal(start), end: isoLocal(end) };
+      const params = { device: f.get("device"), channel: f.get("channel"), start: isoLocal(start), end: isoLocal(end) };
       downloads(document.getElementById("dl-heatmap"), "/api/patterns/heatmap", params);
       downloads(document.getElementById("dl-profile"), "/api/patterns/profile", params);
-      const tariffParams = Object.assign({ channel: f.get("channel") }, params);
+      const tariffParams = params;
       downloads(document.getElementById("dl-tariffs"), "/api/tariffs/compare", tariffParams);
       const [heat, prof] = await Promise.all([api("/api/patterns/heatmap?" + q(params)), api("/api/patterns/profile?" + q(params))]);
       const vals = heat.rows.map((r) => r.mean_w).filter((v) => v != null);

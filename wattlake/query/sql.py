@@ -44,14 +44,46 @@ def run_sql(settings: Settings, sql: str, *, as_of_ms: int | None = None) -> Que
         check_history(lake, as_of_ms)
     con = connect(lake, as_of_ms=as_of_ms)
     try:
-        cursor = con.execute(sql)
-        if cursor.description is None:
-            return QueryResult([], [])
-        columns = [d[0] for d in cursor.description]
-        return QueryResult(columns, cursor.fetchall())
+        return _interruptible(con, sql)
     except duckdb.Error as exc:
         lines = str(exc).strip().splitlines()
         raise QueryError(f"The query failed: {lines[0] if lines else type(exc).__name__}") from exc
+
+
+def _interruptible(con: Any, sql: str) -> QueryResult:
+    """Run ``sql`` in a helper thread so that Ctrl-C (KeyboardInterrupt) stops DuckDB at once.
+
+    While DuckDB computes, the main thread would sit in C code and see the signal only when the
+    query ends; here it waits in short joins, and on an interrupt asks DuckDB to stop.
+    """
+    import threading
+
+    outcome: list[QueryResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            cursor = con.execute(sql)
+            if cursor.description is None:
+                outcome.append(QueryResult([], []))
+            else:
+                columns = [d[0] for d in cursor.description]
+                outcome.append(QueryResult(columns, cursor.fetchall()))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=work, name="query", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        con.interrupt()
+        worker.join(5.0)
+        raise
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def check_history(lake: Any, as_of_ms: int) -> None:

@@ -4,7 +4,9 @@ Run: ``.venv/bin/python bench/bench_rollup.py [--days 365] [--devices 10] [--rep
 Generates the fleet (bench/fleet.py) into a fresh local lake, runs the rollup job once, then
 times ``wattlake.query.rollups.energy_buckets`` (the call behind ``energy``) for daily buckets of
 every device over the whole range in UTC: once reading rollups, once forced to the raw readings
-(rollups reported stale). Prints the best of R runs of each and the rollup job's own rate.
+(rollups reported stale); then ``rollups.device_energy`` (the library call of ``wattlake
+energy --every day``) in UTC and Europe/Warsaw. Prints the best of R runs of each and the
+rollup job's own rate.
 """
 
 from __future__ import annotations
@@ -98,6 +100,28 @@ def main() -> None:
             f"  rollups / readings speed-up: {raw_s / rollup_s:.0f}x; largest relative "
             f"difference in import: {worst:.2e}"
         )
+
+        # What `wattlake energy --every day` calls (the command's library call, issue 13):
+        # edges, the source choice, the rollup read and the per-series sums, in two zones.
+        for tz_name in ("UTC", "Europe/Warsaw"):
+            local = zone(tz_name)
+
+            def command_call(local: object = local) -> None:
+                _, results, source = rollups.device_energy(
+                    settings,
+                    None,
+                    start_ms,
+                    end_ms,
+                    "day",
+                    local,  # type: ignore[arg-type]
+                )
+                assert source == "rollups" and len(results) >= args.devices
+
+            call_s = best_of(args.repeat, command_call)
+            print(
+                f"  energy --every day ({tz_name}) via rollups.device_energy: {call_s:7.3f} s "
+                "(target < 0.5 s for a year)"
+            )
 
 
 if __name__ == "__main__":

@@ -95,15 +95,16 @@ def _range(settings: Any, tz_name: str | None, start: str, end: str) -> tuple[An
     return tz, start_ms, end_ms
 
 
-def _readings(settings: Any, device: str | None, start_ms: int, end_ms: int) -> Any:
-    from wattlake.query.energy import load_readings
+_SOURCES = {
+    "rollups": "Energy from rollups (table energy_15min).",
+    "readings": "Energy from raw readings.",
+    "rollups+readings": "Energy from rollups (table energy_15min); gaps from raw readings.",
+}
 
-    table = load_readings(settings, start_ms, end_ms, device_ids=[device] if device else None)
-    if table.num_rows == 0:
-        from wattlake.query.inventory import no_data_message
 
-        say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
-    return table
+def say_source(source: str) -> None:
+    """Say on stderr where the figures were read from (see docs/lake.md, Rollups)."""
+    say(_SOURCES.get(source, f"Energy from {source}."))
 
 
 def _say_events(events: Any) -> None:
@@ -149,45 +150,46 @@ def energy(
     A site's rows: grid import and export, solar, battery charge and discharge, consumption,
     each circuit, the untracked rest, self-consumption and self-sufficiency.
     """
-    from wattlake.energy.buckets import bucket_edges_ms
-    from wattlake.query.energy import (
-        ENERGY_COLUMNS,
-        SITE_COLUMNS,
-        energy_rows,
-        site_energy_report,
-    )
+    from wattlake.query.energy import ENERGY_COLUMNS, SITE_COLUMNS, series_rows
+    from wattlake.query.rollups import device_energy, site_energy_report
 
     settings = load_settings(data_dir, config)
     _check_sites(settings)
     if site is not None:
         if device is not None or channel is not None:
             raise UsageError("--site takes the site's channels; leave out --device and --channel.")
-        rows, balance = site_energy_report(
+        rows, balance, source = site_energy_report(
             settings, site, start, end, every.value, tz, method=method.value, gap_policy=gaps.value
         )
         _say_events(balance.events)
         for warning in balance.warnings:
             say(f"Warning: {warning}")
+        say_source(source)
         circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
         columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
         emit_rows(rows, fmt, columns=columns, title=f"Site {site} [Wh]")
         return
     zone_info, start_ms, end_ms = _range(settings, tz, start, end)
-    edges = bucket_edges_ms(start_ms, end_ms, every.value, zone_info)
-    table = _readings(settings, device, start_ms, end_ms)
-    rows, results = energy_rows(
-        table,
-        edges,
+    edges, results, source = device_energy(
+        settings,
+        device,
+        start_ms,
+        end_ms,
+        every.value,
         zone_info,
-        method=method.value,
         channel=channel,
-        max_gap_s=float(settings["energy.max_gap_s"]),
-        max_power_w=float(settings["energy.max_power_w"]),
+        method=method.value,
         gap_policy=gaps.value,
     )
+    if not results:
+        from wattlake.query.inventory import no_data_message
+
+        say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
+    rows = series_rows(results, edges, zone_info)
     _say_events(
         (f"{r.series.device_id} channel {r.series.channel}", e) for r in results for e in r.events
     )
+    say_source(source)
     emit_rows(rows, fmt, columns=list(ENERGY_COLUMNS), title="Energy [Wh]")
 
 
@@ -237,7 +239,8 @@ def cost(
     channel, led by device_id and channel), never summed; --compare then needs one channel.
     """
     from wattlake.energy.tariffs import compare_tariffs, load_tariff
-    from wattlake.query.energy import cost_for, cost_period, energy_over_edges_for
+    from wattlake.query.energy import cost_period, energy_over_edges_for
+    from wattlake.query.rollups import cost_for
 
     settings = load_settings(data_dir, config)
     _check_sites(settings)
@@ -263,7 +266,7 @@ def cost(
         rows = compare_tariffs([chosen, *others], over, start_ms, end_ms)
         emit_rows(rows, fmt, title="Tariffs compared")
         return
-    report = cost_for(
+    report, source = cost_for(
         settings,
         start=start,
         end=end,
@@ -277,6 +280,7 @@ def cost(
     )
     for warning in report.warnings:
         say(f"Warning: {warning}")
+    say_source(source)
     if list_gaps:
         columns = ["device_id", "channel", "start", "end", "length_s", "zones"]
         emit_rows(report.gaps, fmt, columns=columns, title="Gaps bridged")

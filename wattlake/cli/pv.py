@@ -81,11 +81,13 @@ def _hourly(
 ) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     import pandas as pd
 
-    from wattlake.query.energy import hourly_energy
+    from wattlake.cli.energy import say_source
+    from wattlake.query.rollups import hourly_energy
 
-    starts, load_wh, solar_wh = hourly_energy(
+    starts, load_wh, solar_wh, source = hourly_energy(
         settings, start_ms, end_ms, device_id=device, channel=channel, site_name=site
     )
+    say_source(source)
     hours = pd.DatetimeIndex(pd.to_datetime(starts, unit="ms", utc=True))
     return hours, load_wh, solar_wh
 

@@ -420,6 +420,13 @@ def energy_rows(
         )
         for s in split_series(table, channel=channel)
     ]
+    return series_rows(results, edges_ms, tz), results
+
+
+def series_rows(
+    results: Sequence[SeriesEnergy], edges_ms: IntArray, tz: ZoneInfo
+) -> list[dict[str, Any]]:
+    """Return the rows of :func:`energy_rows` for per-series results over ``edges_ms``."""
     labels = [format_local(int(e), tz) for e in edges_ms]
     bucket_s = np.diff(edges_ms).astype(np.float64) / 1000.0
     rows: list[dict[str, Any]] = []
@@ -444,7 +451,7 @@ def energy_rows(
                     "counter_minus_power_wh": None if diff is None else _round(diff[j], 3),
                 }
             )
-    return rows, results
+    return rows
 
 
 _S: Final = "make_timestamptz($start::BIGINT * 1000)"

@@ -12,9 +12,9 @@ that function gives per quarter-hour, so the two agree to float rounding.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -24,9 +24,25 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from wattlake.config import Settings
-from wattlake.energy.buckets import bucket_edges_ms
+from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
 from wattlake.energy.rollup import QUARTER_HOUR_MS
-from wattlake.query.energy import Series, SeriesEnergy, series_energy, split_series
+from wattlake.energy.sites import Site, site_or_error
+from wattlake.energy.tariffs import load_tariff, tariff_segments
+from wattlake.query.energy import (
+    CostReport,
+    Series,
+    SeriesEnergy,
+    SiteEnergy,
+    _priced,
+    configured_sites,
+    cost_period,
+    load_readings,
+    one_channel,
+    series_energy,
+    site_energy,
+    site_rows,
+    split_series,
+)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -93,6 +109,9 @@ def series_from_rollups(
     interp = values("interpolated_wh")
     diff = values("counter_minus_power_wh")
     method = rows["method"].to_pylist()
+    # Quarter-hours with nothing in them (no coverage, no energy) say nothing of the method:
+    # the raw path labels a range by what it counted or integrated anywhere in it.
+    used = (cov > 0) | (imp != 0) | (exp != 0) | (np.nan_to_num(interp) != 0)
     new_series = np.ones(start.size, dtype=np.bool_)
     new_series[1:] = (chan[1:] != chan[:-1]) | np.array(
         [a != b for a, b in zip(device[1:], device[:-1], strict=True)], dtype=np.bool_
@@ -109,6 +128,7 @@ def series_from_rollups(
             return np.bincount(idx, weights=v[sel], minlength=n).astype(np.float64)
 
         has_diff = not np.all(np.isnan(diff[sel]))
+        labelled = sel[used[sel]] if used[sel].any() else sel
         series = Series(device[a], int(chan[a]), _EMPTY_I, _EMPTY_F, _EMPTY_F, _EMPTY_F)
         results.append(
             SeriesEnergy(
@@ -116,7 +136,7 @@ def series_from_rollups(
                 total(imp),
                 total(exp),
                 total(cov),
-                _label([method[i] for i in sel]),
+                _label([method[i] for i in labelled]),
                 total(np.nan_to_num(diff)) if has_diff else None,
                 (),
                 total(interp),
@@ -189,6 +209,42 @@ def energy_over_edges(
     return results, "readings"
 
 
+def fresh_rollups(
+    lake: Any,
+    start_ms: int,
+    end_ms: int,
+    wanted: pc.Expression,
+    columns: Sequence[str] = _ROLLUP_COLUMNS,
+) -> pa.Table | None:
+    """Return the ``energy_15min`` rows of the UTC days around [start, end) that match
+    ``wanted``, or None when the rollups are not up to date for the range (see
+    :func:`lake_sources`)."""
+    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY, days_added_since
+    from wattlake.lake import tables
+    from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
+
+    energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
+    done = tables.last_property(energy, READINGS_SNAPSHOT_PROPERTY)
+    if done is None:
+        return None
+    readings = tables.open_table(lake, READINGS_TABLE)
+    added = days_added_since(readings, int(done))
+    if added is None:
+        return None
+    first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
+    if any(first <= d <= last for d in added):
+        return None
+    tasks = tables.scan_files(lake, ENERGY_15MIN_TABLE)
+    days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
+    paths = [tables.local_path(t.file.file_path) for t in tasks if t.file.partition[0] in days]
+    if any(t.delete_files for t in tasks) or not paths:
+        if not paths and tasks:
+            return None
+        return tables.read_table(lake, ENERGY_15MIN_TABLE).filter(wanted).select(list(columns))
+    dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
+    return dataset.to_table(columns=list(columns), filter=wanted)
+
+
 def lake_sources(settings: Settings) -> EnergySources:
     """Return the lake's rollups and readings as :class:`EnergySources`.
 
@@ -196,36 +252,16 @@ def lake_sources(settings: Settings) -> EnergySources:
     table's current snapshot, or when no readings snapshot since the one it reflects added data
     to a day within a day of the range.
     """
-    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY, days_added_since
-    from wattlake.lake import tables
     from wattlake.lake.storage import Lake
     from wattlake.query.energy import SERIES_COLUMNS, load_readings
-    from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
     lake = Lake.from_settings(settings)
 
     def rollups(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table | None:
-        energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
-        done = tables.last_property(energy, READINGS_SNAPSHOT_PROPERTY)
-        if done is None:
-            return None
-        readings = tables.open_table(lake, READINGS_TABLE)
-        added = days_added_since(readings, int(done))
-        if added is None:
-            return None
-        first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
-        if any(first <= d <= last for d in added):
-            return None
-        tasks = tables.scan_files(lake, ENERGY_15MIN_TABLE)
-        days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
-        paths = [tables.local_path(t.file.file_path) for t in tasks if t.file.partition[0] in days]
-        if any(t.delete_files for t in tasks) or not paths:
-            return None if not paths and tasks else tables.read_table(lake, ENERGY_15MIN_TABLE)
-        dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
         wanted = pads.field("site") == ""  # device rows (site rows name a site instead)
         if device_id is not None:
             wanted = wanted & (pads.field("device_id") == device_id)
-        return dataset.to_table(columns=_ROLLUP_COLUMNS, filter=wanted)
+        return fresh_rollups(lake, start_ms, end_ms, wanted)
 
     def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:
         devices = None if device_id is None else [device_id]
@@ -260,3 +296,438 @@ def energy_buckets(
         lake_sources(settings), edges, device_id=device_id, channel=channel
     )
     return edges, results, source
+
+
+# -- what the commands call: rollups where they can answer, raw readings otherwise ------------
+ROLLUPS: Final = "rollups"
+READINGS: Final = "readings"
+_SITE_COLUMNS: Final = [*_ROLLUP_COLUMNS, "site", "role"]
+
+
+def _plain(method: str, gap_policy: str) -> bool:
+    """Rollups hold method ``auto`` with gaps skipped: other options read raw readings."""
+    return method == "auto" and gap_policy == "skip"
+
+
+def device_energy(
+    settings: Settings,
+    device_id: str | None,
+    start_ms: int,
+    end_ms: int,
+    every: str,
+    tz: ZoneInfo,
+    *,
+    channel: int | None = None,
+    method: str = "auto",
+    gap_policy: str = "skip",
+) -> tuple[IntArray, list[SeriesEnergy], str]:
+    """Return the bucket edges, the energy of each device channel in them and the source
+    (``rollups`` or ``readings``): what ``wattlake energy`` prints.
+
+    Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours and
+    the rollups are up to date; counter events are found only on the raw path.
+
+    Raises:
+        UsageError: unknown bucket size or method, or an empty range.
+    """
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    sources = lake_sources(settings)
+    if _plain(method, gap_policy):
+        results, source = energy_over_edges(sources, edges, device_id=device_id, channel=channel)
+        return edges, results, source
+    readings = sources.readings(int(edges[0]), int(edges[-1]), device_id)
+    results = [
+        series_energy(
+            s,
+            edges,
+            method=method,
+            max_gap_s=sources.max_gap_s,
+            max_power_w=sources.max_power_w,
+            gap_policy=gap_policy,
+        )
+        for s in split_series(readings, channel=channel)
+    ]
+    return edges, results, READINGS
+
+
+def site_rollups(settings: Settings, site: Site, start_ms: int, end_ms: int) -> pa.Table | None:
+    """Return the ``energy_15min`` rows of ``site`` and of its devices around [start, end), or
+    None when they are not up to date for the range or were computed for another
+    configuration of the site."""
+    import json
+
+    from wattlake.jobs.rollup import SITES_PROPERTY, site_hash
+    from wattlake.lake import tables
+    from wattlake.lake.storage import Lake
+    from wattlake.schema import ENERGY_15MIN_TABLE
+
+    lake = Lake.from_settings(settings)
+    recorded = tables.last_property(tables.open_table(lake, ENERGY_15MIN_TABLE), SITES_PROPERTY)
+    if json.loads(recorded or "{}").get(site.name) != site_hash(site):
+        return None
+    devices = pa.array(sorted(set(site.device_ids)), pa.string())
+    wanted = (pads.field("site") == site.name) | (
+        (pads.field("site") == "") & pads.field("device_id").isin(devices)
+    )
+    return fresh_rollups(lake, start_ms, end_ms, wanted, columns=_SITE_COLUMNS)
+
+
+def site_energy_from_rollups(
+    rows: pa.Table, site: Site, edges_ms: npt.ArrayLike
+) -> SiteEnergy | None:
+    """Return the balance of ``site`` per bucket from its ``energy_15min`` rows, as
+    :func:`wattlake.query.energy.site_energy` gives it from readings; None when the rollups
+    cannot give it exactly (no site rows, a role valid from a time that is not a quarter-hour,
+    or netted phases with quarter-hours not netted).
+
+    Balance energies come from the site's rows; coverage and interpolated energy from the
+    device rows of its channels (a bucket's coverage is the lowest of its channels' coverage
+    over the whole bucket, which the site rows' per-quarter-hour minimum cannot give).
+    """
+    from wattlake.energy.sites import UNTRACKED_TOLERANCE_WH, SiteBalance
+
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    if not aligned(edges):
+        return None
+    n = edges.size - 1
+    for role in site.channels:
+        for b in (role.valid_from_ms, role.valid_until_ms):
+            if b is not None and edges[0] < b < edges[-1] and b % QUARTER_HOUR_MS:
+                return None
+    start = np.asarray(rows["start"].cast(_MS_TS).cast(pa.int64()).to_numpy(), dtype=np.int64)
+    keep = (start >= edges[0]) & (start < edges[-1])
+    rows, start = rows.filter(pa.array(keep)), start[keep]
+    bucket = np.searchsorted(edges, start, side="right") - 1
+    site_col = np.asarray(rows["site"].to_pylist(), dtype=object)
+    role_col = np.asarray(rows["role"].fill_null("").to_pylist(), dtype=object)
+    is_site = site_col == site.name
+    if not is_site.any():
+        return None
+
+    def values(name: str) -> FloatArray:
+        column = rows[name].cast(pa.float64()).fill_null(np.nan)
+        return np.nan_to_num(np.asarray(column.to_numpy(), dtype=np.float64))
+
+    imp, exp = values("import_wh"), values("export_wh")
+    cov, interp = values("coverage_s"), values("interpolated_wh")
+
+    def total(mask: npt.NDArray[np.bool_], v: FloatArray) -> FloatArray:
+        return np.bincount(bucket[mask], weights=v[mask], minlength=n).astype(np.float64)
+
+    def role_rows(name: str) -> npt.NDArray[np.bool_]:
+        return is_site & (role_col == name)
+
+    kinds = {r.role for r in site.channels}
+    zero = np.zeros(n)
+    grid = role_rows("grid")
+    grid_in = total(grid, imp) if "grid" in kinds else zero
+    grid_out = total(grid, exp) if "grid" in kinds else zero
+    solar = total(role_rows("solar"), imp) if "solar" in kinds else zero
+    battery = role_rows("battery")
+    charge = total(battery, imp) if "battery" in kinds else zero
+    discharge = total(battery, exp) if "battery" in kinds else zero
+    circuits = {
+        r.name: total(role_rows(f"circuit:{r.name}"), imp)
+        for r in site.channels
+        if r.role not in ("grid", "solar", "battery", "ignore")
+    }
+    netting = ["per_phase"] * n
+    if site.phases == "net" and site.with_role("grid"):
+        labels = np.asarray(rows["method"].fill_null("").to_pylist(), dtype=object)[grid]
+        netted = np.bincount(bucket[grid], minlength=n)
+        if np.any(labels != "net") or np.any(netted == 0):
+            return None  # quarter-hours not netted: the raw path decides per bucket
+        netting = ["net"] * n
+
+    # Coverage and interpolated energy of each channel while its role is in force.
+    quarters = np.arange(edges[0], edges[-1], QUARTER_HOUR_MS, dtype=np.int64)
+    quarter_bucket = np.searchsorted(edges, quarters, side="right") - 1
+    is_device = site_col == ""
+    keys = np.asarray(
+        [
+            f"{d}:{c}"
+            for d, c in zip(rows["device_id"].to_pylist(), rows["channel"].to_pylist(), strict=True)
+        ],
+        dtype=object,
+    )
+    worst = np.full(n, np.inf)
+    interpolated = np.zeros(n)
+    for role in site.channels:
+        if role.role == "ignore":
+            continue
+
+        def in_force(t: IntArray, role: Any = role) -> npt.NDArray[np.bool_]:
+            ok = np.ones(t.size, dtype=np.bool_)
+            if role.valid_from_ms is not None:
+                ok &= t >= role.valid_from_ms
+            if role.valid_until_ms is not None:
+                ok &= t < role.valid_until_ms
+            return ok
+
+        valid_s = np.bincount(
+            quarter_bucket, weights=in_force(quarters) * (QUARTER_HOUR_MS / 1000.0), minlength=n
+        )
+        mine = is_device & (keys == role.key) & in_force(start)
+        share = np.divide(total(mine, cov), valid_s, out=np.full(n, np.inf), where=valid_s > 0)
+        worst = np.minimum(worst, share)
+        interpolated += total(mine, interp)
+    balance = SiteBalance(
+        grid_import_wh=grid_in,
+        grid_export_wh=grid_out,
+        solar_wh=solar,
+        battery_charge_wh=charge,
+        battery_discharge_wh=discharge,
+        circuits_wh=circuits,
+        top_circuits=list(dict.fromkeys(r.name for r in site.top_circuits)),
+    )
+    warnings = []
+    negative = np.flatnonzero(balance.untracked_wh < -UNTRACKED_TOLERANCE_WH)
+    if negative.size:
+        warnings.append(
+            f"Site {site.name}: the circuits add up to more than the consumption in "
+            f"{negative.size} period(s) (untracked down to {balance.untracked_wh.min():.1f} Wh); "
+            "check the roles, parents and clamp directions of the circuits."
+        )
+    coverage = np.where(np.isfinite(worst), np.clip(worst, 0.0, 1.0), 0.0)
+    return SiteEnergy(
+        site, edges, balance, coverage, interpolated, tuple(netting), tuple(warnings), ()
+    )
+
+
+def site_energy_for(
+    settings: Settings,
+    site: Site,
+    edges_ms: npt.ArrayLike,
+    *,
+    method: str = "auto",
+    gap_policy: str = "skip",
+    billed: Site | None = None,
+) -> tuple[SiteEnergy, str]:
+    """Return the balance of ``site`` (or of ``billed``, a part of it such as its grid
+    channels) per bucket between ``edges_ms``, and its source (``rollups`` or ``readings``)."""
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    part = billed or site
+    if _plain(method, gap_policy) and aligned(edges):
+        rows = site_rollups(settings, site, int(edges[0]), int(edges[-1]))
+        if rows is not None:
+            energy = site_energy_from_rollups(rows, part, edges)
+            if energy is not None:
+                return energy, ROLLUPS
+    table = load_readings(settings, int(edges[0]), int(edges[-1]), device_ids=part.device_ids)
+    energy = site_energy(
+        table,
+        part,
+        edges,
+        method=method,
+        max_gap_s=float(settings["energy.max_gap_s"]),
+        max_power_w=float(settings["energy.max_power_w"]),
+        gap_policy=gap_policy,
+    )
+    return energy, READINGS
+
+
+def site_energy_report(
+    settings: Settings,
+    site_name: str,
+    start: str,
+    end: str,
+    every: str,
+    tz_name: str | None = None,
+    *,
+    method: str = "auto",
+    gap_policy: str = "skip",
+) -> tuple[list[dict[str, Any]], SiteEnergy, str]:
+    """Return the rows of ``wattlake energy --site``, the balance behind them and the source.
+
+    Raises:
+        ConfigError: no such site, or the sites are invalid.
+        UsageError: unreadable times, unknown bucket size or method.
+    """
+    site = site_or_error(configured_sites(settings), site_name)
+    tz = zone(tz_name or site.timezone)
+    start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    energy, source = site_energy_for(settings, site, edges, method=method, gap_policy=gap_policy)
+    return site_rows(energy, tz), energy, source
+
+
+def _full(covered_s: FloatArray, edges: IntArray) -> bool:
+    """Return whether readings back the whole range, so no gap lies in it (a gap is time no
+    reading backs, so it always lowers the coverage)."""
+    return float(np.sum(covered_s)) >= (int(edges[-1]) - int(edges[0])) / 1000.0 - 1e-6
+
+
+def cost_for(
+    settings: Settings,
+    *,
+    start: str,
+    end: str,
+    tariff_name: str | None = None,
+    tz_name: str | None = None,
+    device_id: str | None = None,
+    channel: int | None = None,
+    site_name: str | None = None,
+    method: str = "auto",
+    shift_share: float | None = None,
+) -> tuple[CostReport, str]:
+    """Return what ``wattlake cost`` prints (see :func:`wattlake.query.energy.cost_for`) and
+    its source: ``rollups``, ``rollups+readings`` (energy from rollups, the gaps bridged listed
+    from readings because the coverage is not full) or ``readings``.
+
+    Raises:
+        ConfigError: no such site, or the sites are invalid.
+        UsageError: no tariff, unreadable times, or no prices for the range.
+    """
+    from wattlake.query import energy as raw
+
+    def from_readings() -> tuple[CostReport, str]:
+        report = raw.cost_for(
+            settings,
+            start=start,
+            end=end,
+            tariff_name=tariff_name,
+            tz_name=tz_name,
+            device_id=device_id,
+            channel=channel,
+            site_name=site_name,
+            method=method,
+            shift_share=shift_share,
+        )
+        return report, READINGS
+
+    site = None
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+    chosen = tariff_name or (site.tariff if site else "") or str(settings["cost.tariff"])
+    if not chosen or method != "auto":
+        return from_readings()
+    tariff = load_tariff(chosen)
+    tz, start_ms, end_ms = cost_period(tariff, start, end, tz_name)
+    segments = tariff_segments(tariff, start_ms, end_ms)
+    edges = segments.edges_ms
+    if not aligned(edges):
+        return from_readings()
+    max_gap_s = float(settings["energy.max_gap_s"])
+    options: dict[str, Any] = {
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "max_gap_s": max_gap_s,
+        "shift_share": shift_share,
+        "min_coverage": float(settings["cost.min_coverage"]),
+    }
+    seg_s = np.diff(edges).astype(np.float64) / 1000.0
+
+    def series_of(devices: Sequence[str] | None) -> dict[str, Series]:
+        table = load_readings(settings, start_ms, end_ms, device_ids=devices)
+        return {f"{s.device_id}:{s.channel}": s for s in split_series(table)}
+
+    if site is not None:
+        grid_site = Site(
+            site.name, site.timezone, site.tariff, site.phases, tuple(site.with_role("grid"))
+        )
+        energy, source = site_energy_for(settings, site, edges, billed=grid_site)
+        if source != ROLLUPS:
+            return from_readings()
+        covered = energy.coverage * seg_s
+        billed: list[Series] = []
+        if not _full(covered, edges):
+            by_key = series_of(grid_site.device_ids)
+            keys = dict.fromkeys(r.key for r in grid_site.channels)
+            billed = [by_key[k] for k in keys if k in by_key]
+            source = f"{ROLLUPS}+{READINGS}"
+        report = _priced(
+            tariff,
+            segments,
+            tz,
+            energy.balance.grid_import_wh,
+            energy.balance.grid_export_wh,
+            covered,
+            energy.interpolated_wh,
+            billed,
+            warnings=list(energy.warnings),
+            **options,
+        )
+        return report, source
+    rows = lake_sources(settings).rollups(start_ms, end_ms, device_id)
+    if rows is None:
+        return from_readings()
+    results = series_from_rollups(rows, edges, channel=channel)
+    if not results:
+        return from_readings()  # the raw path prices no readings as zeros with its warning
+    source = ROLLUPS
+    found: dict[str, Series] = {}
+    if not all(_full(r.covered_s, edges) for r in results):
+        found = series_of([device_id] if device_id else None)
+        source = f"{ROLLUPS}+{READINGS}"
+    reports = []
+    for r in results:
+        key = f"{r.series.device_id}:{r.series.channel}"
+        gaps_from = [] if _full(r.covered_s, edges) else [found[key]] if key in found else []
+        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
+        reports.append(
+            _priced(
+                tariff,
+                segments,
+                tz,
+                r.import_wh,
+                r.export_wh,
+                r.covered_s,
+                interpolated,
+                gaps_from,
+                label=f"{r.series.device_id} channel {r.series.channel}",
+                lead={"device_id": r.series.device_id, "channel": r.series.channel},
+                **options,
+            )
+        )
+    report = CostReport(
+        [row for r in reports for row in r.rows],
+        [gap for r in reports for gap in r.gaps],
+        [w for r in reports for w in r.warnings],
+        min(r.coverage for r in reports),
+    )
+    return report, source
+
+
+def hourly_energy(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+    site_name: str | None = None,
+) -> tuple[IntArray, FloatArray, FloatArray, str]:
+    """Return what :func:`wattlake.query.energy.hourly_energy` returns (UTC hour starts,
+    consumption and solar per hour) and its source, ``rollups`` or ``readings``.
+
+    Raises:
+        ConfigError: no such site.
+        UsageError: several devices, or several channels of the device and no ``channel``.
+        NoDataError: no readings in the range.
+    """
+    from wattlake.query import energy as raw
+
+    first_ms = start_ms // 3_600_000 * 3_600_000
+    last_ms = -(-end_ms // 3_600_000) * 3_600_000
+    edges = np.arange(first_ms, last_ms + 1, 3_600_000, dtype=np.int64)
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+        rows = site_rollups(settings, site, first_ms, last_ms)
+        energy = None if rows is None else site_energy_from_rollups(rows, site, edges)
+        if energy is not None:
+            seen = energy.coverage > 0
+            consumption = np.where(seen, energy.balance.consumption_wh, np.nan)
+            solar = np.where(seen, energy.balance.solar_wh, np.nan)
+            return edges[:-1], consumption, solar, ROLLUPS
+    else:
+        found = lake_sources(settings).rollups(first_ms, last_ms, device_id)
+        results = [] if found is None else series_from_rollups(found, edges, channel=channel)
+        if results:
+            one_channel([r.series for r in results])
+            r = results[0]
+            consumption = np.where(r.covered_s > 0, r.import_wh, np.nan)
+            return edges[:-1], consumption, np.full(edges.size - 1, np.nan), ROLLUPS
+    starts, consumption, solar = raw.hourly_energy(
+        settings, start_ms, end_ms, device_id=device_id, channel=channel, site_name=site_name
+    )
+    return starts, consumption, solar, READINGS

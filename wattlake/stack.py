@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from wattlake.devices.simulator import FleetConfig, Simulator
     from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.broker import EmbeddedBroker
+    from wattlake.gateway.source import Source
     from wattlake.stream.ingest import DrainState, IngestWorker
 
 log = logging.getLogger(__name__)
@@ -379,6 +380,7 @@ class Stack:
         security: BrokerSecurity | None = None,
         external_broker: str = "",
         job_periods_s: dict[str, float] | None = None,
+        sources: list[Callable[[Stack], Source]] | None = None,
     ) -> None:
         """Describe the stack; :meth:`start` starts it.
 
@@ -387,6 +389,8 @@ class Stack:
         ``external_broker`` (an MQTT 5 broker's URL, e.g. Mosquitto) replaces the embedded one.
         ``job_periods_s`` runs lake jobs on a schedule (job name -> period [s]); None runs the
         demo's (:data:`DEMO_JOB_PERIODS_S`) with the simulator, none without it.
+        ``sources`` make more sources for the ingest worker (e.g. the gap refill), each called
+        with the stack once its broker runs; the worker starts and stops them with its own.
         """
         self.settings = settings
         self.simulate = simulate
@@ -397,6 +401,7 @@ class Stack:
         if job_periods_s is None:
             job_periods_s = DEMO_JOB_PERIODS_S if simulate else {}
         self.job_periods_s = dict(job_periods_s)
+        self.source_factories = list(sources or [])
         self.jobs: JobLoop | None = None
         self.broker: EmbeddedBroker | None = None
         self.worker: IngestWorker | None = None
@@ -456,6 +461,8 @@ class Stack:
                 drain=True,
                 broker_backlog=self.broker.pending_for if self.broker is not None else None,
             )
+            for make_source in self.source_factories:
+                self.worker.add_source(make_source(self))
             self._ingest = threading.Thread(
                 target=self._collect, args=(self.worker.run, self._ingest_stop), name="ingest"
             )

@@ -25,11 +25,14 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from wattlake.config import Settings
 from wattlake.errors import UsageError
 from wattlake.stack import JobLoop, Stack, StackReport
+
+if TYPE_CHECKING:
+    from wattlake.gateway.refill import Refiller
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class Up:
         self.refill_wanted = refill
         self.jobs_wanted = jobs
         self.stack: Stack | None = None
-        self.refiller: Any = None
+        self.refiller: Refiller | None = None
         self.jobs: JobLoop | None = None
         self.metrics_file: Path | None = None
 
@@ -106,28 +109,23 @@ class Up:
             security=security,
             external_broker=self.external_broker,
             job_periods_s=JOB_PERIODS_S if self.jobs_wanted else {},
+            sources=[self._refill_source] if self.refill_wanted else [],
         )
         self.stack.start()
         self.jobs = self.stack.jobs
-        try:
-            worker = self.stack.worker
-            assert worker is not None
-            state = worker.wal.directory.parent
-            if self.refill_wanted:
-                self._start_refill(state / f"{settings['stream.name']}-refill.json")
-            self.metrics_file = self.stack.broker_metrics_file
-        except BaseException:
-            self.stack.stop()
-            raise
+        self.metrics_file = self.stack.broker_metrics_file
 
-    def _start_refill(self, state_file: Path) -> None:
+    def _refill_source(self, stack: Stack) -> Refiller:
+        """Return the gap refill as a source of the stack's ingest worker (its answers come
+        back through the worker's MQTT subscription)."""
         from wattlake.gateway.mqtt import BrokerAddress, TlsOptions
         from wattlake.gateway.refill import Refiller
 
-        assert self.stack is not None
+        assert stack.worker is not None
         s = self.settings
+        state_file = stack.worker.wal.directory.parent / f"{s['stream.name']}-refill.json"
         self.refiller = Refiller(
-            BrokerAddress.parse(self.stack.broker_url),
+            BrokerAddress.parse(stack.broker_url),
             state_file=state_file,
             username=s["ingest.username"],
             password=s["ingest.password"],
@@ -137,10 +135,11 @@ class Up:
                 key_file=s["ingest.tls_key_file"],
                 insecure=s["ingest.tls_insecure"],
             ),
-        ).start()
+        )
+        return self.refiller
 
     def stop(self, abort: threading.Event | None = None) -> StackReport:
-        """Stop the refill, then the stack (jobs, drain, flush); forced after ``STOP_MAX_S``.
+        """Stop the stack (jobs, refill, drain, flush); forced after ``STOP_MAX_S``.
 
         Raises:
             wattlake.errors.WattlakeError: as :meth:`wattlake.stack.Stack.stop`.
@@ -150,9 +149,7 @@ class Up:
         timer.daemon = True
         timer.start()
         try:
-            if self.refiller is not None:
-                self.refiller.stop()
-            assert self.stack is not None
+            assert self.stack is not None  # the worker stops the refill with its sources
             return self.stack.stop(abort)
         finally:
             timer.cancel()

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from wattlake.energy.buckets import parse_time_ms
-from wattlake.web import figures
+from wattlake.web import figures, pvfigures
 from wattlake.web.errors import BadRequest
 from wattlake.web.figures import Rows
 from wattlake.web.sql import run_sql
@@ -68,6 +68,17 @@ def _range(request: Request, start: str, end: str, tz: str | None) -> tuple[Any,
     return zone, start_ms, end_ms
 
 
+def _with_tz(settings: Any, tz: str | None) -> Any:
+    """Return ``settings`` with ``energy.tz`` set to ``tz`` when one is asked for."""
+    if not tz:
+        return settings
+    from wattlake.config import Settings
+
+    figures.tz_of(settings, tz)  # an unknown zone is refused here
+    origins = {**settings.origins, "energy.tz": "request"}
+    return Settings({**settings, "energy.tz": tz}, origins, settings.tables)
+
+
 def router() -> APIRouter:
     """Return the API's routes; each needs the ``read`` scope (SQL too: it is read-only)."""
     api = APIRouter(prefix="/api")
@@ -100,8 +111,11 @@ def router() -> APIRouter:
     ) -> Response:
         s = state(request)
         with s.metrics.query_seconds.labels("site_energy").time():
-            rows = figures.site_energy(
-                s.settings, site_name=site, start=start, end=end, every=every, tz_name=tz
+            rows = s.view.cached(
+                ("site_energy", site, start, end, every, tz),
+                lambda: figures.site_energy(
+                    s.settings, site_name=site, start=start, end=end, every=every, tz_name=tz
+                ),
             )
         return render(rows, format, f"site-{site}")
 
@@ -128,8 +142,16 @@ def router() -> APIRouter:
         s = state(request)
         zone, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("readings").time():
-            rows = figures.power_history(
-                s.view, start_ms=start_ms, end_ms=end_ms, points=points, tz=zone, device_id=device
+            rows = s.view.cached(
+                ("readings", start_ms, end_ms, points, str(zone), device),
+                lambda: figures.power_history(
+                    s.view,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    points=points,
+                    tz=zone,
+                    device_id=device,
+                ),
             )
         return render(rows, format, "power")
 
@@ -146,13 +168,16 @@ def router() -> APIRouter:
         s = state(request)
         zone, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("energy").time():
-            rows = figures.energy(
-                s.settings,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                every=every,
-                tz=zone,
-                device_id=device,
+            rows = s.view.cached(
+                ("energy", start_ms, end_ms, every, str(zone), device),
+                lambda: figures.energy(
+                    s.settings,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    every=every,
+                    tz=zone,
+                    device_id=device,
+                ),
             )
         return render(rows, format, "energy")
 
@@ -172,15 +197,18 @@ def router() -> APIRouter:
     ) -> Response:
         s = state(request)
         with s.metrics.query_seconds.labels("cost").time():
-            rows = figures.cost(
-                s.settings,
-                start=start,
-                end=end,
-                tz_name=tz,
-                tariff_name=tariff,
-                device_id=device,
-                channel=channel,
-                site_name=site,
+            rows = s.view.cached(
+                ("cost", start, end, tz, tariff, device, channel, site),
+                lambda: figures.cost(
+                    s.settings,
+                    start=start,
+                    end=end,
+                    tz_name=tz,
+                    tariff_name=tariff,
+                    device_id=device,
+                    channel=channel,
+                    site_name=site,
+                ),
             )
         return render(rows, format, "cost")
 
@@ -199,16 +227,86 @@ def router() -> APIRouter:
         s = state(request)
         _, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("tariffs").time():
-            rows = figures.tariff_comparison(
-                s.settings,
+            rows = s.view.cached(
+                ("tariffs", start_ms, end_ms, device, channel, site, shift_share),
+                lambda: figures.tariff_comparison(
+                    s.settings,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    device_id=device,
+                    channel=channel,
+                    site_name=site,
+                    shift_share=shift_share,
+                ),
+            )
+        return render(rows, format, "tariffs")
+
+    @api.get("/pv", summary="PV production (pvlib, clear sky) against consumption per day")
+    def pv(
+        request: Request,
+        start: Start,
+        end: End,
+        kwp: Annotated[float, Query(gt=0, description="Peak power of the system [kWp].")],
+        lat: Annotated[float, Query(ge=-90, le=90, description="Latitude [°], north +.")],
+        lon: Annotated[float, Query(ge=-180, le=180, description="Longitude [°], east +.")],
+        tilt: Annotated[float, Query(ge=0, le=90, description="Module tilt [°].")] = 30.0,
+        azimuth: Annotated[
+            float, Query(ge=0, le=360, description="Facing [°]: 90 east, 180 south.")
+        ] = 180.0,
+        losses: Annotated[float, Query(ge=0, lt=100, description="System losses [%].")] = 14.0,
+        device: Device = None,
+        channel: Channel = None,
+        site: Site = None,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        _, start_ms, end_ms = _range(request, start, end, tz)
+        with s.metrics.query_seconds.labels("pv").time():
+            rows = pvfigures.pv(
+                _with_tz(s.settings, tz),
                 start_ms=start_ms,
                 end_ms=end_ms,
+                kwp=kwp,
+                lat=lat,
+                lon=lon,
+                tilt=tilt,
+                azimuth=azimuth,
+                losses=losses,
                 device_id=device,
                 channel=channel,
                 site_name=site,
-                shift_share=shift_share,
             )
-        return render(rows, format, "tariffs")
+        return render(rows, format, "pv")
+
+    @api.get("/forecast", summary="The next local day's consumption per hour, with a backtest")
+    def forecast(
+        request: Request,
+        device: Device = None,
+        channel: Channel = None,
+        site: Site = None,
+        days_history: Annotated[int, Query(ge=15, le=3660)] = 56,
+        backtest_days: Annotated[int, Query(ge=0, le=365)] = 7,
+        until: Annotated[
+            str | None, Query(description="Learn from history before this day or time.")
+        ] = None,
+        tz: Tz = None,
+        format: Format = "json",
+    ) -> Response:
+        s = state(request)
+        settings = _with_tz(s.settings, tz)
+        until_ms = None if until is None else parse_time_ms(until, figures.tz_of(settings))
+        with s.metrics.query_seconds.labels("forecast").time():
+            rows = pvfigures.forecast(
+                settings,
+                device_id=device,
+                channel=channel,
+                site_name=site,
+                days_history=days_history,
+                backtest_days=backtest_days,
+                until_ms=until_ms,
+            )
+        return render(rows, format, "forecast")
 
     @api.get("/patterns/{kind}", summary="Hour-by-weekday heatmap or seasonal daily profile [W]")
     def patterns(
@@ -226,13 +324,16 @@ def router() -> APIRouter:
             raise BadRequest(f"Unknown pattern {kind!r}; use heatmap or profile.")
         zone, start_ms, end_ms = _range(request, start, end, tz)
         with s.metrics.query_seconds.labels("patterns").time():
-            heat, profile = figures.patterns(
-                s.view,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                tz=zone,
-                device_id=device,
-                channel=channel,
+            heat, profile = s.view.cached(
+                ("patterns", start_ms, end_ms, str(zone), device, channel),
+                lambda: figures.patterns(
+                    s.view,
+                    start_ms=start_ms,
+                    end_ms=end_ms,
+                    tz=zone,
+                    device_id=device,
+                    channel=channel,
+                ),
             )
         return render(heat if kind == "heatmap" else profile, format, kind)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from wattlake.config import Settings
-from wattlake.energy.buckets import bucket_edges_ms, format_local, utc_offsets_ms, zone
+from wattlake.energy.buckets import format_local, utc_offsets_ms, zone
 from wattlake.energy.tariffs import (
     Tariff,
     builtin_tariff_names,
@@ -31,25 +33,45 @@ from wattlake.energy.tariffs import (
     tariff_segments,
 )
 from wattlake.errors import UsageError
+from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.query.energy import (
     ENERGY_COLUMNS,
     SITE_COLUMNS,
     configured_sites,
-    cost_for,
     energy_over_edges_for,
     energy_rows,
     load_readings,
-    site_energy_report,
+    series_rows,
 )
 from wattlake.query.engine import connect
+from wattlake.query.rollups import cost_for, device_energy, site_energy_report
+from wattlake.schema import (
+    DEAD_LETTERS_TABLE,
+    ENERGY_15MIN_TABLE,
+    POWER_1H_TABLE,
+    POWER_1MIN_TABLE,
+    READINGS_TABLE,
+)
 
 # How long the lake's views (their list of data files) serve before they are made again [s];
 # making them plans an Iceberg scan in Python, which holds the GIL for a second or two.
 VIEW_REFRESH_S: Final = 30.0
+# The tables behind the views and the figures; their snapshot ids key the figures' cache.
+VIEW_TABLES: Final = (
+    READINGS_TABLE,
+    DEAD_LETTERS_TABLE,
+    ENERGY_15MIN_TABLE,
+    POWER_1MIN_TABLE,
+    POWER_1H_TABLE,
+)
+# Figures kept per table state (the least recently used go first).
+CACHE_ENTRIES: Final = 256
+T = TypeVar("T")
 # Times in SQL: a TIMESTAMPTZ from epoch ms, so filters on ts reach the Parquet statistics.
 TS_PARAM: Final = "make_timestamptz(?::BIGINT * 1000)"
 DAY_MS: Final = 86_400_000
+HOUR_MS: Final = 3_600_000
 # The month's cost so far is computed again at most this often [s] (it moves slowly and costs
 # a month of readings).
 MONTH_COST_TTL_S: Final = 60.0
@@ -97,8 +119,37 @@ class LakeView:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._made_at = 0.0
         self._renewing = False
+        # The tables' snapshot ids the views show: figures are cached under them.
+        self.snapshots: tuple[int | None, ...] = ()
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
         # The overview's month cost, computed at most every MONTH_COST_TTL_S.
         self.month_cost: dict[tuple[int, str, str], dict[str, Any]] = {}
+
+    def _snapshot_ids(self) -> tuple[int | None, ...]:
+        """Return the current snapshot id of every table the figures read (a few ms each)."""
+        ids = []
+        for name in VIEW_TABLES:
+            snapshot = tables.open_table(self.lake, name).current_snapshot()
+            ids.append(None if snapshot is None else snapshot.snapshot_id)
+        return tuple(ids)
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """Return ``compute()``, kept under ``key`` and the snapshot ids the views show, so
+        a figure is computed once per table state (a new commit is seen within
+        ``VIEW_REFRESH_S``, as the views are)."""
+        self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
+        full = (self.snapshots, *key)
+        with self._cache_lock:
+            if full in self._cache:
+                self._cache.move_to_end(full)
+                return cast(T, self._cache[full])
+        value = compute()
+        with self._cache_lock:
+            self._cache[full] = value
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return value
 
     def fetch(self, query: str, params: list[Any] | None = None) -> tuple[list[str], list[Any]]:
         """Return the column names and rows of ``query`` over the current views.
@@ -107,10 +158,11 @@ class LakeView:
             StorageError: the lake cannot be read.
         """
         if self._con is None:
+            ids = self._snapshot_ids()
             fresh = connect(self.lake)
             with self._lock:
                 if self._con is None:
-                    self._con, self._made_at = fresh, time.monotonic()
+                    self._con, self._made_at, self.snapshots = fresh, time.monotonic(), ids
         elif time.monotonic() - self._made_at > VIEW_REFRESH_S and not self._renewing:
             self._renewing = True
             threading.Thread(target=self._renew, name="lake-views", daemon=True).start()
@@ -120,13 +172,18 @@ class LakeView:
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
     def _renew(self) -> None:
+        fresh = None
         try:
-            fresh = connect(self.lake)
+            ids = self._snapshot_ids()
+            # Planning the views' scans is the costly part: only when a table changed.
+            if ids != self.snapshots:
+                fresh = connect(self.lake)
         except Exception:  # the old views keep serving; the next request tries again
-            fresh = None
+            ids = self.snapshots
         with self._lock:
+            self._made_at = time.monotonic()
             if fresh is not None:
-                old, self._con, self._made_at = self._con, fresh, time.monotonic()
+                old, self._con, self.snapshots = self._con, fresh, ids
                 if old is not None:
                     old.close()
             self._renewing = False
@@ -183,12 +240,11 @@ def energy(
     Raises:
         UsageError: the range or bucket size is invalid.
     """
-    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
-    table = load_readings(settings, start_ms, end_ms, device_ids=[device_id] if device_id else None)
-    rows, _ = energy_rows(table, edges, tz, **_energy_kwargs(settings))
+    edges, results, source = device_energy(settings, device_id, start_ms, end_ms, every, tz)
+    rows = series_rows(results, edges, tz)
     shown = ("device_id", "channel", "start", "end", "import_wh", "export_wh", "net_wh", "coverage")
     columns = [c for c in ENERGY_COLUMNS if c in shown]
-    return Rows(columns, [{c: r[c] for c in columns} for r in rows])
+    return Rows(columns, [{c: r[c] for c in columns} for r in rows], {"source": source})
 
 
 def sites(settings: Settings) -> Rows:
@@ -216,10 +272,10 @@ def site_energy(
 ) -> Rows:
     """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]; local
     times in the site's zone unless ``tz_name`` is given."""
-    rows, balance = site_energy_report(settings, site_name, start, end, every, tz_name)
+    rows, balance, source = site_energy_report(settings, site_name, start, end, every, tz_name)
     circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
     columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
-    return Rows(columns, rows, {"warnings": list(balance.warnings)})
+    return Rows(columns, rows, {"warnings": list(balance.warnings), "source": source})
 
 
 def tariff_for(settings: Settings, name: str | None = None) -> Tariff:
@@ -256,7 +312,7 @@ def cost(
     Raises:
         UsageError: no tariff, unreadable times, or no prices for the range.
     """
-    report = cost_for(
+    report, source = cost_for(
         settings,
         start=start,
         end=end,
@@ -267,7 +323,7 @@ def cost(
         site_name=site_name,
     )
     columns = list(report.rows[0]) if report.rows else ["tariff", "zone", "cost"]
-    return Rows(columns, report.rows, {"warnings": report.warnings})
+    return Rows(columns, report.rows, {"warnings": report.warnings, "source": source})
 
 
 def tariff_comparison(
@@ -413,10 +469,15 @@ def _r(value: Any, digits: int = 2) -> float | None:
 def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | None = None) -> Rows:
     """Return every device channel with its last reading and whether it is stale."""
     now = at_ms if at_ms is not None else now_ms()
-    _, found = view.fetch(
-        "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
-        f"count(*) FROM readings WHERE ts >= {TS_PARAM} GROUP BY ALL ORDER BY device_id, channel",
-        [now - 7 * DAY_MS],
+    since = (now - 7 * DAY_MS) // HOUR_MS * HOUR_MS  # from the hour: one query per table state
+    found = view.cached(
+        ("devices", since),
+        lambda: view.fetch(
+            "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
+            f"count(*) FROM readings WHERE ts >= {TS_PARAM} GROUP BY ALL "
+            "ORDER BY device_id, channel",
+            [since],
+        )[1],
     )
     stale_s = float(settings["web.stale_after_s"])
     rows = [
@@ -452,7 +513,11 @@ def overview(
     projection for the whole month (cost so far scaled by the share of the month gone)."""
     now = at_ms if at_ms is not None else now_ms()
     day_start = local_midnight_before(now, tz)
-    today = energy(settings, start_ms=day_start, end_ms=now, every="day", tz=tz)
+    # Today so far, once per table state (no reading lies after now).
+    today = view.cached(
+        ("today", day_start, str(tz)),
+        lambda: energy(settings, start_ms=day_start, end_ms=now, every="day", tz=tz),
+    )
     month_start, month_end = month_start_before(now, tz)
     month: dict[str, Any] = {"tariff": None}
     if settings["cost.tariff"]:

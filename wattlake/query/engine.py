@@ -338,7 +338,8 @@ def read_bracketed(
     device, channel and ts; ``columns`` of :data:`wattlake.schema.READING_SCHEMA` (default all;
     ``ts``, ``device_id`` and ``channel`` always). The files of the
     days around the range are read whole; further files only for the series whose nearest
-    reading lies beyond them. Returns None when the plan has delete files (read the views).
+    reading lies beyond them. Returns None when the plan has delete files or files not
+    partitioned by day (read the views then).
 
     Raises:
         wattlake.errors.StorageError: the catalog or a data file cannot be read.
@@ -349,7 +350,9 @@ def read_bracketed(
     wanted = [c for c in READING_SCHEMA.names if columns is None or c in columns or c in DEDUP_KEY]
     by_day: dict[int, list[str]] = {}
     for task in plan:
-        day = int(task.file.partition[0])
+        day = task.file.partition[0] if len(task.file.partition) else None
+        if not isinstance(day, int):  # not partitioned by day (another engine's spec)
+            return None
         by_day.setdefault(day, []).append(tables.local_path(task.file.file_path))
     lo, hi = start_ms // _DAY_MS - 1, end_ms // _DAY_MS + 1
     start_us, end_us = start_ms * 1000, end_ms * 1000

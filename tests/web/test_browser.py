@@ -212,8 +212,20 @@ def test_pages_show_the_cli_figures(page: Any, server: WebServer, year_lake: Pat
         year_lake, "energy", "--start", start, "--end", end, "--every", "day", "--format", "json"
     )
     rows = [json.loads(x) for x in out.splitlines() if x.strip()]
-    shown = page.inner_text("#totals tbody tr:first-child td:nth-child(2)")
-    assert float(shown) == pytest.approx(sum(r["import_wh"] for r in rows) / 1000, abs=0.006)
+    # One total per device channel (no site: channels are never summed).
+    shown = {
+        tr.query_selector("td:nth-child(1)").inner_text(): float(
+            tr.query_selector("td:nth-child(2)").inner_text()
+        )
+        for tr in page.query_selector_all("#totals tbody tr")
+    }
+    expected: dict[str, float] = {}
+    for r in rows:
+        key = f"{r['device_id']} ch{r['channel']}"
+        expected[key] = expected.get(key, 0.0) + r["import_wh"] / 1000
+    assert shown.keys() == expected.keys()
+    for key, value in expected.items():
+        assert shown[key] == pytest.approx(value, abs=0.006)
     out = cli(
         year_lake,
         "cost",

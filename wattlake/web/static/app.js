@@ -206,12 +206,14 @@
         stackedBars(el, xs,
           keys.map((k, i) => ({ label: k + " import [kWh]", color: PALETTE[i % PALETTE.length], values: of(k, "import_wh") })),
           [{ label: "export [kWh]", color: COLORS.export, values: starts.map((s) => sum(body.rows, s, "export_wh")) }]);
-        const a = { import_kwh: total(body.rows, "import_wh"), export_kwh: total(body.rows, "export_wh") };
-        const b = { import_kwh: total(prev.rows, "import_wh"), export_kwh: total(prev.rows, "export_wh") };
-        table(document.getElementById("totals"), [
-          { "": "this period", "import [kWh]": a.import_kwh, "export [kWh]": a.export_kwh, "net [kWh]": a.import_kwh - a.export_kwh },
-          { "": label, "import [kWh]": b.import_kwh, "export [kWh]": b.export_kwh, "net [kWh]": b.import_kwh - b.export_kwh },
-        ], ["", "import [kWh]", "export [kWh]", "net [kWh]"], (c, v) => v.toFixed(2));
+        // Without a site nothing says what the channels measure: one total per channel, never summed.
+        const keyOf = (r) => r.device_id + (r.channel != null ? " ch" + r.channel : "");
+        const per = (rows, k, c) => rows.filter((r) => keyOf(r) === k).reduce((a, r) => a + (r[c] || 0) / 1000, 0);
+        table(document.getElementById("totals"), keys.map((k) => ({
+          channel: k, "import [kWh]": per(body.rows, k, "import_wh"), "export [kWh]": per(body.rows, k, "export_wh"),
+          "net [kWh]": per(body.rows, k, "import_wh") - per(body.rows, k, "export_wh"),
+          ["import, " + label + " [kWh]"]: per(prev.rows, k, "import_wh"),
+        })), ["channel", "import [kWh]", "export [kWh]", "net [kWh]", "import, " + label + " [kWh]"], (c, v) => c === "channel" ? v : v.toFixed(2));
         table(document.getElementById("sources"), keys.map((k) => ({ channel: k, "import [kWh]": of(k, "import_wh").reduce((x, y) => x + y, 0), "export [kWh]": of(k, "export_wh").reduce((x, y) => x + y, 0) })), ["channel", "import [kWh]", "export [kWh]"], (c, v) => v.toFixed(2));
         downloads(document.getElementById("dl-sources"), path, range);
       }

@@ -367,7 +367,7 @@ def _read_toml(path: Path, tables: dict[str, Any] | None = None) -> dict[str, An
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"Config file {path} does not exist; check --config.") from exc
+        raise ConfigError(f"The settings file {path} does not exist.") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"Config file {path} cannot be read: {exc}.") from exc
     flat: dict[str, Any] = {}

@@ -127,7 +127,7 @@ def test_backfill_publishes_history_with_device_time_first(mosquitto: Mosquitto)
     ("args", "words"),
     [
         (["--format", "shelly-gen1", "--backfill-days", "1"], "device time"),
-        (["--format", "shelly-gen2", "--batch", "10"], "--batch"),
+        (["--format", "shelly-gen2", "--batch", "10"], "several readings"),
         (["--format", "shelly-gen9"], "--format"),
         (["--reboot-rate", "1.5"], "--reboot-rate"),
         (["--late-rate", "0.6", "--duplicate-rate", "0.6"], "together"),
@@ -166,13 +166,14 @@ def test_demo_backfills_history_days_before_going_live(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "0.25 day(s) of history" in " ".join(result.stderr.split())  # rich wraps lines
-    published = int(re.search(r"stopped: (\d+) messages published", result.stderr).group(1))  # type: ignore[union-attr]
+    summary = " ".join(result.stderr.split())
+    published = int(re.search(r"\((\d+) data", summary).group(1))  # type: ignore[union-attr]
     out = wattlake(
         "query", "SELECT count(*) AS n, epoch(min(ts)) AS first_s FROM readings",
         "--format", "json", "--data-dir", str(data_dir),
     )  # fmt: skip
     row = json.loads(out.stdout)
-    assert row["n"] == 2 * published  # every notification: both channels
+    assert row["n"] == 2 * published  # every data notification: both channels
     assert published >= 360 + 5  # 6 h of one round a minute, then live rounds
     assert started_s - 0.25 * 86400 - 60 <= row["first_s"] <= started_s - 0.25 * 86400 + 60
 

@@ -141,17 +141,18 @@ class Faults:
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                option = "--" + name.replace("_", "-")
-                raise UsageError(f"{option} must be between 0 and 1, not {value:g}.")
+                what = name.replace("_", " ")
+                raise UsageError(f"The {what} must be between 0 and 1, not {value:g}.")
         if self.duplicate_rate + self.late_rate + self.malformed_rate > 1.0:
             raise UsageError(
-                "--duplicate-rate, --late-rate and --malformed-rate together must not exceed 1."
+                "The duplicate, late and malformed rates together must not exceed 1: they are "
+                "shares of the same messages."
             )
         for name in ("offline_s", "late_s", "clock_skew_s"):
             value = getattr(self, name)
             if not value >= 0.0:
-                option = "--" + name.replace("_", "-")
-                raise UsageError(f"{option} must be zero or more seconds, not {value:g}.")
+                what = name.removesuffix("_s").replace("_", " ")
+                raise UsageError(f"The {what} time must be zero or more seconds, not {value:g}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,23 +189,23 @@ class FleetConfig:
             choices = ", ".join(f.value for f in SimFormat)
             raise UsageError(f"There is no format {self.fmt!r}; choose one of: {choices}.") from exc
         if self.devices < 1:
-            raise UsageError(f"--devices must be at least 1, not {self.devices}.")
+            raise UsageError(f"A fleet needs at least 1 device, not {self.devices}.")
         if not 0 <= self.first_device <= 9_999_999:
-            raise UsageError(f"--first-device must be 0 or more, not {self.first_device}.")
+            raise UsageError(f"The first device number must be 0 to 9999999, not {self.first_device}.")
         if self.batch < 1:
-            raise UsageError(f"--batch must be at least 1, not {self.batch}.")
+            raise UsageError(f"A message holds at least 1 reading, not {self.batch}.")
         if self.batch > 1 and self.fmt is not SimFormat.generic:
             raise UsageError(
-                f"--batch {self.batch} needs --payload generic: {self.fmt} sends one sample "
-                "per message."
+                f"Only the generic format carries several readings a message; {self.fmt} "
+                f"sends one sample per message, not {self.batch}."
             )
         if not self.pv_kwp >= 0:
-            raise UsageError(f"--pv-kwp must be zero or more, not {self.pv_kwp:g}.")
+            raise UsageError(f"The PV peak power must be zero or more kWp, not {self.pv_kwp:g}.")
         for name in ("pv_share", "ev_share", "heat_pump_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                option = "--" + name.replace("_", "-")
-                raise UsageError(f"{option} must be between 0 and 1, not {value:g}.")
+                what = name.replace("_", " ")
+                raise UsageError(f"The {what} must be between 0 and 1, not {value:g}.")
         if not self.full_status_interval_s > 0:
             raise UsageError("The full-status interval must be a positive number of seconds.")
         unknown = [h for h in self.homes if h not in HOME_KINDS]
@@ -802,8 +803,8 @@ class Simulator:
         self.config = config or FleetConfig(devices=devices, seed=seed)
         if backfill_days > 0 and self.config.fmt not in DEVICE_TIME_FORMATS:
             raise UsageError(
-                f"--backfill-days needs device time in the payload, and {self.config.fmt} "
-                "has none (the receiver stamps it); use shelly-gen2, shelly-gen2-3em or generic."
+                f"History needs device time in the payload, and {self.config.fmt} has none "
+                "(the receiver stamps it); use shelly-gen2, shelly-gen2-3em or generic."
             )
         for name, value in (
             ("interval", interval_s),
@@ -813,9 +814,9 @@ class Simulator:
             if not value > 0:
                 raise UsageError(f"The {name} must be a positive number, not {value:g}.")
         if backfill_days < 0:
-            raise UsageError(f"--backfill-days must be zero or more, not {backfill_days:g}.")
+            raise UsageError(f"Days of history must be zero or more, not {backfill_days:g}.")
         if qos not in (0, 1):
-            raise UsageError(f"--qos must be 0 or 1, not {qos}.")
+            raise UsageError(f"The MQTT QoS must be 0 or 1, not {qos}.")
         self.fleet = Fleet(self.config)
         self.broker = broker
         self.interval_s = interval_s

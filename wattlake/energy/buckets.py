@@ -160,7 +160,7 @@ def bucket_edges_ms(start_ms: int, end_ms: int, every: str, tz: ZoneInfo) -> npt
     """
     start_ms, end_ms = int(start_ms), int(end_ms)
     if end_ms <= start_ms:
-        raise UsageError("The end must be after the start; check --start and --end.")
+        raise UsageError("The end of the range must be after the start.")
     if every in ("15min", "hour"):
         step = 15 * _MS_PER_MIN
         period = step if every == "15min" else _MS_PER_HOUR

@@ -341,7 +341,7 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
         UsageError: the range is empty or the tariff has no prices for part of it.
     """
     if end_ms <= start_ms:
-        raise UsageError("The end must be after the start; check --start and --end.")
+        raise UsageError("The end of the range must be after the start.")
     tz = ZoneInfo(tariff.timezone)
     calendar: Mapping[date, Any] | None = None
     first_day = _local_date(start_ms, tz)

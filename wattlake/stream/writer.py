@@ -524,6 +524,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=config["log_level"], format=LOG_FORMAT)
+    logging.getLogger("pyiceberg").setLevel(logging.WARNING)  # one line per table load
     settings = Settings(config["settings"], config["origins"])
     commands: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     threading.Thread(target=_read_commands, args=(sys.stdin.buffer, commands), daemon=True).start()

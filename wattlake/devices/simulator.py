@@ -191,7 +191,9 @@ class FleetConfig:
         if self.devices < 1:
             raise UsageError(f"A fleet needs at least 1 device, not {self.devices}.")
         if not 0 <= self.first_device <= 9_999_999:
-            raise UsageError(f"The first device number must be 0 to 9999999, not {self.first_device}.")
+            raise UsageError(
+                f"The first device number must be 0 to 9999999, not {self.first_device}."
+            )
         if self.batch < 1:
             raise UsageError(f"A message holds at least 1 reading, not {self.batch}.")
         if self.batch > 1 and self.fmt is not SimFormat.generic:

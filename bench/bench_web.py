@@ -114,6 +114,15 @@ def api_figures(base: str, token: str, repeat: int) -> None:
                 client.get(path, timeout=120).raise_for_status()
                 samples.append(time.perf_counter() - started)
             print(f"API {name:32s} {percentiles(samples)} {source}")
+        # First asks: each a range not asked before (no figure cached for it yet).
+        cold = []
+        for i in range(repeat):
+            first = today - timedelta(days=60 + 30 * i)
+            path = f"/api/energy?start={first}&end={first + timedelta(days=30)}&every=day"
+            started = time.perf_counter()
+            client.get(path, timeout=120).raise_for_status()
+            cold.append(time.perf_counter() - started)
+        print(f"API {'month of daily energy, first ask':32s} {percentiles(cold)}")
 
 
 def browser_figures(server: WebServer, broker_port: int, devices: int, repeat: int) -> None:

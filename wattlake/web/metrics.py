@@ -158,7 +158,12 @@ def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> l
     day_start = local_midnight_before(now, tz)
     if rows and now - day_start > HOUR_MS:
         lowest: dict[str, float] = {}
-        for q in quality(view, settings, start_ms=day_start, end_ms=now, tz=tz).rows:
+        # Today's coverage reads today's raw readings: once per table state and minute.
+        today = view.cached(
+            ("coverage-today", day_start, str(tz), now // 60_000),
+            lambda: quality(view, settings, start_ms=day_start, end_ms=now, tz=tz),
+        )
+        for q in today.rows:
             lowest[q["device_id"]] = min(lowest.get(q["device_id"], 1.0), q["coverage"])
         for device_id, coverage in lowest.items():
             if coverage < float(settings["alerts.coverage_min"]):

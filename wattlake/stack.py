@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # How long the ingest and the web server may take to start [s].
 START_MAX_S: Final = 30.0
+# How long the stack waits for the simulator's first publish before it says it runs [s].
+SIMULATOR_START_MAX_S: Final = 15.0
 # While the stack warms up the lake writer flushes after this long [s], then twice as long
 # each time, up to ``stream.flush_interval_s``: the first readings are queryable at once and
 # later files are big.
@@ -568,6 +570,14 @@ class Stack:
             daemon=True,
         )
         self._sim.start()
+        # Started means publishing: its login (argon2) and first round can take a second or two
+        # on a loaded machine, and the demo's start-up message promises readings flowing.
+        deadline = time.monotonic() + SIMULATOR_START_MAX_S
+        while simulator.published == 0 and self._sim.is_alive() and not self._errors:
+            if time.monotonic() > deadline:
+                log.warning("the simulator has published nothing yet; going on")
+                break
+            time.sleep(0.05)
 
     def _collect(self, target: Callable[[Any], Any], arg: Any) -> None:
         try:

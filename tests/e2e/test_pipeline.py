@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import Mosquitto
 from wattlake.config import Settings
+from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
 from wattlake.gateway.broker import EmbeddedBroker
 from wattlake.lake.storage import Lake
@@ -232,6 +233,15 @@ def test_ctrl_c_stops_the_demo_with_every_buffer_flushed(tmp_path: Path) -> None
     assert rows == [{"n": 2 * published}]
 
 
+def wal_messages(data_dir: Path, *, closed_only: bool = False) -> list[RawMessage]:
+    """Return the messages in the demo's WAL (what its ingest acknowledged); ``closed_only``
+    leaves out the newest segment (while the ingest runs, it may be half written)."""
+    segments = sorted((data_dir / "wal" / "ingest").glob("*.wal"))
+    if closed_only:
+        segments = segments[:-1]
+    return [m for path in segments for chunk in read_segment(path) for m in chunk]
+
+
 def test_a_demo_killed_with_sigkill_delivers_what_it_acknowledged_on_the_next_start(
     tmp_path: Path,
 ) -> None:
@@ -245,13 +255,16 @@ def test_a_demo_killed_with_sigkill_delivers_what_it_acknowledged_on_the_next_st
     for line in process.stderr:
         if "Stop with Ctrl-C" in line:
             break
-    time.sleep(2)
+    # Killed once the WAL holds a few dozen messages (not after a fixed sleep: on a loaded
+    # machine the simulator's login and first rounds took longer than the 2 s once allowed).
+    deadline = time.monotonic() + 60
+    while len(wal_messages(data_dir, closed_only=True)) < 40 and time.monotonic() < deadline:
+        time.sleep(0.1)
     process.kill()
     process.wait()
     # No flush happened yet (every 60 s): what was acknowledged is in the WAL only.
-    segments = sorted((data_dir / "wal" / "ingest").glob("*.wal"))
-    acknowledged = [m for path in segments for chunk in read_segment(path) for m in chunk]
-    assert len(acknowledged) > 10
+    acknowledged = wal_messages(data_dir)
+    assert len(acknowledged) >= 40
     router = DecoderRouter()
     expected = {
         (r["device_id"], r["channel"], r["ts"]) for m in acknowledged for r in router.decode(m)

@@ -151,6 +151,7 @@ class EmbeddedBroker:
 
             config = listener_config(self.security, f"{self.host}:{self.port}", self.tls_port)
         _wait_for_acknowledgements()
+        _deliver_before_disconnect()
         self._broker = Broker(config)
         await self._broker.start()
 
@@ -242,3 +243,33 @@ def _wait_for_acknowledgements() -> None:
 
     BrokerProtocolHandler.mqtt_publish = mqtt_publish  # type: ignore[method-assign]
     BrokerProtocolHandler._wattlake_waits = True  # type: ignore[attr-defined]
+
+
+def _deliver_before_disconnect() -> None:
+    """Make amqtt pass on every message a client published before it disconnected (once per
+    process).
+
+    amqtt acknowledges a QoS 1 publish as soon as it is queued in the publisher's session, and
+    its client loop stops at the DISCONNECT: whatever was still queued was acknowledged to the
+    publisher and then never broadcast. A publisher that waits for its acknowledgements and
+    then disconnects (the demo's simulator at a stop) lost the tail of a burst, the more the
+    slower each message is checked (the secured broker's topic rules).
+    """
+    from amqtt.broker import Broker
+
+    if getattr(Broker, "_wattlake_delivers", False):
+        return
+    original = Broker._handle_disconnect
+
+    async def handle_disconnect(
+        self: Any, session: Any, handler: Any, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        queued = session.delivered_message_queue
+        while not queued.empty():
+            message: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            message.set_result(queued.get_nowait())
+            await self._handle_message_delivery(session, handler, message)
+        await original(self, session, handler, disconnect_waiter)
+
+    Broker._handle_disconnect = handle_disconnect  # type: ignore[method-assign]
+    Broker._wattlake_delivers = True  # type: ignore[attr-defined]

@@ -1,9 +1,12 @@
 """The composition root: one place that assembles the running stack on this machine.
 
-``wattlake demo`` (and later ``up`` and ``serve``) are thin commands over :class:`Stack`:
-an embedded MQTT broker, an ingest worker (with its lake writer process), the web dashboard
-when it is available, and simulated meters for the demo. The stack starts them in that order
-and stops them in the reverse one, so that nothing is lost at a stop:
+``wattlake demo`` and ``wattlake up`` (and later ``serve``) are thin commands over
+:class:`Stack`: an embedded MQTT broker (secured: the demo gets a registry and CA of its own,
+:func:`demo_security`; its counters go to ``broker.prom`` for ``/metrics``), an ingest worker
+(with its lake writer process and any further sources, e.g. ``up``'s gap refill), the web
+dashboard when it is available, lake jobs on a schedule (:class:`JobLoop`) and simulated meters
+for the demo. The stack starts them in that order and stops them in the reverse one, so that
+nothing is lost at a stop (no new job starts once a stop begins):
 
 1. the simulator stops publishing and waits until the broker has accepted what it sent;
 2. the ingest drains: it takes messages until the broker holds none for it, each one in the

@@ -456,7 +456,8 @@ def write_files(
             pq.write_table(table, path, compression="zstd")
         else:
             path = out_dir / f"{stem}.csv"
-            text_ts = pc.strftime(table["ts"], format="%Y-%m-%dT%H:%M:%S", unit="ms")
+            ts_ms = table["ts"].cast(pa.timestamp("ms", tz="UTC"))  # %S then carries the ms
+            text_ts = pc.strftime(ts_ms, format="%Y-%m-%dT%H:%M:%S")
             table = table.drop_columns(["received_at", "source"]).set_column(
                 0, "ts", pc.binary_join_element_wise(text_ts, "Z", "")
             )
@@ -510,7 +511,12 @@ def main() -> None:
     began = time.perf_counter()
     paths = write_files(spec, args.out, file_format=args.format, days_per_file=args.days_per_file)
     seconds = time.perf_counter() - began
-    rows = sum(pq.ParquetFile(p).metadata.num_rows if p.suffix == ".parquet" else 0 for p in paths)
+    rows = sum(
+        pq.ParquetFile(p).metadata.num_rows
+        if p.suffix == ".parquet"
+        else sum(1 for _ in p.open()) - 1  # CSV: lines after the header
+        for p in paths
+    )
     print(f"wrote {len(paths)} file(s) to {args.out} in {seconds:.1f} s ({rows:,} readings)")
 
 

@@ -151,10 +151,7 @@ def _takes_data_dir(args: list[str]) -> bool:
 
 
 # Known failures of other engineers' commands, kept visible (strict: a fix makes them fail).
-KNOWN = {
-    "serve-port-out-of-range": "serve binds --port itself instead of through the web.port "
-    "setting, whose range is checked",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _case(case_id: str, args: list[str], code: int) -> object:

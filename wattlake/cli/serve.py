@@ -88,12 +88,13 @@ def serve(
             handler.setFormatter(JsonLines())
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key go together: give both or neither.")
-    settings = load_settings(data_dir, config)
+    # Through the settings, so that --host and --port get web.host's and web.port's checks.
+    settings = load_settings(data_dir, config, **{"web.host": host, "web.port": port})
     server = WebServer(
         settings,
         broker_url=broker,
-        host=host,
-        port=port,
+        host=settings["web.host"],
+        port=settings["web.port"],
         tls_cert_file=str(tls_cert or ""),
         tls_key_file=str(tls_key or ""),
     )

@@ -22,6 +22,7 @@ from tests.stream.support import (
     start_worker,
     wait_until,
 )
+from wattlake.lake.storage import TABLES_DIR
 
 
 def wal_segments(data_dir: Path) -> list[Path]:
@@ -67,8 +68,8 @@ def test_an_unwritable_lake_keeps_data_in_the_wal_stops_acking_at_its_limit_then
     count = 3_000
     data_dir = tmp_path / "lake"
     data_dir.mkdir()
-    blocker = data_dir / "raw"
-    blocker.write_text("a file where the raw/ folder should be: every lake write fails")
+    blocker = data_dir / TABLES_DIR
+    blocker.write_text("a file where the tables' folder should be: every lake write fails")
     worker, stop, thread = start_worker(
         mosquitto.url, data_dir, **{"stream.wal_max_bytes": 150_000, "stream.retry_max_s": 0.5}
     )
@@ -118,9 +119,9 @@ def test_a_full_disk_is_reported_and_the_next_start_delivers_everything(
 ) -> None:
     count = 3_000
     data_dir = tmp_path / "lake"
-    raw = data_dir / "raw"
+    raw = data_dir / TABLES_DIR
     raw.mkdir(parents=True)
-    # The lake's raw/ folder is a full file system: no Parquet file fits.
+    # The lake's tables' folder is a full file system: no Parquet file fits.
     env = {"WATTLAKE_STREAM__FLUSH_INTERVAL_S": "60", "WATTLAKE_STREAM__BUFFER_MAX_ROWS": "1000"}
     full = IngestProcess(
         mosquitto.url,

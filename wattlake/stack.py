@@ -267,18 +267,38 @@ def warm_start(settings: Settings) -> Settings:
 class JobLoop:
     """Run lake jobs on their schedule in a thread; a failing job is logged and tried later."""
 
-    def __init__(self, settings: Settings, periods_s: dict[str, float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        periods_s: dict[str, float],
+        metrics_file: Path | None = None,
+    ) -> None:
+        """``metrics_file``, when given, gets the runs and failures per job (Prometheus text)
+        at the start and after every run, for the web's ``/metrics``."""
         self.settings = settings
         self.periods_s = dict(periods_s)
         self.runs: dict[str, int] = dict.fromkeys(self.periods_s, 0)
         self.failures: dict[str, int] = dict.fromkeys(self.periods_s, 0)
+        self.metrics_file = metrics_file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
 
     def start(self) -> JobLoop:
         """Start the schedule (the first runs come one period after the start)."""
+        self.write_metrics()
         self._thread.start()
         return self
+
+    def write_metrics(self) -> None:
+        """Write the runs and failures per job to :attr:`metrics_file` (a failure is logged)."""
+        if self.metrics_file is None:
+            return
+        from wattlake.stream.metrics import write_job_metrics
+
+        try:
+            write_job_metrics(self.metrics_file, self.runs, self.failures)
+        except OSError as exc:
+            log.warning("cannot write the jobs' counters to %s: %s", self.metrics_file, exc)
 
     def _run(self) -> None:
         from wattlake.jobs import run_job
@@ -300,6 +320,7 @@ class JobLoop:
                         self.periods_s[name],
                     )
                     log.debug("job %s failed", name, exc_info=True)
+                self.write_metrics()
                 due[name] = time.monotonic() + self.periods_s[name]
 
     @property
@@ -489,7 +510,15 @@ class Stack:
             if self.web_wanted:
                 self._start_web()
             if self.job_periods_s:
-                self.jobs = JobLoop(settings, self.job_periods_s).start()
+                from wattlake.stream.ingest import jobs_metrics_file
+
+                self.jobs = JobLoop(
+                    settings,
+                    self.job_periods_s,
+                    metrics_file=(
+                        jobs_metrics_file(self.worker.wal.directory) if self.worker else None
+                    ),
+                ).start()
             if self.simulate:
                 self._start_simulator()
         except BaseException:

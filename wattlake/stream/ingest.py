@@ -47,6 +47,8 @@ from wattlake.gateway.source import Source
 from wattlake.lake.identity import ensure_identity
 from wattlake.lake.storage import Lake
 from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
+from wattlake.stream.wal import HEADER as WAL_HEADER
+from wattlake.stream.wal import MAGIC as WAL_MAGIC
 from wattlake.stream.wal import WriteAheadLog, segment_number
 from wattlake.stream.writer import WriterProcess, WriterReport
 
@@ -121,6 +123,12 @@ def broker_metrics_file(wal_dir: Path) -> Path:
     """Return where a stack writes its embedded broker's counters (Prometheus text): beside
     the WAL folder ``wal_dir``, read by the web's ``/metrics``."""
     return wal_dir.parent / "broker.prom"
+
+
+def jobs_metrics_file(wal_dir: Path) -> Path:
+    """Return where a stack writes its scheduled jobs' runs and failures (Prometheus text):
+    beside the WAL folder ``wal_dir``, read by the web's ``/metrics``."""
+    return wal_dir.parent / "jobs.prom"
 
 
 BrokerBacklog = Callable[[str], int | None]
@@ -584,7 +592,30 @@ class IngestWorker:
             replayed=written.replayed,
             files_written=written.files_written,
             rows_written=written.rows_written,
+            received_by_format=written.received_by_format,
+            accepted_by_format=written.accepted_by_format,
+            flush_counts=written.flush_counts,
+            flush_sum_s=written.flush_sum_s,
+            commit_counts=written.commit_counts,
+            commit_sum_s=written.commit_sum_s,
+            wal_oldest_age_s=self.wal_oldest_age_s(),
         )
+
+    def wal_oldest_age_s(self) -> float:
+        """Return the age of the oldest message the WAL holds (0 when it holds none) [s]:
+        the first record of its oldest segment (its header only is read)."""
+        try:
+            segments = self.wal.segments()
+            if not segments:
+                return 0.0
+            with segments[0].open("rb") as f:
+                head = f.read(len(WAL_MAGIC) + WAL_HEADER.size)
+        except OSError:  # deleted by the writer meanwhile: the next call sees the next one
+            return 0.0
+        if len(head) < len(WAL_MAGIC) + WAL_HEADER.size:
+            return 0.0
+        _, _, received_at_ms, _ = WAL_HEADER.unpack_from(head, len(WAL_MAGIC))
+        return max(0.0, (time.time_ns() // 1_000_000 - received_at_ms) / 1000)
 
     def write_metrics(self) -> None:
         """Rewrite the metrics file now (a failure is logged, never fatal)."""

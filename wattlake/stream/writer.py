@@ -38,17 +38,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
 from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
-from wattlake.errors import StorageError
+from wattlake.errors import DecodeError, StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE
 from wattlake.stream.delivery import FlushBatch, stream_from_settings
+from wattlake.stream.metrics import (
+    COMMIT_BUCKETS_S,
+    FLUSH_BUCKETS_S,
+    add_by_key,
+    add_counts,
+    observe,
+)
 from wattlake.stream.wal import delete_segments, read_segment, segment_number
 
 log = logging.getLogger(__name__)
@@ -106,12 +113,30 @@ class WriterReport:
     failures: int = 0
     retry_in_s: float = 0.0
     finished: bool = False
+    # Messages received and accepted (decoded, not dead letters) per device format.
+    received_by_format: dict[str, int] = field(default_factory=dict)
+    accepted_by_format: dict[str, int] = field(default_factory=dict)
+    # Latency histograms (metrics.FLUSH_BUCKETS_S, COMMIT_BUCKETS_S): counts per bucket, sum.
+    flush_counts: list[int] = field(default_factory=list)
+    flush_sum_s: float = 0.0
+    commit_counts: list[int] = field(default_factory=list)
+    commit_sum_s: float = 0.0
 
     def plus(self, earlier: WriterReport) -> WriterReport:
         """Return this report with the counters of an ``earlier`` writer's last one added."""
         counters = ("messages", "readings", "dead_letters", "files_written", "rows_written")
         more = {name: getattr(self, name) + getattr(earlier, name) for name in counters}
-        return replace(self, **more, replayed=self.replayed + earlier.replayed)
+        return replace(
+            self,
+            **more,
+            replayed=self.replayed + earlier.replayed,
+            received_by_format=add_by_key(self.received_by_format, earlier.received_by_format),
+            accepted_by_format=add_by_key(self.accepted_by_format, earlier.accepted_by_format),
+            flush_counts=add_counts(self.flush_counts, earlier.flush_counts),
+            flush_sum_s=self.flush_sum_s + earlier.flush_sum_s,
+            commit_counts=add_counts(self.commit_counts, earlier.commit_counts),
+            commit_sum_s=self.commit_sum_s + earlier.commit_sum_s,
+        )
 
 
 class LakeWriter:
@@ -147,9 +172,20 @@ class LakeWriter:
         self._held_bytes = 0
         self._reported_at = 0.0
         self._unreported = False
-        # At most one flush runs in the helper thread: (its future, its batch, its segments).
+        # At most one flush runs in the helper thread: (its future, its batch, its segments,
+        # when it started [monotonic s], the arrival of its oldest message [ms] or None).
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-flush")
-        self._in_flight: tuple[Future[list[str]], FlushBatch, list[Path]] | None = None
+        self._in_flight: (
+            tuple[Future[list[str]], FlushBatch, list[Path], float, int | None] | None
+        ) = None
+        # Metrics: messages per device format, the oldest arrival in the buffer, latencies.
+        self.received_by_format: dict[str, int] = {}
+        self.accepted_by_format: dict[str, int] = {}
+        self._oldest_ms: int | None = None
+        self.flush_counts: list[int] = []
+        self.flush_sum_s = 0.0
+        self.commit_counts: list[int] = []
+        self.commit_sum_s = 0.0
         # Exactly once: the WAL position of the last commit of an earlier writer, this
         # writer's position after the last message it took, and what to skip of the segment
         # being read.
@@ -211,7 +247,7 @@ class LakeWriter:
             return False
         chunk = self._next_chunk()
         if chunk is not None:
-            self.stream.accept(chunk)
+            self._accept(chunk)
             self._report()
             return False
         if self.stopping:
@@ -220,6 +256,28 @@ class LakeWriter:
         self._report(force=self._unreported)  # idle: say where things stand
         self._take_commands(wait_s=IDLE_WAIT_S)
         return False
+
+    def _accept(self, chunk: list[RawMessage]) -> None:
+        """Decode ``chunk`` into the buffer, counting messages received and accepted per device
+        format (one call per format: a device's messages keep their order)."""
+        groups: dict[str, list[RawMessage]] = {}
+        for message in chunk:
+            try:
+                fmt = self.stream.router.format_for(message.topic)
+            except DecodeError:
+                fmt = "unknown"
+            groups.setdefault(fmt, []).append(message)
+        for fmt, messages in groups.items():
+            dead_before = self.stream.stats.dead_letters
+            self.stream.accept(messages)
+            dead = self.stream.stats.dead_letters - dead_before
+            self.received_by_format[fmt] = self.received_by_format.get(fmt, 0) + len(messages)
+            self.accepted_by_format[fmt] = (
+                self.accepted_by_format.get(fmt, 0) + len(messages) - dead
+            )
+        oldest = min(m.received_at_ms for m in chunk) if chunk else None
+        if oldest is not None and (self._oldest_ms is None or oldest < self._oldest_ms):
+            self._oldest_ms = oldest
 
     def _take_commands(self, wait_s: float) -> None:
         try:
@@ -304,21 +362,24 @@ class LakeWriter:
         if self._position is not None and (batch.rows or batch.dead or segments):
             properties = {self._wal_key: json.dumps(self._position)}
         future = self._flusher.submit(self.stream.write, batch, properties)
-        self._in_flight = (future, batch, segments)
+        oldest, self._oldest_ms = self._oldest_ms, None
+        self._in_flight = (future, batch, segments, time.monotonic(), oldest)
 
     def _collect_flush(self, *, wait: bool = False) -> None:
         """Finish the flush in flight if it is done (or ``wait``): delete the segments it
         covered, or on failure put its readings back and retry later."""
         if self._in_flight is None:
             return
-        future, batch, segments = self._in_flight
+        future, batch, segments, started, oldest = self._in_flight
         if not wait and not future.done():
             return
         self._in_flight = None
         try:
-            future.result()
+            written = future.result()
         except StorageError as exc:
             self.stream.reattach(batch)
+            if oldest is not None and (self._oldest_ms is None or oldest < self._oldest_ms):
+                self._oldest_ms = oldest
             self._loaded = segments + self._loaded
             self.lake_ok = False
             self.last_error = f"cannot write to the lake {self.lake.url}: {exc}"
@@ -326,6 +387,14 @@ class LakeWriter:
             self._report(force=True)
             return
         tables.crash_point("commit-done")
+        if written:  # a flush that wrote nothing (only a WAL position) is no latency
+            took_s = time.monotonic() - started
+            self.flush_counts = observe(FLUSH_BUCKETS_S, self.flush_counts, took_s)
+            self.flush_sum_s += took_s
+            if oldest is not None:
+                age_s = max(0.0, (time.time_ns() // 1_000_000 - oldest) / 1000)
+                self.commit_counts = observe(COMMIT_BUCKETS_S, self.commit_counts, age_s)
+                self.commit_sum_s += age_s
         freed = delete_segments(self.wal_dir, segments[:1])
         if len(segments) > 1:
             tables.crash_point("wal-partly-trimmed")
@@ -366,6 +435,12 @@ class LakeWriter:
                 failures=self.backoff.failures,
                 retry_in_s=self.backoff.delay_s,
                 finished=finished,
+                received_by_format=dict(self.received_by_format),
+                accepted_by_format=dict(self.accepted_by_format),
+                flush_counts=list(self.flush_counts),
+                flush_sum_s=self.flush_sum_s,
+                commit_counts=list(self.commit_counts),
+                commit_sum_s=self.commit_sum_s,
             )
         )
 

@@ -1,9 +1,10 @@
 """Prometheus ``/metrics`` and the alerts the overview shows.
 
 The ingest counts its own figures once and writes them to a Prometheus text file
-(:mod:`wattlake.stream.metrics`); this module serves that file as it is rather than counting
-again, and adds what the web process knows: lake files and bytes, dead letters by reason, query
-latency and the alerts (as ``wattlake_alert{alert=…,device_id=…}`` gauges, 1 while firing) for
+(:mod:`wattlake.stream.metrics`), and so does a stack's job loop (runs and failures per job,
+``jobs.prom``); this module serves those files as they are rather than counting again, and
+adds what the web process knows: lake files and bytes, dead letters by reason, query latency
+and the alerts (as ``wattlake_alert{alert=…,device_id=…}`` gauges, 1 while firing) for
 Alertmanager.
 """
 
@@ -17,7 +18,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from wattlake.config import Settings
 from wattlake.lake.storage import Lake
-from wattlake.stream.ingest import broker_metrics_file, wal_dir_from_settings
+from wattlake.stream.ingest import (
+    broker_metrics_file,
+    jobs_metrics_file,
+    wal_dir_from_settings,
+)
 from wattlake.web.figures import LakeView, devices, local_midnight_before, now_ms, quality, tz_of
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,21 @@ class WebMetrics:
                 parts.append(broker.read_text(encoding="utf-8"))
             except OSError:
                 parts.append("# the broker's metrics file could not be read\n")
+        jobs = self.jobs_file()
+        if jobs is not None and jobs.is_file():  # only a stack running jobs has one
+            try:
+                parts.append(jobs.read_text(encoding="utf-8"))
+            except OSError:
+                parts.append("# the scheduled jobs' metrics file could not be read\n")
         return "".join(parts).encode()
+
+    def jobs_file(self) -> Path | None:
+        """Return the scheduled jobs' counters file (written by ``up`` and ``demo``)."""
+        try:
+            wal_dir = wal_dir_from_settings(self.settings, self.view.lake)
+        except Exception:  # no WAL folder is no job figures, not an error
+            return None
+        return jobs_metrics_file(wal_dir)
 
     def broker_file(self) -> Path | None:
         """Return the embedded broker's counters file (written by ``up`` and ``demo``)."""

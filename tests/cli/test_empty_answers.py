@@ -21,6 +21,12 @@ HOLDS = "The lake holds readings of 1 device(s) from 2026-01-01T00:00Z to 2026-0
 # (case id, arguments) answered from a lake that has meter-1 on 2026-01-01 only.
 CASES = [
     ("energy-unknown-device", ["energy", "--device", "nope", *DAY]),
+    ("energy-empty-range", ["energy", "--device", "meter-1", *DAY]),
+    ("energy-every-device-empty-range", ["energy", *DAY]),
+    ("cost-unknown-device", ["cost", "--tariff", "pl-g11", "--device", "nope", *DAY]),
+    ("cost-empty-range", ["cost", "--tariff", "pl-g11", "--device", "meter-1", *DAY]),
+    ("cost-every-device-empty-range", ["cost", "--tariff", "pl-g11", *DAY]),
+    ("cost-gaps-empty-range", ["cost", "--tariff", "pl-g11", "--gaps", *DAY]),
     ("pv-unknown-device", ["pv", "--device", "nope", *DAY, *PV_SYSTEM]),
     ("pv-empty-range", ["pv", "--device", "meter-1", *DAY, *PV_SYSTEM]),
     ("forecast-unknown-device", ["forecast", "--device", "nope", "--until", "2026-03-01"]),
@@ -66,8 +72,25 @@ def test_no_data_is_an_empty_answer_and_says_what_exists(
     elif fmt == "csv":
         rows = list(csv.reader(io.StringIO(out)))
         assert len(rows) == 1 and rows[0], out  # the header only
+    assert "meter-1" not in out, out  # no rows in any format (a table has its header only)
     assert HOLDS in err, err
     assert "meter-1 (2026-01-01T00:00Z to 2026-01-01T00:02Z)" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["energy", "--every", "day"], ["cost", "--tariff", "pl-g11"]],
+    ids=["energy", "cost"],
+)
+def test_a_range_with_readings_keeps_its_rows(
+    capsys: pytest.CaptureFixture[str], lake: str, args: list[str]
+) -> None:
+    day = ["--start", "2026-01-01", "--end", "2026-01-02", "--tz", "UTC"]
+    code, out, err = run(capsys, *args, *day, "--format", "csv", "--data-dir", lake)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and {r["device_id"] for r in rows} == {"meter-1"}, out
+    assert "No readings" not in err
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])

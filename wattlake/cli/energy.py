@@ -181,6 +181,7 @@ def energy(
         method=method.value,
         gap_policy=gaps.value,
     )
+    results = [r for r in results if _has_energy(r, start_ms, end_ms)]
     if not results:
         from wattlake.query.inventory import no_data_message
 
@@ -278,15 +279,62 @@ def cost(
         method=method.value,
         shift_share=shift_share,
     )
-    for warning in report.warnings:
+    first = report.rows[0]
+    title = f"Cost under {first['tariff']} ({first['currency']})"
+    gap_columns = ["device_id", "channel", "start", "end", "length_s", "zones"]
+    rows, gaps, warnings = _priced_rows(report)
+    if not rows:
+        from wattlake.query.inventory import no_data_message
+
+        _, start_ms, end_ms = cost_period(load_tariff(str(first["tariff"])), start, end, tz)
+        say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
+        if list_gaps:
+            emit_rows([], fmt, columns=gap_columns, title="Gaps bridged")
+        else:
+            emit_rows([], fmt, columns=list(first), title=title)
+        return
+    for warning in warnings:
         say(f"Warning: {warning}")
     say_source(source)
     if list_gaps:
-        columns = ["device_id", "channel", "start", "end", "length_s", "zones"]
-        emit_rows(report.gaps, fmt, columns=columns, title="Gaps bridged")
+        emit_rows(gaps, fmt, columns=gap_columns, title="Gaps bridged")
         return
-    first = report.rows[0]
-    emit_rows(report.rows, fmt, title=f"Cost under {first['tariff']} ({first['currency']})")
+    emit_rows(rows, fmt, title=title)
+
+
+def _has_energy(result: Any, start_ms: int, end_ms: int) -> bool:
+    """Return True when a device channel's energy rests on anything in [start, end): a
+    reading in the range, a covered second, or energy (measured or bridged) in a bucket."""
+    import numpy as np
+
+    ts = np.asarray(result.series.ts_ms)
+    if ((ts >= start_ms) & (ts < end_ms)).any():
+        return True
+    arrays = [result.covered_s, result.import_wh, result.export_wh]
+    if result.interpolated_wh is not None:
+        arrays.append(result.interpolated_wh)
+    return any(np.nan_to_num(np.asarray(a, dtype=np.float64)).any() for a in arrays)
+
+
+def _priced_rows(report: Any) -> tuple[list[Any], list[Any], list[str]]:
+    """Return the cost rows, gaps and warnings without the row sets of device channels that
+    have nothing in the period (no coverage, no energy, measured or bridged)."""
+    sets: dict[tuple[Any, Any], list[Any]] = {}
+    for row in report.rows:
+        sets.setdefault((row.get("device_id"), row.get("channel")), []).append(row)
+
+    def empty(rows: list[Any]) -> bool:
+        figures = ("coverage", "import_wh", "export_wh", "interpolated_wh")
+        return all(not row.get(k) for row in rows for k in figures)
+
+    dropped = {key for key, rows in sets.items() if empty(rows)}
+    rows = [row for key, rows in sets.items() if key not in dropped for row in rows]
+    gaps = [g for g in report.gaps if (g.get("device_id"), g.get("channel")) not in dropped]
+    if not rows:
+        return [], [], []
+    labels = tuple(f"{d} channel {c}:" for d, c in dropped if d is not None)
+    warnings = [w for w in report.warnings if not labels or not w.startswith(labels)]
+    return rows, gaps, warnings
 
 
 def tariffs_list(fmt: FormatOption = OutputFormat.table) -> None:

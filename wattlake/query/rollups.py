@@ -11,7 +11,6 @@ that function gives per quarter-hour, so the two agree to float rounding.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -79,7 +78,8 @@ def series_from_rollups(
     """Sum ``energy_15min`` rows into the buckets between ``edges_ms``, one result per series.
 
     ``rows`` must hold every quarter-hour of [first edge, last edge) that the rollup job
-    computed; quarter-hours outside the range are ignored.
+    computed; quarter-hours outside the range are ignored. Series come in order of device and
+    channel, and each bucket adds its quarter-hours in order of time.
 
     Raises:
         ValueError: an edge is not a UTC quarter-hour.
@@ -91,58 +91,83 @@ def series_from_rollups(
         return []
     if channel is not None:
         rows = rows.filter(pc.equal(rows["channel"], channel))
-    rows = rows.sort_by(
-        [("device_id", "ascending"), ("channel", "ascending"), ("start", "ascending")]
-    )
     start = np.asarray(rows["start"].cast(_MS_TS).cast(pa.int64()).to_numpy(), dtype=np.int64)
-    device = rows["device_id"].to_pylist()
-    chan = np.asarray(rows["channel"].to_numpy(), dtype=np.int64)
+    keep = (start >= edges[0]) & (start < edges[-1])
+    if not keep.all():
+        rows, start = rows.filter(pa.array(keep)), start[keep]
+    if start.size == 0:
+        return []
     n = edges.size - 1
     bucket = np.searchsorted(edges, start, side="right") - 1
-    keep = (start >= edges[0]) & (start < edges[-1])
+    # Series in order of device then channel, as codes: no Python object per row.
+    device_codes, devices = _codes(rows["device_id"])
+    device_rank = np.argsort(np.argsort(np.asarray(devices, dtype=object), kind="stable"))
+    chan_values, chan_codes = np.unique(
+        np.asarray(rows["channel"].to_numpy(), dtype=np.int64), return_inverse=True
+    )
+    pair = device_rank[device_codes] * chan_values.size + chan_codes
+    pairs, series = np.unique(pair, return_inverse=True)
+    count = pairs.size
+    order = np.lexsort((start, series))
+    series, bucket = series[order], bucket[order]
+    cell = series * n + bucket
 
     def values(name: str) -> FloatArray:
         column = rows[name].cast(pa.float64()).fill_null(np.nan)
-        return np.asarray(column.to_numpy(), dtype=np.float64)
+        return np.asarray(column.to_numpy(), dtype=np.float64)[order]
+
+    def total(v: FloatArray) -> npt.NDArray[np.float64]:
+        sums = np.bincount(cell, weights=v, minlength=count * n)
+        return sums.astype(np.float64).reshape(count, n)
 
     imp, exp, cov = values("import_wh"), values("export_wh"), values("coverage_s")
     interp = values("interpolated_wh")
     diff = values("counter_minus_power_wh")
-    method = rows["method"].to_pylist()
     # Quarter-hours with nothing in them (no coverage, no energy) say nothing of the method:
     # the raw path labels a range by what it counted or integrated anywhere in it.
     used = (cov > 0) | (imp != 0) | (exp != 0) | (np.nan_to_num(interp) != 0)
-    new_series = np.ones(start.size, dtype=np.bool_)
-    new_series[1:] = (chan[1:] != chan[:-1]) | np.array(
-        [a != b for a, b in zip(device[1:], device[:-1], strict=True)], dtype=np.bool_
-    )
-    bounds = [*np.flatnonzero(new_series).tolist(), start.size]
+    any_used = np.bincount(series, weights=used, minlength=count) > 0
+    labelled = used | ~any_used[series]
+    method_codes, methods = _codes(rows["method"].fill_null(""))
+    seen = np.unique(series[labelled] * len(methods) + method_codes[order][labelled])
+    found: list[list[str]] = [[] for _ in range(count)]
+    for code in seen.tolist():
+        found[code // len(methods)].append(methods[code % len(methods)])
+    has_diff = np.bincount(series, weights=~np.isnan(diff), minlength=count) > 0
+    sums = [total(v) for v in (imp, exp, cov, np.nan_to_num(diff), interp)]
     results = []
-    for a, b in itertools.pairwise(bounds):
-        sel = np.flatnonzero(keep[a:b]) + a
-        if sel.size == 0:
-            continue
-        idx = bucket[sel]
-
-        def total(v: FloatArray, idx: IntArray = idx, sel: IntArray = sel) -> FloatArray:
-            return np.bincount(idx, weights=v[sel], minlength=n).astype(np.float64)
-
-        has_diff = not np.all(np.isnan(diff[sel]))
-        labelled = sel[used[sel]] if used[sel].any() else sel
-        series = Series(device[a], int(chan[a]), _EMPTY_I, _EMPTY_F, _EMPTY_F, _EMPTY_F)
+    for i, code in enumerate(pairs.tolist()):
+        first = int(order[np.searchsorted(series, i)])
+        series_i = Series(
+            devices[device_codes[first]],
+            int(chan_values[code % chan_values.size]),
+            _EMPTY_I,
+            _EMPTY_F,
+            _EMPTY_F,
+            _EMPTY_F,
+        )
         results.append(
             SeriesEnergy(
-                series,
-                total(imp),
-                total(exp),
-                total(cov),
-                _label([method[i] for i in labelled]),
-                total(np.nan_to_num(diff)) if has_diff else None,
+                series_i,
+                sums[0][i],
+                sums[1][i],
+                sums[2][i],
+                _label(found[i]),
+                sums[3][i] if has_diff[i] else None,
                 (),
-                total(interp),
+                sums[4][i],
             )
         )
     return results
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[IntArray, list[Any]]:
+    """Return each row's index into the column's distinct values, and those values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    return (
+        np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
+        encoded.dictionary.to_pylist(),
+    )
 
 
 def series_from_readings(

@@ -6,16 +6,23 @@ times ``wattlake.query.rollups.energy_buckets`` (the call behind ``energy``) for
 every device over the whole range in UTC: once reading rollups, once forced to the raw readings
 (rollups reported stale); then ``rollups.device_energy`` (the library call of ``wattlake
 energy --every day``) in UTC and Europe/Warsaw. Prints the best of R runs of each and the
-rollup job's own rate.
+rollup job's own rate. ``--baseline REV`` also times ``device_energy`` of
+``wattlake/query/rollups.py`` as it was at git revision REV, in the same run on the same lake,
+alternating the two, and checks that both give identical results.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import fleet
 import numpy as np
@@ -30,11 +37,54 @@ from wattlake.query import rollups
 from wattlake.schema import READINGS_TABLE
 
 
+def module_at(rev: str, folder: str) -> ModuleType:
+    """Return ``wattlake/query/rollups.py`` as it was at git revision ``rev``, imported."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "show", f"{rev}:wattlake/query/rollups.py"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(folder) / "rollups_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("rollups_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rollups_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def same(a: list[Any], b: list[Any]) -> bool:
+    """Return whether two lists of SeriesEnergy are identical, bit for bit."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if (x.series.device_id, x.series.channel, x.method) != (
+            y.series.device_id,
+            y.series.channel,
+            y.method,
+        ):
+            return False
+        for name in ("import_wh", "export_wh", "covered_s", "interpolated_wh"):
+            if not np.array_equal(getattr(x, name), getattr(y, name)):
+                return False
+        u, v = x.counter_minus_power_wh, y.counter_minus_power_wh
+        if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
+            return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--baseline", help="git revision whose query/rollups.py to time beside the current one"
+    )
     args = parser.parse_args()
     spec = fleet.FleetSpec(devices=args.devices, days=args.days)
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +172,25 @@ def main() -> None:
                 f"  energy --every day ({tz_name}) via rollups.device_energy: {call_s:7.3f} s "
                 "(target < 0.5 s for a year)"
             )
+
+        if args.baseline:
+            old = module_at(args.baseline, tmp)
+            for tz_name in ("UTC", "Europe/Warsaw"):
+                local = zone(tz_name)
+                mine = rollups.device_energy(settings, None, start_ms, end_ms, "day", local)
+                theirs = old.device_energy(settings, None, start_ms, end_ms, "day", local)
+                best = {"before": float("inf"), "after": float("inf")}
+                for _ in range(args.repeat):  # alternated, so load changes hit both alike
+                    for label, module in (("before", old), ("after", rollups)):
+                        began = time.perf_counter()
+                        module.device_energy(settings, None, start_ms, end_ms, "day", local)
+                        best[label] = min(best[label], time.perf_counter() - began)
+                print(
+                    f"  energy --every day ({tz_name}), rollups.py at {args.baseline} "
+                    f"{best['before']:.3f} s -> now {best['after']:.3f} s "
+                    f"({best['before'] / best['after']:.1f}x); identical results: "
+                    f"{same(theirs[1], mine[1])}"
+                )
 
 
 if __name__ == "__main__":

@@ -259,7 +259,8 @@ def fresh_rollups(
     first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
     if any(first <= d <= last for d in added):
         return None
-    tasks = tables.scan_files(lake, ENERGY_15MIN_TABLE)
+    # The table opened above plans the scan: opening it again would reread its metadata.
+    tasks = list(energy.scan().plan_files()) if energy.current_snapshot() is not None else []
     days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
     paths = [tables.local_path(t.file.file_path) for t in tasks if t.file.partition[0] in days]
     if any(t.delete_files for t in tasks) or not paths:

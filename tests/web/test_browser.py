@@ -22,7 +22,7 @@ import pytest
 
 from bench.fleet import FleetSpec, write_files
 from tests.conftest import IN_CI, start_mosquitto
-from tests.web.conftest import cli
+from tests.web.conftest import HistoryLake, cli
 from wattlake.config import Settings
 from wattlake.web.app import WebServer
 
@@ -318,3 +318,36 @@ def test_screenshots_of_every_page(browser: Any, server: WebServer) -> None:
         overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name}: the page is {overflow} px wider than the screen"
         context.close()
+
+
+def test_screenshots_of_a_solar_site(browser: Any, history_lake: HistoryLake) -> None:
+    """The Energy page of a site with a PV inverter (the history lake's solar home): the
+    roles' colours (import, export, solar, battery) side by side, at both widths."""
+    solar_site = next(name for name, kind in history_lake.sites.items() if kind == "pv")
+    web = WebServer(history_lake.settings(), port=0)
+    web.start()
+    try:
+        for name, (width, height) in SIZES.items():
+            context = browser.new_context(viewport={"width": width, "height": height})
+            pg = context.new_page()
+            pg.goto(web.login_url())
+            pg.goto(web.url + "/energy")
+            pg.wait_for_selector("#chart-energy[data-drawn] canvas", timeout=30_000)
+            pg.select_option("select[name=site]", solar_site)
+            pg.select_option("select[name=period]", "week")
+            with pg.expect_response(lambda r: "/api/cost" in r.url and "site=" in r.url):
+                pg.click("#period button[type=submit]")  # not the header's log-out button
+            pg.wait_for_selector("#chart-energy[data-drawn] canvas", timeout=30_000)
+            pg.wait_for_load_state("networkidle")  # the first load's answers too
+            pg.wait_for_timeout(300)
+            # The site's grid is billed (not every device channel of the lake), whichever
+            # answer came last.
+            cost_header = pg.locator("#cost tr").first.inner_text()
+            assert "zone" in cost_header and "device" not in cost_header, cost_header
+            legend = pg.locator("#chart-energy .u-legend").inner_text()
+            for role in ("grid import", "solar", "battery discharge", "grid export"):
+                assert role in legend, legend
+            pg.screenshot(path=str(ARTIFACTS / f"energy-site-{name}.png"), full_page=True)
+            context.close()
+    finally:
+        web.stop()

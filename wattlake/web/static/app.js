@@ -117,7 +117,7 @@
         bar.setAttribute("width", (100 * Math.abs(v.power_w) / max[key]).toFixed(1));
         bar.classList.toggle("export", v.power_w < 0);
       });
-      state.textContent = "live · " + values.length + " channels";
+      state.textContent = "live · " + values.length + (values.length === 1 ? " channel" : " channels");
     };
   }
 
@@ -168,7 +168,11 @@
     const form = document.getElementById("period");
     const el = document.getElementById("chart-energy");
     const kwh = (c, v) => (c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2));
+    // A slower answer to an earlier pick (e.g. the first page load's) must not overwrite the
+    // figures of a later one: each pick has a number, and only the latest one draws.
+    let pick = 0;
     async function show() {
+      const mine = ++pick;
       const f = new FormData(form);
       const site = f.get("site");
       const range = Object.assign(periodRange(f.get("period"), f.get("start"), f.get("end")), { tz: TZ });
@@ -178,6 +182,7 @@
       const path = site ? "/api/sites/" + encodeURIComponent(site) + "/energy" : "/api/energy";
       downloads(document.getElementById("dl-energy"), path, range);
       const [body, prev] = await Promise.all([api(path + "?" + q(range)), api(path + "?" + q(other))]);
+      if (mine !== pick) return;
       const starts = [...new Set(body.rows.map((r) => r.start))];
       const xs = starts.map((s) => Date.parse(s) / 1000);
       const sum = (rows, s, col) => rows.filter((r) => r.start === s).reduce((a, r) => a + (r[col] || 0) / 1000, 0);
@@ -219,8 +224,8 @@
       }
       const costParams = Object.assign({ start: range.start, end: range.end, tz: TZ }, site ? { site: site } : {});
       downloads(document.getElementById("dl-cost"), "/api/cost", costParams);
-      api("/api/cost?" + q(costParams)).then((c) => table(document.getElementById("cost"), c.rows, (c.columns.includes("channel") ? ["device_id", "channel"] : []).concat(["zone", "import_wh", "export_wh", "cost", "currency"]), (k, v) => k === "channel" ? v : k.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)))
-        .catch((e) => { document.getElementById("cost").innerHTML = "<tr><td>" + e.message + "</td></tr>"; });
+      api("/api/cost?" + q(costParams)).then((c) => mine === pick && table(document.getElementById("cost"), c.rows, (c.columns.includes("channel") ? ["device_id", "channel"] : []).concat(["zone", "import_wh", "export_wh", "cost", "currency"]), (k, v) => k === "channel" ? v : k.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)))
+        .catch((e) => { if (mine === pick) document.getElementById("cost").innerHTML = "<tr><td>" + e.message + "</td></tr>"; });
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
     show().catch(console.error);

@@ -13,9 +13,13 @@ from wattlake.cli.output import (
     OutputFormat,
     emit_rows,
     load_settings,
+    progress,
     say,
 )
 from wattlake.errors import UsageError
+
+# The jobs that report progress (``on_progress(done, total)``), and what they count.
+PROGRESS_UNITS = {"compact": "days", "rollup": "days", "migrate": "files"}
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +50,12 @@ def jobs_run(
         except ValueError as exc:
             raise UsageError(f"--date {day!r} is not a date like 2026-01-31.") from exc
     settings = load_settings(data_dir, config)
-    rows = function(settings, dates=date)
+    if name in PROGRESS_UNITS:
+        quiet = fmt is OutputFormat.json
+        with progress(f"{name}", quiet=quiet, unit=PROGRESS_UNITS[name]) as on_progress:
+            rows = function(settings, dates=date, on_progress=on_progress)
+    else:
+        rows = function(settings, dates=date)
     emit_rows(rows, fmt)
     if not rows:
         say(f"Job {name}: nothing to do.")

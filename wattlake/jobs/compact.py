@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,9 @@ from wattlake.config import Settings
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE, TABLES
+
+if TYPE_CHECKING:
+    from wattlake.progress import ProgressCallback
 
 # Days prepared at once.
 COMPACT_THREADS: Final = 2
@@ -77,9 +80,14 @@ def deduplicate(stored: pa.Table) -> pa.Table:
     return stored.take(order[first])
 
 
-def compact(lake: Lake, *, dates: list[str] | None = None) -> list[CompactionResult]:
+def compact(
+    lake: Lake,
+    *,
+    dates: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> list[CompactionResult]:
     """Compact every day of ``readings`` that has several data files (or only ``dates``,
-    as ``YYYY-MM-DD``).
+    as ``YYYY-MM-DD``); ``on_progress(done, total)`` counts the days committed.
 
     Raises:
         wattlake.errors.StorageError: the lake could not be read or written; nothing changed
@@ -110,6 +118,8 @@ def compact(lake: Lake, *, dates: list[str] | None = None) -> list[CompactionRes
         return writer.write(kept), stored.num_rows, kept.num_rows
 
     results = []
+    if on_progress is not None:
+        on_progress(0, len(todo))
     # Days are read, sorted and written two at a time (Parquet and numpy release the GIL);
     # each is committed as soon as it is ready, in order, one snapshot per day.
     with ThreadPoolExecutor(max_workers=COMPACT_THREADS) as pool:
@@ -123,9 +133,18 @@ def compact(lake: Lake, *, dates: list[str] | None = None) -> list[CompactionRes
             results.append(
                 CompactionResult(date, len(files), rows_read, rows_kept, written[0].file_path)
             )
+            if on_progress is not None:
+                on_progress(len(results), len(todo))
     return results
 
 
-def run(settings: Settings, *, dates: list[str] | None = None, **_: Any) -> list[dict[str, Any]]:
-    """Run compaction as the ``compact`` job."""
-    return [r.as_row() for r in compact(Lake.from_settings(settings), dates=dates)]
+def run(
+    settings: Settings,
+    *,
+    dates: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    **_: Any,
+) -> list[dict[str, Any]]:
+    """Run compaction as the ``compact`` job (``on_progress`` counts days)."""
+    lake = Lake.from_settings(settings)
+    return [r.as_row() for r in compact(lake, dates=dates, on_progress=on_progress)]

@@ -40,6 +40,7 @@ from wattlake.config import Settings
 from wattlake.errors import BadInputError, StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import CURATED_READINGS, ERRORS, RAW_READINGS, Lake
+from wattlake.progress import ProgressCallback, no_progress
 from wattlake.schema import (
     COLUMNS,
     DEAD_LETTERS_STORED,
@@ -225,21 +226,31 @@ def migrate(
     dates: Iterable[str] | None = None,
     files_per_commit: int = FILES_PER_COMMIT,
     rows_per_commit: int = ROWS_PER_COMMIT,
+    on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Migrate the old layout's files into the tables; return one row per table.
+
+    ``on_progress(done, total)`` counts the old files read for a commit or moved away.
 
     Raises:
         BadInputError: a file cannot be migrated (named in the message); earlier batches stay.
         StorageError: the lake or catalog cannot be read or written.
     """
     items = legacy_files(lake, dates)
+    report = on_progress or no_progress
+    report(0, len(items))
     if not items:
         return []
     done = migrated_files(lake)
     progress = {READINGS_TABLE: _Progress(), DEAD_LETTERS_TABLE: _Progress()}
+
+    def files_done() -> int:
+        return sum(p.files + p.moved_only for p in progress.values())
+
     for item in (i for i in items if i.relative in done):  # committed before a crash
         _move_away(lake, item)
         progress[item.table].moved_only += 1
+    report(files_done(), len(items))
     pending = [i for i in items if i.relative not in done]
     for batch in _batches(pending, files_per_commit):
         name = batch[0].table
@@ -255,11 +266,14 @@ def migrate(
             parts.append(part)
             held.append(item)
             rows += part.num_rows
+            report(files_done() + len(held), len(items))
             if rows >= rows_per_commit:
                 _commit(lake, name, parts, held, progress[name])
+                report(files_done(), len(items))
                 parts, held, rows = [], [], 0
         if held:
             _commit(lake, name, parts, held, progress[name])
+            report(files_done(), len(items))
     return [
         {
             "table": name,
@@ -294,6 +308,12 @@ def _commit(
     log.info("migrated %d files (%d rows) into %s", len(held), stored.num_rows, name)
 
 
-def run(settings: Settings, *, dates: list[str] | None = None, **_: Any) -> list[dict[str, Any]]:
-    """Run the migration as the ``migrate`` job."""
-    return migrate(Lake.from_settings(settings), dates=dates)
+def run(
+    settings: Settings,
+    *,
+    dates: list[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    **_: Any,
+) -> list[dict[str, Any]]:
+    """Run the migration as the ``migrate`` job (``on_progress`` counts old files)."""
+    return migrate(Lake.from_settings(settings), dates=dates, on_progress=on_progress)

@@ -40,6 +40,7 @@ from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_st
 from wattlake.energy.sites import Site
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
+from wattlake.progress import ProgressCallback, no_progress
 from wattlake.query.energy import Series, series_energy, site_energy, split_series
 from wattlake.schema import (
     ENERGY_15MIN_STORED,
@@ -371,16 +372,22 @@ def compute_days(
     days_per_read: int = 7,
     sites: Sequence[Site] = (),
     devices: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> RollupTables:
     """Return the rollups of the UTC ``days`` (days since the epoch), reading from ``source``:
     per device and channel (unless ``devices`` is false: then ``energy_15min`` only, with
     ``sites`` alone), and per site of ``sites`` in ``energy_15min``.
 
-    Consecutive days are read together, ``days_per_read`` at a time plus the reach on each side.
+    Consecutive days are read together, ``days_per_read`` at a time plus the reach on each side;
+    ``on_progress(done, total)`` counts the days computed, once per read.
     """
     energy: list[pa.Table] = []
     minutes: list[pa.Table] = []
     hours: list[pa.Table] = []
+    report = on_progress or no_progress
+    total = len(set(days))
+    done = 0
+    report(done, total)
     for first, stop in day_runs(days):
         for a in range(first, stop, days_per_read):
             b = min(a + days_per_read, stop)
@@ -388,11 +395,12 @@ def compute_days(
             readings = source.read(start_ms - options.reach_ms, end_ms + options.reach_ms)
             if sites:
                 energy.append(site_15min(readings, sites, start_ms, end_ms, options))
-            if not devices:
-                continue
-            energy.append(energy_15min(readings, start_ms, end_ms, options))
-            minutes.append(power_periods(readings, start_ms, end_ms, MINUTE_MS))
-            hours.append(power_periods(readings, start_ms, end_ms, HOUR_MS))
+            if devices:
+                energy.append(energy_15min(readings, start_ms, end_ms, options))
+                minutes.append(power_periods(readings, start_ms, end_ms, MINUTE_MS))
+                hours.append(power_periods(readings, start_ms, end_ms, HOUR_MS))
+            done += b - a
+            report(done, total)
 
     def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
         return pa.concat_tables(tables) if tables else schema.empty_table()
@@ -542,6 +550,7 @@ def run_rollup(
     *,
     full: bool = False,
     sites: Mapping[str, Site] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RollupRun:
     """Bring the rollup tables up to date with the readings table; return what was done.
 
@@ -552,16 +561,21 @@ def run_rollup(
     its commits record a hash of each site's configuration, and a site whose configuration
     changed (or that was added or removed) is recomputed over every day with readings, its
     rows alone replaced. Running again without new readings or site changes does nothing.
+    ``on_progress(done, total)`` counts the days computed (the total is known once the changed
+    days are).
 
     Raises:
         StorageError: the lake or catalog could not be read or written; the rollup tables keep
             their previous contents.
     """
     sites = dict(sites or {})
+    report = on_progress or no_progress
+    report(0, None)
     wanted = {name: site_hash(site) for name, site in sorted(sites.items())}
     readings = tables.open_table(lake, READINGS_TABLE)
     current = readings.current_snapshot()
     if current is None:
+        report(0, 0)
         return RollupRun(None, (), {})
     targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
     processed = {name: _processed_snapshot(t) for name, t in targets.items()}
@@ -571,6 +585,7 @@ def run_rollup(
     if full:
         changed = set(wanted) | set(recorded)
     if not stale and not full and not changed:
+        report(0, 0)
         return RollupRun(current.snapshot_id, (), {})
     committing = set(ROLLUP_TABLES) if full else set(stale)
     if changed:
@@ -586,15 +601,30 @@ def run_rollup(
         touched |= added
     days = _widen(touched, options)
     source = TableReadings(lake, current.snapshot_id)
-    result = compute_days(source, sorted(days), options, sites=list(sites.values()))
-    energy = result.energy_15min
     site_days: set[int] = set()
     if changed:
         if all_days is None:
             all_days = _all_days(lake, current.snapshot_id)
         site_days = _widen(all_days, options) - days
+    total = len(days) + len(site_days)
+    result = compute_days(
+        source,
+        sorted(days),
+        options,
+        sites=list(sites.values()),
+        on_progress=lambda done, _: report(done, total),
+    )
+    energy = result.energy_15min
+    if changed:
         again = [sites[n] for n in sorted(changed) if n in sites]
-        recomputed = compute_days(source, sorted(site_days), options, sites=again, devices=False)
+        recomputed = compute_days(
+            source,
+            sorted(site_days),
+            options,
+            sites=again,
+            devices=False,
+            on_progress=lambda done, _: report(len(days) + done, total),
+        )
         kept = _kept_rows(lake, site_days, changed)
         energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
     properties = {READINGS_SNAPSHOT_PROPERTY: str(current.snapshot_id)}
@@ -618,13 +648,23 @@ def run_rollup(
     )
 
 
-def run(settings: Any, *, full: bool = False, **_: Any) -> list[dict[str, object]]:
+def run(
+    settings: Any,
+    *,
+    full: bool = False,
+    on_progress: ProgressCallback | None = None,
+    **_: Any,
+) -> list[dict[str, object]]:
     """Run the rollup job over the lake of ``settings``, with the sites of its
-    ``wattlake.toml`` (``[sites.*]``)."""
+    ``wattlake.toml`` (``[sites.*]``); ``on_progress`` counts days."""
     from wattlake.energy.sites import parse_sites
 
     sites = parse_sites(settings.tables.get("sites", {}))
     done = run_rollup(
-        Lake.from_settings(settings), RollupOptions.from_settings(settings), full=full, sites=sites
+        Lake.from_settings(settings),
+        RollupOptions.from_settings(settings),
+        full=full,
+        sites=sites,
+        on_progress=on_progress,
     )
     return [done.as_row()] if done.days else []

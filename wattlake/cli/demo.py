@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wattlake.cli.output import ConfigOption, DataDirOption, load_settings, progress, say
+from wattlake.cli.output import (
+    ConfigOption,
+    DataDirOption,
+    command_prefix,
+    load_settings,
+    progress,
+    say,
+)
 from wattlake.errors import UsageError
 
 if TYPE_CHECKING:
@@ -156,24 +160,6 @@ def _describe_sites(stack: Stack, path: Path, kinds: dict[str, str]) -> None:
         f"  {command_prefix()} energy --site {example} --data-dir "
         f"{shlex.quote(stack.lake_url)} --start {today} --end {tomorrow} --every hour"
     )
-
-
-def command_prefix() -> str:
-    """Return how the user can run ``wattlake`` from where they are, as a shell prefix:
-    ``wattlake`` when that is on the PATH, ``./run wattlake`` in the project folder, else
-    the full path of this program."""
-    program = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    on_path = shutil.which("wattlake")
-    if program is not None and on_path and Path(on_path).resolve() == program:
-        return "wattlake"
-    project = Path(__file__).resolve().parents[2]
-    if (project / "run").is_file() and (project / ".venv").is_dir():
-        if Path.cwd().resolve() == project:
-            return "./run wattlake"
-        return f"{shlex.quote(str(project / 'run'))} wattlake"
-    if program is not None and program.name == "wattlake" and os.access(program, os.X_OK):
-        return shlex.quote(str(program))
-    return f"{shlex.quote(sys.executable)} -m wattlake"
 
 
 def _run(stack: Stack, requests: StopRequests, duration_s: float | None) -> None:

@@ -102,13 +102,25 @@ def series_from_rollups(
     # Series in order of device then channel, as codes: no Python object per row.
     device_codes, devices = _codes(rows["device_id"])
     device_rank = np.argsort(np.argsort(np.asarray(devices, dtype=object), kind="stable"))
-    chan_values, chan_codes = np.unique(
-        np.asarray(rows["channel"].to_numpy(), dtype=np.int64), return_inverse=True
-    )
-    pair = device_rank[device_codes] * chan_values.size + chan_codes
-    pairs, series = np.unique(pair, return_inverse=True)
-    count = pairs.size
-    order = np.lexsort((start, series))
+    chan = np.asarray(rows["channel"].to_numpy(), dtype=np.int64)
+    low = int(chan.min())
+    width = int(chan.max()) - low + 1
+    if len(devices) * width <= 4 * start.size + 1024:  # few channel numbers: count, not sort
+        pair = device_rank[device_codes] * width + (chan - low)
+        present = np.bincount(pair, minlength=len(devices) * width) > 0
+        series = (np.cumsum(present) - 1)[pair]
+        count = int(np.count_nonzero(present))
+    else:
+        chan_codes = np.unique(chan, return_inverse=True)[1].reshape(-1)
+        pair = device_rank[device_codes] * (int(chan_codes.max()) + 1) + chan_codes
+        pairs, series = np.unique(pair, return_inverse=True)
+        series, count = series.reshape(-1), pairs.size
+    # Rows by series, then time: one key, mostly in runs already, so the stable sort is quick.
+    span = int(edges[-1] - edges[0])
+    if count * span < 2**62:
+        order = np.argsort(series * span + (start - edges[0]), kind="stable")
+    else:
+        order = np.lexsort((start, series))
     series, bucket = series[order], bucket[order]
     cell = series * n + bucket
 
@@ -136,11 +148,11 @@ def series_from_rollups(
     has_diff = np.bincount(series, weights=~np.isnan(diff), minlength=count) > 0
     sums = [total(v) for v in (imp, exp, cov, np.nan_to_num(diff), interp)]
     results = []
-    for i, code in enumerate(pairs.tolist()):
+    for i in range(count):
         first = int(order[np.searchsorted(series, i)])
         series_i = Series(
             devices[device_codes[first]],
-            int(chan_values[code % chan_values.size]),
+            int(chan[first]),
             _EMPTY_I,
             _EMPTY_F,
             _EMPTY_F,

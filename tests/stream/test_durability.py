@@ -119,24 +119,33 @@ def test_a_full_disk_is_reported_and_the_next_start_delivers_everything(
 ) -> None:
     count = 3_000
     data_dir = tmp_path / "lake"
-    raw = data_dir / TABLES_DIR
-    raw.mkdir(parents=True)
-    # The lake's tables' folder is a full file system: no Parquet file fits.
-    env = {"WATTLAKE_STREAM__FLUSH_INTERVAL_S": "60", "WATTLAKE_STREAM__BUFFER_MAX_ROWS": "1000"}
+    tables_dir = data_dir / TABLES_DIR
+    tables_dir.mkdir(parents=True)
+    # The tables' folder (data and metadata files) and the catalog are on a full file system:
+    # no Parquet file, metadata file or catalog row fits. The WAL (in the lake folder, outside
+    # the tables' folder) is on a disk with room.
+    env = {
+        "WATTLAKE_STREAM__FLUSH_INTERVAL_S": "60",
+        "WATTLAKE_STREAM__BUFFER_MAX_ROWS": "1000",
+        "WATTLAKE_CATALOG__URI": f"sqlite:///{tables_dir / 'catalog.db'}",
+    }
     full = IngestProcess(
         mosquitto.url,
         data_dir,
         tmp_path / "ingest-full.log",
         env=env,
-        wrap=lambda command: tiny_disk_command(raw, "64k", command, full=True),
+        wrap=lambda command: tiny_disk_command(tables_dir, "64k", command, full=True),
     )
     full.wait_subscribed()
     publisher = Publisher(mosquitto.url, [reading_message(i) for i in range(count)], name="p3")
     publisher.start().wait()
-    wait_until(lambda: "No space left on device" in full.text(), 60, "the disk-full error")
+    # A flush (1,000 readings) fails; the catalog's database is the first thing it cannot
+    # write (SQLite: "database or disk is full"; a data or metadata file: "No space left on
+    # device").
+    wait_until(lambda: "cannot write to the lake" in full.text(), 60, "the failed flush")
     assert full.stop() == 1
     text = " ".join(full.text().split())  # the console wraps long lines
-    assert "cannot write to the lake" in text
+    assert re.search(r"disk is full|No space left on device", text), text
     assert "stay in the WAL" in text and "the next start of the ingest delivers them" in text
     assert "Traceback" not in text
     assert wal_segments(data_dir), "the acknowledged messages wait in the WAL"
@@ -146,5 +155,6 @@ def test_a_full_disk_is_reported_and_the_next_start_delivers_everything(
     wait_until(lambda: lake_keys(data_dir)[1] >= count, 120, "the replay")
     assert after.stop() == 0
     publisher.close()
-    _, view_rows, keys = lake_keys(data_dir)
+    raw_rows, view_rows, keys = lake_keys(data_dir)
     assert (view_rows, keys) == (count, expected_keys(count))
+    assert raw_rows == count, "nothing reached the full disk, so the replay writes each once"

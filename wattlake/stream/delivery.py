@@ -13,26 +13,41 @@ writer knows what is already committed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlalchemy.exc
 
 from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
+from wattlake.errors import TransientStorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import DEAD_LETTERS_TABLE, READINGS_TABLE, Reading, readings_to_table
 from wattlake.stream.deadletters import DeadLetter, dead_letters_table
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def catalog_failures(lake: Lake) -> Iterator[None]:
+    """Report a SQL catalog whose database cannot be used (disk full, locked, gone) as the lake
+    being unwritable, like a data file that cannot be written: the writer retries later."""
+    try:
+        yield
+    except sqlalchemy.exc.OperationalError as exc:
+        raise TransientStorageError(
+            f"Cannot write the catalog of {lake.url}: {exc.orig or exc}"
+        ) from exc
 
 
 @dataclass(slots=True)
@@ -206,6 +221,10 @@ class DeliveryStream:
         Raises:
             wattlake.errors.TransientStorageError: the lake could not be written.
         """
+        with catalog_failures(self.lake):
+            return self._write(batch, properties)
+
+    def _write(self, batch: FlushBatch, properties: Mapping[str, str] | None) -> list[str]:
         written: list[str] = []
         if batch.dead:
             files = tables.append(

@@ -48,7 +48,7 @@ from wattlake.errors import DecodeError, StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE
-from wattlake.stream.delivery import FlushBatch, stream_from_settings
+from wattlake.stream.delivery import FlushBatch, catalog_failures, stream_from_settings
 from wattlake.stream.metrics import (
     COMMIT_BUCKETS_S,
     FLUSH_BUCKETS_S,
@@ -197,8 +197,9 @@ class LakeWriter:
 
     def _committed_position(self) -> dict[str, Any] | None:
         try:
-            table = tables.open_table(self.lake, READINGS_TABLE)
-            value = tables.last_property(table, self._wal_key)
+            with catalog_failures(self.lake):
+                table = tables.open_table(self.lake, READINGS_TABLE)
+                value = tables.last_property(table, self._wal_key)
         except StorageError as exc:  # replaying may repeat readings; the views keep one
             log.warning("cannot read the last committed WAL position: %s", exc)
             return None

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,8 +25,7 @@ if TYPE_CHECKING:  # numpy and pandas load only when a command runs (quick start
     import pandas as pd
 
     from wattlake.config import Settings
-
-_MS_PER_HOUR = 3_600_000
+    from wattlake.query.pv import Hourly
 
 TzOption = Annotated[
     str | None, typer.Option("--tz", help="IANA time zone of local days [setting energy.tz].")
@@ -55,41 +53,20 @@ def register(app: typer.Typer) -> None:
     app.command("forecast")(forecast)
 
 
-# -- hourly consumption from the lake ---------------------------------------------------------
-
-
-def hourly_consumption(
-    settings: Settings,
-    device: str | None,
-    start_ms: int,
-    end_ms: int,
-    site: str | None = None,
-    channel: int | None = None,
-) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64]]:
-    """Return consumption per UTC hour around [start, end) [Wh] (see ``hourly_energy``)."""
-    hours, load_wh, _ = _hourly(settings, device, start_ms, end_ms, site, channel)
-    return hours, load_wh
-
-
 def _hourly(
     settings: Settings,
     device: str | None,
     start_ms: int,
     end_ms: int,
     site: str | None,
-    channel: int | None = None,
-) -> tuple[pd.DatetimeIndex, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    import pandas as pd
-
+    channel: int | None,
+) -> Hourly:
     from wattlake.cli.energy import say_source
-    from wattlake.query.rollups import hourly_energy
+    from wattlake.query.pv import hourly
 
-    starts, load_wh, solar_wh, source = hourly_energy(
-        settings, start_ms, end_ms, device_id=device, channel=channel, site_name=site
-    )
-    say_source(source)
-    hours = pd.DatetimeIndex(pd.to_datetime(starts, unit="ms", utc=True))
-    return hours, load_wh, solar_wh
+    energy = hourly(settings, start_ms, end_ms, device_id=device, channel=channel, site_name=site)
+    say_source(energy.source)
+    return energy
 
 
 def _range_ms(start: str, end: str, tz: str) -> tuple[int, int]:
@@ -105,10 +82,6 @@ def _range_ms(start: str, end: str, tz: str) -> tuple[int, int]:
 def _site_or_channel(site: str | None, device: str | None, channel: int | None) -> None:
     if site is not None and (device is not None or channel is not None):
         raise UsageError("--site takes the site's channels; leave out --device and --channel.")
-
-
-def _r(value: float, digits: int = 1) -> float | None:
-    return None if math.isnan(value) else round(value, digits) + 0.0
 
 
 # -- wattlake pv ------------------------------------------------------------------------------
@@ -146,8 +119,6 @@ def pv(
     model of a system (--kwp, and --lat/--lon unless the PVGIS TMY file gives them) under
     clear sky or under the weather of a PVGIS TMY file.
     """
-    from wattlake.energy import pv as pvmod
-
     settings = load_settings(data_dir, config, **{"energy.tz": tz})
     _site_or_channel(site, device, channel)
     zone_name = settings["energy.tz"]
@@ -160,68 +131,33 @@ def pv(
         raise UsageError(f"The PVGIS file {pvgis} does not exist.")
     import numpy as np
 
+    from wattlake.query import pv as pvq
+
+    columns = list(pvq.SITE_PV_COLUMNS if site else pvq.PV_COLUMNS)
     try:
-        hours, load_wh, solar_wh = _hourly(settings, device, start_ms, end_ms, site, channel)
+        energy = _hourly(settings, device, start_ms, end_ms, site, channel)
     except NoDataError:
-        _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
+        _no_data(settings, fmt, columns, device, start_ms, end_ms)
         return
-    if np.isnan(load_wh).all():  # readings near the range, none in it
-        _no_data(settings, fmt, SITE_PV_COLUMNS if site else PV_COLUMNS, device, start_ms, end_ms)
+    if not energy.measured:  # readings near the range, none in it
+        _no_data(settings, fmt, columns, device, start_ms, end_ms)
         return
-    pv_wh, source = _production(pvmod, hours, pvgis, kwp, lat, lon, tilt, azimuth, losses)
+    pv_wh, source = _production(energy.hours, pvgis, kwp, lat, lon, tilt, azimuth, losses)
     if np.isnan(pv_wh).all():
         raise BadInputError(
             f"The PVGIS file {pvgis} covers none of these hours; use a file that spans the "
             "same months."
         )
+    rows = pvq.pv_rows(energy, pv_wh, zone_name, site=site is not None)
     if site is not None:
-        days = pvmod.daily_performance(hours, solar_wh, pv_wh, zone_name)
-        loads = dict(pvmod.daily_pv_balance(hours, pv_wh, np.nan_to_num(load_wh), zone_name))
-        site_rows = [
-            {
-                "day": d.day.isoformat(),
-                "solar_wh": _r(d.measured_wh),
-                "model_wh": _r(d.model_wh),
-                "performance_ratio": _r(d.performance_ratio, 4),
-                "consumption_wh": _r(loads[d.day].load_energy_wh),
-                "missing_hours": d.missing_hours,
-            }
-            for d in days
-        ]
         emit_rows(
-            site_rows,
+            rows,
             fmt,
-            columns=SITE_PV_COLUMNS,
+            columns=columns,
             title=f"Site {site}: measured solar against {source}, {zone_name}",
         )
         return
-    rows: list[dict[str, Any]] = []
-    for day, balance in pvmod.daily_pv_balance(hours, pv_wh, load_wh, zone_name):
-        rows.append(_balance_row(day.isoformat(), balance))
-    rows.append(_balance_row("total", pvmod.pv_balance(pv_wh, load_wh)))
     emit_rows(rows, fmt, title=f"PV ({source}) against measured consumption, {zone_name}")
-
-
-PV_COLUMNS = [
-    "day",
-    "pv_wh",
-    "load_wh",
-    "self_consumed_wh",
-    "export_wh",
-    "import_wh",
-    "self_consumption_pct",
-    "self_sufficiency_pct",
-    "missing_hours",
-]
-FORECAST_COLUMNS = ["hour_start", "predicted_wh"]
-SITE_PV_COLUMNS = [
-    "day",
-    "solar_wh",
-    "model_wh",
-    "performance_ratio",
-    "consumption_wh",
-    "missing_hours",
-]
 
 
 def _no_data(
@@ -240,7 +176,6 @@ def _no_data(
 
 
 def _production(
-    pvmod: Any,
     hours: pd.DatetimeIndex,
     pvgis: Path | None,
     kwp: float | None,
@@ -250,6 +185,9 @@ def _production(
     azimuth: float,
     losses: float,
 ) -> tuple[npt.NDArray[np.float64], str]:
+    from wattlake.energy import pv as pvmod
+    from wattlake.query.pv import CLEAR_SKY_MODEL, clearsky_pv_wh
+
     if pvgis is not None:
         data = pvmod.read_pvgis(pvgis)
         if data.kind == "seriescalc":
@@ -279,25 +217,10 @@ def _production(
         raise UsageError(
             "Give --pvgis FILE, or --kwp, --lat and --lon to model the system under clear sky."
         )
-    system = pvmod.PVSystem(
-        lat, lon, kwp, tilt_deg=tilt, azimuth_deg=azimuth, system_loss_pct=losses
+    pv_wh = clearsky_pv_wh(
+        hours, kwp=kwp, lat=lat, lon=lon, tilt=tilt, azimuth=azimuth, losses=losses
     )
-    weather = pvmod.clearsky_weather(lat, lon, hours)
-    return pvmod.model_pv_energy_wh(system, weather), "pvlib model, clear sky"
-
-
-def _balance_row(label: str, b: Any) -> dict[str, Any]:
-    return {
-        "day": label,
-        "pv_wh": _r(b.pv_energy_wh),
-        "load_wh": _r(b.load_energy_wh),
-        "self_consumed_wh": _r(b.self_consumed_wh),
-        "export_wh": _r(b.export_wh),
-        "import_wh": _r(b.import_wh),
-        "self_consumption_pct": _r(100 * b.self_consumption_ratio, 2),
-        "self_sufficiency_pct": _r(100 * b.self_sufficiency_ratio, 2),
-        "missing_hours": b.missing_hours,
-    }
+    return pv_wh, CLEAR_SKY_MODEL
 
 
 # -- wattlake forecast ------------------------------------------------------------------------
@@ -334,46 +257,33 @@ def forecast(
     summary goes to stderr: MAPE of the model and of the same-hour-last-week baseline over the
     same hours, hours of zero consumption skipped.
     """
-    from wattlake.energy import forecast as fc
-    from wattlake.energy.buckets import local_midnight_ms, parse_time_ms, zone
+    from wattlake.energy.buckets import parse_time_ms, zone
+    from wattlake.energy.forecast import MIN_HISTORY_DAYS
+    from wattlake.query import pv as pvq
 
     settings = load_settings(data_dir, config, **{"energy.tz": tz, "energy.country": country})
     _site_or_channel(site, device, channel)
     country = settings["energy.country"] or None
     zone_name = settings["energy.tz"]
-    zi = zone(zone_name)
-    if until is None:
-        end_ms = int(datetime.now(UTC).timestamp() * 1000) // _MS_PER_HOUR * _MS_PER_HOUR
-    else:
-        end_ms = parse_time_ms(until, zi)
-    end_day = datetime.fromtimestamp(end_ms / 1000, UTC).astimezone(zi).date()
-    start_ms = local_midnight_ms(end_day.fromordinal(end_day.toordinal() - days_history), zi)
-    if backtest_days and days_history < backtest_days + fc.MIN_HISTORY_DAYS:
+    until_ms = None if until is None else parse_time_ms(until, zone(zone_name))
+    start_ms, end_ms = pvq.forecast_range_ms(until_ms, days_history, zone_name)
+    if backtest_days and days_history < backtest_days + MIN_HISTORY_DAYS:
         raise UsageError(
-            f"--days-history must be at least --backtest-days + {fc.MIN_HISTORY_DAYS}; "
+            f"--days-history must be at least --backtest-days + {MIN_HISTORY_DAYS}; "
             "ask for more history or fewer backtest days."
         )
-    import numpy as np
-
+    columns = list(pvq.FORECAST_COLUMNS)
     try:
-        hours, load_wh = hourly_consumption(settings, device, start_ms, end_ms, site, channel)
+        energy = _hourly(settings, device, start_ms, end_ms, site, channel)
     except NoDataError:
-        _no_data(settings, fmt, FORECAST_COLUMNS, device, start_ms, end_ms)
+        _no_data(settings, fmt, columns, device, start_ms, end_ms)
         return
-    # Hours after the last measurement are not consumption of zero, just not measured yet.
-    measured = np.flatnonzero(~np.isnan(load_wh))
-    if measured.size == 0:
-        _no_data(settings, fmt, FORECAST_COLUMNS, device, start_ms, end_ms)
+    result = pvq.next_day_forecast(energy, zone_name, country, backtest_days)
+    if result is None:
+        _no_data(settings, fmt, columns, device, start_ms, end_ms)
         return
-    hours, load_wh = hours[: measured[-1] + 1], load_wh[: measured[-1] + 1]
-    result = fc.forecast_next_day(hours, load_wh, tz=zone_name, country=country)
-    rows = [
-        {"hour_start": t.tz_convert(zi).isoformat(), "predicted_wh": _r(float(v))}
-        for t, v in zip(result.hour_start, result.predicted_wh, strict=True)
-    ]
-    emit_rows(rows, fmt, title=f"Forecast for {result.day.isoformat()} ({zone_name})")
-    if backtest_days:
-        bt = fc.backtest(hours, load_wh, days=backtest_days, tz=zone_name, country=country)
+    emit_rows(result.rows, fmt, title=f"Forecast for {result.day.isoformat()} ({zone_name})")
+    if (bt := result.backtest) is not None:
         say(
             f"backtest {bt.days[0]}..{bt.days[-1]}: model MAPE {_fmt_pct(bt.model.mape_pct)}, "
             f"baseline (same hour last week) MAPE {_fmt_pct(bt.baseline.mape_pct)} over "

@@ -313,5 +313,5 @@ def configure_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("amqtt", "transitions", "uvicorn.access", "pyiceberg"):
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "pyiceberg", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -299,11 +299,31 @@ def discard_held_logs() -> None:
         _hold.discard()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stderr`` is when a line is logged.
+
+    A plain ``StreamHandler`` keeps the stream it was made with; when the CLI runs inside another
+    program that later swaps or closes that stream (a test runner capturing output), threads that
+    log afterwards would fail with "I/O operation on closed file".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """Send log lines to stderr, one line each, with third-party chatter at WARNING."""
     global _hold
 
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     debug = bool(os.environ.get("WATTLAKE_DEBUG"))
     handler.setFormatter(logging.Formatter(fmt) if debug else _OneLineFormatter(fmt))

@@ -21,6 +21,7 @@ from wattlake.errors import BadInputError
 from wattlake.gateway.files import FileFormat
 
 if TYPE_CHECKING:
+    from wattlake.config import Settings
     from wattlake.stream.file_import import ImportSummary as FileSummary
 
 
@@ -63,15 +64,32 @@ def import_files(
     readings are kept in dead_letters with their row number, the others are stored. One
     summary line per file goes to stderr.
     """
-    from wattlake.gateway.files import FileRows, guess_format
-    from wattlake.stream.file_import import import_file
-
     if old_input_format is not None:
         deprecated_spelling("--format", "--input-format")
     chosen = input_format or old_input_format
     settings = load_settings(data_dir, config, **{"stream.name": "import"})
-    # One summary line per file instead of a log line per dead letter or flush.
-    logging.getLogger("wattlake.stream").setLevel(logging.ERROR)
+    # One summary line per file instead of a log line per dead letter or flush; the level is
+    # put back afterwards, so a program that runs this command in-process keeps its logging.
+    stream_log = logging.getLogger("wattlake.stream")
+    level = stream_log.level
+    stream_log.setLevel(logging.ERROR)
+    try:
+        _import(paths, chosen, device, channel, period, settings)
+    finally:
+        stream_log.setLevel(level)
+
+
+def _import(
+    paths: list[Path],
+    chosen: FileFormat | None,
+    device: str | None,
+    channel: int,
+    period: float,
+    settings: Settings,
+) -> None:
+    from wattlake.gateway.files import FileRows, guess_format
+    from wattlake.stream.file_import import import_file
+
     file_rows = []
     for path in paths:
         if chosen is None and not path.is_file():

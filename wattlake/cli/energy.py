@@ -150,7 +150,12 @@ def energy(
     A site's rows: grid import and export, solar, battery charge and discharge, consumption,
     each circuit, the untracked rest, self-consumption and self-sufficiency.
     """
-    from wattlake.query.energy import ENERGY_COLUMNS, SITE_COLUMNS, series_rows
+    from wattlake.query.energy import (
+        ENERGY_COLUMNS,
+        SITE_COLUMNS,
+        series_has_data,
+        series_rows,
+    )
     from wattlake.query.rollups import device_energy, site_energy_report
 
     settings = load_settings(data_dir, config)
@@ -181,7 +186,7 @@ def energy(
         method=method.value,
         gap_policy=gaps.value,
     )
-    results = [r for r in results if _has_energy(r, start_ms, end_ms)]
+    results = [r for r in results if series_has_data(r, start_ms, end_ms)]
     if not results:
         from wattlake.query.inventory import no_data_message
 
@@ -240,7 +245,7 @@ def cost(
     channel, led by device_id and channel), never summed; --compare then needs one channel.
     """
     from wattlake.energy.tariffs import compare_tariffs, load_tariff
-    from wattlake.query.energy import cost_period, energy_over_edges_for
+    from wattlake.query.energy import cost_period, cost_rows_with_data, energy_over_edges_for
     from wattlake.query.rollups import cost_for
 
     settings = load_settings(data_dir, config)
@@ -282,7 +287,7 @@ def cost(
     first = report.rows[0]
     title = f"Cost under {first['tariff']} ({first['currency']})"
     gap_columns = ["device_id", "channel", "start", "end", "length_s", "zones"]
-    rows, gaps, warnings = _priced_rows(report)
+    rows, gaps, warnings = cost_rows_with_data(report)
     if not rows:
         from wattlake.query.inventory import no_data_message
 
@@ -300,41 +305,6 @@ def cost(
         emit_rows(gaps, fmt, columns=gap_columns, title="Gaps bridged")
         return
     emit_rows(rows, fmt, title=title)
-
-
-def _has_energy(result: Any, start_ms: int, end_ms: int) -> bool:
-    """Return True when a device channel's energy rests on anything in [start, end): a
-    reading in the range, a covered second, or energy (measured or bridged) in a bucket."""
-    import numpy as np
-
-    ts = np.asarray(result.series.ts_ms)
-    if ((ts >= start_ms) & (ts < end_ms)).any():
-        return True
-    arrays = [result.covered_s, result.import_wh, result.export_wh]
-    if result.interpolated_wh is not None:
-        arrays.append(result.interpolated_wh)
-    return any(np.nan_to_num(np.asarray(a, dtype=np.float64)).any() for a in arrays)
-
-
-def _priced_rows(report: Any) -> tuple[list[Any], list[Any], list[str]]:
-    """Return the cost rows, gaps and warnings without the row sets of device channels that
-    have nothing in the period (no coverage, no energy, measured or bridged)."""
-    sets: dict[tuple[Any, Any], list[Any]] = {}
-    for row in report.rows:
-        sets.setdefault((row.get("device_id"), row.get("channel")), []).append(row)
-
-    def empty(rows: list[Any]) -> bool:
-        figures = ("coverage", "import_wh", "export_wh", "interpolated_wh")
-        return all(not row.get(k) for row in rows for k in figures)
-
-    dropped = {key for key, rows in sets.items() if empty(rows)}
-    rows = [row for key, rows in sets.items() if key not in dropped for row in rows]
-    gaps = [g for g in report.gaps if (g.get("device_id"), g.get("channel")) not in dropped]
-    if not rows:
-        return [], [], []
-    labels = tuple(f"{d} channel {c}:" for d, c in dropped if d is not None)
-    warnings = [w for w in report.warnings if not labels or not w.startswith(labels)]
-    return rows, gaps, warnings
 
 
 def tariffs_list(fmt: FormatOption = OutputFormat.table) -> None:

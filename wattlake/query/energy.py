@@ -1028,6 +1028,39 @@ def cost_report(
     )
 
 
+def series_has_data(result: SeriesEnergy, start_ms: int, end_ms: int) -> bool:
+    """Return True when a device channel's energy rests on anything in [start, end): a
+    reading in the range, a covered second, or energy (measured or bridged) in a bucket."""
+    ts = np.asarray(result.series.ts_ms)
+    if ((ts >= start_ms) & (ts < end_ms)).any():
+        return True
+    arrays = [result.covered_s, result.import_wh, result.export_wh]
+    if result.interpolated_wh is not None:
+        arrays.append(result.interpolated_wh)
+    return any(np.nan_to_num(np.asarray(a, dtype=np.float64)).any() for a in arrays)
+
+
+def cost_rows_with_data(report: CostReport) -> tuple[list[Any], list[Any], list[str]]:
+    """Return the cost rows, gaps and warnings without the row sets of device channels that
+    have nothing in the period (no coverage, no energy, measured or bridged)."""
+    sets: dict[tuple[Any, Any], list[Any]] = {}
+    for row in report.rows:
+        sets.setdefault((row.get("device_id"), row.get("channel")), []).append(row)
+
+    def empty(rows: list[Any]) -> bool:
+        figures = ("coverage", "import_wh", "export_wh", "interpolated_wh")
+        return all(not row.get(k) for row in rows for k in figures)
+
+    dropped = {key for key, rows in sets.items() if empty(rows)}
+    rows = [row for key, rows in sets.items() if key not in dropped for row in rows]
+    gaps = [g for g in report.gaps if (g.get("device_id"), g.get("channel")) not in dropped]
+    if not rows:
+        return [], [], []
+    labels = tuple(f"{d} channel {c}:" for d, c in dropped if d is not None)
+    warnings = [w for w in report.warnings if not labels or not w.startswith(labels)]
+    return rows, gaps, warnings
+
+
 def _priced(
     tariff: Tariff,
     segments: TariffSegments,

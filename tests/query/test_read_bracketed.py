@@ -11,7 +11,8 @@ import pytest
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.query.energy import SERIES_COLUMNS, bracketed_readings
-from wattlake.query.engine import connect, read_bracketed
+from wattlake.query.engine import connect
+from wattlake.query.raw import read_bracketed
 from wattlake.schema import READING_SCHEMA, READINGS_TABLE
 
 DAY = 86_400_000

@@ -527,11 +527,12 @@ def load_readings(
     with ``columns`` only if given (e.g. :data:`SERIES_COLUMNS`, all that :func:`split_series`
     reads).
 
-    Read from the data files directly (:func:`wattlake.query.engine.read_bracketed`), or
+    Read from the data files directly (:func:`wattlake.query.raw.read_bracketed`), or
     through the ``readings`` view when the table has delete files.
     """
     from wattlake.lake.storage import Lake
-    from wattlake.query.engine import connect, read_bracketed
+    from wattlake.query.engine import connect
+    from wattlake.query.raw import read_bracketed
 
     lake = Lake.from_settings(settings)
     table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids, columns=columns)

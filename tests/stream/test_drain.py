@@ -21,16 +21,20 @@ def keys_in(data_dir: Path) -> tuple[int, set[tuple[str, int]]]:
     return len(rows), {(d, int(t)) for d, t in rows}
 
 
-def test_a_stop_with_a_big_backlog_in_the_broker_delivers_all_of_it(tmp_path: Path) -> None:
-    count = 20_000
-    data_dir = tmp_path / "lake"
-    # A small WAL limit and a late flush make the ingest much slower than the publisher, so the
-    # broker still holds thousands of messages when the stop comes.
+COUNT = 20_000
+
+
+def stop_with_backlog(
+    data_dir: Path, *, wal_max_bytes: int, flush_interval_s: float, abort: bool
+) -> tuple[IngestWorker, int]:
+    """Publish COUNT messages through an embedded broker to a draining ingest, then stop it
+    (and abort the drain at once if ``abort``); return the worker and what the broker still
+    holds for it afterwards."""
     settings = Settings.load(
         overrides={
             "data_dir": str(data_dir),
-            "stream.wal_max_bytes": 512 * 1024,
-            "stream.flush_interval_s": 3.0,
+            "stream.wal_max_bytes": wal_max_bytes,
+            "stream.flush_interval_s": flush_interval_s,
         },
         environ={},
     )
@@ -42,20 +46,32 @@ def test_a_stop_with_a_big_backlog_in_the_broker_delivers_all_of_it(tmp_path: Pa
         thread = threading.Thread(target=worker.run, args=(stop,))
         thread.start()
         assert worker.ready.wait(30)
-        publisher = Publisher(broker.url, [reading_message(i) for i in range(count)], name="pub")
+        publisher = Publisher(broker.url, [reading_message(i) for i in range(COUNT)], name="pub")
         publisher.start()
-        publisher.wait()  # the broker accepted every message: now each one must reach the lake
+        publisher.wait()  # the broker accepted every message: now each one must be accounted for
         publisher.close()
         stop.set()
-        thread.join(300)
+        if abort:
+            worker.abort.set()
+        thread.join(30 if abort else 300)
         assert not thread.is_alive()
-        assert broker.pending_for(worker.client_id) == 0
+        return worker, broker.pending_for(worker.client_id)
+
+
+def test_a_stop_with_a_big_backlog_in_the_broker_delivers_all_of_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lake"
+    # A small WAL limit and a late flush make the ingest much slower than the publisher, so the
+    # broker still holds thousands of messages when the stop comes.
+    worker, pending = stop_with_backlog(
+        data_dir, wal_max_bytes=512 * 1024, flush_interval_s=3.0, abort=False
+    )
+    assert pending == 0
     state = worker.drain_state
     assert state.done and not state.aborted and not state.gave_up
     assert state.first_left > 0, "the broker held nothing at the stop: the test proves nothing"
     rows, keys = keys_in(data_dir)
-    assert rows == count
-    assert keys == expected_keys(count)
+    assert rows == COUNT
+    assert keys == expected_keys(COUNT)
     assert worker.undelivered() == (0, 0)
     assert DRAIN_MAX_S  # the old time limit is no part of this path
 
@@ -63,35 +79,13 @@ def test_a_stop_with_a_big_backlog_in_the_broker_delivers_all_of_it(tmp_path: Pa
 def test_an_abort_during_the_drain_returns_at_once_and_the_wal_keeps_what_was_taken(
     tmp_path: Path,
 ) -> None:
-    count = 20_000
     data_dir = tmp_path / "lake"
-    settings = Settings.load(
-        overrides={
-            "data_dir": str(data_dir),
-            "stream.wal_max_bytes": 256 * 1024,
-            "stream.flush_interval_s": 30.0,
-        },
-        environ={},
+    worker, _ = stop_with_backlog(
+        data_dir, wal_max_bytes=256 * 1024, flush_interval_s=30.0, abort=True
     )
-    with EmbeddedBroker() as broker:
-        worker = IngestWorker(
-            settings, broker.url, mqtt5=False, drain=True, broker_backlog=broker.pending_for
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop,))
-        thread.start()
-        assert worker.ready.wait(30)
-        publisher = Publisher(broker.url, [reading_message(i) for i in range(count)], name="pub")
-        publisher.start()
-        publisher.wait()
-        publisher.close()
-        stop.set()
-        worker.abort.set()
-        thread.join(30)
-        assert not thread.is_alive()
     assert worker.drain_state.aborted
     left = worker.drain_state.left  # what the broker held when the worker gave up
     messages, readings = worker.undelivered()
     assert messages > 0 and readings == messages  # one reading per message here
     assert left > 0
-    assert messages + left >= count - keys_in(data_dir)[0]
+    assert messages + left >= COUNT - keys_in(data_dir)[0]

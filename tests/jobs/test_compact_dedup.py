@@ -13,7 +13,9 @@ from wattlake.schema import READINGS_TABLE
 
 
 def _reference(stored: pa.Table) -> pa.Table:
-    keys = tables._sort_keys(stored, ("device_id", "channel", "ts", "received_at", "source"))
+    # The receive time is stored as a lag behind ts: sort by the time it gives back.
+    received = stored.append_column("received", tables.received_at_us(stored))
+    keys = tables._sort_keys(received, ("device_id", "channel", "ts", "received", "source"))
     order = np.lexsort(tuple(reversed(keys)))
     device, channel, ts = (k[order] for k in keys[:3])
     first = np.ones(len(order), dtype=bool)

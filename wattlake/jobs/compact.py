@@ -24,7 +24,7 @@ from pyiceberg.manifest import DataFile
 from wattlake.config import Settings
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.schema import READINGS_TABLE, TABLES
+from wattlake.schema import READINGS_TABLE
 
 if TYPE_CHECKING:
     from wattlake.progress import ProgressCallback
@@ -72,7 +72,8 @@ def deduplicate(stored: pa.Table) -> pa.Table:
         sorted_key = key[order]
         if not np.any(sorted_key[1:] == sorted_key[:-1]):  # no copies: no choice to make
             return stored.take(order)
-    received, source = tables._sort_keys(stored, ("received_at", "source"))
+    received = tables.received_at_us(stored).view(pa.int64()).fill_null(0).to_numpy()
+    (source,) = tables._sort_keys(stored, ("source",))
     order = np.lexsort((source, received, ts, channel, device))
     device, channel, ts = (k[order] for k in keys)
     first = np.ones(len(order), dtype=bool)
@@ -111,8 +112,9 @@ def compact(
 
     def prepare(day: int, files: list[DataFile]) -> tuple[list[DataFile], int, int]:
         parts = [pq.read_table(tables.local_path(f.file_path), filesystem=lake.fs) for f in files]
-        stored = pa.concat_tables(parts, promote_options="permissive").cast(
-            TABLES[READINGS_TABLE].schema
+        # Files written before the receive lag existed hold received_at: the new form.
+        stored = tables.to_stored(
+            READINGS_TABLE, pa.concat_tables(parts, promote_options="permissive")
         )
         kept = deduplicate(stored)
         return writer.write(kept), stored.num_rows, kept.num_rows

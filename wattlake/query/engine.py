@@ -9,7 +9,9 @@ which it applies.
 Views: ``readings`` (each (device_id, channel, ts) once: delivery, imports and refills may
 repeat a reading, and the earliest received copy wins), ``raw_readings`` (every stored row),
 ``dead_letters``, and the rollups ``energy_15min``, ``power_1min``, ``power_1h``. Measured
-values are stored as decimals and read as DOUBLE; timestamps are TIMESTAMPTZ (µs).
+values are stored as decimals and read as DOUBLE; timestamps are TIMESTAMPTZ (µs). The receive
+time is stored as a lag behind ``ts`` (files written before it hold ``received_at``): the views
+give ``received_at`` back as ``coalesce(received_at, ts + receive_lag_ms)``.
 """
 
 from __future__ import annotations
@@ -41,13 +43,21 @@ from wattlake.schema import (
     POWER_1MIN_TABLE,
     READING_SCHEMA,
     READINGS_TABLE,
+    RECEIVE_LAG_COLUMN,
     TABLES,
 )
 
+_RECEIVED_AT = (
+    f"coalesce(received_at, make_timestamptz(epoch_us(ts) + {RECEIVE_LAG_COLUMN} * 1000))"
+)
 _READING_COLUMNS = ", ".join(
     f"CAST({c} AS DOUBLE) AS {c}"
     if READING_SCHEMA.field(c).type == pa.float64()
-    else ("CAST(channel AS SMALLINT) AS channel" if c == "channel" else c)
+    else "CAST(channel AS SMALLINT) AS channel"
+    if c == "channel"
+    else f"{_RECEIVED_AT} AS received_at"
+    if c == "received_at"
+    else c
     for c in COLUMNS
 )
 _DEAD_LETTER_COLUMNS = (
@@ -96,20 +106,32 @@ def table_view(
     """Create view ``view`` over the files of table ``name``'s scan plan (stored columns)."""
     plan = tables.scan_files(lake, name, row_filter, snapshot_id=snapshot_id)
     source = f"{view}_source"
+    stored = TABLES[name].schema
     if not plan:
-        con.register(source, TABLES[name].schema.empty_table())
+        con.register(source, stored.empty_table())
     elif any(task.delete_files for task in plan):
         table = tables.open_table(lake, name)
         scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
         con.register(source, scan.to_arrow())
     elif lake.is_local:
+        # Files written before a schema change lack its columns: match columns by name.
         listing = ", ".join(sql_string(tables.local_path(t.file.file_path)) for t in plan)
-        con.execute(f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}])")
+        con.execute(
+            f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        )
     else:
         paths = [tables.local_path(t.file.file_path) for t in plan]
-        dataset = ds.dataset(paths, format="parquet", filesystem=lake.fs)
+        dataset = ds.dataset(paths, schema=stored, format="parquet", filesystem=lake.fs)
         con.register(source, dataset)
-    con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
+    present = set(con.sql(f"SELECT * FROM {source} LIMIT 0").columns)
+    if all(c in present for c in stored.names):
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
+    else:  # no file has a column defined later (e.g. a lake written before it): nulls
+        con.register(f"{view}_empty", stored.empty_table())
+        con.execute(
+            f"CREATE VIEW {view} AS SELECT * FROM {view}_empty "
+            f"UNION ALL BY NAME SELECT * FROM {source}"
+        )
 
 
 def connect(

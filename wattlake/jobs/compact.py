@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 # Days prepared at once.
 COMPACT_THREADS: Final = 2
+# Most days replaced by one snapshot: the days ready when the previous commit ends go in the
+# next one (a commit costs about as much as preparing a day of a small fleet).
+MAX_DAYS_PER_COMMIT: Final = 32
+COMPACTED_PROPERTY: Final = "wattlake.compacted-day"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,31 +114,40 @@ def compact(
     # with each commit of the main thread.
     writer = tables.DataFileWriter.of(table, READINGS_TABLE)
 
-    def prepare(day: int, files: list[DataFile]) -> tuple[list[DataFile], int, int]:
+    def prepare(day: int, files: list[DataFile]) -> tuple[DataFile, int, int]:
         parts = [pq.read_table(tables.local_path(f.file_path), filesystem=lake.fs) for f in files]
         # Files written before the receive lag existed hold received_at: the new form.
         stored = tables.to_stored(
             READINGS_TABLE, pa.concat_tables(parts, promote_options="permissive")
         )
-        kept = deduplicate(stored)
-        return writer.write(kept), stored.num_rows, kept.num_rows
+        kept = deduplicate(stored)  # sorted as the table is: written as it is
+        return writer.write_day(day, kept), stored.num_rows, kept.num_rows
 
-    results = []
+    results: list[CompactionResult] = []
     if on_progress is not None:
         on_progress(0, len(todo))
-    # Days are read, sorted and written two at a time (Parquet and numpy release the GIL);
-    # each is committed as soon as it is ready, in order, one snapshot per day.
+    # Days are read, sorted and written two at a time (Parquet and numpy release the GIL)
+    # while the main thread commits, in order, the days ready so far: each snapshot replaces
+    # whole days, so a reader sees a day either before or after its compaction.
     with ThreadPoolExecutor(max_workers=COMPACT_THREADS) as pool:
-        for (day, files), (written, rows_read, rows_kept) in zip(
-            todo, pool.map(lambda item: prepare(*item), todo), strict=True
-        ):
-            date = str(np.datetime64(day, "D"))
+        pending = [(day, files, pool.submit(prepare, day, files)) for day, files in todo]
+        while pending:
+            ready = [pending.pop(0)]
+            ready[0][2].result()  # the oldest day: wait for it
+            while pending and pending[0][2].done() and len(ready) < MAX_DAYS_PER_COMMIT:
+                ready.append(pending.pop(0))
+            done = [(day, files, *future.result()) for day, files, future in ready]
+            dates = [str(np.datetime64(day, "D")) for day, *_ in done]
             table = tables.commit(
-                table, written, removed=files, properties={"wattlake.compacted-day": date}
+                table,
+                [written for _, _, written, _, _ in done],
+                removed=[f for _, files, *_ in done for f in files],
+                properties={COMPACTED_PROPERTY: ",".join(dates)},
             )
-            results.append(
-                CompactionResult(date, len(files), rows_read, rows_kept, written[0].file_path)
-            )
+            results += [
+                CompactionResult(date, len(files), rows_read, rows_kept, written.file_path)
+                for date, (_, files, written, rows_read, rows_kept) in zip(dates, done, strict=True)
+            ]
             if on_progress is not None:
                 on_progress(len(results), len(todo))
     return results

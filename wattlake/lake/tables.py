@@ -42,7 +42,8 @@ from pyiceberg.io.pyarrow import (
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform
@@ -471,12 +472,18 @@ class DataFileWriter:
         """
         parts = sorted_by_day(self.name, stored)
         if len(parts) < 2:
-            return [self._write_day(day, part) for day, part in parts]
+            return [self.write_day(day, part) for day, part in parts]
         # Encoding and compression release the GIL: the days of a large write go in parallel.
         with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(parts))) as pool:
-            return list(pool.map(lambda item: self._write_day(*item), parts))
+            return list(pool.map(lambda item: self.write_day(*item), parts))
 
-    def _write_day(self, day: int, part: pa.Table) -> DataFile:
+    def write_day(self, day: int, part: pa.Table) -> DataFile:
+        """Write the stored rows of UTC ``day`` (already in the table's sort order) as one
+        data file; return it, uncommitted.
+
+        Raises:
+            TransientStorageError: the file could not be written.
+        """
         definition = TABLES[self.name]
         data, metadata = encode_parquet(definition, self.schema, part, self.compression_level)
         date = np.datetime64(day, "D")
@@ -520,6 +527,25 @@ def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile
 # -- commits ------------------------------------------------------------------------------------
 
 
+class _Transaction(Transaction):
+    """pyiceberg's transaction, its staged metadata computed once per staged update.
+
+    pyiceberg applies every staged update to the table's metadata, and deep-copies the result,
+    each time a commit reads ``table_metadata`` (about 20 times per snapshot): most of a
+    commit's CPU, and growing with the snapshots kept. The metadata objects are frozen, so one
+    copy per state serves every read.
+    """
+
+    _cached: tuple[tuple[int, int], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        key = (id(self._table.metadata), len(self._updates))  # updates are only ever added
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, super().table_metadata)
+        return self._cached[1]
+
+
 def commit(
     table: Table,
     added: Sequence[DataFile],
@@ -544,7 +570,7 @@ def commit(
         table.catalog._write_metadata = write_then_die  # type: ignore[attr-defined]
     for attempt in range(COMMIT_ATTEMPTS):
         try:
-            with table.transaction() as tx:
+            with _Transaction(table) as tx:
                 update = tx.update_snapshot(snapshot_properties=props)
                 producer = update.overwrite() if removed else update.fast_append()
                 with producer as files:

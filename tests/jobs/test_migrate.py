@@ -22,7 +22,7 @@ from wattlake.jobs.migrate import LEGACY_DIR, MIGRATED_PROPERTY, legacy_files, m
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
-from wattlake.schema import READINGS_TABLE, readings_to_table
+from wattlake.schema import READINGS_TABLE, RECEIVE_LAG_COLUMN, readings_to_table
 from wattlake.stream.deadletters import DeadLetter
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -96,6 +96,14 @@ def assert_migrated(lake: Lake, expected: pa.Table) -> None:
     ]  # milliseconds became microseconds
     for name in (*MEASURED, "device_id", "channel", "source"):
         assert stored[name].to_pylist() == want[name].to_pylist(), name
+    # Receive times exact (files without one got ts), stored as lags: the new form.
+    assert stored["received_at"].cast(pa.int64()).to_pylist() == [
+        t * 1000 for t in want["received_at"].fill_null(want["ts"]).cast(pa.int64()).to_pylist()
+    ]
+    for task in tables.scan_files(lake, READINGS_TABLE):
+        data = pq.read_table(tables.local_path(task.file.file_path), filesystem=lake.fs)
+        assert data["received_at"].null_count == data.num_rows
+        assert data[RECEIVE_LAG_COLUMN].null_count == 0
     letters = con.sql(
         "SELECT error_code, arrival_ms, stream, attempts FROM dead_letters ORDER BY arrival_ms"
     ).fetchall()

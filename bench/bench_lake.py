@@ -11,8 +11,9 @@ Steps, each on the same generated fleet (bench/fleet.py, fixed seed):
   then ``wattlake.jobs.compact.compact`` (what ``jobs run compact`` calls);
 * storage: bytes per reading per column of the compacted data files, beside each column's
   empirical entropy (order-0 entropy of the first differences of the stored integers within
-  each device channel: a floor for a coder that sees one column at a time; columns that follow
-  others, like apparent power, can go lower jointly);
+  each device channel, and of the values themselves: a floor for a coder that sees one column
+  at a time; columns that follow others, like apparent power, can go lower jointly); the
+  receive lag also as the Parquet import stores it (one receive time for the whole file);
 * commit overhead: ``--flushes`` small appends as the stream writer makes them (one minute of
   the fleet each): time to write the data file vs. time to commit it;
 * raw energy: daily energy of every device over the fleet's days from the raw readings, through
@@ -100,10 +101,10 @@ def column_ints(column: pa.ChunkedArray) -> np.ndarray:
         words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
         return words[array.offset : array.offset + len(array), 0]
     if pa.types.is_timestamp(array.type):
-        return array.cast(pa.int64()).to_numpy()
+        return array.cast(pa.int64()).fill_null(0).to_numpy()
     if pa.types.is_string(array.type):
         return array.dictionary_encode().indices.to_numpy()
-    return array.to_numpy(zero_copy_only=False)
+    return array.fill_null(0).to_numpy(zero_copy_only=False)
 
 
 def write_csv(table: pa.Table, path: Path) -> None:
@@ -115,11 +116,24 @@ def write_csv(table: pa.Table, path: Path) -> None:
     pa_csv.write_csv(table, path)
 
 
-def storage(lake: Lake) -> tuple[float, dict[str, float], dict[str, float]]:
-    """Return bytes per reading of the lake's readings files, per column, and entropies."""
+def value_entropy_bytes(values: np.ndarray) -> float:
+    """Return the order-0 entropy of the values themselves [bytes per value]."""
+    if values.size == 0:
+        return 0.0
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum() / 8)
+
+
+def storage(
+    lake: Lake,
+) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
+    """Return bytes per reading of the lake's readings files, per column, and entropies (of
+    within-series differences, and of values)."""
     total_bytes, rows = 0, 0
     per_column: dict[str, float] = {}
     entropy: dict[str, float] = {}
+    value_entropy: dict[str, float] = {}
     for task in tables.scan_files(lake, READINGS_TABLE):
         path = tables.local_path(task.file.file_path)
         metadata = pq.read_metadata(path, filesystem=lake.fs)
@@ -134,12 +148,16 @@ def storage(lake: Lake) -> tuple[float, dict[str, float], dict[str, float]]:
         part = pq.read_table(path, filesystem=lake.fs)
         series = column_ints(part["device_id"]) * 16 + column_ints(part["channel"])
         for name in part.column_names:
-            value = entropy_bytes(column_ints(part[name]), series) * part.num_rows
+            ints = column_ints(part[name])
+            value = entropy_bytes(ints, series) * part.num_rows
             entropy[name] = entropy.get(name, 0.0) + value
+            value = value_entropy_bytes(ints) * part.num_rows
+            value_entropy[name] = value_entropy.get(name, 0.0) + value
     return (
         total_bytes / rows,
         {k: v / rows for k, v in per_column.items()},
         {k: v / rows for k, v in entropy.items()},
+        {k: v / rows for k, v in value_entropy.items()},
     )
 
 
@@ -194,17 +212,29 @@ def main() -> None:
             f"{rows:,} rows in {wall:.1f} s wall, {cpu:.1f} s CPU"
         )
 
-        per_reading, per_column, entropy = storage(lake)
+        per_reading, per_column, entropy, value_entropy = storage(lake)
         after["bytes_per_reading"] = (per_reading, per_reading)
         definition = TABLES[READINGS_TABLE]
         encodings = dict(definition.encodings)
-        print(f"{'column':20s} {'bytes/reading':>14s} {'entropy':>8s}  encoding")
+        level = tables.open_table(lake, READINGS_TABLE).properties.get(
+            "write.parquet.compression-level", "pyarrow's default"
+        )
+        print(f"storage of the compacted lake (zstd level {level}):")
+        print(f"{'column':20s} {'bytes/reading':>14s} {'entropy':>8s} {'(values)':>8s}  encoding")
         for name in definition.schema.names:
             print(
                 f"{name:20s} {per_column.get(name, 0.0):14.3f} {entropy.get(name, 0.0):8.3f}"
-                f"  {encodings.get(name, 'dictionary')}"
+                f" {value_entropy.get(name, 0.0):8.3f}  {encodings.get(name, 'dictionary')}"
             )
         print(f"{'file total':20s} {per_reading:14.3f} (footers and headers included)")
+        imported = Lake.from_settings(settings_for(root / "import_parquet"))
+        _, import_columns, import_entropy, import_values = storage(imported)
+        for name in ("received_at", "receive_lag_ms"):
+            if name in import_columns:
+                print(
+                    f"{name:20s} {import_columns[name]:14.3f} {import_entropy[name]:8.3f}"
+                    f" {import_values[name]:8.3f}  (Parquet import: one receive time per file)"
+                )
 
         flush_lake = Lake.from_settings(settings_for(root / "flushes"))
         first_ts = days[0]["ts"].cast(pa.int64()).to_numpy()

@@ -166,22 +166,18 @@ POWER_STATS_STORED: Final[pa.Schema] = pa.schema(
 )
 
 
-# The lag: DELTA_BINARY_PACKED is small both for a stream (random 80-400 ms: 1.28 bytes per
-# reading; a dictionary 1.14, BYTE_STREAM_SPLIT 1.21) and for an import, whose one receive time
-# makes the lag fall with ts (0.30; a dictionary overflows to PLAIN: 2.53, BYTE_STREAM_SPLIT 0.57).
-DELTA_COLUMNS: Final = (
-    "ts",
-    "received_at",
-    RECEIVE_LAG_COLUMN,
-    "energy_wh",
-    "returned_energy_wh",
-)
+DELTA_COLUMNS: Final = ("ts", "received_at", "energy_wh", "returned_energy_wh")
+# The receive lag [bytes per reading, bench/fleet.py, one page per column chunk, zstd 3]:
+# BYTE_STREAM_SPLIT is small both for a stream (random 80-400 ms: 1.20; DELTA_BINARY_PACKED
+# 1.27, a dictionary 1.13) and for an import, whose one receive time makes the lag fall with
+# ts (0.30; DELTA_BINARY_PACKED 0.21; a dictionary overflows to PLAIN: 2.08).
 SPLIT_COLUMNS: Final = (
     "power_w",
     "apparent_power_va",
     "reactive_power_var",
     "voltage_v",
     "current_a",
+    RECEIVE_LAG_COLUMN,
 )
 
 

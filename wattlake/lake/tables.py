@@ -83,8 +83,11 @@ TABLE_PROPERTIES: Final = {
     "write.delete.isolation-level": "snapshot",
     "write.update.isolation-level": "snapshot",
 }
-# Rows per Parquet row group (one row group per file for a day of a small fleet).
+# Rows per Parquet row group (one row group per file for a day of a small fleet), and per data
+# page: one page per column chunk lets zstd see a whole column (Parquet's default, 20,000 rows
+# per page, stores the benchmark fleet in 8.6 bytes per reading instead of 8.1).
 ROW_GROUP_ROWS: Final = 1 << 20
+PAGE_BYTES: Final = 64 << 20
 COMMIT_ATTEMPTS: Final = 20
 # Data files encoded and written at once by one large write (one per day).
 WRITE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
@@ -415,6 +418,9 @@ def encode_parquet(
         use_dictionary=[c for c in part.column_names if c not in encodings],
         column_encoding=encodings,
         write_statistics=True,
+        max_rows_per_page=ROW_GROUP_ROWS,
+        write_batch_size=ROW_GROUP_ROWS,
+        data_page_size=PAGE_BYTES,
     )
     writer.write_table(part.cast(_file_schema(definition, schema)), row_group_size=ROW_GROUP_ROWS)
     writer.close()

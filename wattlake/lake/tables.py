@@ -542,14 +542,16 @@ class _Transaction(Transaction):
     copy per state serves every read.
     """
 
-    _cached: tuple[tuple[int, int], TableMetadata] | None = None
+    # (the table's metadata, how many updates were staged, the staged metadata)
+    _cached: tuple[TableMetadata, int, TableMetadata] | None = None
 
     @property
     def table_metadata(self) -> TableMetadata:
-        key = (id(self._table.metadata), len(self._updates))  # updates are only ever added
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, super().table_metadata)
-        return self._cached[1]
+        base, staged = self._table.metadata, len(self._updates)  # updates are only ever added
+        cached = self._cached
+        if cached is None or cached[0] is not base or cached[1] != staged:
+            cached = self._cached = (base, staged, super().table_metadata)
+        return cached[2]
 
 
 def commit(

@@ -89,3 +89,26 @@ def test_only_the_days_asked_for_are_compacted(lake: Lake) -> None:
     append(lake, [reading("m1", DAY1, 1.0, DAY1), reading("m1", DAY2, 1.0, DAY2)])
     assert [r.date for r in compact(lake, dates=["2026-01-02"])] == ["2026-01-02"]
     assert [len(f) for _, f in sorted(files_by_day(lake).items())] == [2, 1]
+
+
+def test_each_snapshot_of_a_compaction_replaces_whole_days(lake: Lake) -> None:
+    days = [DAY1 + k * 86_400_000 for k in range(5)]
+    for part in range(3):
+        append(lake, [reading("m1", day + part, 1.0, day + 9) for day in days])
+    before = all_readings(lake)
+    table = tables.open_table(lake, READINGS_TABLE)
+    first_new = len(table.snapshots())
+    results = compact(lake)
+    assert [r.rows_read for r in results] == [3] * 5
+    assert all_readings(lake) == before
+    table = tables.open_table(lake, READINGS_TABLE)
+    listed = []
+    for snapshot in table.snapshots()[first_new:]:
+        assert snapshot.summary is not None
+        dates = snapshot.summary.additional_properties["wattlake.compacted-day"].split(",")
+        listed += dates
+        # Every file the snapshot removed belongs to a day it names, and all of that day's.
+        assert int(snapshot.summary.additional_properties["deleted-data-files"]) == 3 * len(dates)
+        assert int(snapshot.summary.additional_properties["added-data-files"]) == len(dates)
+    assert listed == [r.date for r in results]
+    assert [len(f) for _, f in sorted(files_by_day(lake).items())] == [1] * 5

@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 
 # Days prepared at once.
 COMPACT_THREADS: Final = 2
-# Most days replaced by one snapshot: the days ready when the previous commit ends go in the
-# next one (a commit costs about as much as preparing a day of a small fleet).
+# Days are committed together until they hold this many rows read (or MAX_DAYS_PER_COMMIT
+# days, or the last day): a commit costs about as much CPU as preparing a day of a small fleet
+# (pyiceberg's metadata, manifests, the catalog's transaction), and a crash loses at most the
+# work of one batch.
+COMMIT_ROWS: Final = 4_000_000
 MAX_DAYS_PER_COMMIT: Final = 32
 COMPACTED_PROPERTY: Final = "wattlake.compacted-day"
 
@@ -92,7 +95,8 @@ def compact(
     on_progress: ProgressCallback | None = None,
 ) -> list[CompactionResult]:
     """Compact every day of ``readings`` that has several data files (or only ``dates``,
-    as ``YYYY-MM-DD``); ``on_progress(done, total)`` counts the days committed.
+    as ``YYYY-MM-DD``); ``on_progress(done, total)`` counts the days written (committed in
+    batches of whole days).
 
     Raises:
         wattlake.errors.StorageError: the lake could not be read or written; nothing changed
@@ -127,16 +131,21 @@ def compact(
     if on_progress is not None:
         on_progress(0, len(todo))
     # Days are read, sorted and written two at a time (Parquet and numpy release the GIL)
-    # while the main thread commits, in order, the days ready so far: each snapshot replaces
-    # whole days, so a reader sees a day either before or after its compaction.
+    # while the main thread commits them in order, in batches of whole days: a reader sees a
+    # day either before or after its compaction.
     with ThreadPoolExecutor(max_workers=COMPACT_THREADS) as pool:
-        pending = [(day, files, pool.submit(prepare, day, files)) for day, files in todo]
-        while pending:
-            ready = [pending.pop(0)]
-            ready[0][2].result()  # the oldest day: wait for it
-            while pending and pending[0][2].done() and len(ready) < MAX_DAYS_PER_COMMIT:
-                ready.append(pending.pop(0))
-            done = [(day, files, *future.result()) for day, files, future in ready]
+        futures = [pool.submit(prepare, day, files) for day, files in todo]
+        done: list[tuple[int, list[DataFile], DataFile, int, int]] = []
+        for number, ((day, files), future) in enumerate(zip(todo, futures, strict=True)):
+            done.append((day, files, *future.result()))
+            if on_progress is not None:
+                on_progress(number + 1, len(todo))
+            if (
+                number + 1 < len(todo)
+                and sum(rows_read for *_, rows_read, _ in done) < COMMIT_ROWS
+                and len(done) < MAX_DAYS_PER_COMMIT
+            ):
+                continue
             dates = [str(np.datetime64(day, "D")) for day, *_ in done]
             table = tables.commit(
                 table,
@@ -148,8 +157,7 @@ def compact(
                 CompactionResult(date, len(files), rows_read, rows_kept, written.file_path)
                 for date, (_, files, written, rows_read, rows_kept) in zip(dates, done, strict=True)
             ]
-            if on_progress is not None:
-                on_progress(len(results), len(todo))
+            done = []
     return results
 
 

@@ -9,12 +9,22 @@ energy --every day``) in UTC and Europe/Warsaw. Prints the best of R runs of eac
 rollup job's own rate. ``--baseline REV`` also times ``device_energy`` of
 ``wattlake/query/rollups.py`` as it was at git revision REV, in the same run on the same lake,
 alternating the two, and checks that both give identical results.
+
+``--raw-baseline REV`` times the raw path (``energy_over_edges`` with the rollups reported
+stale: what ``energy``/``cost``/``pv`` and the rollup job use when rollups cannot answer) of the
+whole ``wattlake`` package as it was at git revision REV beside the current one, each in a
+fresh process on the same lake, alternated, best of R; prints wall and process-CPU seconds,
+readings per second and the load average, and checks that the results are identical bit for
+bit. ``--raw-only`` skips the rollup job and the rollup timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -77,13 +87,132 @@ def same(a: list[Any], b: list[Any]) -> bool:
     return True
 
 
+def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) -> None:
+    """Time the raw path of the ``wattlake`` package on ``sys.path`` (run in its own process);
+    write the timings as JSON on stdout and the results to ``out``."""
+    from wattlake.config import Settings as WorkerSettings
+    from wattlake.energy.buckets import bucket_edges_ms as worker_edges
+    from wattlake.energy.buckets import zone as worker_zone
+    from wattlake.query import rollups as worker_rollups
+
+    spec = fleet.FleetSpec(devices=devices, days=days)
+    settings = WorkerSettings.load(overrides={"data_dir": data_dir}, environ={})
+    edges = worker_edges(spec.start_ms, spec.end_ms, "day", worker_zone("UTC"))
+    stale = replace(worker_rollups.lake_sources(settings), rollups=lambda a, b, d: None)
+    walls, cpus = [], []
+    results: Any = None
+    for _ in range(repeat):
+        began, cpu = time.perf_counter(), time.process_time()
+        results, source = worker_rollups.energy_over_edges(stale, edges)
+        walls.append(time.perf_counter() - began)
+        cpus.append(time.process_time() - cpu)
+        assert source == "readings"
+    with open(out, "wb") as f:
+        pickle.dump(
+            [
+                (
+                    r.series.device_id,
+                    r.series.channel,
+                    r.method,
+                    r.import_wh,
+                    r.export_wh,
+                    r.covered_s,
+                    r.interpolated_wh,
+                    r.counter_minus_power_wh,
+                )
+                for r in results
+            ],
+            f,
+        )
+    print(json.dumps({"wall": walls, "cpu": cpus}))
+
+
+def package_at(rev: str, folder: str) -> str:
+    """Return a folder holding the ``wattlake`` package as it was at git revision ``rev``."""
+    root = Path(__file__).resolve().parent.parent
+    target = Path(folder) / f"wattlake-{rev}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev, "wattlake"], cwd=root, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target)
+
+
+def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: str) -> None:
+    """Print the raw path's figures at ``args.raw_baseline`` and now, alternated, one process
+    per run, and whether their results are identical."""
+    here = Path(__file__).resolve()
+    current = str(here.parent.parent)
+    old = package_at(args.raw_baseline, folder)
+    best: dict[str, tuple[float, float]] = {}
+    dumps: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        for label, package in (("before", old), ("after", current)):
+            out = str(Path(folder) / f"raw-{label}.pickle")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
+            command = [sys.executable, str(here), "--raw-worker", data_dir, "--out", out]
+            command += ["--days", str(args.days), "--devices", str(args.devices), "--repeat", "2"]
+            run = subprocess.run(
+                command,
+                cwd=folder,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            timing = json.loads(run.stdout.strip().splitlines()[-1])
+            wall, cpu = min(zip(timing["wall"], timing["cpu"], strict=True))
+            if label not in best or wall < best[label][0]:
+                best[label] = (wall, cpu)
+            with open(out, "rb") as f:
+                dumps[label] = pickle.load(f)
+    identical = len(dumps["before"]) == len(dumps["after"]) and all(
+        x[:3] == y[:3]
+        and all(
+            (u is None and v is None)
+            or (u is not None and v is not None and u.tobytes() == v.tobytes())
+            for u, v in zip(x[3:], y[3:], strict=True)
+        )
+        for x, y in zip(dumps["before"], dumps["after"], strict=True)
+    )
+    print(f"raw path (energy_over_edges, rollups stale), load average {os.getloadavg()}:")
+    for label in ("before", "after"):
+        wall, cpu = best[label]
+        name = args.raw_baseline if label == "before" else "now"
+        print(
+            f"  {name:>10}: {wall:6.3f} s wall, {cpu:6.3f} s CPU = "
+            f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M)"
+        )
+    print(
+        f"  speed-up {best['before'][0] / best['after'][0]:.2f}x wall, "
+        f"{best['before'][1] / best['after'][1]:.2f}x CPU; identical results: {identical}"
+    )
+
+
 def main() -> None:
+    if "--raw-worker" in sys.argv:
+        worker = argparse.ArgumentParser()
+        worker.add_argument("--raw-worker")
+        worker.add_argument("--days", type=int)
+        worker.add_argument("--devices", type=int)
+        worker.add_argument("--repeat", type=int)
+        worker.add_argument("--out")
+        w = worker.parse_args()
+        raw_worker(w.raw_worker, w.days, w.devices, w.repeat, w.out)
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--baseline", help="git revision whose query/rollups.py to time beside the current one"
+    )
+    parser.add_argument(
+        "--raw-baseline", help="git revision whose raw path to time beside the current one"
+    )
+    parser.add_argument(
+        "--raw-only", action="store_true", help="skip the rollup job and the rollup timings"
     )
     args = parser.parse_args()
     spec = fleet.FleetSpec(devices=args.devices, days=args.days)
@@ -109,6 +238,10 @@ def main() -> None:
         load_s = time.perf_counter() - began
         print(f"fleet: {args.devices} devices x {args.days} days = {readings:,} readings")
         print(f"generated and appended in {load_s:.1f} s")
+        if args.raw_baseline:
+            compare_raw(args, str(Path(tmp) / "lake"), readings, tmp)
+        if args.raw_only:
+            return
 
         began = time.perf_counter()
         run = run_rollup(lake, RollupOptions.from_settings(settings))

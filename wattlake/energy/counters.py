@@ -38,7 +38,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from wattlake.energy.integrate import integrate_power
+from wattlake.energy.integrate import BucketEnergy, integrate_power
 
 _MS_PER_HOUR: Final = 3_600_000.0
 POWER_FACTOR: Final = 2.0
@@ -92,12 +92,19 @@ class CleanCounter:
     @property
     def delta_wh(self) -> FloatArray:
         """Return the counted energy of each step (0 for reset and spike steps) [Wh]."""
-        return np.where(self.counts, np.diff(self.counter_wh), 0.0)
+        delta = np.diff(self.counter_wh)
+        if not self.counts.all():
+            delta[~self.counts] = 0.0
+        return delta
 
     @property
     def cumulative_wh(self) -> FloatArray:
         """Return the counted energy from the first accepted reading to each one [Wh]."""
-        return np.concatenate(([0.0], np.cumsum(self.delta_wh)))
+        delta = self.delta_wh
+        out = np.empty(delta.size + 1, dtype=np.float64)
+        out[0] = 0.0
+        np.cumsum(delta, out=out[1:])
+        return out
 
     @property
     def total_wh(self) -> float:
@@ -219,12 +226,14 @@ def clean_counter(
     v_all = np.atleast_1d(np.asarray(counter_wh, dtype=np.float64))
     if ts_all.shape != v_all.shape or ts_all.ndim != 1:
         raise ValueError("ts_ms and counter_wh must be 1-d arrays of the same length")
-    if ts_all.size > 1 and np.any(np.diff(ts_all) < 0):
+    dt_all = np.diff(ts_all)
+    if ts_all.size > 1 and np.any(dt_all < 0):
         raise ValueError("ts_ms must be sorted ascending within a series")
     events: list[CounterEvent] = []
 
     available = np.isfinite(v_all) & (v_all >= 0)
-    if not available.all():
+    every = bool(available.all())  # then rows of the accepted readings are the readings' own
+    if not every:
         flips = np.flatnonzero(np.diff(np.concatenate(([1], available.view(np.int8), [1]))))
         for start, stop in zip(flips[::2], flips[1::2], strict=True):
             events.append(
@@ -232,8 +241,8 @@ def clean_counter(
                     "unavailable", int(ts_all[start]), int(ts_all[stop - 1]), np.nan, np.nan
                 )
             )
-    t = ts_all[available]
-    v = v_all[available]
+    t = ts_all if every else ts_all[available]
+    v = v_all if every else v_all[available]
     n = t.size
     if n < 2:
         return CleanCounter(t, v, np.zeros(0, dtype=np.bool_), tuple(events))
@@ -241,9 +250,13 @@ def clean_counter(
     per_ms_wh = max_power_w / _MS_PER_HOUR
     window_ms = glitch_window_s * 1000.0
     step = np.diff(v)
-    step_limit = per_ms_wh * np.diff(t) + resolution_wh
+    step_limit = per_ms_wh * (dt_all if every else np.diff(t)) + resolution_wh
     slack_wh = POWER_TOLERANCE_WH + resolution_wh
-    rows = np.flatnonzero(available) if power is not None else np.zeros(0, dtype=np.int64)
+    rows = None if every or power is None else np.flatnonzero(available)
+
+    def row(i: IntArray) -> IntArray:  # the reading of each accepted reading
+        return i if rows is None else rows[i]
+
     if power is not None:
         # Only a step that rises by more than the tolerance can be judged implausible by power.
         suspect = np.flatnonzero(step > slack_wh)
@@ -254,7 +267,7 @@ def clean_counter(
                 power = power()
             if power.ts_ms.shape != ts_all.shape:
                 raise ValueError("power must have one value per reading")
-            energy, backed = power.step_energy(rows[suspect], rows[suspect + 1])
+            energy, backed = power.step_energy(row(suspect), row(suspect + 1))
             by_power = POWER_FACTOR * energy + slack_wh
             step_limit[suspect] = np.where(
                 backed, np.minimum(step_limit[suspect], by_power), step_limit[suspect]
@@ -263,7 +276,7 @@ def clean_counter(
     def limit_wh(b: int, c: int) -> float:
         cap = per_ms_wh * float(t[c] - t[b]) + resolution_wh
         if isinstance(power, PowerReference):
-            energy, backed = power.step_energy(rows[[b]], rows[[c]])
+            energy, backed = power.step_energy(row(np.array([b])), row(np.array([c])))
             if backed[0]:
                 return min(cap, POWER_FACTOR * float(energy[0]) + slack_wh)
         return cap
@@ -323,12 +336,28 @@ def clean_counter(
         events.append(CounterEvent("spike", int(t[b]), int(t[c]), float(v[b]), float(v[c])))
         b, c = c, c + 1
 
-    kept_index = np.flatnonzero(keep)
-    counts = np.ones(kept_index.size - 1, dtype=np.bool_)
+    kept_all = bool(keep.all())
+    kept_index = None if kept_all else np.flatnonzero(keep)
+    counts = np.ones((n if kept_index is None else kept_index.size) - 1, dtype=np.bool_)
     if no_count:
-        counts[np.searchsorted(kept_index, np.array(no_count, dtype=np.int64))] = False
+        stopped = np.array(no_count, dtype=np.int64)
+        counts[stopped if kept_index is None else np.searchsorted(kept_index, stopped)] = False
     events.sort(key=lambda e: (e.start_ms, e.kind))
+    if kept_index is None:
+        return CleanCounter(t, v, counts, tuple(events))
     return CleanCounter(t[kept_index], v[kept_index], counts, tuple(events))
+
+
+def _counted_ms(counter: CleanCounter, at: IntArray) -> FloatArray:
+    """Return the time inside counted steps from the first accepted reading to the readings
+    ``at`` [ms], exactly (integers, so the same as a float cumulative sum of the steps)."""
+    t = counter.ts_ms
+    elapsed = t[at] - t[0]
+    if counter.counts.all():
+        return elapsed.astype(np.float64)
+    idle = np.flatnonzero(~counter.counts)
+    idle_cum = np.concatenate(([0], np.cumsum(t[idle + 1] - t[idle])))
+    return (elapsed - idle_cum[np.searchsorted(idle, at)]).astype(np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +382,7 @@ def counter_buckets(
     power_w: npt.ArrayLike | None = None,
     export: bool = False,
     max_gap_s: float = 300.0,
+    power_energy: Callable[[IntArray], BucketEnergy] | None = None,
 ) -> CounterBuckets:
     """Apportion counted energy to buckets.
 
@@ -372,6 +402,10 @@ def counter_buckets(
         The counter counts export (``returned_energy_wh``).
     max_gap_s : float, default 300
         Passed to the power integration; gaps are bridged linearly for shaping [s].
+    power_energy : callable, optional
+        ``power_energy(instants_ms)`` returns what :func:`integrate_power` gives of the power
+        samples over those edges with gaps bridged linearly (a caller shaping both counters of a
+        series can integrate once); by default it is called so.
     """
     edges = np.asarray(edges_ms, dtype=np.int64)
     t = counter.ts_ms
@@ -380,21 +414,28 @@ def counter_buckets(
     if t.size < 2 or n_buckets == 0:
         zeros = np.zeros(n_buckets, dtype=np.float64)
         return CounterBuckets(edges, zeros, zeros.copy(), False)
-    steps = np.diff(t).astype(np.float64)
-    cov_cum = np.concatenate(([0.0], np.cumsum(np.where(counter.counts, steps, 0.0))))
-    covered_s = np.diff(np.interp(edges, t, cov_cum)) / 1000.0
-    at_edges = np.interp(edges, t, cum)  # linear in time within each step
+    # np.interp between the two readings around each edge: the same values as over all
+    # readings, without a pass over them.
+    k = np.searchsorted(t, edges, side="right") - 1
+    near = np.unique(
+        np.concatenate(([0, t.size - 1], np.clip(k, 0, t.size - 2), np.clip(k + 1, 1, t.size - 1)))
+    )
+    covered_s = np.diff(np.interp(edges, t[near], _counted_ms(counter, near))) / 1000.0
+    at_edges = np.interp(edges, t[near], cum[near])  # linear in time within each step
 
     shaped = False
     if power_ts_ms is not None and power_w is not None:
         pts = np.asarray(power_ts_ms, dtype=np.int64)
         pw = np.asarray(power_w, dtype=np.float64)
-        k = np.searchsorted(t, edges, side="right") - 1
         inside = (k >= 0) & (k < t.size - 1)
         if pts.size >= 2 and inside.any():
             kk = k[inside]
             points = np.unique(np.concatenate((t[kk], t[kk + 1], edges[inside])))
-            energy = integrate_power(pts, pw, points, max_gap_s=max_gap_s, gap_policy="linear")
+            energy = (
+                integrate_power(pts, pw, points, max_gap_s=max_gap_s, gap_policy="linear")
+                if power_energy is None
+                else power_energy(points)
+            )
             part = energy.export_wh if export else energy.import_wh
             power_cum = np.concatenate(([0.0], np.cumsum(part)))
 

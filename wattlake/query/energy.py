@@ -14,7 +14,9 @@ trapezoid rule. ``trapezoid``, ``left`` and ``right`` always integrate power.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
@@ -34,7 +36,7 @@ from wattlake.energy.counters import (
     counter_buckets,
     power_reference,
 )
-from wattlake.energy.integrate import METHODS, integrate_power
+from wattlake.energy.integrate import METHODS, BucketEnergy, integrate_power
 from wattlake.energy.sites import (
     UNTRACKED_TOLERANCE_WH,
     ChannelRole,
@@ -239,7 +241,8 @@ def series_energy(
     n_buckets = edges.size - 1
     max_gap_ms = max_gap_s * 1000.0
     ts = series.ts_ms
-    has_power = int(np.isfinite(series.power_w).sum()) >= 2
+    finite = np.isfinite(series.power_w)
+    has_power = int(np.count_nonzero(finite)) >= 2
     auto = method == "auto"
     use_import = auto and int(np.isfinite(series.energy_wh).sum()) >= 2
     use_export = auto and int(np.isfinite(series.returned_energy_wh).sum()) >= 2
@@ -293,7 +296,6 @@ def series_energy(
     # refined segment is wholly counted or not, and wholly covered or not.
     bounds = [edges]
     if has_power:
-        finite = np.isfinite(series.power_w)
         pts = ts[finite] if not finite.all() else ts
         gaps = np.flatnonzero(np.diff(pts) > max_gap_ms)
         bounds.extend((pts[[0, -1]], pts[gaps], pts[gaps + 1]))
@@ -327,6 +329,19 @@ def series_energy(
     labels: set[str] = set()
     diff = None
     counted_any = np.zeros(seg_ms.size, dtype=np.bool_)
+    shapes: list[tuple[IntArray, BucketEnergy]] = []
+
+    def shape(instants_ms: IntArray) -> BucketEnergy:
+        # Both counters usually split at the same instants: integrate the power once.
+        for known, energy in shapes:
+            if np.array_equal(known, instants_ms):
+                return energy
+        energy = integrate_power(
+            ts, series.power_w, instants_ms, max_gap_s=max_gap_s, gap_policy="linear"
+        )
+        shapes.append((instants_ms, energy))
+        return energy
+
     for i, plan in enumerate(plans):
         if plan is None:
             continue
@@ -337,6 +352,7 @@ def series_energy(
             power_w=shape_w,
             export=i == 1,
             max_gap_s=max_gap_s,
+            power_energy=shape if has_power else None,
         ).energy_wh
         counting, long_step = plan.classify(mid)
         counted_any |= counting
@@ -378,6 +394,35 @@ def series_energy(
         tuple(sorted(events, key=lambda e: (e.start_ms, e.kind))),
         interpolated,
     )
+
+
+# Series with at least this many readings in all are integrated on a thread per core: numpy
+# releases the GIL in the kernel's passes over the arrays, which is nearly all of its time.
+_THREADED_READINGS: Final = 200_000
+
+
+def series_energies(
+    series: Sequence[Series],
+    edges_ms: IntArray,
+    *,
+    max_gap_s: float = 300.0,
+    max_power_w: float = 60_000.0,
+) -> list[SeriesEnergy]:
+    """Return :func:`series_energy` (method ``auto``, gaps skipped) of each series, in order;
+    many readings are shared out over the machine's cores."""
+    edges = np.asarray(edges_ms, dtype=np.int64)
+
+    def energy_of(s: Series) -> SeriesEnergy:
+        return series_energy(s, edges, method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w)
+
+    workers = min(os.cpu_count() or 1, len(series))
+    if workers < 2 or sum(s.ts_ms.size for s in series) < _THREADED_READINGS:
+        return [energy_of(s) for s in series]
+    # Longest first, so one long series does not start last and run alone.
+    by_size = sorted(range(len(series)), key=lambda i: -series[i].ts_ms.size)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = dict(zip(by_size, pool.map(energy_of, [series[i] for i in by_size]), strict=True))
+    return [done[i] for i in range(len(series))]
 
 
 def _round(value: float, digits: int) -> float:
@@ -541,6 +586,30 @@ def load_readings(
         if columns is not None:
             table = table.select([c for c in table.column_names if c in columns])
     return table
+
+
+def load_series(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+) -> list[Series]:
+    """Return the lake's readings for [start, end), bracketed, as one series per device channel:
+    what :func:`split_series` makes of :func:`load_readings` with :data:`SERIES_COLUMNS`, read
+    straight into numpy arrays (:func:`wattlake.query.raw.read_series`) unless the table has
+    delete files.
+    """
+    from wattlake.lake.storage import Lake
+    from wattlake.query.raw import read_series
+
+    series = read_series(Lake.from_settings(settings), start_ms, end_ms, device_ids=device_ids)
+    if series is None:
+        table = load_readings(
+            settings, start_ms, end_ms, device_ids=device_ids, columns=SERIES_COLUMNS
+        )
+        series = split_series(table)
+    return series
 
 
 def segment_energy(

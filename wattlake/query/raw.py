@@ -2,14 +2,17 @@
 
 What ``energy``, ``cost`` and ``pv`` read when rollups cannot answer: the readings of a range and,
 per device channel, the nearest reading of each kind on either side, deduplicated and sorted
-without a DuckDB view (:mod:`wattlake.query.engine` holds the views).
+without a DuckDB view (:mod:`wattlake.query.engine` holds the views). :func:`read_bracketed`
+returns them as an Arrow table in the in-memory schema; :func:`read_series` returns the same
+readings as one :class:`~wattlake.query.energy.Series` per device channel, straight from the
+stored integers to numpy arrays (no table in between), which is what the energy kernel takes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import numpy as np
@@ -21,7 +24,10 @@ import pyarrow.dataset as ds
 from wattlake.errors import StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.schema import DEDUP_KEY, READING_SCHEMA, READINGS_TABLE, TABLES
+from wattlake.schema import DEDUP_KEY, READING_SCHEMA, READINGS_TABLE, RECEIVE_LAG_COLUMN, TABLES
+
+if TYPE_CHECKING:
+    from wattlake.query.energy import Series
 
 _DAY_MS: Final = 86_400_000
 _STORED_READINGS: Final = TABLES[READINGS_TABLE].schema
@@ -34,40 +40,83 @@ _BRACKET_COLUMNS: Final = (
     "energy_wh",
     "returned_energy_wh",
 )
+_SERIES_VALUES: Final = ("power_w", "energy_wh", "returned_energy_wh")
 _BRACKET_KINDS: Final = 4  # any reading, finite power, import counter >= 0, export counter >= 0
+_KIND_COLUMNS: Final = (None, "power_w", "energy_wh", "returned_energy_wh")
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    """Stored rows (one chunk per column, strings dictionary-encoded) and their order:
-    ``order`` lists the rows deduplicated on (device_id, channel, ts), earliest received copy
-    first as the ``readings`` view keeps it, sorted by device, channel and ts."""
+    """Stored rows (strings dictionary-encoded) and their order: the rows deduplicated on
+    (device_id, channel, ts), earliest received copy first as the ``readings`` view keeps it,
+    sorted by device, channel and ts (:meth:`stored` gives the row at each position of that
+    order); series ``j`` (``keys[j]``, its (device_id, channel)) holds positions
+    ``bounds[j]`` to ``bounds[j + 1]``."""
 
     table: pa.Table
-    order: IntArray
-    series: IntArray  # series number of each row of ``order``
-    keys: list[tuple[str, int]]  # (device_id, channel) of each series number
-    ts_us: IntArray  # ts of each row of ``order``
+    bounds: IntArray
+    keys: list[tuple[str, int]]
+    ts_ms: IntArray  # ts of each position [ms] (the stored µs, floored)
+    order: IntArray | None  # the stored row of each position; None: see ``pieces``
+    # Else the order is runs of rows of one record batch each: per run, the batch, its first
+    # and end row in the batch, and its first row in the table.
+    pieces: IntArray | None = None
+    _ints: dict[str, IntArray] = field(default_factory=dict)
+    _valid: dict[str, BoolArray | None] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Return the number of rows in order."""
+        return int(self.bounds[-1])
+
+    def stored(self, positions: IntArray | None = None) -> IntArray:
+        """Return the stored row at each of ``positions`` of the order (default: all)."""
+        if self.order is not None:
+            return self.order if positions is None else self.order[positions]
+        assert self.pieces is not None
+        lengths = self.pieces[2] - self.pieces[1]
+        first = np.cumsum(lengths) - lengths  # position of each run's first row
+        if positions is None:
+            positions = np.arange(self.size, dtype=np.int64)
+        run = np.searchsorted(first, positions, side="right") - 1
+        return np.asarray(self.pieces[3][run] + (positions - first[run]), dtype=np.int64)
+
+    def ints(self, name: str) -> IntArray:
+        """Return column ``name`` as int64 per stored row (see :func:`_ints`), computed once."""
+        if name not in self._ints:
+            self._ints[name] = _ints(self.table[name])
+        return self._ints[name]
+
+    def valid(self, name: str) -> BoolArray | None:
+        """Return whether column ``name`` holds a value, per stored row (None: every row)."""
+        if name not in self._valid:
+            column = self.table[name]
+            self._valid[name] = _valid(column) if column.null_count else None
+        return self._valid[name]
+
+
+def _chunk_ints(array: pa.Array) -> npt.NDArray[np.signedinteger[Any]]:
+    """Return integer, timestamp or decimal values of one array as integers, without a copy
+    where possible (decimals in units of their scale, dictionary strings as their indices;
+    nulls as 0)."""
+    if pa.types.is_decimal(array.type):
+        words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
+        return words[array.offset : array.offset + len(array), 0]
+    if pa.types.is_dictionary(array.type):
+        array = array.indices
+    elif pa.types.is_timestamp(array.type):
+        array = array.view(pa.int64())
+    if array.null_count:
+        array = array.fill_null(0)
+    return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
 def _ints(column: pa.ChunkedArray) -> IntArray:
-    """Return integer, timestamp or decimal values as int64 (decimals in units of their scale,
-    dictionary strings as their indices; nulls as 0)."""
-    parts = []
-    for array in column.chunks:
-        if pa.types.is_decimal(array.type):
-            words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
-            parts.append(words[array.offset : array.offset + len(array), 0])
-            continue
-        if pa.types.is_dictionary(array.type):
-            array = array.indices
-        elif pa.types.is_timestamp(array.type):
-            array = array.view(pa.int64())
-        if array.null_count:
-            array = array.fill_null(0)
-        parts.append(array.to_numpy(zero_copy_only=False))
+    """Return integer, timestamp or decimal values as int64 (see :func:`_chunk_ints`)."""
+    parts = [_chunk_ints(array) for array in column.chunks]
     if not parts:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate(parts).astype(np.int64, copy=False)
@@ -77,6 +126,16 @@ def _valid(column: pa.ChunkedArray) -> BoolArray:
     if column.null_count == 0:
         return np.ones(len(column), dtype=np.bool_)
     return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=np.bool_)
+
+
+def _names(column: pa.ChunkedArray) -> tuple[list[str], IntArray]:
+    """Return the sorted distinct strings of a column dictionary-encoded with one dictionary,
+    and the rank among them of each dictionary entry."""
+    names = column.chunk(0).dictionary.to_pylist() if column.num_chunks else []
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order] = np.arange(len(names))
+    return [names[i] for i in order], rank
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[IntArray, list[str]]:
@@ -91,65 +150,262 @@ def _codes(column: pa.ChunkedArray) -> tuple[IntArray, list[str]]:
     return rank[_ints(column)], [names[i] for i in order]
 
 
+def _runs_in_order(key: IntArray, ts: IntArray, breaks: IntArray) -> IntArray | None:
+    """Return the rows in order of (key, ts) when they are runs each sorted by (key, ts) without
+    repeats (split at ``breaks``; each file is such a run) and a series' readings in a later run
+    all follow those of an earlier one (a file per day keeps a series' days in time order); else
+    None."""
+    n = key.size
+    # Pieces: rows of one series within one run, each sorted by ts; stable by series.
+    starts = np.unique(np.concatenate(([0], breaks, np.flatnonzero(key[1:] != key[:-1]) + 1)))
+    lengths = np.diff(np.append(starts, n))
+    by = np.argsort(key[starts], kind="stable")
+    starts, lengths, piece_key = starts[by], lengths[by], key[starts[by]]
+    same = piece_key[1:] == piece_key[:-1]
+    if not np.all(ts[starts[1:][same]] > ts[(starts + lengths - 1)[:-1][same]]):
+        return None  # runs overlap in time (late data, resent copies)
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(n, dtype=np.int64) + np.repeat(starts - offsets, lengths)
+
+
+def _batch_runs(
+    table: pa.Table, names: list[str], rank: IntArray, low: int, width: int
+) -> _Rows | None:
+    """Return the rows in order when each record batch is sorted by (device, channel, ts)
+    without repeats and, per series, each batch's readings follow those of the batch before
+    (files of one day each, read in day order); else None. Works a batch at a time (in the
+    processor's cache) and copies each column once."""
+    batches = [b for b in table.to_batches() if b.num_rows]
+    found = []  # per run of one series in one batch: batch, start, stop, key, first ts, last ts
+    for i, batch in enumerate(batches):
+        key = rank[_chunk_ints(batch.column("device_id"))] * width
+        key += _chunk_ints(batch.column("channel")) - low
+        ts = _chunk_ints(batch.column("ts"))
+        same = key[1:] == key[:-1]
+        if not np.all((key[1:] > key[:-1]) | (same & (ts[1:] > ts[:-1]))):
+            return None
+        starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
+        stops = np.append(starts[1:], key.size)
+        found.append(
+            np.stack(
+                (np.full(starts.size, i), starts, stops, key[starts], ts[starts], ts[stops - 1])
+            )
+        )
+    if not found:
+        return None
+    runs = np.concatenate(found, axis=1)
+    runs = runs[:, np.argsort(runs[3], kind="stable")]
+    batch_no, starts, stops, key, first_ts, last_ts = runs
+    same = key[1:] == key[:-1]
+    if not np.all(first_ts[1:][same] > last_ts[:-1][same]):
+        return None  # batches overlap in time (late data, resent copies)
+    lengths = stops - starts
+    offsets = np.cumsum([0] + [b.num_rows for b in batches])
+    pieces = np.stack((batch_no, starts, stops, offsets[batch_no] + starts))
+    ts_columns = [_chunk_ints(b.column("ts")) for b in batches]
+    ts_ms = np.empty(int(lengths.sum()), dtype=np.int64)
+    at = 0
+    for b, a, z in pieces[:3].T.tolist():
+        np.floor_divide(ts_columns[b][a:z], 1000, out=ts_ms[at : at + z - a])
+        at += z - a
+    firsts = np.concatenate(([0], np.flatnonzero(~same) + 1))
+    bounds = np.append(np.cumsum(np.concatenate(([0], lengths)))[firsts], ts_ms.size)
+    keys = [(names[int(d) // width], int(d) % width + low) for d in key[firsts]]
+    return _Rows(table, bounds, keys, ts_ms, None, pieces)
+
+
 def _sort_rows(table: pa.Table, more: Callable[[list[str]], pa.Table]) -> _Rows:
     """Order stored rows as :class:`_Rows` describes (``more(columns)`` returns the same rows'
-    ``received_at`` and ``source``, needed only when copies of a reading must be chosen)."""
+    receive time columns and ``source``, needed only when copies of a reading must be
+    chosen)."""
     table = table.unify_dictionaries()
+    if table.num_rows and pa.types.is_dictionary(table["device_id"].type):
+        names, rank = _names(table["device_id"])
+        ch_range = pc.min_max(table["channel"]).as_py()
+        low, width = int(ch_range["min"]), int(ch_range["max"]) - int(ch_range["min"]) + 1
+        fast = _batch_runs(table, names, rank, low, width)
+        if fast is not None:
+            return fast
     dev, names = _codes(table["device_id"])
     ch = _ints(table["channel"])
     ts = _ints(table["ts"])
     low = int(ch.min()) if ch.size else 0
     width = int(ch.max()) - low + 1 if ch.size else 1
     key = dev * width + (ch - low)
-    order = np.arange(key.size, dtype=np.int64)
-    if not np.all((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (ts[1:] > ts[:-1]))):
-        # Each file is sorted: a stable sort by series keeps their (day, so time) order. Small
-        # integers sort by radix.
-        small = key.astype(np.uint16) if key.size and key.max() < 1 << 16 else key
-        order = np.argsort(small, kind="stable")
-        k, t = key[order], ts[order]
-        if np.any((k[1:] == k[:-1]) & (t[1:] <= t[:-1])):  # overlapping files, duplicates
-            extra = more(["received_at", "source"]).unify_dictionaries()
-            received = _ints(extra["received_at"])
-            source, _ = _codes(extra["source"])
-            order = np.lexsort((source, received, ts, key))
+    ahead = (key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (ts[1:] > ts[:-1]))
+    breaks = np.flatnonzero(~ahead) + 1
+    if breaks.size == 0:  # sorted already (one file, or one series per file in order)
+        order = np.arange(key.size, dtype=np.int64)
+        key_o, ts_o = key, ts
+    else:
+        runs = _runs_in_order(key, ts, breaks)
+        if runs is not None:
+            order = runs
+        else:
+            # A stable sort by series keeps each file's (day, so time) order. Small integers
+            # sort by radix.
+            small = key.astype(np.uint16) if key.max() < 1 << 16 else key
+            order = np.argsort(small, kind="stable")
             k, t = key[order], ts[order]
-            first = np.ones(k.size, dtype=np.bool_)
-            first[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
-            order = order[first]
-    key, ts = key[order], ts[order]
-    change = np.ones(key.size, dtype=np.bool_)
-    change[1:] = key[1:] != key[:-1]
-    series = np.cumsum(change) - 1
-    keys = [(names[int(d) // width], int(d) % width + low) for d in key[change]]
-    return _Rows(table, order, series, keys, ts)
+            if np.any((k[1:] == k[:-1]) & (t[1:] <= t[:-1])):  # overlapping files, duplicates
+                extra = more(["received_at", RECEIVE_LAG_COLUMN, "source"]).unify_dictionaries()
+                # The receive time as the views give it: received_at, else ts + receive_lag_ms.
+                received = _ints(pa.chunked_array([tables.received_at_us(extra)]))
+                source, _ = _codes(extra["source"])
+                order = np.lexsort((source, received, ts, key))
+                k, t = key[order], ts[order]
+                first = np.ones(k.size, dtype=np.bool_)
+                first[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
+                order = order[first]
+        key_o, ts_o = key[order], ts[order]
+    change = np.flatnonzero(key_o[1:] != key_o[:-1]) + 1
+    firsts = np.concatenate(([0], change)) if key_o.size else change
+    bounds = np.append(firsts, key_o.size).astype(np.int64)
+    keys = [(names[int(d) // width], int(d) % width + low) for d in key_o[firsts]]
+    return _Rows(table, bounds, keys, ts_o // 1000, order)
 
 
-def _brackets(
-    rows: _Rows, start_us: int, end_us: int, index: IntArray, nseries: int
-) -> tuple[IntArray, IntArray]:
-    """Return, per series (``index`` maps the rows' series numbers to these) and bracket kind,
-    the position in ``rows.order`` of the nearest reading before ``start_us`` and of the first
-    at or after ``end_us`` (-1: none)."""
+@dataclass(frozen=True, slots=True)
+class _Brackets:
+    """Per series and bracket kind, the position in ``order`` of the nearest reading before the
+    range and of the first at or after its end (-1: none); per series of the rows read, the
+    positions where the range begins and ends."""
+
+    before: IntArray
+    after: IntArray
+    first: IntArray
+    stop: IntArray
+
+
+def _kind_ok(rows: _Rows, kind: int, positions: IntArray) -> BoolArray:
+    """Return whether the readings at ``positions`` of the order are of bracket ``kind``."""
+    name = _KIND_COLUMNS[kind]
+    if name is None:
+        return np.ones(positions.size, dtype=np.bool_)
+    stored = rows.stored(positions)
+    valid = rows.valid(name)
+    ok = np.ones(positions.size, dtype=np.bool_) if valid is None else valid[stored]
+    if name != "power_w":
+        ok &= rows.ints(name)[stored] >= 0
+    return ok
+
+
+def _nearest(rows: _Rows, kind: int, lo: int, hi: int, *, last: bool) -> int:
+    """Return the last (or first) position in [lo, hi) of the order with a reading of
+    bracket ``kind``, or -1; looks at a few positions first and widens the search."""
+    width = 8
+    while hi > lo:
+        a, b = (max(lo, hi - width), hi) if last else (lo, min(hi, lo + width))
+        hits = np.flatnonzero(_kind_ok(rows, kind, np.arange(a, b, dtype=np.int64)))
+        if hits.size:
+            return a + int(hits[-1] if last else hits[0])
+        if last:
+            hi = a
+        else:
+            lo = b
+        width *= 8
+    return -1
+
+
+def _brackets(rows: _Rows, start_ms: int, end_ms: int, index: IntArray, nseries: int) -> _Brackets:
+    """Return the brackets (see :class:`_Brackets`); ``index`` maps the rows' series numbers to
+    the ``nseries`` series of the answer."""
     before = np.full((nseries, _BRACKET_KINDS), -1, dtype=np.int64)
     after = np.full((nseries, _BRACKET_KINDS), -1, dtype=np.int64)
-    n = rows.order.size
-    if n == 0:
-        return before, after
-    t = rows.table
-    power = _valid(t["power_w"])[rows.order]
-    imp = (_valid(t["energy_wh"]) & (_ints(t["energy_wh"]) >= 0))[rows.order]
-    exp = (_valid(t["returned_energy_wh"]) & (_ints(t["returned_energy_wh"]) >= 0))[rows.order]
-    position = np.arange(n, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, rows.series[1:] != rows.series[:-1]])
-    which = index[rows.series[starts]]
-    early, late = rows.ts_us < start_us, rows.ts_us >= end_us
-    for j, mask in enumerate((np.ones(n, dtype=np.bool_), power, imp, exp)):
-        last = np.maximum.reduceat(np.where(mask & early, position, -1), starts)
-        first = np.minimum.reduceat(np.where(mask & late, position, n), starts)
-        before[which, j] = last
-        after[which, j] = np.where(first < n, first, -1)
-    return before, after
+    nkeys = len(rows.keys)
+    first = np.zeros(nkeys, dtype=np.int64)
+    stop = np.zeros(nkeys, dtype=np.int64)
+    for j in range(nkeys):
+        a, b = int(rows.bounds[j]), int(rows.bounds[j + 1])
+        ts = rows.ts_ms[a:b]  # floored: before a whole ms exactly when the µs are
+        p0 = a + int(np.searchsorted(ts, start_ms, side="left"))
+        p1 = a + int(np.searchsorted(ts, end_ms, side="left"))
+        first[j], stop[j] = p0, p1
+        which = int(index[j])
+        for kind in range(_BRACKET_KINDS):
+            before[which, kind] = _nearest(rows, kind, a, p0, last=True)
+            after[which, kind] = _nearest(rows, kind, p1, b, last=False)
+    return _Brackets(before, after, first, stop)
+
+
+def _window_positions(rows: _Rows, found: _Brackets) -> IntArray | None:
+    """Return the positions of the order in the range or bracketing it, ascending (None:
+    all of them)."""
+    nkeys = len(rows.keys)
+    edges = [
+        (
+            np.unique(found.before[j][found.before[j] >= 0]),
+            np.unique(found.after[j][found.after[j] >= 0]),
+        )
+        for j in range(nkeys)
+    ]
+    total = sum(b.size + a.size for b, a in edges) + int((found.stop - found.first).sum())
+    if total == rows.size:
+        return None
+    pieces: list[IntArray] = [np.zeros(0, dtype=np.int64)]
+    for j, (before, after) in enumerate(edges):
+        pieces += [before, np.arange(found.first[j], found.stop[j], dtype=np.int64), after]
+    return np.concatenate(pieces)
+
+
+def _bracketed(
+    lake: Lake,
+    start_ms: int,
+    end_ms: int,
+    device_ids: Sequence[str] | None,
+    wanted: list[str],
+) -> tuple[list[tuple[_Rows, IntArray | None]], list[tuple[str, int]]] | None:
+    """Return the parts of the bracketed readings: rows read and the positions of their order
+    picked (None: all), and the (device_id, channel) of every series; None when the scan plan
+    has delete files or files not partitioned by day."""
+    plan = tables.scan_files(lake, READINGS_TABLE)
+    if any(task.delete_files for task in plan):
+        return None
+    by_day: dict[int, list[str]] = {}
+    for task in plan:
+        day = task.file.partition[0] if len(task.file.partition) else None
+        if not isinstance(day, int):  # not partitioned by day (another engine's spec)
+            return None
+        by_day.setdefault(day, []).append(tables.local_path(task.file.file_path))
+    lo, hi = start_ms // _DAY_MS - 1, end_ms // _DAY_MS + 1
+
+    def read(days: Iterable[int], devices: Sequence[str] | None) -> _Rows:
+        paths = [p for d in sorted(days) for p in by_day[d]]
+        table = _read_files(lake, paths, devices, wanted)
+        return _sort_rows(table, lambda extra: _read_files(lake, paths, devices, extra))
+
+    window = read([d for d in by_day if lo <= d <= hi], device_ids)
+    earlier = sorted((d for d in by_day if d < lo), reverse=True)
+    later = sorted(d for d in by_day if d > hi)
+    keys = list(window.keys)
+    if earlier or later:  # a series silent around the range still gets its brackets
+        seen = set(keys)
+        outside = [p for d in earlier + later for p in by_day[d]]
+        keys += [k for k in _series_in(lake, outside, device_ids) if k not in seen]
+    found = _brackets(
+        window, start_ms, end_ms, np.arange(len(window.keys), dtype=np.int64), len(keys)
+    )
+    parts: list[tuple[_Rows, IntArray | None]] = [(window, _window_positions(window, found))]
+    number = {key: i for i, key in enumerate(keys)}
+    for side, days in ((found.before, earlier), (found.after, later)):
+        chunk = 7
+        while days and np.any(side < 0):
+            devices = sorted({keys[i][0] for i in np.flatnonzero((side < 0).any(axis=1))})
+            batch, days = days[:chunk], days[chunk:]
+            chunk *= 4
+            rows = read(batch, devices)
+            index = np.array([number[k] for k in rows.keys], dtype=np.int64)
+            there = _brackets(rows, start_ms, end_ms, index, len(keys))
+            near = there.before if side is found.before else there.after
+            new = (side < 0) & (near >= 0)
+            side[new] = near[new]
+            if new.any():
+                parts.append((rows, np.unique(near[new])))
+    return parts, keys
+
+
+def _wanted(columns: Sequence[str] | None) -> list[str]:
+    return [c for c in READING_SCHEMA.names if columns is None or c in columns or c in DEDUP_KEY]
 
 
 def read_bracketed(
@@ -174,58 +430,109 @@ def read_bracketed(
     Raises:
         wattlake.errors.StorageError: the catalog or a data file cannot be read.
     """
-    plan = tables.scan_files(lake, READINGS_TABLE)
-    if any(task.delete_files for task in plan):
+    wanted = _wanted(columns)
+    found = _bracketed(lake, start_ms, end_ms, device_ids, wanted)
+    if found is None:
         return None
-    wanted = [c for c in READING_SCHEMA.names if columns is None or c in columns or c in DEDUP_KEY]
-    by_day: dict[int, list[str]] = {}
-    for task in plan:
-        day = task.file.partition[0] if len(task.file.partition) else None
-        if not isinstance(day, int):  # not partitioned by day (another engine's spec)
-            return None
-        by_day.setdefault(day, []).append(tables.local_path(task.file.file_path))
-    lo, hi = start_ms // _DAY_MS - 1, end_ms // _DAY_MS + 1
-    start_us, end_us = start_ms * 1000, end_ms * 1000
-
-    def read(days: Iterable[int], devices: Sequence[str] | None) -> _Rows:
-        paths = [p for d in sorted(days) for p in by_day[d]]
-        table = _read_files(lake, paths, devices, wanted)
-        return _sort_rows(table, lambda extra: _read_files(lake, paths, devices, extra))
-
-    window = read([d for d in by_day if lo <= d <= hi], device_ids)
-    earlier = sorted((d for d in by_day if d < lo), reverse=True)
-    later = sorted(d for d in by_day if d > hi)
-    keys = list(window.keys)
-    if earlier or later:  # a series silent around the range still gets its brackets
-        seen = set(keys)
-        outside = [p for d in earlier + later for p in by_day[d]]
-        keys += [k for k in _series_in(lake, outside, device_ids) if k not in seen]
-    before, after = _brackets(
-        window, start_us, end_us, np.arange(len(window.keys), dtype=np.int64), len(keys)
-    )
-    picked = (window.ts_us >= start_us) & (window.ts_us < end_us)
-    picked[before[before >= 0]] = True
-    picked[after[after >= 0]] = True
-    parts = [_readings(window.table, window.order[picked], wanted)]
-    number = {key: i for i, key in enumerate(keys)}
-    for side, days in ((before, earlier), (after, later)):
-        chunk = 7
-        while days and np.any(side < 0):
-            devices = sorted({keys[i][0] for i in np.flatnonzero((side < 0).any(axis=1))})
-            batch, days = days[:chunk], days[chunk:]
-            chunk *= 4
-            rows = read(batch, devices)
-            index = np.array([number[k] for k in rows.keys], dtype=np.int64)
-            found = _brackets(rows, start_us, end_us, index, len(keys))[0 if side is before else 1]
-            new = (side < 0) & (found >= 0)
-            side[new] = found[new]
-            if new.any():
-                rows_found = rows.order[np.unique(found[new])]
-                parts.append(_readings(rows.table, rows_found, wanted))
+    parts = [_readings(rows, rows.stored(at), wanted) for rows, at in found[0]]
     if len(parts) == 1:
         return parts[0]
     table = pa.concat_tables(parts)
     return table.take(pc.sort_indices(table, [(c, "ascending") for c in DEDUP_KEY]))
+
+
+def read_series(
+    lake: Lake,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+) -> list[Series] | None:
+    """Return the readings :func:`read_bracketed` returns as one series per device channel, as
+    :func:`wattlake.query.energy.split_series` cuts its table (times in ms, readings in the same
+    ms after the first dropped, values as float64 with NaN where absent), without building the
+    table.
+
+    Returns None when the plan has delete files or files not partitioned by day (read the views
+    then).
+
+    Raises:
+        wattlake.errors.StorageError: the catalog or a data file cannot be read.
+    """
+    from wattlake.query.energy import Series
+
+    found = _bracketed(lake, start_ms, end_ms, device_ids, list(_BRACKET_COLUMNS))
+    if found is None:
+        return None
+    parts, keys = found
+    rank = {key: i for i, key in enumerate(sorted(keys))}
+    ordered = sorted(keys)
+    pieces: list[list[npt.NDArray[Any]]] = []  # ts, power, import, export
+    numbers, sizes = [], []  # per part, its series' numbers and sizes
+    for rows, at in parts:
+        numbers.append(np.array([rank[k] for k in rows.keys], dtype=np.int64))
+        sizes.append(np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds)))
+        if at is None and rows.pieces is not None:
+            values = [_piece_floats(rows, name) for name in _SERIES_VALUES]
+        else:
+            stored = rows.stored(at)
+            values = [_floats(rows, name, stored) for name in _SERIES_VALUES]
+        pieces.append([rows.ts_ms if at is None else rows.ts_ms[at], *values])
+    cols = pieces[0]
+    number, size = numbers[0], sizes[0]
+    if len(pieces) > 1:  # a few bracketing readings from further days: merge them in
+        cols = [np.concatenate(c) for c in zip(*pieces, strict=True)]
+        each = np.concatenate([np.repeat(n, c) for n, c in zip(numbers, sizes, strict=True)])
+        order = np.lexsort((cols[0], each))
+        cols = [c[order] for c in cols]
+        number, size = np.unique(each[order], return_counts=True)
+    number, size = number[size > 0], size[size > 0]
+    firsts = np.cumsum(size) - size
+    ts = cols[0]
+    repeated = ts[1:] == ts[:-1]
+    repeated[firsts[1:] - 1] = False  # a series' first reading repeats nothing
+    if repeated.any():  # readings within one ms: the first stays, as split_series keeps it
+        keep = np.concatenate(([True], ~repeated))
+        cols = [c[keep] for c in cols]
+        size = np.add.reduceat(keep.astype(np.int64), firsts)
+        firsts = np.cumsum(size) - size
+    return [
+        Series(*ordered[k], *(c[a : a + n] for c in cols))
+        for k, a, n in zip(number.tolist(), firsts.tolist(), size.tolist(), strict=True)
+    ]
+
+
+def _piece_floats(rows: _Rows, name: str) -> FloatArray:
+    """Return decimal column ``name`` at the rows in order as float64, NaN where
+    absent, run by run (``rows.pieces``): one pass over the stored values."""
+    assert rows.pieces is not None
+    batches = [b for b in rows.table.to_batches() if b.num_rows]
+    scale = 10.0 ** rows.table.schema.field(name).type.scale
+    units = [_chunk_ints(b.column(name)) for b in batches]
+    nulls = [
+        None if not b.column(name).null_count else ~_valid(pa.chunked_array([b.column(name)]))
+        for b in batches
+    ]
+    out = np.empty(rows.size, dtype=np.float64)
+    at = 0
+    for b, a, z in rows.pieces[:3].T.tolist():
+        part = out[at : at + z - a]
+        np.divide(units[b][a:z], scale, out=part)  # one rounding, as in _floats
+        absent = nulls[b]
+        if absent is not None:
+            part[absent[a:z]] = np.nan
+        at += z - a
+    return out
+
+
+def _floats(rows: _Rows, name: str, stored: IntArray) -> FloatArray:
+    """Return decimal column ``name`` at rows ``stored`` as float64, NaN where absent."""
+    column = rows.table[name]
+    values: FloatArray = rows.ints(name)[stored] / 10.0**column.type.scale  # one rounding
+    valid = rows.valid(name)
+    if valid is not None:
+        values[~valid[stored]] = np.nan
+    return values
 
 
 def _read_files(
@@ -248,6 +555,8 @@ def _read_files(
             None if devices is None else ds.field("device_id").isin(pa.array(devices, pa.string()))
         )
         needed = {*columns, *_BRACKET_COLUMNS}
+        if "received_at" in needed:  # stored as a lag behind ts (older files: received_at)
+            needed.add(RECEIVE_LAG_COLUMN)
         return dataset.to_table(columns=[c for c in schema.names if c in needed], filter=flt)
     except (OSError, pa.ArrowInvalid) as exc:
         raise StorageError(f"Cannot read the readings of {lake.url}: {exc}") from exc
@@ -270,30 +579,37 @@ def _series_in(
     return sorted((str(d), int(c)) for d, c in rows)
 
 
-def _readings(stored: pa.Table, rows: IntArray, columns: Sequence[str]) -> pa.Table:
-    """Return ``rows`` of stored readings with ``columns`` in the in-memory schema (ms
+def _readings(rows: _Rows, stored: IntArray, columns: Sequence[str]) -> pa.Table:
+    """Return ``stored`` rows of readings with ``columns`` in the in-memory schema (ms
     timestamps, float64 values)."""
     arrays: list[pa.Array] = []
-    indices = pa.array(rows, pa.int64())
+    indices = pa.array(stored, pa.int64())
     for name in columns:
-        field = READING_SCHEMA.field(name)
-        column = stored[name]
+        field_ = READING_SCHEMA.field(name)
+        column = rows.table[name]
         if pa.types.is_decimal(column.type):
-            values = _ints(column)[rows] / 10.0**column.type.scale  # one rounding, as CAST
-            mask = None if column.null_count == 0 else ~_valid(column)[rows]
+            values = rows.ints(name)[stored] / 10.0**column.type.scale  # one rounding, as CAST
+            valid = rows.valid(name)
+            mask = None if valid is None else ~valid[stored]
             arrays.append(pa.array(values, pa.float64(), mask=mask))
+        elif name == "received_at":  # received_at, else ts + receive_lag_ms [µs]
+            received = pa.chunked_array([tables.received_at_us(rows.table)])
+            values = pa.array(
+                _ints(received)[stored] // 1000, pa.int64(), mask=~_valid(received)[stored]
+            )
+            arrays.append(values.cast(field_.type))
         elif pa.types.is_timestamp(column.type):
-            arrays.append(pa.array(_ints(column)[rows] // 1000, pa.int64()).cast(field.type))
+            arrays.append(pa.array(rows.ints(name)[stored] // 1000, pa.int64()).cast(field_.type))
         elif pa.types.is_dictionary(column.type):
             dictionary = (
                 column.chunk(0).dictionary if column.num_chunks else pa.array([], pa.string())
             )
             picked = pa.DictionaryArray.from_arrays(
-                pa.array(_ints(column)[rows], pa.int32()), dictionary
+                pa.array(rows.ints(name)[stored], pa.int32()), dictionary
             )
-            arrays.append(picked.cast(field.type))
+            arrays.append(picked.cast(field_.type))
         else:
-            arrays.append(column.take(indices).combine_chunks().cast(field.type))
+            arrays.append(column.take(indices).combine_chunks().cast(field_.type))
     return pa.Table.from_arrays(
         arrays, schema=pa.schema([READING_SCHEMA.field(c) for c in columns])
     )

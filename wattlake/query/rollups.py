@@ -37,6 +37,7 @@ from wattlake.query.energy import (
     cost_period,
     load_readings,
     one_channel,
+    series_energies,
     series_energy,
     site_energy,
     site_rows,
@@ -196,10 +197,8 @@ def series_from_readings(
         readings = readings.set_column(
             readings.schema.get_field_index("ts"), "ts", readings["ts"].cast(_MS_TS)
         )
-    return [
-        series_energy(s, edges, method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w)
-        for s in split_series(readings, channel=channel)
-    ]
+    series = split_series(readings, channel=channel)
+    return series_energies(series, edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +207,17 @@ class EnergySources:
 
     ``rollups(start_ms, end_ms, device_id)`` returns the ``energy_15min`` rows of the range, or
     None when the rollups are not up to date for it; ``readings(start_ms, end_ms, device_id)``
-    returns the readings the raw path needs for the range (with its margins).
+    returns the readings the raw path needs for the range (with its margins);
+    ``series(start_ms, end_ms, device_id)``, if given, the same readings already cut into
+    series (what :func:`~wattlake.query.energy.split_series` makes of them), which the raw
+    path then reads instead.
     """
 
     rollups: Callable[[int, int, str | None], pa.Table | None]
     readings: Callable[[int, int, str | None], pa.Table]
     max_gap_s: float = 300.0
     max_power_w: float = 60_000.0
+    series: Callable[[int, int, str | None], list[Series]] | None = None
 
 
 def energy_over_edges(
@@ -235,15 +238,34 @@ def energy_over_edges(
         rows = sources.rollups(start_ms, end_ms, device_id)
         if rows is not None:
             return series_from_rollups(rows, edges, channel=channel), "rollups"
-    readings = sources.readings(start_ms, end_ms, device_id)
-    results = series_from_readings(
-        readings,
-        edges,
-        channel=channel,
-        max_gap_s=sources.max_gap_s,
-        max_power_w=sources.max_power_w,
+    return energy_from_readings(sources, edges, device_id=device_id, channel=channel), "readings"
+
+
+def energy_from_readings(
+    sources: EnergySources,
+    edges_ms: npt.ArrayLike,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+) -> list[SeriesEnergy]:
+    """Return the energy of each series in the buckets between ``edges_ms`` from the readings
+    (the raw path of :func:`energy_over_edges`), through ``sources.series`` when given."""
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    start_ms, end_ms = int(edges[0]), int(edges[-1])
+    if sources.series is None:
+        return series_from_readings(
+            sources.readings(start_ms, end_ms, device_id),
+            edges,
+            channel=channel,
+            max_gap_s=sources.max_gap_s,
+            max_power_w=sources.max_power_w,
+        )
+    series = sources.series(start_ms, end_ms, device_id)
+    if channel is not None:
+        series = [s for s in series if s.channel == channel]
+    return series_energies(
+        series, edges, max_gap_s=sources.max_gap_s, max_power_w=sources.max_power_w
     )
-    return results, "readings"
 
 
 def fresh_rollups(
@@ -291,7 +313,7 @@ def lake_sources(settings: Settings) -> EnergySources:
     to a day within a day of the range.
     """
     from wattlake.lake.storage import Lake
-    from wattlake.query.energy import SERIES_COLUMNS, load_readings
+    from wattlake.query.energy import SERIES_COLUMNS, load_readings, load_series
 
     lake = Lake.from_settings(settings)
 
@@ -305,11 +327,17 @@ def lake_sources(settings: Settings) -> EnergySources:
         devices = None if device_id is None else [device_id]
         return load_readings(settings, start_ms, end_ms, device_ids=devices, columns=SERIES_COLUMNS)
 
+    def series(start_ms: int, end_ms: int, device_id: str | None) -> list[Series]:
+        return load_series(
+            settings, start_ms, end_ms, device_ids=None if device_id is None else [device_id]
+        )
+
     return EnergySources(
         rollups=rollups,
         readings=readings,
         max_gap_s=float(settings["energy.max_gap_s"]),
         max_power_w=float(settings["energy.max_power_w"]),
+        series=series,
     )
 
 

@@ -1,0 +1,124 @@
+"""The raw energy path read straight into series (:func:`wattlake.query.raw.read_series`) gives
+exactly what the Arrow path gives (:func:`read_bracketed`, then :func:`split_series`), and the
+same energy, on a lake with duplicates across files, overlapping and unsorted files, gaps, a
+counter reset, absent values (nulls) and readings less than a millisecond apart."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.query.test_read_bracketed import DAY, T0, _every, _rows, filled  # noqa: F401
+from wattlake.energy.buckets import bucket_edges_ms, zone
+from wattlake.lake import tables
+from wattlake.lake.storage import Lake
+from wattlake.query.energy import SERIES_COLUMNS, Series, SeriesEnergy, split_series
+from wattlake.query.raw import read_bracketed, read_series
+from wattlake.query.rollups import EnergySources, energy_over_edges
+from wattlake.schema import READINGS_TABLE
+
+
+@pytest.fixture
+def troubled(filled: Lake) -> Lake:  # noqa: F811
+    """``filled`` plus: a counter reset and nulls in a counter, gaps, and two readings 400 µs
+    apart (the same ms: the first one stays)."""
+    ts = _every(T0 + 8 * DAY, T0 + 11 * DAY, 60_000)
+    ts = ts[(ts < T0 + 9 * DAY) | (ts >= T0 + 9 * DAY + 7_200_000)]  # a two-hour gap
+    rows = _rows("e", 1, ts, 21)
+    energy = np.asarray(rows["energy_wh"].to_numpy(zero_copy_only=False)).copy()
+    energy[ts >= T0 + 9 * DAY + 43_200_000] -= 900.0  # the meter restarts near zero
+    absent = np.zeros(ts.size, dtype=np.bool_)
+    absent[100:130] = True  # the counter unavailable for half an hour
+    rows = rows.set_column(
+        rows.schema.get_field_index("energy_wh"),
+        "energy_wh",
+        pa.array(energy, pa.float64(), mask=absent),
+    )
+    power = np.asarray(rows["power_w"].to_numpy(zero_copy_only=False)).copy()
+    power[200:210] = -power[200:210]  # export for ten minutes
+    rows = rows.set_column(
+        rows.schema.get_field_index("power_w"),
+        "power_w",
+        pa.array(power, pa.float64(), mask=np.arange(ts.size) % 97 == 5),
+    )
+    tables.append(filled, READINGS_TABLE, rows)
+    close = rows.slice(500, 1)
+    us = close.schema.field("ts").with_type(pa.timestamp("us", tz="UTC"))
+    later = pa.array([int(ts[500]) * 1000 + 400], pa.int64()).cast(us.type)
+    close = close.cast(close.schema.set(0, us)).set_column(0, us, later)
+    tables.append(filled, READINGS_TABLE, close)
+    return filled
+
+
+RANGES = [(8, 10), (8.5, 9.25), (0, 20), (-3, 2), (19, 25), (9.1, 9.6)]
+
+
+def _same_series(got: list[Series], expected: list[Series]) -> None:
+    assert [(s.device_id, s.channel) for s in got] == [(s.device_id, s.channel) for s in expected]
+    for g, e in zip(got, expected, strict=True):
+        for name in ("ts_ms", "power_w", "energy_wh", "returned_energy_wh"):
+            a, b = getattr(g, name), getattr(e, name)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (g.device_id, name)
+
+
+@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
+@pytest.mark.parametrize("devices", [None, ["a", "e"], ["b"]])
+def test_series_read_directly_are_those_split_from_the_table(
+    troubled: Lake, first_day: float, last_day: float, devices: list[str] | None
+) -> None:
+    start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
+    table = read_bracketed(troubled, start, end, device_ids=devices, columns=SERIES_COLUMNS)
+    assert table is not None
+    got = read_series(troubled, start, end, device_ids=devices)
+    assert got is not None
+    _same_series(got, split_series(table))
+
+
+def _same_energy(got: list[SeriesEnergy], expected: list[SeriesEnergy]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert (g.series.device_id, g.series.channel, g.method, g.events) == (
+            e.series.device_id,
+            e.series.channel,
+            e.method,
+            e.events,
+        )
+        for name in ("import_wh", "export_wh", "covered_s", "interpolated_wh"):
+            assert getattr(g, name).tobytes() == getattr(e, name).tobytes(), name
+        u, v = g.counter_minus_power_wh, e.counter_minus_power_wh
+        assert (u is None) == (v is None)
+        assert u is None or v is None or u.tobytes() == v.tobytes()
+
+
+@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
+@pytest.mark.parametrize("every", ["hour", "day"])
+def test_the_raw_path_through_series_gives_the_energy_of_the_table_path(
+    troubled: Lake, first_day: float, last_day: float, every: str
+) -> None:
+    start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
+    edges = bucket_edges_ms(start, end, every, zone("Europe/Warsaw"))
+
+    def table(a: int, b: int, device: str | None) -> pa.Table:
+        found = read_bracketed(troubled, a, b, device_ids=None if device is None else [device])
+        assert found is not None
+        return found
+
+    def series(a: int, b: int, device: str | None) -> list[Series]:
+        found = read_series(troubled, a, b, device_ids=None if device is None else [device])
+        assert found is not None
+        return found
+
+    arrow = EnergySources(rollups=lambda a, b, d: None, readings=table)
+    direct = replace(arrow, series=series)
+    events = set()
+    for device, channel in [(None, None), ("e", 1), ("a", 0)]:
+        expected, source = energy_over_edges(arrow, edges, device_id=device, channel=channel)
+        got, direct_source = energy_over_edges(direct, edges, device_id=device, channel=channel)
+        assert source == direct_source == "readings"
+        _same_energy(got, expected)
+        events |= {e.kind for r in expected for e in r.events}
+    if first_day <= 8 and last_day >= 10:  # reset and unavailable counter in the range
+        assert {"reset", "unavailable"} <= events

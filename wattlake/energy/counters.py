@@ -288,7 +288,8 @@ def clean_counter(
         return a
 
     anomalies = np.flatnonzero((step < 0) | (step > step_limit))
-    keep = np.ones(n, dtype=np.bool_)
+    # Without anomalies every reading is kept: no mask to allocate or scan.
+    keep = np.ones(n if anomalies.size else 0, dtype=np.bool_)
     no_count: list[int] = []  # accepted readings whose following step counts nothing
 
     # Walk from anomaly to anomaly: a Python step per anomaly, never per reading. `b` is the
@@ -336,7 +337,7 @@ def clean_counter(
         events.append(CounterEvent("spike", int(t[b]), int(t[c]), float(v[b]), float(v[c])))
         b, c = c, c + 1
 
-    kept_all = bool(keep.all())
+    kept_all = bool(keep.all())  # (True when empty: no anomalies)
     kept_index = None if kept_all else np.flatnonzero(keep)
     counts = np.ones((n if kept_index is None else kept_index.size) - 1, dtype=np.bool_)
     if no_count:

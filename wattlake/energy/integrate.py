@@ -242,7 +242,8 @@ def integrate_power(
     has_export = bool(p_min < 0)
     if has_export:
         positive = np.maximum(signed, 0.0)
-        cand = np.flatnonzero((p0 < 0) != (p1 < 0))  # sign change between samples
+        negative = p < 0
+        cand = np.flatnonzero(negative[:-1] != negative[1:])  # sign change between samples
         if cand.size:
             c_gap = np.zeros(cand.size, dtype=np.bool_)
             if gap_idx.size:

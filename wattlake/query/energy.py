@@ -415,7 +415,8 @@ def series_energies(
     def energy_of(s: Series) -> SeriesEnergy:
         return series_energy(s, edges, method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w)
 
-    workers = min(os.cpu_count() or 1, len(series))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cores or 1, len(series))
     if workers < 2 or sum(s.ts_ms.size for s in series) < _THREADED_READINGS:
         return [energy_of(s) for s in series]
     # Longest first, so one long series does not start last and run alone.

@@ -114,11 +114,13 @@ def table_view(
         scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
         con.register(source, scan.to_arrow())
     elif lake.is_local:
-        # Files written before a schema change lack its columns: match columns by name.
         listing = ", ".join(sql_string(tables.local_path(t.file.file_path)) for t in plan)
-        con.execute(
-            f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-        )
+        # Files written before a schema change lack its columns: then match columns by name
+        # (which reads every file's footer first: about 60 ms for 400 files, so only then).
+        columns = {frozenset(t.file.column_sizes or ()) for t in plan}
+        by_name = len(columns) > 1 or not next(iter(columns))
+        options = ", union_by_name = true" if by_name else ""
+        con.execute(f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}]{options})")
     else:
         paths = [tables.local_path(t.file.file_path) for t in plan]
         dataset = ds.dataset(paths, schema=stored, format="parquet", filesystem=lake.fs)

@@ -1,17 +1,27 @@
 """Dashboard and API latency on a lake with a fleet's history (bench/fleet.py, imported).
 
-Figures (p50 and p95 of repeated runs), each beside the baseline of ``/healthz`` (no lake work)
-measured in the same run:
+Figures (p50 and p95 of repeated runs, wall time, and the process's CPU time per request), each
+beside the baseline of ``/healthz`` (no lake work) measured in the same run, with the load
+average printed before each part:
 
-* API: the overview, a month of daily energy, a year of power history downsampled to 1,000
-  points (target < 200 ms each);
+* API, cold and warm: the overview, a month of daily energy, a year of power history
+  downsampled to 1,000 points (target < 200 ms p95 each). The lake first gets today's fleet
+  readings up to now (after the rollup job ran, so the rollups are stale for today, as while
+  the ingest runs). *Cold* is the first ask after a new snapshot: each round appends the
+  readings since the last round (one commit, as a flush of the ingest does), has the server's
+  views renewed (as its 30 s timer would), forgets the month's cost (computed at most once a
+  minute: the worst case), then asks each request once. *Warm* asks again while nothing
+  changed (the figures cached for the snapshot).
 * the browser (Debian's chromium): navigation to the History page until its first chart is drawn
   (target < 1 s);
 * live view: publish to a real Mosquitto until the overview in the browser shows the value,
   while the other meters publish every second as in ``demo`` (p95 target < 1 s).
 
 Run ``.venv/bin/python bench/bench_web.py --devices 10 --days 365 --step-s 10`` for the issue's
-fleet (the import alone takes long on two cores); ``--lake DIR`` reuses a lake imported before.
+fleet (the import takes about two minutes, the rollups about two more); ``--lake DIR`` reuses a
+lake imported before (today's readings are appended to it, once). ``--code DIR`` measures the
+wattlake of another checkout (e.g. ``git worktree add /tmp/base 10ac992``) on the same lake, so
+two runs back to back compare a baseline with the current code.
 """
 
 from __future__ import annotations
@@ -28,11 +38,18 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import paho.mqtt.client as mqtt
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if "--code" in sys.argv:  # measure another checkout's wattlake (imported before anything else)
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--code") + 1]).resolve()))
+    for name in [m for m in sys.modules if m == "wattlake" or m.startswith("wattlake.")]:
+        del sys.modules[name]
 
 from bench.fleet import FleetSpec, write_files
 from tests.conftest import start_mosquitto
@@ -51,11 +68,14 @@ CHROMIUM_ARGS = [
 ]
 
 
-def percentiles(samples_s: list[float]) -> str:
-    """Return ``p50 … ms, p95 … ms`` of ``samples_s``."""
+def percentiles(samples_s: list[float], cpu_s: list[float] | None = None) -> str:
+    """Return ``p50 … ms, p95 … ms`` of ``samples_s`` (and the median CPU time, if given)."""
     ordered = sorted(samples_s)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"p50 {statistics.median(ordered) * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms"
+    text = f"p50 {statistics.median(ordered) * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms"
+    if cpu_s:
+        text += f"  cpu p50 {statistics.median(cpu_s) * 1000:7.1f} ms"
+    return text
 
 
 def make_lake(devices: int, days: int, step_s: int, root: Path) -> Path:
@@ -89,12 +109,54 @@ def roll_up(lake: Path) -> None:
     print(f"rollups in {time.perf_counter() - started:.0f} s")
 
 
-def api_figures(base: str, token: str, repeat: int) -> None:
+class Today:
+    """The fleet's readings of today (UTC), appended to the lake up to the time asked, as an
+    ingest would (counters of a freshly drawn fleet: a counter step at midnight)."""
+
+    def __init__(self, lake: Path, devices: int, days: int, step_s: int) -> None:
+        from bench.fleet import day_table, make_meters
+        from wattlake.lake.storage import Lake
+
+        today = datetime.now(UTC).date()
+        spec = FleetSpec(
+            devices=devices, days=days + 1, start=today - timedelta(days=days), step_s=step_s
+        )
+        self.table = day_table(spec, make_meters(spec), days)
+        ms = self.table["ts"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        self.ts_ms = np.asarray(ms.to_numpy(), dtype=np.int64)
+        self.lake = Lake.open(str(lake))
+        self.done_ms = self._newest_ms()
+
+    def _newest_ms(self) -> int:
+        from wattlake.query.engine import connect
+
+        con = connect(self.lake)
+        found = con.execute(
+            "SELECT epoch_ms(max(ts)) FROM readings WHERE ts >= make_timestamptz(?::BIGINT * 1000)",
+            [int(self.ts_ms.min())],
+        ).fetchone()
+        con.close()
+        return int(found[0]) if found and found[0] is not None else int(self.ts_ms.min()) - 1
+
+    def append_until(self, until_ms: int) -> int:
+        """Append the readings after the last appended one, up to ``until_ms``; return how many."""
+        from wattlake.lake import tables
+        from wattlake.schema import READINGS_TABLE
+
+        keep = (self.ts_ms > self.done_ms) & (self.ts_ms < until_ms)
+        if not keep.any():
+            return 0
+        tables.append(self.lake, READINGS_TABLE, self.table.filter(pa.array(keep)))
+        self.done_ms = int(self.ts_ms[keep].max())
+        return int(keep.sum())
+
+
+def api_figures(base: str, token: str, repeat: int, view: Any, today_rows: Today) -> None:
     today = datetime.now(UTC).date()
     month = (today - timedelta(days=30)).isoformat()
     year = (today - timedelta(days=365)).isoformat()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
-        device = client.get("/api/devices").json()["rows"][0]["device_id"]
+        device = client.get("/api/devices", timeout=120).json()["rows"][0]["device_id"]
         cases = {
             "healthz (baseline)": "/healthz",
             "overview": "/api/overview",
@@ -105,25 +167,53 @@ def api_figures(base: str, token: str, repeat: int) -> None:
             ),
             "year of history, all devices": f"/api/readings?start={year}&end={today}&points=1000",
         }
+
+        def ask(path: str) -> tuple[float, float, str]:
+            started, cpu = time.perf_counter(), time.process_time()
+            answer = client.get(path, timeout=120)
+            wall, used = time.perf_counter() - started, time.process_time() - cpu
+            answer.raise_for_status()
+            body = answer.json()
+            return wall, used, body.get("source", "") if isinstance(body, dict) else ""
+
+        cold: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in cases}
+        sources: dict[str, str] = {}
+        appended = 0
+        renew_s: list[float] = []
+        for _ in range(repeat):
+            appended += today_rows.append_until(time.time_ns() // 1_000_000)
+            started = time.perf_counter()
+            renew = getattr(view, "renew", None) or view._renew
+            renew()  # the new snapshot's views (and warmed figures), as the server's timer does
+            renew_s.append(time.perf_counter() - started)
+            view.month_cost = {}  # the month's cost is due (at most once a minute): worst case
+            for name, path in cases.items():
+                wall, used, source = ask(path)
+                cold[name][0].append(wall)
+                cold[name][1].append(used)
+                sources[name] = source
+        print(
+            f"cold: {repeat} rounds, each after a commit of new readings ({appended:,} in all); "
+            f"renewing the views (in the server's background thread) {percentiles(renew_s)}"
+        )
+        for name, (walls, cpus) in cold.items():
+            print(f"API cold {name:30s} {percentiles(walls, cpus)} {sources[name]}")
         for name, path in cases.items():
-            warm = client.get(path, timeout=120)  # warm: views, caches
-            warm.raise_for_status()
-            source = warm.json().get("source", "") if path.startswith("/api/readings") else ""
-            samples = []
+            walls, cpus = [], []
             for _ in range(repeat):
-                started = time.perf_counter()
-                client.get(path, timeout=120).raise_for_status()
-                samples.append(time.perf_counter() - started)
-            print(f"API {name:32s} {percentiles(samples)} {source}")
-        # First asks: each a range not asked before (no figure cached for it yet).
-        cold = []
+                wall, used, source = ask(path)
+                walls.append(wall)
+                cpus.append(used)
+            print(f"API warm {name:30s} {percentiles(walls, cpus)} {source}")
+        # First asks: each a range nobody asked before (no figure cached or warmed for it).
+        walls, cpus = [], []
         for i in range(repeat):
             first = today - timedelta(days=60 + 30 * i)
             path = f"/api/energy?start={first}&end={first + timedelta(days=30)}&every=day"
-            started = time.perf_counter()
-            client.get(path, timeout=120).raise_for_status()
-            cold.append(time.perf_counter() - started)
-        print(f"API {'month of daily energy, first ask':32s} {percentiles(cold)}")
+            wall, used, source = ask(path)
+            walls.append(wall)
+            cpus.append(used)
+        print(f"API first ask of a month of daily energy  {percentiles(walls, cpus)} {source}")
 
 
 def browser_figures(server: WebServer, broker_port: int, devices: int, repeat: int) -> None:
@@ -200,12 +290,22 @@ def main() -> None:
     parser.add_argument(
         "--no-rollups", action="store_true", help="measure history from raw readings only"
     )
+    parser.add_argument("--code", type=Path, help="a wattlake checkout to measure (default: this)")
+    parser.add_argument("--no-browser", action="store_true", help="the API figures only")
     args = parser.parse_args()
+    import wattlake
+
+    print(f"code: {Path(wattlake.__file__).parent}")
     with tempfile.TemporaryDirectory(prefix="wattlake-bench-web-") as tmp:
         root = Path(tmp)
         lake = args.lake or make_lake(args.devices, args.days, args.step_s, root)
         if not args.no_rollups:
             roll_up(lake)
+        started = time.perf_counter()
+        today_rows = Today(lake, args.devices, args.days, args.step_s)
+        added = today_rows.append_until(time.time_ns() // 1_000_000)
+        took = time.perf_counter() - started
+        print(f"today's readings until now: {added:,} appended in {took:.0f} s")
         token, _ = TokenStore(root / "tokens.json").create("read")
         settings = Settings.load(
             overrides={
@@ -220,9 +320,11 @@ def main() -> None:
         server.start()
         try:
             print(load_average())
-            api_figures(server.url, token, args.repeat)
+            api_figures(server.url, token, args.repeat, server.app.state.view, today_rows)
             print(load_average())
-            browser_figures(server, broker.port, args.devices, max(5, args.repeat // 2))
+            if not args.no_browser:
+                browser_figures(server, broker.port, args.devices, max(5, args.repeat // 2))
+                print(load_average())
         finally:
             server.stop()
             broker.stop()

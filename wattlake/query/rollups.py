@@ -11,6 +11,7 @@ that function gives per quarter-hour, so the two agree to float rounding.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -268,6 +269,172 @@ def energy_from_readings(
     )
 
 
+# Energy from rollups up to a quarter-hour, from readings after it (a range ending now, or the
+# days the ingest has written since the rollup job last ran).
+RECENT: Final = "rollups and recent readings"
+_DAY_MS: Final = 86_400_000
+
+
+def _split_points(start_ms: int, end_ms: int) -> list[int]:
+    """Return where a range may switch from rollups to readings, latest first: the last
+    quarter-hour up to the end (nothing new since the rollup job ran), then the start of the
+    UTC day before the day the ingest writes to now, for a range ending on that day or at its
+    midnight (the rollups of a day also need the day after it unchanged)."""
+    quarter = end_ms // QUARTER_HOUR_MS * QUARTER_HOUR_MS
+    day_before = {(end_ms // _DAY_MS - 1) * _DAY_MS, ((end_ms - 1) // _DAY_MS - 1) * _DAY_MS}
+    return sorted({p for p in (quarter, *day_before) if start_ms < p <= end_ms}, reverse=True)
+
+
+def _joined(
+    head: list[SeriesEnergy],
+    head_edges: IntArray,
+    tail: list[SeriesEnergy],
+    tail_edges: IntArray,
+    edges: IntArray,
+) -> list[SeriesEnergy]:
+    """Add the buckets of ``head`` (rollups) and ``tail`` (readings) into the buckets between
+    ``edges``, per series in order of device and channel; a bucket cut by the split point adds
+    its two parts (head first)."""
+    n = edges.size - 1
+    head_at = np.searchsorted(edges, head_edges[:-1], side="right") - 1
+    tail_at = np.searchsorted(edges, tail_edges[:-1], side="right") - 1
+    parts: dict[tuple[str, int], list[tuple[SeriesEnergy, IntArray]]] = {}
+    for results, at in ((head, head_at), (tail, tail_at)):
+        for r in results:
+            parts.setdefault((r.series.device_id, r.series.channel), []).append((r, at))
+    joined = []
+    for key in sorted(parts):
+
+        def added(name: str, part: list[tuple[SeriesEnergy, IntArray]]) -> FloatArray | None:
+            found = [(getattr(r, name), at) for r, at in part if getattr(r, name) is not None]
+            if not found:
+                return None
+            out = np.zeros(n, dtype=np.float64)
+            for values, at in found:
+                np.add.at(out, at, values)
+            return out
+
+        part = parts[key]
+        newest = part[-1][0]
+        imp, exp, cov = (added(name, part) for name in ("import_wh", "export_wh", "covered_s"))
+        assert imp is not None and exp is not None and cov is not None
+        joined.append(
+            SeriesEnergy(
+                newest.series,
+                imp,
+                exp,
+                cov,
+                _label([r.method for r, _ in part]),
+                added("counter_minus_power_wh", part),
+                tuple(e for r, _ in part for e in r.events),
+                added("interpolated_wh", part),
+            )
+        )
+    return joined
+
+
+def energy_with_recent(
+    sources: EnergySources,
+    edges_ms: npt.ArrayLike,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+    fallback: bool = True,
+) -> tuple[list[SeriesEnergy], str]:
+    """Return the energy of each series in the buckets between ``edges_ms`` and its source, as
+    :func:`energy_over_edges`, but when the rollups cannot answer the whole range (its end is
+    not a quarter-hour, or the ingest wrote to its last days since the rollup job ran), the
+    rollups answer up to a quarter-hour and the readings after it (source
+    :data:`RECENT`): today's or this month's energy so far reads one or two days of readings,
+    not the whole range. The two parts agree with the raw path to float rounding (the rollups
+    hold what the raw path gives per quarter-hour); buckets cut by the split add two sums.
+    Without ``fallback``, a range the rollups cannot answer at all returns no series (source
+    ``readings``) instead of reading the whole range.
+    """
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    start_ms, end_ms = int(edges[0]), int(edges[-1])
+    whole = aligned(edges)
+    if whole:
+        rows = sources.rollups(start_ms, end_ms, device_id)
+        if rows is not None:
+            return series_from_rollups(rows, edges, channel=channel), ROLLUPS
+    for split in _split_points(start_ms, end_ms) if start_ms % QUARTER_HOUR_MS == 0 else []:
+        head_edges = np.append(edges[edges < split], split)
+        if not aligned(head_edges) or (whole and split == end_ms):
+            continue  # (the whole range was asked above)
+        rows = sources.rollups(start_ms, split, device_id)
+        if rows is None:
+            continue
+        head = series_from_rollups(rows, head_edges, channel=channel)
+        tail_edges = np.insert(edges[edges > split], 0, split)
+        tail = energy_from_readings(sources, tail_edges, device_id=device_id, channel=channel)
+        return _joined(head, head_edges, tail, tail_edges, edges), RECENT
+    if not fallback:
+        return [], READINGS
+    return energy_from_readings(sources, edges, device_id=device_id, channel=channel), READINGS
+
+
+# What fresh_rollups learnt from the table metadata, kept for the next call of the process (the
+# web server asks many times per table state): the days of readings data files added since the
+# snapshot a rollup run reflects, by (lake, that snapshot), with the readings snapshot they were
+# counted up to; and the energy_15min data files by day, by that table's metadata file.
+_ADDED_DAYS: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+_ROLLUP_FILES: dict[tuple[str, str], tuple[bool, dict[int, list[str]]]] = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_ENTRIES: Final = 64
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    with _MEMO_LOCK:
+        memo[key] = value
+        while len(memo) > _MEMO_ENTRIES:
+            memo.pop(next(iter(memo)))
+
+
+def _days_added(lake: Any, readings: Any, done: int) -> set[int] | None:
+    """Return :func:`wattlake.jobs.rollup.days_added_since` of ``readings`` after snapshot
+    ``done``, walking only the snapshots since the previous call's (their days are kept)."""
+    from wattlake.jobs.rollup import days_added_since
+
+    current = readings.current_snapshot()
+    if current is None:
+        return days_added_since(readings, done)
+    key = (str(lake.url), done)
+    with _MEMO_LOCK:
+        memo = _ADDED_DAYS.get(key)
+    if memo is not None:
+        checked, days = memo
+        if checked == current.snapshot_id:
+            return set(days)
+        newer = days_added_since(readings, checked)
+        if newer is not None:  # None: that snapshot is no longer an ancestor (expired)
+            _remember(_ADDED_DAYS, key, (current.snapshot_id, days | newer))
+            return set(days | newer)
+    found = days_added_since(readings, done)
+    if found is not None:
+        _remember(_ADDED_DAYS, key, (current.snapshot_id, frozenset(found)))
+    return found
+
+
+def _rollup_files(lake: Any, energy: Any) -> tuple[bool, dict[int, list[str]]]:
+    """Return whether table ``energy_15min``'s scan plan has delete files, and its data files
+    by UTC day (planned once per metadata file)."""
+    from wattlake.lake import tables
+
+    key = (str(lake.url), str(energy.metadata_location))
+    with _MEMO_LOCK:
+        known = _ROLLUP_FILES.get(key)
+    if known is not None:
+        return known
+    tasks = list(energy.scan().plan_files()) if energy.current_snapshot() is not None else []
+    by_day: dict[int, list[str]] = {}
+    for t in tasks:
+        by_day.setdefault(t.file.partition[0], []).append(tables.local_path(t.file.file_path))
+    found = (any(t.delete_files for t in tasks), by_day)
+    _remember(_ROLLUP_FILES, key, found)
+    return found
+
+
 def fresh_rollups(
     lake: Any,
     start_ms: int,
@@ -278,7 +445,7 @@ def fresh_rollups(
     """Return the ``energy_15min`` rows of the UTC days around [start, end) that match
     ``wanted``, or None when the rollups are not up to date for the range (see
     :func:`lake_sources`)."""
-    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY, days_added_since
+    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY
     from wattlake.lake import tables
     from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
@@ -287,18 +454,18 @@ def fresh_rollups(
     if done is None:
         return None
     readings = tables.open_table(lake, READINGS_TABLE)
-    added = days_added_since(readings, int(done))
+    added = _days_added(lake, readings, int(done))
     if added is None:
         return None
     first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
     if any(first <= d <= last for d in added):
         return None
     # The table opened above plans the scan: opening it again would reread its metadata.
-    tasks = list(energy.scan().plan_files()) if energy.current_snapshot() is not None else []
+    deletes, by_day = _rollup_files(lake, energy)
     days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
-    paths = [tables.local_path(t.file.file_path) for t in tasks if t.file.partition[0] in days]
-    if any(t.delete_files for t in tasks) or not paths:
-        if not paths and tasks:
+    paths = [p for d in days for p in by_day.get(d, [])]
+    if deletes or not paths:
+        if not paths and by_day:
             return None
         return tables.read_table(lake, ENERGY_15MIN_TABLE).filter(wanted).select(list(columns))
     dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
@@ -391,7 +558,8 @@ def device_energy(
     (``rollups`` or ``readings``): what ``wattlake energy`` prints.
 
     Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours and
-    the rollups are up to date; counter events are found only on the raw path.
+    the rollups are up to date, or up to a quarter-hour with readings after it
+    (:func:`energy_with_recent`); counter events are found only in readings.
 
     Raises:
         UsageError: unknown bucket size or method, or an empty range.
@@ -399,7 +567,7 @@ def device_energy(
     edges = bucket_edges_ms(start_ms, end_ms, every, tz)
     sources = lake_sources(settings)
     if _plain(method, gap_policy):
-        results, source = energy_over_edges(sources, edges, device_id=device_id, channel=channel)
+        results, source = energy_with_recent(sources, edges, device_id=device_id, channel=channel)
         return edges, results, source
     readings = sources.readings(int(edges[0]), int(edges[-1]), device_id)
     results = [
@@ -635,10 +803,14 @@ def cost_for(
     site_name: str | None = None,
     method: str = "auto",
     shift_share: float | None = None,
+    list_gaps: bool = True,
 ) -> tuple[CostReport, str]:
     """Return what ``wattlake cost`` prints (see :func:`wattlake.query.energy.cost_for`) and
     its source: ``rollups``, ``rollups+readings`` (energy from rollups, the gaps bridged listed
-    from readings because the coverage is not full) or ``readings``.
+    from readings because the coverage is not full), :data:`RECENT` (per device channel: the
+    rollups up to a quarter-hour, readings after it, e.g. a month so far; gaps listed from
+    readings) or ``readings``. Without ``list_gaps`` the gaps are not listed (no gap rows, gap
+    counts 0: the costs are the same), so no more readings are read than the energy needs.
 
     Raises:
         ConfigError: no such site, or the sites are invalid.
@@ -671,7 +843,7 @@ def cost_for(
     tz, start_ms, end_ms = cost_period(tariff, start, end, tz_name)
     segments = tariff_segments(tariff, start_ms, end_ms)
     edges = segments.edges_ms
-    if not aligned(edges):
+    if site is not None and not aligned(edges):
         return from_readings()
     max_gap_s = float(settings["energy.max_gap_s"])
     options: dict[str, Any] = {
@@ -696,7 +868,7 @@ def cost_for(
             return from_readings()
         covered = energy.coverage * seg_s
         billed: list[Series] = []
-        if not _full(covered, edges):
+        if list_gaps and not _full(covered, edges):
             by_key = series_of(grid_site.device_ids)
             keys = dict.fromkeys(r.key for r in grid_site.channels)
             billed = [by_key[k] for k in keys if k in by_key]
@@ -714,17 +886,15 @@ def cost_for(
             **options,
         )
         return report, source
-    rows = lake_sources(settings).rollups(start_ms, end_ms, device_id)
-    if rows is None:
-        return from_readings()
-    results = series_from_rollups(rows, edges, channel=channel)
+    results, source = energy_with_recent(
+        lake_sources(settings), edges, device_id=device_id, channel=channel, fallback=False
+    )
     if not results:
         return from_readings()  # the raw path prices no readings as zeros with its warning
-    source = ROLLUPS
     found: dict[str, Series] = {}
-    if not all(_full(r.covered_s, edges) for r in results):
+    if list_gaps and not all(_full(r.covered_s, edges) for r in results):
         found = series_of([device_id] if device_id else None)
-        source = f"{ROLLUPS}+{READINGS}"
+        source = f"{ROLLUPS}+{READINGS}" if source == ROLLUPS else source
     reports = []
     for r in results:
         key = f"{r.series.device_id}:{r.series.channel}"

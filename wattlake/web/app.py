@@ -27,7 +27,7 @@ from wattlake.errors import ConfigError, WattlakeError
 from wattlake.gateway.tokens import TokenStore
 from wattlake.web import errors
 from wattlake.web.auth import SESSION_COOKIE, Auth
-from wattlake.web.figures import LakeView
+from wattlake.web.figures import LakeView, overview, tz_of
 from wattlake.web.live import LivePower
 from wattlake.web.metrics import WebMetrics, alerts
 from wattlake.web.pages import router as pages_router
@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
     )
     errors.install(app)
     view = LakeView(settings)
-    auth = Auth(
+    auth = Auth.beside_tokens(
         TokenStore.from_settings(settings),
         session_max_age_s=float(settings["web.session_max_age_s"]),
         login_code_ttl_s=float(settings["web.login_code_ttl_s"]),
@@ -62,6 +62,10 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
     app.state.live = LivePower.from_settings(settings, broker_url)
     app.state.tls = tls
     app.state.alerts = lambda: alerts(view, settings)
+    # The overview's figures (today so far, the month's cost, alerts) depend on the time now:
+    # computed for each new table state before requests see it.
+    view.warmers.append(lambda: overview(view, settings, tz=tz_of(settings)))
+    view.warmers.append(app.state.alerts)
 
     @app.middleware("http")
     async def log_request(

@@ -5,18 +5,24 @@ bearer token (``Authorization: Bearer wl_…``) or the session cookie. No valid 
 a valid one without the scope asked: 403. A session remembers which token (or login code) made
 it and the token's scope; revoking that token ends its sessions too.
 
-Sessions and login codes live in the server's memory: a restart signs everyone out, and a
-code is only good in the process that printed it (``demo`` prints one for its own server).
+Sessions and login codes are kept as SHA-256 hashes with their expiry in ``sessions.json``
+(mode 0600) beside the token file, so a restart of ``serve`` signs nobody out and a code
+printed before it still works once; expired entries are dropped whenever the file is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
+import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
 
 from fastapi import Request
 
@@ -24,6 +30,8 @@ from wattlake.gateway.tokens import TokenStore
 from wattlake.web.errors import Forbidden, NotAuthenticated
 
 SESSION_COOKIE: Final = "wattlake_session"
+SESSIONS_FILE: Final = "sessions.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +55,12 @@ class Auth:
     """Tokens (from the token file), one-time login codes and sessions of one server."""
 
     def __init__(
-        self, tokens: TokenStore, *, session_max_age_s: float, login_code_ttl_s: float
+        self,
+        tokens: TokenStore,
+        *,
+        session_max_age_s: float,
+        login_code_ttl_s: float,
+        state_file: Path | None = None,
     ) -> None:
         self.tokens = tokens
         self.session_max_age_s = session_max_age_s
@@ -56,6 +69,67 @@ class Auth:
         # Only hashes of session ids and codes are kept, like tokens.
         self._sessions: dict[str, Session] = {}
         self._codes: dict[str, tuple[str, float]] = {}
+        # Where they are kept across restarts (None: in memory only).
+        self.state_file = state_file
+        self._load()
+
+    @classmethod
+    def beside_tokens(
+        cls, tokens: TokenStore, *, session_max_age_s: float, login_code_ttl_s: float
+    ) -> Auth:
+        """Return the sign-ins of ``tokens``' server, kept in ``sessions.json`` beside its
+        token file."""
+        return cls(
+            tokens,
+            session_max_age_s=session_max_age_s,
+            login_code_ttl_s=login_code_ttl_s,
+            state_file=tokens.path.with_name(SESSIONS_FILE),
+        )
+
+    def _load(self) -> None:
+        """Read the sessions and codes kept by an earlier run (unreadable: start without)."""
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            now = time.time()
+            sessions = {
+                k: Session(str(v["scope"]), v.get("token_id"), float(v["expires_at_s"]))
+                for k, v in data.get("sessions", {}).items()
+            }
+            codes = {k: (str(v[0]), float(v[1])) for k, v in data.get("codes", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning(
+                "cannot read the sign-ins in %s (%s); starting without", self.state_file, exc
+            )
+            return
+        self._sessions = {k: v for k, v in sessions.items() if v.expires_at_s > now}
+        self._codes = {k: v for k, v in codes.items() if v[1] > now}
+
+    def _save(self) -> None:
+        """Write the live sessions and codes (hashes and expiry only), mode 0600, atomically;
+        call with the lock held. A failure is logged: sign-ins then last until a restart."""
+        if self.state_file is None:
+            return
+        now = time.time()
+        data: dict[str, Any] = {
+            "sessions": {k: asdict(v) for k, v in self._sessions.items() if v.expires_at_s > now},
+            "codes": {k: list(v) for k, v in self._codes.items() if v[1] > now},
+        }
+        temporary = self.state_file.with_name(f"{self.state_file.name}.{os.getpid()}.tmp")
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps(data).encode())
+            finally:
+                os.close(fd)
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.state_file)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            log.warning("cannot keep the sign-ins in %s: %s", self.state_file, exc)
 
     def login_code(self, scope: str = "admin") -> str:
         """Return a new one-time code that signs a browser in with ``scope`` once, within
@@ -63,12 +137,15 @@ class Auth:
         code = secrets.token_urlsafe(24)
         with self._lock:
             self._codes[_digest(code)] = (scope, time.time() + self.login_code_ttl_s)
+            self._save()
         return code
 
     def exchange_code(self, code: str) -> str | None:
         """Return a new session id for a valid unused ``code`` (used up now), else None."""
         with self._lock:
             entry = self._codes.pop(_digest(code), None)
+            if entry is not None:
+                self._save()
         if entry is None or time.time() >= entry[1]:
             return None
         return self._new_session(entry[0], None)
@@ -88,12 +165,14 @@ class Auth:
             self._sessions[_digest(session_id)] = Session(
                 scope, token_id, now + self.session_max_age_s
             )
+            self._save()
         return session_id
 
     def end_session(self, session_id: str) -> None:
         """Forget a session (logout)."""
         with self._lock:
-            self._sessions.pop(_digest(session_id), None)
+            if self._sessions.pop(_digest(session_id), None) is not None:
+                self._save()
 
     def session(self, session_id: str) -> Session | None:
         """Return the live session with this id, else None."""

@@ -9,6 +9,7 @@ CSV or Parquet by the API, so a download holds exactly what a chart or table sho
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -54,9 +55,16 @@ from wattlake.schema import (
     READINGS_TABLE,
 )
 
-# How long the lake's views (their list of data files) serve before they are made again [s];
-# making them plans an Iceberg scan in Python, which holds the GIL for a second or two.
-VIEW_REFRESH_S: Final = 30.0
+# How often the tables' snapshot ids are checked [s]; when one changed, the views (their list
+# of data files) are made again (planning the Iceberg scans holds the GIL for a second or two)
+# and the figures asked lately are computed for the new state before it is shown, for at most
+# WARM_LIMIT_S: so a figure shown lags the lake by at most VIEW_REFRESH_S + WARM_LIMIT_S = 30 s.
+VIEW_REFRESH_S: Final = 25.0
+WARM_LIMIT_S: Final = 5.0
+# Figures computed again for a new table state: those asked within this time [s], at most
+# WARM_ENTRIES of them (the most recently asked).
+WARM_RECENT_S: Final = 600.0
+WARM_ENTRIES: Final = 32
 # The tables behind the views and the figures; their snapshot ids key the figures' cache.
 VIEW_TABLES: Final = (
     READINGS_TABLE,
@@ -68,6 +76,7 @@ VIEW_TABLES: Final = (
 # Figures kept per table state (the least recently used go first).
 CACHE_ENTRIES: Final = 256
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # Times in SQL: a TIMESTAMPTZ from epoch ms, so filters on ts reach the Parquet statistics.
 TS_PARAM: Final = "make_timestamptz(?::BIGINT * 1000)"
 DAY_MS: Final = 86_400_000
@@ -124,7 +133,13 @@ class LakeView:
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._cache_lock = threading.Lock()
         # The overview's month cost, computed at most every MONTH_COST_TTL_S.
-        self.month_cost: dict[tuple[int, str, str], dict[str, Any]] = {}
+        self.month_cost: dict[tuple[int, str, str], tuple[Any, dict[str, Any]]] = {}
+        # Figures asked lately (key -> how to compute it, when last asked), and callbacks that
+        # compute figures depending on the time now (the overview's): both run for a new table
+        # state before requests see it (see renew).
+        self._recent: OrderedDict[tuple[Any, ...], tuple[Callable[[], Any], float]] = OrderedDict()
+        self.warmers: list[Callable[[], Any]] = []
+        self._warming = threading.local()
 
     def _snapshot_ids(self) -> tuple[int | None, ...]:
         """Return the current snapshot id of every table the figures read (a few ms each)."""
@@ -134,12 +149,21 @@ class LakeView:
             ids.append(None if snapshot is None else snapshot.snapshot_id)
         return tuple(ids)
 
-    def cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], T], *, again: bool = True) -> T:
         """Return ``compute()``, kept under ``key`` and the snapshot ids the views show, so
         a figure is computed once per table state (a new commit is seen within
-        ``VIEW_REFRESH_S``, as the views are)."""
+        ``VIEW_REFRESH_S + WARM_LIMIT_S``, as the views are). With ``again`` (for a
+        ``compute`` that does not depend on the time now), a figure asked lately is computed
+        for a new table state before requests see that state (see :meth:`renew`)."""
         self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
-        full = (self.snapshots, *key)
+        ids = getattr(self._warming, "ids", None) or self.snapshots
+        full = (ids, *key)
+        if again and getattr(self._warming, "ids", None) is None:
+            with self._cache_lock:
+                self._recent[key] = (compute, time.monotonic())
+                self._recent.move_to_end(key)
+                while len(self._recent) > WARM_ENTRIES:
+                    self._recent.popitem(last=False)
         with self._cache_lock:
             if full in self._cache:
                 self._cache.move_to_end(full)
@@ -165,14 +189,21 @@ class LakeView:
                     self._con, self._made_at, self.snapshots = fresh, time.monotonic(), ids
         elif time.monotonic() - self._made_at > VIEW_REFRESH_S and not self._renewing:
             self._renewing = True
-            threading.Thread(target=self._renew, name="lake-views", daemon=True).start()
+            threading.Thread(target=self.renew, name="lake-views", daemon=True).start()
         with self._lock:
             assert self._con is not None
             cursor = self._con.execute(query, params or [])
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
-    def _renew(self) -> None:
+    def renew(self) -> None:
+        """Show the tables' current state if one changed: make the views again, compute the
+        figures asked lately (and the warmers') for the new state within ``WARM_LIMIT_S``,
+        then key the cache by the new snapshot ids, so the first request after a commit finds
+        its figures computed. Until then requests see the previous state (the new views
+        already answer uncached queries)."""
         fresh = None
+        with self._lock:
+            self._renewing = True  # (called directly, too)
         try:
             ids = self._snapshot_ids()
             # Planning the views' scans is the costly part: only when a table changed.
@@ -180,13 +211,54 @@ class LakeView:
                 fresh = connect(self.lake)
         except Exception:  # the old views keep serving; the next request tries again
             ids = self.snapshots
-        with self._lock:
-            self._made_at = time.monotonic()
-            if fresh is not None:
-                old, self._con, self.snapshots = self._con, fresh, ids
+        if fresh is not None:
+            with self._lock:
+                old, self._con = self._con, fresh
                 if old is not None:
                     old.close()
+            self._warm(ids)
+        with self._lock:
+            self._made_at = time.monotonic()
+            self.snapshots = ids
             self._renewing = False
+
+    def _warm(self, ids: tuple[int | None, ...]) -> None:
+        """Compute the figures asked lately and the warmers' under snapshot ids ``ids``."""
+        deadline = time.monotonic() + WARM_LIMIT_S
+        with self._cache_lock:
+            recent = [
+                (key, compute)
+                for key, (compute, asked) in reversed(self._recent.items())
+                if asked > time.monotonic() - WARM_RECENT_S
+            ]
+        jobs: list[tuple[tuple[Any, ...] | None, Callable[[], Any]]] = [
+            *((None, w) for w in self.warmers),
+            *recent,
+        ]
+        self._warming.ids = ids
+        try:
+            for key, compute in jobs:
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    if key is None:
+                        compute()
+                    else:
+                        self.cached(key, compute)
+                except Exception as exc:  # the request will compute (and report) it
+                    log.debug("warming %r failed: %s", key, exc)
+        finally:
+            self._warming.ids = None
+
+    _renew = renew
+
+    def warming(self) -> bool:
+        """Return whether this thread computes figures for a new table state."""
+        return getattr(self._warming, "ids", None) is not None
+
+    def state(self) -> tuple[int | None, ...]:
+        """Return the snapshot ids figures are computed for now (the new ones while warming)."""
+        return getattr(self._warming, "ids", None) or self.snapshots
 
 
 def tz_of(settings: Settings, tz_name: str | None = None) -> ZoneInfo:
@@ -506,27 +578,41 @@ def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | No
     return Rows(columns, rows)
 
 
+def today_energy(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int) -> Rows:
+    """Return today's energy so far per device channel (one bucket from local midnight), with
+    its coverage; computed once per table state (no reading lies after now), for the overview
+    and for the coverage alert."""
+    day_start = local_midnight_before(at_ms, tz)
+    return view.cached(
+        ("today", day_start, str(tz)),
+        lambda: energy(settings, start_ms=day_start, end_ms=at_ms, every="day", tz=tz),
+        again=False,  # (its end is the time now: the overview's warmer computes it again)
+    )
+
+
 def overview(
     view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | None = None
 ) -> dict[str, Any]:
     """Return the overview: devices now, today's energy, this month's cost so far and its
     projection for the whole month (cost so far scaled by the share of the month gone)."""
     now = at_ms if at_ms is not None else now_ms()
-    day_start = local_midnight_before(now, tz)
-    # Today so far, once per table state (no reading lies after now).
-    today = view.cached(
-        ("today", day_start, str(tz)),
-        lambda: energy(settings, start_ms=day_start, end_ms=now, every="day", tz=tz),
-    )
+    today = today_energy(view, settings, tz=tz, at_ms=now)
     month_start, month_end = month_start_before(now, tz)
     month: dict[str, Any] = {"tariff": None}
     if settings["cost.tariff"]:
         key = (month_start, str(tz), settings["cost.tariff"])
-        cached = view.month_cost.get(key)
-        if cached is None or now - cached["as_of_ms"] > MONTH_COST_TTL_S * 1000:
-            cached = _month_cost(settings, tz, month_start, month_end, now)
-            view.month_cost = {key: cached}
-        month = dict(cached)
+        ids = view.state()
+        known = view.month_cost.get(key)
+        # Again when the tables changed: at most once a minute for a request, on every new
+        # table state while the views are renewed (so requests rarely wait for it).
+        due = known is None or (
+            known[0] != ids
+            and (view.warming() or now - known[1]["as_of_ms"] > MONTH_COST_TTL_S * 1000)
+        )
+        if known is None or due:
+            known = (ids, _month_cost(settings, tz, month_start, month_end, now))
+            view.month_cost = {key: known}
+        month = dict(known[1])
     return {
         "time_zone": str(tz),
         "now": format_local(now, tz),
@@ -539,12 +625,16 @@ def overview(
 def _month_cost(
     settings: Settings, tz: ZoneInfo, month_start: int, month_end: int, now: int
 ) -> dict[str, Any]:
-    rows = cost(
+    # The totals only: the gaps are not listed (that would read the month's readings), the
+    # month's complete days come from the rollups and only the recent tail from readings.
+    report, _ = cost_for(
         settings,
         start=format_local(month_start, tz),
         end=format_local(now, tz),
         tz_name=str(tz),
-    ).rows
+        list_gaps=False,
+    )
+    rows = report.rows
     # Without a site each device channel is billed on its own (never summed): one total each.
     totals = [r for r in rows if r.get("zone") == "total"]
     scale = (month_end - month_start) / max(now - month_start, 1)

@@ -23,7 +23,14 @@ from wattlake.stream.ingest import (
     jobs_metrics_file,
     wal_dir_from_settings,
 )
-from wattlake.web.figures import LakeView, devices, local_midnight_before, now_ms, quality, tz_of
+from wattlake.web.figures import (
+    LakeView,
+    devices,
+    local_midnight_before,
+    now_ms,
+    today_energy,
+    tz_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +184,8 @@ def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> l
     day_start = local_midnight_before(now, tz)
     if rows and now - day_start > HOUR_MS:
         lowest: dict[str, float] = {}
-        # Today's coverage reads today's raw readings: once per table state and minute.
-        today = view.cached(
-            ("coverage-today", day_start, str(tz), now // 60_000),
-            lambda: quality(view, settings, start_ms=day_start, end_ms=now, tz=tz),
-        )
+        # Today's coverage: from the overview's energy of today (once per table state).
+        today = today_energy(view, settings, tz=tz, at_ms=now)
         for q in today.rows:
             lowest[q["device_id"]] = min(lowest.get(q["device_id"], 1.0), q["coverage"])
         for device_id, coverage in lowest.items():

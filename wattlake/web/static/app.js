@@ -94,7 +94,9 @@
     const cards = document.getElementById("power-now");
     const max = {};
     const src = new EventSource("/api/live");
-    src.onopen = () => { state.textContent = "live"; };
+    // Connected but no value yet: say so (a count of "0 channels" read like a fault).
+    const waiting = "live · waiting for the first values from the broker";
+    src.onopen = () => { if (!cards.querySelector(".card")) state.textContent = waiting; else state.textContent = "live"; };
     src.onerror = () => { state.textContent = "reconnecting…"; };
     src.onmessage = (ev) => {
       const values = JSON.parse(ev.data);
@@ -117,7 +119,7 @@
         bar.setAttribute("width", (100 * Math.abs(v.power_w) / max[key]).toFixed(1));
         bar.classList.toggle("export", v.power_w < 0);
       });
-      state.textContent = "live · " + values.length + (values.length === 1 ? " channel" : " channels");
+      state.textContent = values.length ? "live · " + values.length + (values.length === 1 ? " channel" : " channels") : waiting;
     };
   }
 
@@ -275,7 +277,7 @@
       const o = opts(el, seasons.map((s, i) => ({ label: s, stroke: PALETTE[i], width: 2 })), "mean power [W]", { scales: { x: { time: false } } });
       o.axes[0] = { font: axisFont, label: "hour of day (" + TZ + ")", labelFont: axisFont };
       draw(el, o, data);
-      api("/api/tariffs/compare?" + q(tariffParams)).catch((e) => { document.getElementById("tariffs").innerHTML = "<tr><td>" + e.message + "</td></tr>"; throw e; }).then((t) => table(document.getElementById("tariffs"), t.rows, ["rank", "tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"], (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)));
+      api("/api/tariffs/compare?" + q(tariffParams)).catch((e) => { document.getElementById("tariffs").innerHTML = "<tr><td>" + e.message + "</td></tr>"; throw e; }).then((t) => table(document.getElementById("tariffs"), t.rows, (new Set(t.rows.map((r) => r.currency)).size > 1 ? ["currency", "rank"] : ["rank"]).concat(["tariff", "import_wh", "energy_cost", "fixed_cost", "total", "shift_savings", "currency"]).filter((c, i, all) => all.indexOf(c) === i), (c, v) => c === "rank" ? v : c.endsWith("_wh") ? (v / 1000).toFixed(2) : v.toFixed(2)));
     }
     form.addEventListener("submit", (e) => { e.preventDefault(); show(); });
     show().catch(console.error);

@@ -15,8 +15,15 @@ from tests.query.test_read_bracketed import DAY, T0, _every, _rows, filled  # no
 from wattlake.energy.buckets import bucket_edges_ms, zone
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import SERIES_COLUMNS, Series, SeriesEnergy, split_series
-from wattlake.query.raw import read_bracketed, read_series
+from wattlake.query.energy import (
+    SERIES_COLUMNS,
+    Series,
+    SeriesEnergy,
+    bracketed_readings,
+    split_series,
+)
+from wattlake.query.engine import connect
+from wattlake.query.raw import _read_files, _sort_rows, read_bracketed, read_series
 from wattlake.query.rollups import EnergySources, energy_over_edges
 from wattlake.schema import READINGS_TABLE
 
@@ -122,3 +129,33 @@ def test_the_raw_path_through_series_gives_the_energy_of_the_table_path(
         events |= {e.kind for r in expected for e in r.events}
     if first_day <= 8 and last_day >= 10:  # reset and unavailable counter in the range
         assert {"reset", "unavailable"} <= events
+
+
+def test_stream_files_of_a_day_in_any_order_need_no_receive_times(lake: Lake) -> None:
+    # Flushes of one day appended latest first, no copies: the runs of each file are put in
+    # time order without reading the receive times, as the view orders them.
+    day = T0 + 3 * DAY
+    for hour in (18, 6, 12, 0):
+        start = day + hour * 3_600_000
+        flush = pa.concat_tables(
+            [
+                _rows(device, channel, _every(start, start + 6 * 3_600_000, 60_000), hour)
+                for device, channel in (("g", 0), ("g", 1), ("h", 0))
+            ]
+        )
+        tables.append(lake, READINGS_TABLE, flush)
+    days = [tables.local_path(t.file.file_path) for t in tables.scan_files(lake, READINGS_TABLE)]
+
+    def no_receive_times(columns: list[str]) -> pa.Table:
+        raise AssertionError("the receive times were read")
+
+    stored = _read_files(lake, days, None, list(SERIES_COLUMNS))
+    rows = _sort_rows(stored, no_receive_times)
+    assert rows.pieces is not None
+    start, end = day + 3_600_000, day + 20 * 3_600_000
+    expected = bracketed_readings(connect(lake), start, end)
+    table = read_bracketed(lake, start, end)
+    assert table is not None and table.to_pylist() == expected.to_pylist()
+    got = read_series(lake, start, end)
+    assert got is not None
+    _same_series(got, split_series(table.select(list(SERIES_COLUMNS))))

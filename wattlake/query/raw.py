@@ -172,9 +172,10 @@ def _batch_runs(
     table: pa.Table, names: list[str], rank: IntArray, low: int, width: int
 ) -> _Rows | None:
     """Return the rows in order when each record batch is sorted by (device, channel, ts)
-    without repeats and, per series, each batch's readings follow those of the batch before
-    (files of one day each, read in day order); else None. Works a batch at a time (in the
-    processor's cache) and copies each column once."""
+    without repeats and, per series, the batches' readings do not interleave in time (files of
+    one day each, or stream flushes of one day in any order); else None (copies of a reading to
+    choose between, late data inside another file's span, unsorted files). Works a batch at a
+    time (in the processor's cache) and copies each column once."""
     batches = [b for b in table.to_batches() if b.num_rows]
     found = []  # per run of one series in one batch: batch, start, stop, key, first ts, last ts
     for i, batch in enumerate(batches):
@@ -194,11 +195,11 @@ def _batch_runs(
     if not found:
         return None
     runs = np.concatenate(found, axis=1)
-    runs = runs[:, np.argsort(runs[3], kind="stable")]
+    runs = runs[:, np.lexsort((runs[4], runs[3]))]  # by series, then time
     batch_no, starts, stops, key, first_ts, last_ts = runs
     same = key[1:] == key[:-1]
     if not np.all(first_ts[1:][same] > last_ts[:-1][same]):
-        return None  # batches overlap in time (late data, resent copies)
+        return None  # batches interleave in time (late data, resent copies)
     lengths = stops - starts
     offsets = np.cumsum([0] + [b.num_rows for b in batches])
     pieces = np.stack((batch_no, starts, stops, offsets[batch_no] + starts))

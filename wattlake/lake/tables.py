@@ -209,9 +209,14 @@ def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) 
     if pa.types.is_decimal(array.type):
         return array.cast(pa.decimal128(precision, scale))
     values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    valid = ~np.isnan(values)
-    units = np.rint(np.where(valid, values, 0.0) * 10.0**scale)
-    if np.any(np.abs(units) >= 10.0**precision):
+    valid = ~np.isnan(values)  # nulls (and NaN) become nulls
+    all_valid = bool(valid.all())
+    units = values * 10.0**scale  # a new array, rounded in place
+    if not all_valid:
+        units[~valid] = 0.0
+    np.rint(units, out=units)
+    bound = 10.0**precision
+    if units.size and (units.max() >= bound or units.min() <= -bound):
         raise BadInputError(
             f"A value of {np.max(np.abs(values[valid]))} does not fit the lake's decimal "
             f"({precision} digits, {scale} decimals); it cannot be stored."
@@ -220,12 +225,10 @@ def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) 
     words = np.empty((len(low), 2), dtype=np.int64)
     words[:, 0] = low
     words[:, 1] = low >> 63  # sign extension into the high word
-    decimals = pa.Array.from_buffers(
-        pa.decimal128(precision, scale), len(low), [None, pa.py_buffer(words)]
+    validity = None if all_valid else pa.array(valid).buffers()[1]
+    return pa.Array.from_buffers(
+        pa.decimal128(precision, scale), len(low), [validity, pa.py_buffer(words)]
     )
-    if valid.all():
-        return decimals
-    return pc.if_else(pa.array(valid), decimals, pa.scalar(None, decimals.type))
 
 
 def decimal_to_float(column: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -182,11 +182,11 @@ def api_figures(base: str, token: str, repeat: int, view: Any, today_rows: Today
         renew_s: list[float] = []
         for _ in range(repeat):
             appended += today_rows.append_until(time.time_ns() // 1_000_000)
+            view.month_cost = {}  # the month's cost is due (at most once a minute): worst case
             started = time.perf_counter()
             renew = getattr(view, "renew", None) or view._renew
             renew()  # the new snapshot's views (and warmed figures), as the server's timer does
             renew_s.append(time.perf_counter() - started)
-            view.month_cost = {}  # the month's cost is due (at most once a minute): worst case
             for name, path in cases.items():
                 wall, used, source = ask(path)
                 cold[name][0].append(wall)

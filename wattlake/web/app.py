@@ -7,6 +7,7 @@ needs the ``read`` scope (a bearer token or the session cookie), see :mod:`wattl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -14,13 +15,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qs
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from wattlake.config import Settings
 from wattlake.errors import ConfigError, WattlakeError
@@ -176,6 +178,19 @@ def readiness(app: FastAPI) -> dict[str, bool]:
     return checks
 
 
+class _Http(H11Protocol):
+    """uvicorn's h11 protocol with TCP_NODELAY on each connection: without it a response's
+    second write (the body after the headers) waits for the client's delayed ACK, and every
+    request after the first on a kept-alive connection took 40 ms more (even /healthz)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(cast(asyncio.Transport, transport))
+
+
 class WebServer:
     """The web app under uvicorn in a background thread: ``start()``, ``url``, ``stop()``."""
 
@@ -200,7 +215,7 @@ class WebServer:
             self.app,
             lifespan="off",
             loop="asyncio",
-            http="h11",
+            http=_Http,
             ws="none",
             log_config=None,
             access_log=False,

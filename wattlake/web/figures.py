@@ -216,14 +216,21 @@ class LakeView:
                 old, self._con = self._con, fresh
                 if old is not None:
                     old.close()
-            self._warm(ids)
+            # The new state is shown after WARM_LIMIT_S at the latest (a figure still being
+            # computed then is kept for it when done; a request for it meanwhile computes it).
+            warming = threading.Thread(
+                target=self._warm, args=(ids,), name="lake-warm", daemon=True
+            )
+            warming.start()
+            warming.join(WARM_LIMIT_S)
         with self._lock:
             self._made_at = time.monotonic()
             self.snapshots = ids
             self._renewing = False
 
     def _warm(self, ids: tuple[int | None, ...]) -> None:
-        """Compute the figures asked lately and the warmers' under snapshot ids ``ids``."""
+        """Compute the figures asked lately and the warmers' under snapshot ids ``ids`` (the
+        warmers first; no new one after ``WARM_LIMIT_S``)."""
         deadline = time.monotonic() + WARM_LIMIT_S
         with self._cache_lock:
             recent = [

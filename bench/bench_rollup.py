@@ -124,7 +124,10 @@ def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) ->
             ],
             f,
         )
-    print(json.dumps({"wall": walls, "cpu": cpus}))
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall": walls, "cpu": cpus, "peak_mb": peak_mb}))
 
 
 def package_at(rev: str, folder: str) -> str:
@@ -146,6 +149,7 @@ def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: 
     current = str(here.parent.parent)
     old = package_at(args.raw_baseline, folder)
     best: dict[str, tuple[float, float]] = {}
+    peak: dict[str, float] = {}
     dumps: dict[str, Any] = {}
     for _ in range(args.repeat):
         for label, package in (("before", old), ("after", current)):
@@ -163,6 +167,7 @@ def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: 
             )
             timing = json.loads(run.stdout.strip().splitlines()[-1])
             wall, cpu = min(zip(timing["wall"], timing["cpu"], strict=True))
+            peak[label] = max(peak.get(label, 0.0), timing["peak_mb"])
             if label not in best or wall < best[label][0]:
                 best[label] = (wall, cpu)
             with open(out, "rb") as f:
@@ -182,12 +187,31 @@ def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: 
         name = args.raw_baseline if label == "before" else "now"
         print(
             f"  {name:>10}: {wall:6.3f} s wall, {cpu:6.3f} s CPU = "
-            f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M)"
+            f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M), "
+            f"peak RSS {peak[label]:,.0f} MB"
         )
     print(
         f"  speed-up {best['before'][0] / best['after'][0]:.2f}x wall, "
         f"{best['before'][1] / best['after'][1]:.2f}x CPU; identical results: {identical}"
     )
+
+
+def generate(lake: Lake, spec: fleet.FleetSpec) -> int:
+    """Append the fleet's readings to ``lake``, a week per commit; return how many."""
+    import pyarrow as pa
+
+    readings = 0
+    batch = []
+    for day in fleet.day_tables(spec):
+        batch.append(day)
+        if len(batch) == 7:
+            readings += sum(t.num_rows for t in batch)
+            tables.append(lake, READINGS_TABLE, pa.concat_tables(batch))
+            batch = []
+    if batch:
+        readings += sum(t.num_rows for t in batch)
+        tables.append(lake, READINGS_TABLE, pa.concat_tables(batch))
+    return readings
 
 
 def main() -> None:
@@ -212,34 +236,32 @@ def main() -> None:
         "--raw-baseline", help="git revision whose raw path to time beside the current one"
     )
     parser.add_argument(
+        "--lake",
+        help="folder of the generated lake, kept: reused when it holds the same fleet (raw-only)",
+    )
+    parser.add_argument(
         "--raw-only", action="store_true", help="skip the rollup job and the rollup timings"
     )
     args = parser.parse_args()
     spec = fleet.FleetSpec(devices=args.devices, days=args.days)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(overrides={"data_dir": str(Path(tmp) / "lake")}, environ={})
+        data_dir = args.lake or str(Path(tmp) / "lake")
+        settings = Settings.load(overrides={"data_dir": data_dir}, environ={})
         lake = Lake.from_settings(settings)
         began = time.perf_counter()
-        readings = 0
-        batch = []
-        for day in fleet.day_tables(spec):
-            batch.append(day)
-            if len(batch) == 7:
-                readings += sum(t.num_rows for t in batch)
-                import pyarrow as pa
-
-                tables.append(lake, READINGS_TABLE, pa.concat_tables(batch))
-                batch = []
-        if batch:
-            import pyarrow as pa
-
-            readings += sum(t.num_rows for t in batch)
-            tables.append(lake, READINGS_TABLE, pa.concat_tables(batch))
+        marker = Path(data_dir) / f"bench-fleet-{args.devices}x{args.days}.txt"
+        if marker.exists():
+            readings = int(marker.read_text())
+        else:
+            readings = generate(lake, spec)
+            if args.lake:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(readings))
         load_s = time.perf_counter() - began
         print(f"fleet: {args.devices} devices x {args.days} days = {readings:,} readings")
         print(f"generated and appended in {load_s:.1f} s")
         if args.raw_baseline:
-            compare_raw(args, str(Path(tmp) / "lake"), readings, tmp)
+            compare_raw(args, data_dir, readings, tmp)
         if args.raw_only:
             return
 

@@ -23,7 +23,13 @@ from wattlake.query.energy import (
     split_series,
 )
 from wattlake.query.engine import connect
-from wattlake.query.raw import _read_files, _sort_rows, read_bracketed, read_series
+from wattlake.query.raw import (
+    _read_files,
+    _sort_rows,
+    _window_groups,
+    read_bracketed,
+    read_series,
+)
 from wattlake.query.rollups import EnergySources, energy_over_edges
 from wattlake.schema import READINGS_TABLE
 
@@ -159,3 +165,24 @@ def test_stream_files_of_a_day_in_any_order_need_no_receive_times(lake: Lake) ->
     got = read_series(lake, start, end)
     assert got is not None
     _same_series(got, split_series(table.select(list(SERIES_COLUMNS))))
+
+
+@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
+def test_series_read_a_few_days_at_a_time_are_those_read_at_once(
+    troubled: Lake, first_day: float, last_day: float
+) -> None:
+    # One reading per group: the window is cut between every two of its days the range allows
+    # (the brackets before the range in the first group, those after it in the last).
+    start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
+    table = read_bracketed(troubled, start, end, columns=SERIES_COLUMNS)
+    assert table is not None
+    for group_rows in (1, 20_000):
+        got = read_series(troubled, start, end, group_rows=group_rows)
+        assert got is not None
+        _same_series(got, split_series(table))
+    assert _window_groups({d: 1 for d in range(10, 20)}, 12 * DAY + 5, 15 * DAY, 1) == [
+        [10, 11, 12],
+        [13],
+        [14],
+        [15, 16, 17, 18, 19],
+    ]

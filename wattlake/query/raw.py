@@ -10,9 +10,10 @@ stored integers to numpy arrays (no table in between), which is what the energy 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import duckdb
 import numpy as np
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from wattlake.query.energy import Series
 
 _DAY_MS: Final = 86_400_000
+GROUP_ROWS: Final = 8_000_000
+"""About how many readings :func:`read_series` reads at once over a long range."""
+_Part = TypeVar("_Part")
 _STORED_READINGS: Final = TABLES[READINGS_TABLE].schema
 _STRINGS: Final = ("device_id", "source")
 _BRACKET_COLUMNS: Final = (
@@ -349,25 +353,55 @@ def _window_positions(rows: _Rows, found: _Brackets) -> IntArray | None:
     return np.concatenate(pieces)
 
 
+def _window_groups(
+    days: dict[int, int], start_ms: int, end_ms: int, group_rows: int | None
+) -> list[list[int]]:
+    """Return the window's days (and their row counts) cut into groups of about ``group_rows``
+    rows, in time order (None: one group). Cuts only between a day at or after the range's
+    first day and one at or before its last: every reading before the range is then in the
+    first group and every reading at or after its end in the last, so each group's brackets
+    are those of the whole window and a group between them holds only readings in the
+    range."""
+    ordered = sorted(days)
+    if group_rows is None or not ordered:
+        return [ordered]
+    first, last = start_ms // _DAY_MS, end_ms // _DAY_MS
+    groups, rows = [[ordered[0]]], days[ordered[0]]
+    for before, day in itertools.pairwise(ordered):
+        if rows >= group_rows and before >= first and day <= last:
+            groups.append([])
+            rows = 0
+        groups[-1].append(day)
+        rows += days[day]
+    return groups
+
+
 def _bracketed(
     lake: Lake,
     start_ms: int,
     end_ms: int,
     device_ids: Sequence[str] | None,
     wanted: list[str],
-) -> tuple[list[tuple[_Rows, IntArray | None]], list[tuple[str, int]]] | None:
-    """Return the parts of the bracketed readings: rows read and the positions of their order
-    picked (None: all), and the (device_id, channel) of every series; None when the scan plan
-    has delete files or files not partitioned by day."""
+    take: Callable[[_Rows, IntArray | None], _Part],
+    group_rows: int | None = None,
+) -> tuple[list[_Part], list[tuple[str, int]]] | None:
+    """Return the parts of the bracketed readings, each rows read and the positions of their
+    order picked (None: all) as ``take`` keeps them, in time order per series (the readings
+    of a part are all before or all after those of the next); and the (device_id, channel)
+    of every series; None when the scan plan has delete files or files not partitioned by
+    day. The window's days are read in groups of about ``group_rows`` rows (None: at once),
+    each given to ``take`` before the next is read."""
     plan = tables.scan_files(lake, READINGS_TABLE)
     if any(task.delete_files for task in plan):
         return None
     by_day: dict[int, list[str]] = {}
+    day_rows: dict[int, int] = {}
     for task in plan:
         day = task.file.partition[0] if len(task.file.partition) else None
         if not isinstance(day, int):  # not partitioned by day (another engine's spec)
             return None
         by_day.setdefault(day, []).append(tables.local_path(task.file.file_path))
+        day_rows[day] = day_rows.get(day, 0) + int(task.file.record_count)
     lo, hi = start_ms // _DAY_MS - 1, end_ms // _DAY_MS + 1
 
     def read(days: Iterable[int], devices: Sequence[str] | None) -> _Rows:
@@ -375,20 +409,40 @@ def _bracketed(
         table = _read_files(lake, paths, devices, wanted)
         return _sort_rows(table, lambda extra: _read_files(lake, paths, devices, extra))
 
-    window = read([d for d in by_day if lo <= d <= hi], device_ids)
+    window_days = {d: n for d, n in day_rows.items() if lo <= d <= hi}
+    inside: list[_Part] = []
+    keys: list[tuple[str, int]] = []
+    number: dict[tuple[str, int], int] = {}
+    edges: list[tuple[IntArray, IntArray, IntArray]] = []  # per group: series, before, after
+    for group in _window_groups(window_days, start_ms, end_ms, group_rows):
+        rows = read(group, device_ids)
+        for key in rows.keys:
+            number.setdefault(key, len(keys))
+            if len(keys) < len(number):
+                keys.append(key)
+        nkeys = len(rows.keys)
+        found = _brackets(rows, start_ms, end_ms, np.arange(nkeys, dtype=np.int64), nkeys)
+        inside.append(take(rows, _window_positions(rows, found)))
+        index = np.array([number[k] for k in rows.keys], dtype=np.int64)
+        edges.append((index, found.before, found.after))
+        del rows  # the next group is read without this one's table
     earlier = sorted((d for d in by_day if d < lo), reverse=True)
     later = sorted(d for d in by_day if d > hi)
-    keys = list(window.keys)
     if earlier or later:  # a series silent around the range still gets its brackets
         seen = set(keys)
         outside = [p for d in earlier + later for p in by_day[d]]
         keys += [k for k in _series_in(lake, outside, device_ids) if k not in seen]
-    found = _brackets(
-        window, start_ms, end_ms, np.arange(len(window.keys), dtype=np.int64), len(keys)
-    )
-    parts: list[tuple[_Rows, IntArray | None]] = [(window, _window_positions(window, found))]
-    number = {key: i for i, key in enumerate(keys)}
-    for side, days in ((found.before, earlier), (found.after, later)):
+        number = {key: i for i, key in enumerate(keys)}
+    # Whether each series has a bracket of each kind in the window (only the first group has
+    # readings before the range, only the last readings after it).
+    before = np.full((len(keys), _BRACKET_KINDS), -1, dtype=np.int64)
+    after = np.full((len(keys), _BRACKET_KINDS), -1, dtype=np.int64)
+    for index, group_before, group_after in edges:
+        before[index] = np.maximum(before[index], group_before)
+        after[index] = np.maximum(after[index], group_after)
+    ahead: list[_Part] = []  # nearest readings before the window, latest days first
+    behind: list[_Part] = []
+    for side, days, out in ((before, earlier, ahead), (after, later, behind)):
         chunk = 7
         while days and np.any(side < 0):
             devices = sorted({keys[i][0] for i in np.flatnonzero((side < 0).any(axis=1))})
@@ -397,12 +451,12 @@ def _bracketed(
             rows = read(batch, devices)
             index = np.array([number[k] for k in rows.keys], dtype=np.int64)
             there = _brackets(rows, start_ms, end_ms, index, len(keys))
-            near = there.before if side is found.before else there.after
+            near = there.before if side is before else there.after
             new = (side < 0) & (near >= 0)
             side[new] = near[new]
             if new.any():
-                parts.append((rows, np.unique(near[new])))
-    return parts, keys
+                out.append(take(rows, np.unique(near[new])))
+    return ahead[::-1] + inside + behind, keys
 
 
 def _wanted(columns: Sequence[str] | None) -> list[str]:
@@ -432,10 +486,17 @@ def read_bracketed(
         wattlake.errors.StorageError: the catalog or a data file cannot be read.
     """
     wanted = _wanted(columns)
-    found = _bracketed(lake, start_ms, end_ms, device_ids, wanted)
+    found = _bracketed(
+        lake,
+        start_ms,
+        end_ms,
+        device_ids,
+        wanted,
+        lambda rows, at: _readings(rows, rows.stored(at), wanted),
+    )
     if found is None:
         return None
-    parts = [_readings(rows, rows.stored(at), wanted) for rows, at in found[0]]
+    parts = found[0]
     if len(parts) == 1:
         return parts[0]
     table = pa.concat_tables(parts)
@@ -448,11 +509,16 @@ def read_series(
     end_ms: int,
     *,
     device_ids: Sequence[str] | None = None,
+    group_rows: int | None = GROUP_ROWS,
 ) -> list[Series] | None:
     """Return the readings :func:`read_bracketed` returns as one series per device channel, as
     :func:`wattlake.query.energy.split_series` cuts its table (times in ms, readings in the same
     ms after the first dropped, values as float64 with NaN where absent), without building the
     table.
+
+    The days of a long range are read in groups of about ``group_rows`` readings (None: all at
+    once), each turned into per-series arrays before the next is read; the series are joined
+    at the end.
 
     Returns None when the plan has delete files or files not partitioned by day (read the views
     then).
@@ -462,32 +528,62 @@ def read_series(
     """
     from wattlake.query.energy import Series
 
-    found = _bracketed(lake, start_ms, end_ms, device_ids, list(_BRACKET_COLUMNS))
+    found = _bracketed(
+        lake, start_ms, end_ms, device_ids, list(_BRACKET_COLUMNS), _series_part, group_rows
+    )
     if found is None:
         return None
-    parts, keys = found
-    rank = {key: i for i, key in enumerate(sorted(keys))}
-    ordered = sorted(keys)
-    pieces: list[list[npt.NDArray[Any]]] = []  # ts, power, import, export
-    numbers, sizes = [], []  # per part, its series' numbers and sizes
-    for rows, at in parts:
-        numbers.append(np.array([rank[k] for k in rows.keys], dtype=np.int64))
-        sizes.append(np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds)))
-        if at is None and rows.pieces is not None:
-            values = [_piece_floats(rows, name) for name in _SERIES_VALUES]
-        else:
-            stored = rows.stored(at)
-            values = [_floats(rows, name, stored) for name in _SERIES_VALUES]
-        pieces.append([rows.ts_ms if at is None else rows.ts_ms[at], *values])
-    cols = pieces[0]
-    number, size = numbers[0], sizes[0]
-    if len(pieces) > 1:  # a few bracketing readings from further days: merge them in
-        cols = [np.concatenate(c) for c in zip(*pieces, strict=True)]
-        each = np.concatenate([np.repeat(n, c) for n, c in zip(numbers, sizes, strict=True)])
-        order = np.lexsort((cols[0], each))
-        cols = [c[order] for c in cols]
-        number, size = np.unique(each[order], return_counts=True)
-    number, size = number[size > 0], size[size > 0]
+    parts = found[0]
+    rank = {key: i for i, key in enumerate(sorted(found[1]))}
+    ordered = sorted(found[1])
+    # Per series and part (in time order), where its readings are in the part's arrays.
+    segments = sorted(
+        (rank[key], p, a, n)
+        for p, (keys, firsts, sizes, _) in enumerate(parts)
+        for key, a, n in zip(keys, firsts.tolist(), sizes.tolist(), strict=True)
+    )
+    if len(parts) == 1:
+        cols = parts[0][3]
+        return [Series(*ordered[k], *(c[a : a + n] for c in cols)) for k, _, a, n in segments]
+    # Series readings in several parts: joined column by column, each part's column let go
+    # once copied.
+    starts: dict[int, int] = {}
+    total = 0
+    for k, _, _, n in segments:
+        starts.setdefault(k, total)
+        total += n
+    joined: list[npt.NDArray[Any]] = []
+    for c in range(len(_SERIES_VALUES) + 1):
+        out = np.empty(total, dtype=parts[0][3][c].dtype)
+        at = 0
+        for _, p, a, n in segments:
+            out[at : at + n] = parts[p][3][c][a : a + n]
+            at += n
+        for part in parts:
+            part[3][c] = np.zeros(0, dtype=out.dtype)
+        joined.append(out)
+    ends = {k: starts[k] for k in starts}
+    for k, _, _, n in segments:
+        ends[k] += n
+    return [Series(*ordered[k], *(c[starts[k] : ends[k]] for c in joined)) for k in sorted(starts)]
+
+
+def _series_part(
+    rows: _Rows, at: IntArray | None
+) -> tuple[list[tuple[str, int]], IntArray, IntArray, list[npt.NDArray[Any]]]:
+    """Return the readings at positions ``at`` of the order (None: all) as per-series arrays:
+    the series with readings, where each begins and its size, and the columns ts [ms], power,
+    import and export counters (float64, NaN where absent), readings in the same ms after a
+    series' first dropped."""
+    size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
+    if at is None and rows.pieces is not None:
+        values = [_piece_floats(rows, name) for name in _SERIES_VALUES]
+    else:
+        stored = rows.stored(at)
+        values = [_floats(rows, name, stored) for name in _SERIES_VALUES]
+    cols = [rows.ts_ms if at is None else rows.ts_ms[at], *values]
+    keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
+    size = size[size > 0]
     firsts = np.cumsum(size) - size
     ts = cols[0]
     repeated = ts[1:] == ts[:-1]
@@ -497,10 +593,7 @@ def read_series(
         cols = [c[keep] for c in cols]
         size = np.add.reduceat(keep.astype(np.int64), firsts)
         firsts = np.cumsum(size) - size
-    return [
-        Series(*ordered[k], *(c[a : a + n] for c in cols))
-        for k, a, n in zip(number.tolist(), firsts.tolist(), size.tolist(), strict=True)
-    ]
+    return keys, firsts, size, cols
 
 
 def _piece_floats(rows: _Rows, name: str) -> FloatArray:

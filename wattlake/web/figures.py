@@ -58,7 +58,8 @@ from wattlake.schema import (
 # How often the tables' snapshot ids are checked [s]; when one changed, the views (their list
 # of data files) are made again (planning the Iceberg scans holds the GIL for a second or two)
 # and the figures asked lately are computed for the new state before it is shown, for at most
-# WARM_LIMIT_S: so a figure shown lags the lake by at most VIEW_REFRESH_S + WARM_LIMIT_S = 30 s.
+# WARM_LIMIT_S: so a figure shown lags the lake by VIEW_REFRESH_S + WARM_LIMIT_S = 30 s at most,
+# plus the second or two that planning the views takes.
 VIEW_REFRESH_S: Final = 25.0
 WARM_LIMIT_S: Final = 5.0
 # Figures computed again for a new table state: those asked within this time [s], at most

@@ -96,12 +96,18 @@ def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) ->
     from wattlake.query import rollups as worker_rollups
 
     spec = fleet.FleetSpec(devices=devices, days=days)
+    if os.environ.get("BENCH_GROUP_ROWS"):  # the raw path's readings per group, if it has one
+        from wattlake.query import raw as worker_raw
+
+        if hasattr(worker_raw, "GROUP_ROWS"):
+            worker_raw.GROUP_ROWS = int(os.environ["BENCH_GROUP_ROWS"])
     settings = WorkerSettings.load(overrides={"data_dir": data_dir}, environ={})
     edges = worker_edges(spec.start_ms, spec.end_ms, "day", worker_zone("UTC"))
     stale = replace(worker_rollups.lake_sources(settings), rollups=lambda a, b, d: None)
     walls, cpus = [], []
     results: Any = None
     for _ in range(repeat):
+        results = None  # the last run's series are not kept while the next one reads
         began, cpu = time.perf_counter(), time.process_time()
         results, source = worker_rollups.energy_over_edges(stale, edges)
         walls.append(time.perf_counter() - began)
@@ -130,6 +136,66 @@ def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) ->
     print(json.dumps({"wall": walls, "cpu": cpus, "peak_mb": peak_mb}))
 
 
+def job_worker(data_dir: str, out: str) -> None:
+    """Time a full run of the rollup job of the ``wattlake`` package on ``sys.path`` (its own
+    process); write the timing as JSON on stdout and the energy_15min rows to ``out``."""
+    from wattlake.config import Settings as WorkerSettings
+    from wattlake.jobs.rollup import RollupOptions as WorkerOptions
+    from wattlake.jobs.rollup import run_rollup as worker_run
+    from wattlake.lake import tables as worker_tables
+    from wattlake.lake.storage import Lake as WorkerLake
+
+    settings = WorkerSettings.load(overrides={"data_dir": data_dir}, environ={})
+    lake = WorkerLake.from_settings(settings)
+    began, cpu = time.perf_counter(), time.process_time()
+    worker_run(lake, WorkerOptions.from_settings(settings), full=True)
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    rows = worker_tables.read_table(lake, "energy_15min")
+    rows = rows.sort_by([(c, "ascending") for c in ("device_id", "channel", "start", "site")])
+    exact = {  # floats as their shortest exact text, so NaN compares equal
+        name: column.cast("string") if column.type == "double" else column
+        for name, column in zip(rows.column_names, rows.columns, strict=True)
+    }
+    with open(out, "wb") as f:
+        pickle.dump({name: column.to_pylist() for name, column in exact.items()}, f)
+    print(json.dumps({"wall": wall, "cpu": cpu}))
+
+
+def compare_job(args: argparse.Namespace, data_dir: str, readings: int, folder: str) -> None:
+    """Print a full rollup job run's figures at ``args.job_baseline`` and now, alternated,
+    one process per run, and whether their energy_15min rows are identical."""
+    here = Path(__file__).resolve()
+    old = package_at(args.job_baseline, folder)
+    best: dict[str, tuple[float, float]] = {}
+    dumps: dict[str, Any] = {}
+    for _ in range(args.repeat):
+        for label, package in (("before", old), ("after", str(here.parent.parent))):
+            out = str(Path(folder) / f"job-{label}.pickle")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
+            command = [sys.executable, str(here), "--job-worker", data_dir, "--out", out]
+            run = subprocess.run(
+                command, cwd=folder, env=env, check=True, capture_output=True, text=True
+            )
+            timing = json.loads(run.stdout.strip().splitlines()[-1])
+            if label not in best or timing["wall"] < best[label][0]:
+                best[label] = (timing["wall"], timing["cpu"])
+            with open(out, "rb") as f:
+                dumps[label] = pickle.load(f)
+    print(f"rollup job, full run, load average {os.getloadavg()}:")
+    for label in ("before", "after"):
+        wall, cpu = best[label]
+        name = args.job_baseline if label == "before" else "now"
+        print(
+            f"  {name:>10}: {wall:6.3f} s wall, {cpu:6.3f} s CPU = "
+            f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M)"
+        )
+    identical = dumps["before"] == dumps["after"]
+    print(
+        f"  speed-up {best['before'][0] / best['after'][0]:.2f}x wall, "
+        f"{best['before'][1] / best['after'][1]:.2f}x CPU; identical energy_15min: {identical}"
+    )
+
+
 def package_at(rev: str, folder: str) -> str:
     """Return a folder holding the ``wattlake`` package as it was at git revision ``rev``."""
     root = Path(__file__).resolve().parent.parent
@@ -155,6 +221,8 @@ def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: 
         for label, package in (("before", old), ("after", current)):
             out = str(Path(folder) / f"raw-{label}.pickle")
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
+            if args.group_rows and label == "after":
+                env["BENCH_GROUP_ROWS"] = str(args.group_rows)
             command = [sys.executable, str(here), "--raw-worker", data_dir, "--out", out]
             command += ["--days", str(args.days), "--devices", str(args.devices), "--repeat", "2"]
             run = subprocess.run(
@@ -215,6 +283,13 @@ def generate(lake: Lake, spec: fleet.FleetSpec) -> int:
 
 
 def main() -> None:
+    if "--job-worker" in sys.argv:
+        worker = argparse.ArgumentParser()
+        worker.add_argument("--job-worker")
+        worker.add_argument("--out")
+        j = worker.parse_args()
+        job_worker(j.job_worker, j.out)
+        return
     if "--raw-worker" in sys.argv:
         worker = argparse.ArgumentParser()
         worker.add_argument("--raw-worker")
@@ -234,6 +309,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--raw-baseline", help="git revision whose raw path to time beside the current one"
+    )
+    parser.add_argument(
+        "--job-baseline", help="git revision whose rollup job (full run) to time beside now's"
+    )
+    parser.add_argument(
+        "--group-rows",
+        type=int,
+        help="readings per group of days of the current raw path (query.raw.GROUP_ROWS)",
     )
     parser.add_argument(
         "--lake",
@@ -262,6 +345,8 @@ def main() -> None:
         print(f"generated and appended in {load_s:.1f} s")
         if args.raw_baseline:
             compare_raw(args, data_dir, readings, tmp)
+        if args.job_baseline:
+            compare_job(args, data_dir, readings, tmp)
         if args.raw_only:
             return
 

@@ -41,7 +41,13 @@ from wattlake.energy.sites import Site
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
-from wattlake.query.energy import Series, series_energy, site_energy, split_series
+from wattlake.query.energy import (
+    Series,
+    SeriesEnergy,
+    series_energies,
+    site_energy,
+    split_series,
+)
 from wattlake.schema import (
     ENERGY_15MIN_STORED,
     ENERGY_15MIN_TABLE,
@@ -146,6 +152,11 @@ def energy_15min(
         raise ValueError("rollup ranges start and end on UTC quarter-hours")
     columns: dict[str, list[Any]] = {name: [] for name in ENERGY_15MIN_SCHEMA.names}
     day_edges = [start_ms, *range((start_ms // DAY_MS + 1) * DAY_MS, end_ms, DAY_MS), end_ms]
+    quarters = {
+        a: np.arange(a, b + 1, QUARTER_HOUR_MS, dtype=np.int64)
+        for a, b in itertools.pairwise(day_edges)
+    }
+    parts: list[tuple[Series, int, int]] = []
     for series in split_series(_with_ms_ts(readings)):
         # Each day sees exactly the readings within the reach of its edges, whichever days were
         # read together, so a day's rollup does not depend on how the job batched its reads.
@@ -161,7 +172,15 @@ def energy_15min(
                 series.energy_wh[lo:hi],
                 series.returned_energy_wh[lo:hi],
             )
-            _append_day(columns, part, a, b, options)
+            parts.append((part, a, b))
+    results = series_energies(  # a thread per core
+        [p for p, _, _ in parts],
+        [quarters[a] for _, a, _ in parts],
+        max_gap_s=options.max_gap_s,
+        max_power_w=options.max_power_w,
+    )
+    for (part, a, b), result in zip(parts, results, strict=True):
+        _append_day(columns, part, a, b, quarters[a], result)
     if not columns["start"]:
         return ENERGY_15MIN_SCHEMA.empty_table()
     start = np.concatenate(columns["start"])
@@ -186,14 +205,12 @@ def _append_day(
     series: Series,
     start_ms: int,
     end_ms: int,
-    options: RollupOptions,
+    edges: IntArray,
+    result: SeriesEnergy,
 ) -> None:
-    """Append the quarter-hours of one series in [start, end) to ``columns``."""
-    edges = np.arange(start_ms, end_ms + 1, QUARTER_HOUR_MS, dtype=np.int64)
+    """Append the quarter-hours (``edges``) of one series in [start, end), whose energy is
+    ``result``, to ``columns``."""
     n = edges.size - 1
-    result = series_energy(
-        series, edges, method="auto", max_gap_s=options.max_gap_s, max_power_w=options.max_power_w
-    )
     inside = (series.ts_ms >= start_ms) & (series.ts_ms < end_ms) & np.isfinite(series.power_w)
     bucket = (series.ts_ms[inside] - start_ms) // QUARTER_HOUR_MS
     interpolated = result.interpolated_wh

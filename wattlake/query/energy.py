@@ -403,26 +403,34 @@ _THREADED_READINGS: Final = 200_000
 
 def series_energies(
     series: Sequence[Series],
-    edges_ms: IntArray,
+    edges_ms: IntArray | Sequence[IntArray],
     *,
     max_gap_s: float = 300.0,
     max_power_w: float = 60_000.0,
 ) -> list[SeriesEnergy]:
-    """Return :func:`series_energy` (method ``auto``, gaps skipped) of each series, in order;
+    """Return :func:`series_energy` (method ``auto``, gaps skipped) of each series, in order,
+    over ``edges_ms`` (or, given a sequence of edge arrays, over the edges of each series);
     many readings are shared out over the machine's cores."""
-    edges = np.asarray(edges_ms, dtype=np.int64)
+    if len(edges_ms) and all(isinstance(e, np.ndarray) and e.ndim == 1 for e in edges_ms):
+        each = [np.asarray(e, dtype=np.int64) for e in edges_ms]  # edges of each series
+        if len(each) != len(series):
+            raise ValueError("series_energies takes one edge array per series")
+    else:
+        each = [np.asarray(edges_ms, dtype=np.int64)] * len(series)
 
-    def energy_of(s: Series) -> SeriesEnergy:
-        return series_energy(s, edges, method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w)
+    def energy_of(i: int) -> SeriesEnergy:
+        return series_energy(
+            series[i], each[i], method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w
+        )
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(cores or 1, len(series))
     if workers < 2 or sum(s.ts_ms.size for s in series) < _THREADED_READINGS:
-        return [energy_of(s) for s in series]
+        return [energy_of(i) for i in range(len(series))]
     # Longest first, so one long series does not start last and run alone.
     by_size = sorted(range(len(series)), key=lambda i: -series[i].ts_ms.size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = dict(zip(by_size, pool.map(energy_of, [series[i] for i in by_size]), strict=True))
+        done = dict(zip(by_size, pool.map(energy_of, by_size), strict=True))
     return [done[i] for i in range(len(series))]
 
 

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from wattlake.query.energy import Series
 
 _DAY_MS: Final = 86_400_000
-GROUP_ROWS: Final = 8_000_000
-"""About how many readings :func:`read_series` reads at once over a long range."""
+GROUP_ROWS = 8_000_000
+"""About how many readings :func:`read_series` reads at once over a long range (default)."""
 _Part = TypeVar("_Part")
 _STORED_READINGS: Final = TABLES[READINGS_TABLE].schema
 _STRINGS: Final = ("device_id", "source")
@@ -357,14 +357,14 @@ def _window_groups(
     days: dict[int, int], start_ms: int, end_ms: int, group_rows: int | None
 ) -> list[list[int]]:
     """Return the window's days (and their row counts) cut into groups of about ``group_rows``
-    rows, in time order (None: one group). Cuts only between a day at or after the range's
-    first day and one at or before its last: every reading before the range is then in the
-    first group and every reading at or after its end in the last, so each group's brackets
-    are those of the whole window and a group between them holds only readings in the
-    range."""
+    rows, in time order (None, or at most twice that many rows in all: one group). Cuts only
+    between a day at or after the range's first day and one at or before its last: every
+    reading before the range is then in the first group and every reading at or after its end
+    in the last, so each group's brackets are those of the whole window and a group between
+    them holds only readings in the range."""
     ordered = sorted(days)
-    if group_rows is None or not ordered:
-        return [ordered]
+    if group_rows is None or sum(days.values()) <= 2 * group_rows:
+        return [ordered]  # joining groups would cost more than holding them at once
     first, last = start_ms // _DAY_MS, end_ms // _DAY_MS
     groups, rows = [[ordered[0]]], days[ordered[0]]
     for before, day in itertools.pairwise(ordered):
@@ -509,16 +509,16 @@ def read_series(
     end_ms: int,
     *,
     device_ids: Sequence[str] | None = None,
-    group_rows: int | None = GROUP_ROWS,
+    group_rows: int | None = None,
 ) -> list[Series] | None:
     """Return the readings :func:`read_bracketed` returns as one series per device channel, as
     :func:`wattlake.query.energy.split_series` cuts its table (times in ms, readings in the same
     ms after the first dropped, values as float64 with NaN where absent), without building the
     table.
 
-    The days of a long range are read in groups of about ``group_rows`` readings (None: all at
-    once), each turned into per-series arrays before the next is read; the series are joined
-    at the end.
+    The days of a long range are read in groups of about ``group_rows`` readings (default
+    :data:`GROUP_ROWS`), each turned into per-series arrays before the next is read; the series
+    are joined at the end.
 
     Returns None when the plan has delete files or files not partitioned by day (read the views
     then).
@@ -529,7 +529,13 @@ def read_series(
     from wattlake.query.energy import Series
 
     found = _bracketed(
-        lake, start_ms, end_ms, device_ids, list(_BRACKET_COLUMNS), _series_part, group_rows
+        lake,
+        start_ms,
+        end_ms,
+        device_ids,
+        list(_BRACKET_COLUMNS),
+        _series_part,
+        GROUP_ROWS if group_rows is None else group_rows,
     )
     if found is None:
         return None

@@ -133,14 +133,25 @@ def _with_ms_ts(readings: pa.Table) -> pa.Table:
     return readings
 
 
+def _series(readings: pa.Table | Sequence[Series]) -> Sequence[Series]:
+    """Return the series of ``readings`` (ms times), split once for all the rollups of a read."""
+    if isinstance(readings, pa.Table):
+        return split_series(_with_ms_ts(readings))
+    return readings
+
+
 def _us(start_ms: IntArray) -> pa.Array:
     return pa.array(start_ms * 1000, pa.int64()).cast(_US_TS)
 
 
 def energy_15min(
-    readings: pa.Table, start_ms: int, end_ms: int, options: RollupOptions = RollupOptions()
+    readings: pa.Table | Sequence[Series],
+    start_ms: int,
+    end_ms: int,
+    options: RollupOptions = RollupOptions(),
 ) -> pa.Table:
-    """Return the energy of every series of ``readings`` per UTC quarter-hour in [start, end).
+    """Return the energy of every series of ``readings`` per UTC quarter-hour in [start, end)
+    (``readings`` a table, or its series as :func:`_series` splits it).
 
     ``readings`` should reach beyond the range by ``options.reach_ms`` so edge intervals are
     whole. One row per series and quarter-hour, for every series with readings in the table.
@@ -157,7 +168,7 @@ def energy_15min(
         for a, b in itertools.pairwise(day_edges)
     }
     parts: list[tuple[Series, int, int]] = []
-    for series in split_series(_with_ms_ts(readings)):
+    for series in _series(readings):
         # Each day sees exactly the readings within the reach of its edges, whichever days were
         # read together, so a day's rollup does not depend on how the job batched its reads.
         for a, b in itertools.pairwise(day_edges):
@@ -330,14 +341,16 @@ def _site_rows(name: str, energy: Any, edges: IntArray) -> dict[str, list[Any]]:
     return columns
 
 
-def power_periods(readings: pa.Table, start_ms: int, end_ms: int, period_ms: int) -> pa.Table:
-    """Return min, max and mean power per series and UTC period in [start, end).
+def power_periods(
+    readings: pa.Table | Sequence[Series], start_ms: int, end_ms: int, period_ms: int
+) -> pa.Table:
+    """Return min, max and mean power per series and UTC period in [start, end) (``readings``
+    a table, or its series as :func:`_series` splits it).
 
     Only periods with at least one finite power sample get a row.
     """
-    readings = _with_ms_ts(readings)
     columns: dict[str, list[Any]] = {name: [] for name in POWER_STATS_SCHEMA.names}
-    for series in split_series(readings):
+    for series in _series(readings):
         lo, hi = np.searchsorted(series.ts_ms, [start_ms, end_ms])
         stats = power_stats(series.ts_ms[lo:hi], series.power_w[lo:hi], period_ms)
         k = stats.start_ms.size
@@ -413,9 +426,10 @@ def compute_days(
             if sites:
                 energy.append(site_15min(readings, sites, start_ms, end_ms, options))
             if devices:
-                energy.append(energy_15min(readings, start_ms, end_ms, options))
-                minutes.append(power_periods(readings, start_ms, end_ms, MINUTE_MS))
-                hours.append(power_periods(readings, start_ms, end_ms, HOUR_MS))
+                series = _series(readings)  # split once for the three rollups
+                energy.append(energy_15min(series, start_ms, end_ms, options))
+                minutes.append(power_periods(series, start_ms, end_ms, MINUTE_MS))
+                hours.append(power_periods(series, start_ms, end_ms, HOUR_MS))
             done += b - a
             report(done, total)
 

@@ -569,7 +569,10 @@ def device_energy(
     if _plain(method, gap_policy):
         results, source = energy_with_recent(sources, edges, device_id=device_id, channel=channel)
         return edges, results, source
-    readings = sources.readings(int(edges[0]), int(edges[-1]), device_id)
+    if sources.series is not None:  # the lake's: Series straight from the data files
+        series = sources.series(int(edges[0]), int(edges[-1]), device_id)
+    else:
+        series = split_series(sources.readings(int(edges[0]), int(edges[-1]), device_id))
     results = [
         series_energy(
             s,
@@ -579,7 +582,8 @@ def device_energy(
             max_power_w=sources.max_power_w,
             gap_policy=gap_policy,
         )
-        for s in split_series(readings, channel=channel)
+        for s in series
+        if channel is None or s.channel == channel
     ]
     return edges, results, READINGS
 

@@ -127,10 +127,11 @@ def value_entropy_bytes(values: np.ndarray) -> float:
 
 def storage(
     lake: Lake,
-) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
-    """Return bytes per reading of the lake's readings files, per column, and entropies (of
-    within-series differences, and of values)."""
+) -> tuple[float, dict[str, float], dict[str, float], dict[str, float], dict[str, set[str]]]:
+    """Return bytes per reading of the lake's readings files, per column, entropies (of
+    within-series differences, and of values), and the encodings each column's data pages use."""
     total_bytes, rows = 0, 0
+    encodings: dict[str, set[str]] = {}
     per_column: dict[str, float] = {}
     entropy: dict[str, float] = {}
     value_entropy: dict[str, float] = {}
@@ -145,6 +146,12 @@ def storage(
                 c = group.column(i)
                 name = c.path_in_schema
                 per_column[name] = per_column.get(name, 0) + c.total_compressed_size
+                # RLE is the levels' (and the dictionary indices') encoding; PLAIN beside a
+                # dictionary is its dictionary page.
+                used = set(c.encodings) - {"RLE"}
+                if used & {"RLE_DICTIONARY", "PLAIN_DICTIONARY"}:
+                    used = {"dictionary"}
+                encodings.setdefault(name, set()).update(used)
         part = pq.read_table(path, filesystem=lake.fs)
         series = column_ints(part["device_id"]) * 16 + column_ints(part["channel"])
         for name in part.column_names:
@@ -158,6 +165,7 @@ def storage(
         {k: v / rows for k, v in per_column.items()},
         {k: v / rows for k, v in entropy.items()},
         {k: v / rows for k, v in value_entropy.items()},
+        encodings,
     )
 
 
@@ -212,10 +220,9 @@ def main() -> None:
             f"{rows:,} rows in {wall:.1f} s wall, {cpu:.1f} s CPU"
         )
 
-        per_reading, per_column, entropy, value_entropy = storage(lake)
+        per_reading, per_column, entropy, value_entropy, used = storage(lake)
         after["bytes_per_reading"] = (per_reading, per_reading)
         definition = TABLES[READINGS_TABLE]
-        encodings = dict(definition.encodings)
         level = tables.open_table(lake, READINGS_TABLE).properties.get(
             "write.parquet.compression-level", "pyarrow's default"
         )
@@ -224,16 +231,17 @@ def main() -> None:
         for name in definition.schema.names:
             print(
                 f"{name:20s} {per_column.get(name, 0.0):14.3f} {entropy.get(name, 0.0):8.3f}"
-                f" {value_entropy.get(name, 0.0):8.3f}  {encodings.get(name, 'dictionary')}"
+                f" {value_entropy.get(name, 0.0):8.3f}  {' + '.join(sorted(used.get(name, set())))}"
             )
         print(f"{'file total':20s} {per_reading:14.3f} (footers and headers included)")
         imported = Lake.from_settings(settings_for(root / "import_parquet"))
-        _, import_columns, import_entropy, import_values = storage(imported)
+        _, import_columns, import_entropy, import_values, import_used = storage(imported)
         for name in ("received_at", "receive_lag_ms"):
             if name in import_columns:
                 print(
                     f"{name:20s} {import_columns[name]:14.3f} {import_entropy[name]:8.3f}"
-                    f" {import_values[name]:8.3f}  (Parquet import: one receive time per file)"
+                    f" {import_values[name]:8.3f}  {' + '.join(sorted(import_used[name]))}"
+                    " (Parquet import: one receive time per file)"
                 )
 
         flush_lake = Lake.from_settings(settings_for(root / "flushes"))

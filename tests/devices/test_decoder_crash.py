@@ -126,3 +126,37 @@ def test_the_stream_keeps_going_and_the_dead_letter_names_the_exception(tmp_path
     assert [letter.error_code for letter in letters] == [DECODER_ERROR] * 6
     assert all("RuntimeError: boom" in letter.error_message for letter in letters)
     assert all(b"boom" in letter.message.payload for letter in letters)
+
+
+def test_a_value_too_large_for_the_lake_is_a_dead_letter_and_the_rest_is_written(
+    tmp_path: Path,
+) -> None:
+    """Before, a reading whose value did not fit its lake decimal failed the whole flush, and
+    the writer started again on the same WAL: a crash loop."""
+    from wattlake.lake import tables
+    from wattlake.query.engine import connect
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    stream = DeliveryStream(lake)
+    big = RawMessage(
+        "wattlake/m1/readings",
+        b'[{"ts": 1767225600, "power_w": 12.5}, {"ts": 1767225610, "power_w": 12345678.9},'
+        b' {"ts": 1767225620, "power_w": 0, "energy_wh": 1e20}]',
+        NOW,
+    )
+    stream.accept([big, generic("m2", 1_767_225_600, 9_999_999.99, False)])
+    assert stream.stats.dead_letters_by_reason == {"out-of-range": 2}
+    assert stream.flush()  # written: no exception
+    con = connect(lake)
+    assert con.sql("SELECT device_id, power_w FROM readings ORDER BY ALL").fetchall() == [
+        ("m1", 12.5),
+        ("m2", 9_999_999.99),
+    ]
+    letters = con.sql(
+        "SELECT error_code, error_message, raw_text FROM dead_letters ORDER BY error_message"
+    ).fetchall()
+    assert [code for code, _, _ in letters] == ["out-of-range"] * 2
+    assert "energy_wh 1e+20 does not fit the lake" in letters[0][1]
+    assert "power_w 12345678.9 does not fit the lake" in letters[1][1]
+    assert '"power_w": 12345678.9' in letters[1][2]  # the reading itself is kept
+    assert tables.unstorable(tables.from_stored(tables.read_table(lake, "readings"))) == {}

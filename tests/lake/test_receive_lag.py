@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyiceberg.types import DecimalType
 
 from wattlake.jobs.compact import compact
 from wattlake.lake import tables
@@ -126,13 +127,15 @@ def test_received_at_round_trips_through_write_view_and_compaction(lake: Lake) -
 
 # -- a lake written before the receive lag existed --------------------------------------------
 
+# The previous version also stored active power with 12 digits (INT64 in Parquet).
+OLD_DECIMALS = {**DECIMALS, "power_w": (12, 2)}
 OLD_STORED = pa.schema(
     [
         pa.field("ts", TABLE_TS_TYPE, nullable=False),
         pa.field("received_at", TABLE_TS_TYPE, nullable=False),
         pa.field("device_id", pa.string(), nullable=False),
         pa.field("channel", pa.int32(), nullable=False),
-        *(pa.field(name, pa.decimal128(*DECIMALS[name])) for name in MEASUREMENT_COLUMNS),
+        *(pa.field(name, pa.decimal128(*OLD_DECIMALS[name])) for name in MEASUREMENT_COLUMNS),
         pa.field("source", pa.string(), nullable=False),
     ]
 )
@@ -247,6 +250,37 @@ def test_a_lake_of_the_previous_form_reads_dedups_and_compacts_into_the_new_form
     assert compacted[RECEIVE_LAG_COLUMN].to_pylist() == [500, 200, 100, 90]
     assert compacted["source"].to_pylist() == ["old", "new", "old", "new"]
     assert connect(lake).sql(query).fetchall() == expected
+    # The table keeps its 12-digit power (Iceberg cannot narrow a column): new files follow it.
+    assert table.schema().find_field("power_w").field_type == DecimalType(12, 2)
+    assert compacted.schema.field("power_w").type == pa.decimal128(12, 2)
+    power = "SELECT power_w FROM readings ORDER BY ts"
+    assert connect(lake).sql(power).fetchall() == [(None,), (2.0,), (None,), (4.0,)]
+
+
+def test_a_streams_lags_take_a_dictionary_and_an_imports_keep_byte_stream_split(
+    lake: Lake,
+) -> None:
+    ts = DAY1 + np.arange(8_000) * 10_000  # one UTC day: one file per append
+    stream_received = ts + np.random.default_rng(5).integers(80, 400, ts.size)
+    import_received = np.full(ts.size, ts[-1] + 5_000)  # one receive time for the whole file
+    tables.append(lake, READINGS_TABLE, _readings(ts, stream_received, "s"))
+    tables.append(lake, READINGS_TABLE, _readings(ts, import_received, "i"))
+    table = tables.open_table(lake, READINGS_TABLE)
+    assert table.schema().find_field("power_w").field_type == DecimalType(9, 2)
+    used = {}
+    for task in tables.scan_files(lake, READINGS_TABLE):
+        path = tables.local_path(task.file.file_path)
+        device = pq.read_table(path, filesystem=lake.fs, columns=["device_id"])["device_id"][0]
+        group = pq.read_metadata(path, filesystem=lake.fs).row_group(0)
+        names = [group.column(i).path_in_schema for i in range(group.num_columns)]
+        used[device.as_py()] = set(group.column(names.index(RECEIVE_LAG_COLUMN)).encodings)
+    assert "RLE_DICTIONARY" in used["s"] and "BYTE_STREAM_SPLIT" not in used["s"]
+    assert "BYTE_STREAM_SPLIT" in used["i"] and "RLE_DICTIONARY" not in used["i"]
+    # Either way the receive times come back exactly.
+    assert _received(lake) == {
+        **{("i", int(t) * 1000): [int(r) * 1000] for t, r in zip(ts, import_received, strict=True)},
+        **{("s", int(t) * 1000): [int(r) * 1000] for t, r in zip(ts, stream_received, strict=True)},
+    }
 
 
 def test_data_files_are_written_at_the_tables_zstd_level(lake: Lake) -> None:

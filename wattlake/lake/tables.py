@@ -63,7 +63,7 @@ from pyiceberg.types import (
 from wattlake.errors import BadInputError, StorageError, TransientStorageError
 from wattlake.lake.catalog import open_catalog
 from wattlake.lake.storage import TABLES_DIR, Lake
-from wattlake.schema import READINGS_TABLE, RECEIVE_LAG_COLUMN, TABLES, TableDefinition
+from wattlake.schema import DECIMALS, READINGS_TABLE, RECEIVE_LAG_COLUMN, TABLES, TableDefinition
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,27 @@ def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) 
     return pa.Array.from_buffers(
         pa.decimal128(precision, scale), len(low), [validity, pa.py_buffer(words)]
     )
+
+
+def unstorable(table: pa.Table) -> dict[int, str]:
+    """Return the rows of readings (in memory form) holding a value too large for its lake
+    decimal (:data:`wattlake.schema.DECIMALS`), each with one sentence saying which."""
+    found: dict[int, str] = {}
+    for name, (precision, scale) in DECIMALS.items():
+        if name not in table.column_names:
+            continue
+        # The largest value that still rounds to ``precision`` digits.
+        limit = 10.0 ** (precision - scale) - 0.5 * 10.0**-scale
+        big = pc.greater_equal(pc.abs(table[name]), limit)
+        if not pc.any(big).as_py():
+            continue
+        for i in np.flatnonzero(big.fill_null(False).to_numpy(zero_copy_only=False)):
+            found.setdefault(
+                int(i),
+                f"{name} {table[name][int(i)].as_py()} does not fit the lake, which keeps "
+                f"{precision - scale} digits before the point",
+            )
+    return found
 
 
 def decimal_to_float(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -397,12 +418,16 @@ def sorted_by_day(name: str, stored: pa.Table) -> list[tuple[int, pa.Table]]:
 
 
 def _file_schema(definition: TableDefinition, schema: Schema) -> pa.Schema:
-    return pa.schema(
-        [
-            f.with_metadata({FIELD_ID_KEY: str(schema.find_field(f.name).field_id).encode()})
-            for f in definition.schema
-        ]
-    )
+    """Return the Arrow schema of a data file: the definition's columns with the table's field
+    ids, decimals at the table's own precision (a table made with a wider decimal than today's
+    definition keeps it: Iceberg cannot narrow a column)."""
+    fields = []
+    for f in definition.schema:
+        column = schema.find_field(f.name)
+        if isinstance(column.field_type, DecimalType) and pa.types.is_decimal(f.type):
+            f = f.with_type(pa.decimal128(column.field_type.precision, column.field_type.scale))
+        fields.append(f.with_metadata({FIELD_ID_KEY: str(column.field_id).encode()}))
+    return pa.schema(fields)
 
 
 def encode_parquet(
@@ -411,6 +436,9 @@ def encode_parquet(
     """Return ``part`` as Parquet bytes with the table's encodings and zstd at
     ``compression_level`` (None: pyarrow's default), and the file's metadata."""
     encodings = {c: e for c, e in definition.encodings if c in part.column_names}
+    for column, limit in definition.dictionary_below:
+        if column in encodings and pc.count_distinct(part[column]).as_py() < limit:
+            del encodings[column]  # few distinct values in this file: a dictionary is smaller
     buffer = pa.BufferOutputStream()
     writer = pq.ParquetWriter(
         buffer,

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -141,6 +143,25 @@ class DeliveryStream:
             self._dead_letter(DeadLetter(message, reason, text))
 
     def _add(self, table: pa.Table) -> None:
+        too_large = tables.unstorable(table)
+        if too_large:  # kept as dead letters, the rest goes on
+            for row, why in too_large.items():
+                one = table.slice(row, 1)
+                reading = {k: v for k, v in one.to_pylist()[0].items() if v is not None}
+                self._dead_letter(
+                    DeadLetter(
+                        RawMessage(
+                            f"reading of {reading.get('device_id')}",
+                            json.dumps(reading, default=str).encode(),
+                            one["received_at"].cast(pa.int64())[0].as_py(),
+                        ),
+                        "out-of-range",
+                        why,
+                    )
+                )
+            keep = np.ones(table.num_rows, dtype=np.bool_)
+            keep[list(too_large)] = False
+            table = table.filter(pa.array(keep))
         if table.num_rows:
             self._tables.append(table)
             self._rows += table.num_rows

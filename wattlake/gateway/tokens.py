@@ -17,11 +17,9 @@ including the other two).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -31,6 +29,7 @@ from typing import Final
 
 from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError
+from wattlake.gateway.ca import write_private
 
 SCOPES: Final = ("read", "ingest", "admin")
 TOKEN_PREFIX: Final = "wl_"
@@ -154,21 +153,10 @@ class TokenStore:
             ) from exc
 
     def _write(self, records: list[TokenRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         data = json.dumps({"tokens": [asdict(r) for r in records]}, indent=1).encode()
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
+            write_private(self.path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise StorageError(f"Cannot write the token file {self.path}: {exc}.") from exc
 
     def create(

@@ -12,11 +12,9 @@ printed before it still works once; expired entries are dropped whenever the fil
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -26,6 +24,7 @@ from typing import Any, Final
 
 from fastapi import Request
 
+from wattlake.gateway.ca import write_private
 from wattlake.gateway.tokens import TokenStore
 from wattlake.web.errors import Forbidden, NotAuthenticated
 
@@ -116,19 +115,9 @@ class Auth:
             "sessions": {k: asdict(v) for k, v in self._sessions.items() if v.expires_at_s > now},
             "codes": {k: list(v) for k, v in self._codes.items() if v[1] > now},
         }
-        temporary = self.state_file.with_name(f"{self.state_file.name}.{os.getpid()}.tmp")
         try:
-            self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, json.dumps(data).encode())
-            finally:
-                os.close(fd)
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.state_file)
+            write_private(self.state_file, json.dumps(data).encode())
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             log.warning("cannot keep the sign-ins in %s: %s", self.state_file, exc)
 
     def login_code(self, scope: str = "admin") -> str:

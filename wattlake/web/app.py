@@ -267,6 +267,15 @@ class WebServer:
                 self.stop()
                 raise WattlakeError(f"The web server on {self.url} did not start: {self._failure}.")
             time.sleep(0.01)
+        # The overview's figures for the lake as it is now, before the first browser asks.
+        threading.Thread(target=self._warm_up, name="web-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        for warmer in self.app.state.view.warmers:
+            try:
+                warmer()
+            except Exception as exc:  # a request computes it again and reports what failed
+                log.debug("warming up the overview failed: %s", exc)
 
     def _serve(self, listener: socket.socket) -> None:
         try:

@@ -225,8 +225,8 @@ class S3Server:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(15)
+            try:  # a throwaway server: no need to wait long for SeaweedFS's graceful stop
+                self.process.wait(3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -5,6 +5,7 @@ counter reset, absent values (nulls) and readings less than a millisecond apart.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -77,17 +78,15 @@ def _same_series(got: list[Series], expected: list[Series]) -> None:
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (g.device_id, name)
 
 
-@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
-@pytest.mark.parametrize("devices", [None, ["a", "e"], ["b"]])
-def test_series_read_directly_are_those_split_from_the_table(
-    troubled: Lake, first_day: float, last_day: float, devices: list[str] | None
-) -> None:
-    start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
-    table = read_bracketed(troubled, start, end, device_ids=devices, columns=SERIES_COLUMNS)
-    assert table is not None
-    got = read_series(troubled, start, end, device_ids=devices)
-    assert got is not None
-    _same_series(got, split_series(table))
+# The ranges and options of one test run over one lake (building the lake is most of the time).
+def test_series_read_directly_are_those_split_from_the_table(troubled: Lake) -> None:
+    for (first_day, last_day), devices in itertools.product(RANGES, [None, ["a", "e"], ["b"]]):
+        start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
+        table = read_bracketed(troubled, start, end, device_ids=devices, columns=SERIES_COLUMNS)
+        assert table is not None
+        got = read_series(troubled, start, end, device_ids=devices)
+        assert got is not None, (first_day, last_day, devices)
+        _same_series(got, split_series(table))
 
 
 def _same_energy(got: list[SeriesEnergy], expected: list[SeriesEnergy]) -> None:
@@ -106,11 +105,12 @@ def _same_energy(got: list[SeriesEnergy], expected: list[SeriesEnergy]) -> None:
         assert u is None or v is None or u.tobytes() == v.tobytes()
 
 
-@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
-@pytest.mark.parametrize("every", ["hour", "day"])
-def test_the_raw_path_through_series_gives_the_energy_of_the_table_path(
-    troubled: Lake, first_day: float, last_day: float, every: str
-) -> None:
+def test_the_raw_path_through_series_gives_the_energy_of_the_table_path(troubled: Lake) -> None:
+    for (first_day, last_day), every in itertools.product(RANGES, ["hour", "day"]):
+        _energy_of_both_paths(troubled, first_day, last_day, every)
+
+
+def _energy_of_both_paths(troubled: Lake, first_day: float, last_day: float, every: str) -> None:
     start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
     edges = bucket_edges_ms(start, end, every, zone("Europe/Warsaw"))
 
@@ -167,19 +167,17 @@ def test_stream_files_of_a_day_in_any_order_need_no_receive_times(lake: Lake) ->
     _same_series(got, split_series(table.select(list(SERIES_COLUMNS))))
 
 
-@pytest.mark.parametrize(("first_day", "last_day"), RANGES)
-def test_series_read_a_few_days_at_a_time_are_those_read_at_once(
-    troubled: Lake, first_day: float, last_day: float
-) -> None:
+def test_series_read_a_few_days_at_a_time_are_those_read_at_once(troubled: Lake) -> None:
     # One reading per group: the window is cut between every two of its days the range allows
     # (the brackets before the range in the first group, those after it in the last).
-    start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
-    table = read_bracketed(troubled, start, end, columns=SERIES_COLUMNS)
-    assert table is not None
-    for group_rows in (1, 20_000):
-        got = read_series(troubled, start, end, group_rows=group_rows)
-        assert got is not None
-        _same_series(got, split_series(table))
+    for first_day, last_day in RANGES:
+        start, end = T0 + int(first_day * DAY), T0 + int(last_day * DAY)
+        table = read_bracketed(troubled, start, end, columns=SERIES_COLUMNS)
+        assert table is not None
+        for group_rows in (1, 20_000):
+            got = read_series(troubled, start, end, group_rows=group_rows)
+            assert got is not None, (first_day, last_day, group_rows)
+            _same_series(got, split_series(table))
     assert _window_groups({d: 1 for d in range(10, 20)}, 12 * DAY + 5, 15 * DAY, 1) == [
         [10, 11, 12],
         [13],

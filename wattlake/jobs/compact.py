@@ -2,11 +2,12 @@
 
 Small files cost two to three times more per row to store and to scan. For each UTC day with
 more than one data file, compaction reads exactly the files of the current scan plan, keeps one
-row per (device_id, channel, ts) (the earliest received), sorts by device, channel and time and
-commits one Iceberg snapshot that replaces exactly the files it read with the new one. Files
-appended meanwhile (late data, a running ingest) are not touched and survive; a reader sees the
-day either before or after, never half of it; a crash before the commit leaves an orphan file
-that ``jobs run maintain`` removes.
+row per (device_id, channel, ts) (the earliest received) and sorts by device, channel and time.
+Whole days are committed in batches (see COMMIT_ROWS): one Iceberg snapshot replaces exactly
+the files the batch read with one new file per day. Files appended meanwhile (late data, a
+running ingest) are not touched and survive; a reader sees each day either before or after,
+never half of it; a crash before a commit leaves orphan files that ``jobs run maintain``
+removes.
 """
 
 from __future__ import annotations

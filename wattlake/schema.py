@@ -45,6 +45,15 @@ MEASUREMENT_COLUMNS: Final[tuple[str, ...]] = (
     "returned_energy_wh",
 )
 DEDUP_KEY: Final[tuple[str, str, str]] = ("device_id", "channel", "ts")
+# What the energy maths reads of a reading: the series key, time, power and both counters.
+SERIES_COLUMNS: Final[tuple[str, ...]] = (
+    "ts",
+    "device_id",
+    "channel",
+    "power_w",
+    "energy_wh",
+    "returned_energy_wh",
+)
 
 # A reading inside the pipeline before it becomes Arrow: a dict keyed by column name, with
 # ``ts`` and ``received_at`` as integer epoch milliseconds. Missing measurement keys mean null.

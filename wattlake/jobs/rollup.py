@@ -55,6 +55,7 @@ from wattlake.schema import (
     POWER_1MIN_TABLE,
     POWER_STATS_STORED,
     READINGS_TABLE,
+    SERIES_COLUMNS,
     TABLES,
 )
 
@@ -63,15 +64,6 @@ DAY_MS: Final = 86_400_000
 READINGS_SNAPSHOT_PROPERTY: Final = "wattlake.readings-snapshot"
 # Snapshot summary property of energy_15min: JSON {site name: hash of its configuration}.
 SITES_PROPERTY: Final = "wattlake.sites"
-# Columns of the readings the rollups need.
-READING_COLUMNS: Final = (
-    "ts",
-    "device_id",
-    "channel",
-    "power_w",
-    "energy_wh",
-    "returned_energy_wh",
-)
 _MS_TS: Final = pa.timestamp("ms", tz="UTC")
 _US_TS: Final = pa.timestamp("us", tz="UTC")
 
@@ -107,7 +99,7 @@ class ReadingsSource(Protocol):
     """Where the job reads readings from: the lake's ``readings`` table, or a table in tests."""
 
     def read(self, start_ms: int, end_ms: int) -> pa.Table:
-        """Return readings with ``start_ms <= ts < end_ms`` (at least :data:`READING_COLUMNS`)."""
+        """Return readings with ``start_ms <= ts < end_ms`` (at least :data:`SERIES_COLUMNS`)."""
         ...
 
 
@@ -466,17 +458,17 @@ class TableReadings:
         tasks = tables.scan_files(self.lake, READINGS_TABLE, window, snapshot_id=self.snapshot_id)
         if any(task.delete_files for task in tasks):
             whole = tables.read_table(self.lake, READINGS_TABLE, window)
-            return whole.select(list(READING_COLUMNS))
+            return whole.select(list(SERIES_COLUMNS))
         paths = [tables.local_path(task.file.file_path) for task in tasks]
         if not paths:
             empty = TABLES[READINGS_TABLE].schema.empty_table()
-            return tables.from_stored(empty.select(list(READING_COLUMNS)))
+            return tables.from_stored(empty.select(list(SERIES_COLUMNS)))
         ts_type = TABLES[READINGS_TABLE].schema.field("ts").type
         lo = pa.scalar(start_ms * 1000, pa.int64()).cast(ts_type)
         hi = pa.scalar(end_ms * 1000, pa.int64()).cast(ts_type)
         dataset = pads.dataset(paths, format="parquet", filesystem=self.lake.fs)
         table = dataset.to_table(
-            columns=list(READING_COLUMNS),
+            columns=list(SERIES_COLUMNS),
             filter=(pads.field("ts") >= lo) & (pads.field("ts") < hi),
         )
         return tables.from_stored(table)

@@ -57,7 +57,7 @@ from wattlake.energy.tariffs import (
     tariff_segments,
 )
 from wattlake.errors import NoDataError, UsageError
-from wattlake.schema import READING_SCHEMA
+from wattlake.schema import READING_SCHEMA, SERIES_COLUMNS
 
 if TYPE_CHECKING:
     from wattlake.config import Settings
@@ -95,7 +95,6 @@ class Series:
 
 
 # The columns split_series reads.
-SERIES_COLUMNS: Final = ("ts", "device_id", "channel", "power_w", "energy_wh", "returned_energy_wh")
 
 
 def _float_column(table: pa.Table, name: str) -> FloatArray:

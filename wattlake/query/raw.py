@@ -25,7 +25,14 @@ import pyarrow.dataset as ds
 from wattlake.errors import StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.schema import DEDUP_KEY, READING_SCHEMA, READINGS_TABLE, RECEIVE_LAG_COLUMN, TABLES
+from wattlake.schema import (
+    DEDUP_KEY,
+    READING_SCHEMA,
+    READINGS_TABLE,
+    RECEIVE_LAG_COLUMN,
+    SERIES_COLUMNS,
+    TABLES,
+)
 
 if TYPE_CHECKING:
     from wattlake.query.energy import Series
@@ -36,14 +43,6 @@ GROUP_ROWS = 8_000_000
 _Part = TypeVar("_Part")
 _STORED_READINGS: Final = TABLES[READINGS_TABLE].schema
 _STRINGS: Final = ("device_id", "source")
-_BRACKET_COLUMNS: Final = (
-    "ts",
-    "device_id",
-    "channel",
-    "power_w",
-    "energy_wh",
-    "returned_energy_wh",
-)
 _SERIES_VALUES: Final = ("power_w", "energy_wh", "returned_energy_wh")
 _BRACKET_KINDS: Final = 4  # any reading, finite power, import counter >= 0, export counter >= 0
 _KIND_COLUMNS: Final = (None, "power_w", "energy_wh", "returned_energy_wh")
@@ -557,7 +556,7 @@ def read_series(
         start_ms,
         end_ms,
         device_ids,
-        list(_BRACKET_COLUMNS),
+        list(SERIES_COLUMNS),
         _series_part,
         GROUP_ROWS if group_rows is None else group_rows,
     )
@@ -678,7 +677,7 @@ def _read_files(
         flt = (
             None if devices is None else ds.field("device_id").isin(pa.array(devices, pa.string()))
         )
-        needed = {*columns, *_BRACKET_COLUMNS}
+        needed = {*columns, *SERIES_COLUMNS}
         if "received_at" in needed:  # stored as a lag behind ts (older files: received_at)
             needed.add(RECEIVE_LAG_COLUMN)
         return dataset.to_table(columns=[c for c in schema.names if c in needed], filter=flt)

@@ -33,7 +33,7 @@
     return Object.assign({
       width: width(el), height: el.classList.contains("tall") ? 380 : 260, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), TZ),
       series: [{}].concat(series), legend: { live: false },
-      axes: [{ font: axisFont, label: "time (" + TZ + ")", labelFont: axisFont }, { font: axisFont, label: yLabel, labelFont: axisFont, size: 60 }],
+      axes: [{ font: axisFont, label: "time (" + TZ + ")", labelFont: axisFont, space: 80 }, { font: axisFont, label: yLabel, labelFont: axisFont, size: 60 }],
       cursor: { drag: { x: true, y: false } },
     }, extra || {});
   }

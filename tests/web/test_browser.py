@@ -130,6 +130,8 @@ def wait_drawn(page: Any, selector: str) -> int:
         selector,
     )
     assert painted > 500, f"{selector} canvas is blank"
+    # When it was drawn, in the page's own clock (what bench/bench_web.py reports).
+    assert float(page.get_attribute(selector, "data-drawn-at")) > 0
     return int(page.get_attribute(selector, "data-drawn"))
 
 

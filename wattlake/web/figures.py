@@ -45,7 +45,7 @@ from wattlake.query.energy import (
     load_readings,
     series_rows,
 )
-from wattlake.query.engine import connect
+from wattlake.query.engine import ViewFilter, connect
 from wattlake.query.rollups import cost_for, device_energy, site_energy_report
 from wattlake.schema import (
     DEAD_LETTERS_TABLE,
@@ -74,6 +74,8 @@ VIEW_TABLES: Final = (
     POWER_1MIN_TABLE,
     POWER_1H_TABLE,
 )
+# Connections with views pruned to a range of days kept (see LakeView.fetch_in).
+RANGE_VIEWS: Final = 8
 # Figures kept per table state (the least recently used go first).
 CACHE_ENTRIES: Final = 256
 T = TypeVar("T")
@@ -127,6 +129,8 @@ class LakeView:
         self.lake = Lake.from_settings(settings)
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        # Views pruned to a range of days (see fetch_in), the least recently used first.
+        self._ranges: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
         self._made_at = 0.0
         self._renewing = False
         # The tables' snapshot ids the views show: figures are cached under them.
@@ -184,7 +188,7 @@ class LakeView:
         """
         if self._con is None:
             ids = self._snapshot_ids()
-            fresh = connect(self.lake)
+            fresh = self._connect(ids)
             with self._lock:
                 if self._con is None:
                     self._con, self._made_at, self.snapshots = fresh, time.monotonic(), ids
@@ -194,6 +198,47 @@ class LakeView:
         with self._lock:
             assert self._con is not None
             cursor = self._con.execute(query, params or [])
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    def _connect(
+        self, ids: tuple[int | None, ...], view_filter: ViewFilter | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Return a connection whose views show the tables at snapshot ids ``ids``."""
+        return connect(
+            self.lake,
+            view_filter=view_filter,
+            snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)),
+            keep_plans=True,
+        )
+
+    def fetch_in(
+        self, start_ms: int, end_ms: int, query: str, params: list[Any] | None = None
+    ) -> tuple[list[str], list[Any]]:
+        """Return :meth:`fetch` of ``query`` over views pruned to the UTC days of [start, end)
+        (at the table state the views show): a query of a short range opens its few files,
+        not the footer of every file in the lake. The query must filter its own range.
+
+        Raises:
+            StorageError: the lake cannot be read.
+        """
+        self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
+        ids = self.state()
+        key = (ids, start_ms // DAY_MS, (end_ms - 1) // DAY_MS)
+        with self._lock:
+            con = self._ranges.get(key)
+            if con is not None:
+                self._ranges.move_to_end(key)
+                cursor = con.execute(query, params or [])
+                return [d[0] for d in cursor.description or []], cursor.fetchall()
+        fresh = self._connect(ids, ViewFilter(start_ms, end_ms))  # outside the lock: planning
+        with self._lock:
+            con = self._ranges.setdefault(key, fresh)
+            if con is not fresh:  # another request made it meanwhile
+                fresh.close()
+            self._ranges.move_to_end(key)
+            while len(self._ranges) > RANGE_VIEWS:
+                self._ranges.popitem(last=False)[1].close()
+            cursor = con.execute(query, params or [])
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
     def renew(self) -> None:
@@ -209,7 +254,7 @@ class LakeView:
             ids = self._snapshot_ids()
             # Planning the views' scans is the costly part: only when a table changed.
             if ids != self.snapshots:
-                fresh = connect(self.lake)
+                fresh = self._connect(ids)
         except Exception:  # the old views keep serving; the next request tries again
             ids = self.snapshots
         if fresh is not None:
@@ -482,14 +527,18 @@ def power_history(
     rollup = next(((t, p) for t, p in POWER_ROLLUPS if bucket_ms >= p), None)
     if rollup is not None:
         table, period_ms = rollup
-        _, reach = view.fetch(
+        _, reach = view.fetch_in(
+            start_ms,
+            end_ms,
             f"SELECT epoch_ms(max(start)) FROM {table} WHERE start >= make_timestamptz(?::BIGINT "
             f"* 1000) AND start < make_timestamptz(?::BIGINT * 1000){device_sql}",
             [start_ms, end_ms, *device_param],
         )
         if reach and reach[0][0] is not None:
             raw_from = min(end_ms, int(reach[0][0]) + period_ms)
-            _, found = view.fetch(
+            _, found = view.fetch_in(
+                start_ms,
+                end_ms,
                 "SELECT device_id, channel, (epoch_ms(start) - ?) // ? AS b, min(min_power_w), "
                 "sum(mean_power_w * samples) / sum(samples), max(max_power_w), sum(samples) "
                 f"FROM {table} WHERE start >= make_timestamptz(?::BIGINT * 1000) AND start < "
@@ -497,7 +546,9 @@ def power_history(
                 [start_ms, bucket_ms, start_ms, raw_from, *device_param],
             )
     if raw_from < end_ms:
-        _, raw = view.fetch(
+        _, raw = view.fetch_in(
+            start_ms,
+            end_ms,
             "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w), "
             "avg(power_w), max(power_w), count(*) FROM readings WHERE ts >= "
             "make_timestamptz(?::BIGINT * 1000) AND ts < make_timestamptz(?::BIGINT * 1000)"

@@ -44,6 +44,10 @@
       note.className = "empty"; note.textContent = "No readings in this range.";
       el.appendChild(note);
     }
+    // When the chart was first drawn [ms since navigation] (read by bench/bench_web.py).
+    delete el.dataset.drawnAt;
+    o.hooks = Object.assign({}, o.hooks);
+    o.hooks.draw = (o.hooks.draw || []).concat([() => { if (!el.dataset.drawnAt) el.dataset.drawnAt = Math.round(performance.now()); }]);
     const plot = new uPlot(o, data, el);
     el.dataset.drawn = data[0].length;
     window.addEventListener("resize", () => plot.setSize({ width: width(el), height: o.height }));

@@ -180,8 +180,13 @@ def api_figures(base: str, token: str, repeat: int, view: Any, today_rows: Today
         sources: dict[str, str] = {}
         appended = 0
         renew_s: list[float] = []
+        for path in cases.values():  # asked once before: an open dashboard's figures
+            ask(path)
         for _ in range(repeat):
-            appended += today_rows.append_until(time.time_ns() // 1_000_000)
+            # A commit of new readings before each round (the fleet reports every step_s).
+            while not (added := today_rows.append_until(time.time_ns() // 1_000_000)):
+                time.sleep(1.0)
+            appended += added
             view.month_cost = {}  # the month's cost is due (at most once a minute): worst case
             started = time.perf_counter()
             renew = getattr(view, "renew", None) or view._renew
@@ -193,7 +198,8 @@ def api_figures(base: str, token: str, repeat: int, view: Any, today_rows: Today
                 cold[name][1].append(used)
                 sources[name] = source
         print(
-            f"cold: {repeat} rounds, each after a commit of new readings ({appended:,} in all); "
+            f"cold: {repeat} rounds, each after a commit of new readings ({appended:,} in all; "
+            "every figure asked once before, as by an open dashboard); "
             f"renewing the views (in the server's background thread) {percentiles(renew_s)}"
         )
         for name, (walls, cpus) in cold.items():
@@ -214,6 +220,17 @@ def api_figures(base: str, token: str, repeat: int, view: Any, today_rows: Today
             walls.append(wall)
             cpus.append(used)
         print(f"API first ask of a month of daily energy  {percentiles(walls, cpus)} {source}")
+        walls, cpus = [], []
+        for i in range(repeat):
+            last = today - timedelta(days=1 + i)
+            path = (
+                f"/api/readings?start={last - timedelta(days=365)}&end={last}&points=1000"
+                f"&device={device}"
+            )
+            wall, used, source = ask(path)
+            walls.append(wall)
+            cpus.append(used)
+        print(f"API first ask of a year of history        {percentiles(walls, cpus)} {source}")
 
 
 def browser_figures(server: WebServer, broker_port: int, devices: int, repeat: int) -> None:
@@ -325,6 +342,9 @@ def main() -> None:
         broker = start_mosquitto(root / "mosquitto")
         server = WebServer(settings, broker_url=broker.url, port=0)
         server.start()
+        started = time.perf_counter()
+        server.warmed.wait(300)
+        print(f"server warm-up (the overview's figures) {time.perf_counter() - started:.1f} s")
         try:
             print(load_average())
             api_figures(server.url, token, args.repeat, server.app.state.view, today_rows)

@@ -72,3 +72,32 @@ def test_a_table_with_no_snapshot_pinned_reads_as_empty(lake: Lake) -> None:
     _append_days(lake, 1)
     con = connect(lake, snapshot_ids={READINGS_TABLE: None}, keep_plans=True)
     assert con.sql("SELECT count(*) FROM readings").fetchall() == [(0,)]
+
+
+def test_small_tables_held_in_memory_read_as_their_files(lake: Lake) -> None:
+    """The rollups of a small fleet are read from memory by a long-running process: the same
+    rows as the files give, a day rewritten by the rollup job read again, the old one gone."""
+    from wattlake.jobs.rollup import run_rollup
+    from wattlake.schema import ENERGY_15MIN_TABLE, POWER_1H_TABLE, POWER_1MIN_TABLE
+
+    queries = [
+        f"SELECT * FROM {name} ORDER BY ALL"
+        for name in (ENERGY_15MIN_TABLE, POWER_1MIN_TABLE, POWER_1H_TABLE)
+    ]
+    _append_days(lake, 3)
+    run_rollup(lake)
+    for _ in range(2):
+        files = connect(lake)
+        kept = connect(lake, keep_plans=True)
+        for query in queries:
+            expected = files.execute(query).fetchall()
+            assert expected
+            assert kept.execute(query).fetchall() == expected
+        # A later reading on day 1: the rollup job rewrites days 0 to 2.
+        late = {"ts": T0 + DAY + 1_000, "received_at": T0 + DAY + 1_000, "device_id": "m1",
+                "channel": 0, "power_w": 5000.0, "source": "generic"}  # fmt: skip
+        tables.append(lake, READINGS_TABLE, readings_to_table([late]))
+        run_rollup(lake)
+    assert connect(lake, keep_plans=True).execute(
+        f"SELECT max(max_power_w) FROM {POWER_1H_TABLE}"
+    ).fetchall() == [(5000.0,)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -116,6 +117,13 @@ _PLANS: OrderedDict[tuple[str, str, int], tuple[list[FileScanTask], bool]] = Ord
 _PLANS_LOCK = threading.Lock()
 PLANS_KEPT: Final = 16
 DAY_MS: Final = 86_400_000
+# A table other than readings with at most this many rows (the rollups of a small fleet, the
+# dead letters; power_1h holds 175,000 rows for 10 devices over a year, in 366 day files) is
+# held in memory by a long-running process, each data file read once (files never change):
+# DuckDB spends about 0.4 ms opening a Parquet file, so a year of small day files costs more
+# to open than to query.
+IN_MEMORY_ROWS: Final = 1_000_000
+_FILE_ROWS: dict[tuple[str, str], dict[str, pa.Table]] = {}
 
 
 def _kept_plan(lake: Lake, name: str, snapshot_id: int) -> tuple[list[FileScanTask], bool]:
@@ -147,6 +155,41 @@ def _kept_plan(lake: Lake, name: str, snapshot_id: int) -> tuple[list[FileScanTa
     return found
 
 
+def _in_memory(lake: Lake, name: str, plan: list[FileScanTask], whole: bool) -> pa.Table:
+    """Return the rows of ``plan``'s files (stored columns; a column a file lacks is null),
+    each file read once per process; with ``whole`` (the table's whole plan), files no
+    longer in the table are forgotten."""
+    stored = TABLES[name].schema
+    paths = [tables.local_path(task.file.file_path) for task in plan]
+    with _PLANS_LOCK:
+        known = _FILE_ROWS.setdefault((str(lake.url), name), {})
+        missing = [p for p in paths if p not in known]
+
+    def read(path: str) -> pa.Table:
+        dataset = ds.dataset([path], schema=stored, format="parquet", filesystem=lake.fs)
+        return dataset.to_table().combine_chunks()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fresh = dict(zip(missing, pool.map(read, missing), strict=True))
+    with _PLANS_LOCK:
+        known.update(fresh)
+        parts = [known[p] for p in paths]
+        if whole:
+            for gone in set(known) - set(paths):
+                del known[gone]
+    return pa.concat_tables(parts) if parts else stored.empty_table()
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """The data files a view reads, whether they are the table's whole plan, and whether the
+    table is small enough to be held in memory (with ``keep_plans`` only)."""
+
+    tasks: list[FileScanTask]
+    whole: bool = True
+    small: bool = False
+
+
 def _scan_plan(
     lake: Lake,
     name: str,
@@ -154,22 +197,24 @@ def _scan_plan(
     *,
     snapshot_id: int | None,
     keep_plans: bool,
-) -> list[FileScanTask]:
+) -> _Files:
     """Return the data files of table ``name`` that may hold rows of ``view_filter``."""
     row_filter = None if name == DEAD_LETTERS_TABLE else view_filter.expression(TIME_COLUMNS[name])
     if not keep_plans:
-        return tables.scan_files(lake, name, row_filter, snapshot_id=snapshot_id)
+        return _Files(tables.scan_files(lake, name, row_filter, snapshot_id=snapshot_id))
     if snapshot_id is None:
         snapshot = tables.open_table(lake, name).current_snapshot()
         if snapshot is None:
-            return []
+            return _Files([])
         snapshot_id = snapshot.snapshot_id
     plan, by_day = _kept_plan(lake, name, snapshot_id)
+    small = name != READINGS_TABLE and sum(int(t.file.record_count) for t in plan) <= IN_MEMORY_ROWS
     if row_filter is None or not by_day:  # all files (rows outside the range may remain)
-        return plan
+        return _Files(plan, small=small)
     first = -(1 << 62) if view_filter.start_ms is None else view_filter.start_ms // DAY_MS
     last = (1 << 62) if view_filter.end_ms is None else (view_filter.end_ms - 1) // DAY_MS
-    return [task for task in plan if first <= int(task.file.partition[0]) <= last]
+    kept = [task for task in plan if first <= int(task.file.partition[0]) <= last]
+    return _Files(kept, whole=len(kept) == len(plan), small=small)
 
 
 def table_view(
@@ -186,11 +231,14 @@ def table_view(
     pruned to ``view_filter``; with ``keep_plans``, from the table's whole plan kept for
     its snapshot and pruned by day partition."""
     flt = view_filter or ViewFilter()
-    plan = _scan_plan(lake, name, flt, snapshot_id=snapshot_id, keep_plans=keep_plans)
+    files = _scan_plan(lake, name, flt, snapshot_id=snapshot_id, keep_plans=keep_plans)
+    plan = files.tasks
     source = f"{view}_source"
     stored = TABLES[name].schema
     if not plan:
         con.register(source, stored.empty_table())
+    elif files.small and not any(task.delete_files for task in plan):
+        con.register(source, _in_memory(lake, name, plan, files.whole))
     elif any(task.delete_files for task in plan):
         table = tables.open_table(lake, name)
         row_filter = flt.expression(TIME_COLUMNS[name]) if name != DEAD_LETTERS_TABLE else None
@@ -203,7 +251,12 @@ def table_view(
         columns = {frozenset(t.file.column_sizes or ()) for t in plan}
         by_name = len(columns) > 1 or not next(iter(columns))
         options = ", union_by_name = true" if by_name else ""
-        con.execute(f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}]{options})")
+        # The partition is not a column (as in other engines and on S3): no hive_partitioning
+        # from the folder names.
+        con.execute(
+            f"CREATE VIEW {source} AS SELECT * FROM read_parquet([{listing}], "
+            f"hive_partitioning = false{options})"
+        )
     else:
         paths = [tables.local_path(t.file.file_path) for t in plan]
         dataset = ds.dataset(paths, schema=stored, format="parquet", filesystem=lake.fs)
@@ -240,13 +293,44 @@ def connect(
         wattlake.errors.StorageError: the catalog or a table cannot be read.
     """
     con = duckdb.connect()
-    for name, view in (
-        (READINGS_TABLE, "raw_readings_stored"),
-        (DEAD_LETTERS_TABLE, "dead_letters_stored"),
-        (ENERGY_15MIN_TABLE, ENERGY_15MIN_TABLE),
-        (POWER_1MIN_TABLE, POWER_1MIN_TABLE),
-        (POWER_1H_TABLE, POWER_1H_TABLE),
-    ):
+    define_views(
+        con,
+        lake,
+        view_filter=view_filter,
+        as_of_ms=as_of_ms,
+        snapshot_ids=snapshot_ids,
+        keep_plans=keep_plans,
+    )
+    return con
+
+
+# The views define_views creates (each name followed by its suffix), and the relations each
+# may read from (registered Arrow data or views), for drop_views.
+VIEW_NAMES: Final = (
+    "raw_readings_stored",
+    "dead_letters_stored",
+    ENERGY_15MIN_TABLE,
+    POWER_1MIN_TABLE,
+    POWER_1H_TABLE,
+)
+DERIVED_VIEWS: Final = ("raw_readings", "readings", "dead_letters")
+
+
+def define_views(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    *,
+    suffix: str = "",
+    view_filter: ViewFilter | None = None,
+    as_of_ms: int | None = None,
+    snapshot_ids: Mapping[str, int | None] | None = None,
+    keep_plans: bool = False,
+) -> None:
+    """Define the lake's views on ``con`` as :func:`connect` does, each name followed by
+    ``suffix`` (``readings`` + ``_r1``: ``readings_r1``), so that views of several ranges
+    or states can live on one connection (a new connection costs about 30 ms)."""
+    for name, view in zip(TIME_COLUMNS, VIEW_NAMES, strict=True):
+        view = f"{view}{suffix}"
         snapshot_id = None
         if as_of_ms is not None:
             snapshot = tables.snapshot_as_of(tables.open_table(lake, name), as_of_ms)
@@ -267,15 +351,29 @@ def connect(
                 snapshot_id=snapshot_id,
                 keep_plans=keep_plans,
             )
-    con.execute(f"CREATE VIEW raw_readings AS SELECT {_READING_COLUMNS} FROM raw_readings_stored")
     con.execute(
-        "CREATE VIEW readings AS SELECT * FROM raw_readings "
+        f"CREATE VIEW raw_readings{suffix} AS SELECT {_READING_COLUMNS} "
+        f"FROM raw_readings_stored{suffix}"
+    )
+    con.execute(
+        f"CREATE VIEW readings{suffix} AS SELECT * FROM raw_readings{suffix} "
         f"QUALIFY row_number() OVER ({DEDUP_WINDOW}) = 1"
     )
     con.execute(
-        f"CREATE VIEW dead_letters AS SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters_stored"
+        f"CREATE VIEW dead_letters{suffix} AS SELECT {_DEAD_LETTER_COLUMNS} "
+        f"FROM dead_letters_stored{suffix}"
     )
-    return con
+
+
+def drop_views(con: duckdb.DuckDBPyConnection, suffix: str) -> None:
+    """Drop the views :func:`define_views` created with ``suffix`` (and what they read)."""
+    for view in DERIVED_VIEWS:
+        con.execute(f"DROP VIEW IF EXISTS {view}{suffix}")
+    for view in VIEW_NAMES:
+        con.execute(f"DROP VIEW IF EXISTS {view}{suffix}")
+        for source in (f"{view}{suffix}_source", f"{view}{suffix}_empty"):
+            con.execute(f"DROP VIEW IF EXISTS {source}")  # a view over local files
+            con.unregister(source)  # Arrow data
 
 
 def load_readings(

@@ -227,6 +227,8 @@ class WebServer:
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        # Set when the overview's figures were computed after start (see _warm_up).
+        self.warmed = threading.Event()
 
     @property
     def url(self) -> str:
@@ -271,11 +273,14 @@ class WebServer:
         threading.Thread(target=self._warm_up, name="web-warm-up", daemon=True).start()
 
     def _warm_up(self) -> None:
-        for warmer in self.app.state.view.warmers:
-            try:
-                warmer()
-            except Exception as exc:  # a request computes it again and reports what failed
-                log.debug("warming up the overview failed: %s", exc)
+        try:
+            for warmer in self.app.state.view.warmers:
+                try:
+                    warmer()
+                except Exception as exc:  # a request computes it again and reports what failed
+                    log.debug("warming up the overview failed: %s", exc)
+        finally:
+            self.warmed.set()
 
     def _serve(self, listener: socket.socket) -> None:
         try:

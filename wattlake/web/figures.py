@@ -45,7 +45,14 @@ from wattlake.query.energy import (
     load_readings,
     series_rows,
 )
-from wattlake.query.engine import ViewFilter, connect
+from wattlake.query.engine import (
+    DERIVED_VIEWS,
+    VIEW_NAMES,
+    ViewFilter,
+    connect,
+    define_views,
+    drop_views,
+)
 from wattlake.query.rollups import cost_for, device_energy, site_energy_report
 from wattlake.schema import (
     DEAD_LETTERS_TABLE,
@@ -74,8 +81,10 @@ VIEW_TABLES: Final = (
     POWER_1MIN_TABLE,
     POWER_1H_TABLE,
 )
-# Connections with views pruned to a range of days kept (see LakeView.fetch_in).
+# Views pruned to a range of days kept (see LakeView.fetch_in), and the longest range of
+# days they are made for (a longer one reads most of the files anyway: the whole views).
 RANGE_VIEWS: Final = 8
+RANGE_VIEW_DAYS: Final = 62
 # Figures kept per table state (the least recently used go first).
 CACHE_ENTRIES: Final = 256
 T = TypeVar("T")
@@ -129,8 +138,11 @@ class LakeView:
         self.lake = Lake.from_settings(settings)
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
-        # Views pruned to a range of days (see fetch_in), the least recently used first.
-        self._ranges: OrderedDict[tuple[Any, ...], duckdb.DuckDBPyConnection] = OrderedDict()
+        # Views pruned to a range of days, by (snapshot ids, first day, last day): the suffix
+        # of their names on one connection, the least recently used first (see fetch_in).
+        self._ranges: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._range_con: duckdb.DuckDBPyConnection | None = None
+        self._range_number = 0
         self._made_at = 0.0
         self._renewing = False
         # The tables' snapshot ids the views show: figures are cached under them.
@@ -139,6 +151,7 @@ class LakeView:
         self._cache_lock = threading.Lock()
         # The overview's month cost, computed at most every MONTH_COST_TTL_S.
         self.month_cost: dict[tuple[int, str, str], tuple[Any, dict[str, Any]]] = {}
+        self.month_cost_lock = threading.Lock()
         # Figures asked lately (key -> how to compute it, when last asked), and callbacks that
         # compute figures depending on the time now (the overview's): both run for a new table
         # state before requests see it (see renew).
@@ -200,45 +213,54 @@ class LakeView:
             cursor = self._con.execute(query, params or [])
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
-    def _connect(
-        self, ids: tuple[int | None, ...], view_filter: ViewFilter | None = None
-    ) -> duckdb.DuckDBPyConnection:
+    def _connect(self, ids: tuple[int | None, ...]) -> duckdb.DuckDBPyConnection:
         """Return a connection whose views show the tables at snapshot ids ``ids``."""
         return connect(
-            self.lake,
-            view_filter=view_filter,
-            snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)),
-            keep_plans=True,
+            self.lake, snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)), keep_plans=True
         )
 
     def fetch_in(
         self, start_ms: int, end_ms: int, query: str, params: list[Any] | None = None
     ) -> tuple[list[str], list[Any]]:
         """Return :meth:`fetch` of ``query`` over views pruned to the UTC days of [start, end)
-        (at the table state the views show): a query of a short range opens its few files,
-        not the footer of every file in the lake. The query must filter its own range.
+        at the table state the views show: a short range opens its few files, not the footer
+        of every file in the lake. The query names views in braces (``{readings}``) and must
+        filter its own range; a range longer than ``RANGE_VIEW_DAYS`` uses the whole views.
 
         Raises:
             StorageError: the lake cannot be read.
         """
+        names = {view: view for view in (*VIEW_NAMES, *DERIVED_VIEWS)}
+        first, last = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
+        if last - first >= RANGE_VIEW_DAYS:
+            return self.fetch(query.format(**names), params)
         self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
         ids = self.state()
-        key = (ids, start_ms // DAY_MS, (end_ms - 1) // DAY_MS)
+        key = (ids, first, last)
         with self._lock:
-            con = self._ranges.get(key)
-            if con is not None:
-                self._ranges.move_to_end(key)
-                cursor = con.execute(query, params or [])
-                return [d[0] for d in cursor.description or []], cursor.fetchall()
-        fresh = self._connect(ids, ViewFilter(start_ms, end_ms))  # outside the lock: planning
-        with self._lock:
-            con = self._ranges.setdefault(key, fresh)
-            if con is not fresh:  # another request made it meanwhile
-                fresh.close()
+            suffix = self._ranges.get(key)
+            if suffix is None:
+                # Views of one more range on the one connection kept for them (planning is
+                # kept per table state, so this takes some ms, not the catalog's seconds).
+                if self._range_con is None:
+                    self._range_con = duckdb.connect()
+                self._range_number += 1
+                suffix = f"_r{self._range_number}"
+                define_views(
+                    self._range_con,
+                    self.lake,
+                    suffix=suffix,
+                    view_filter=ViewFilter(start_ms, end_ms),
+                    snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)),
+                    keep_plans=True,
+                )
+                self._ranges[key] = suffix
+                while len(self._ranges) > RANGE_VIEWS:
+                    drop_views(self._range_con, self._ranges.popitem(last=False)[1])
             self._ranges.move_to_end(key)
-            while len(self._ranges) > RANGE_VIEWS:
-                self._ranges.popitem(last=False)[1].close()
-            cursor = con.execute(query, params or [])
+            assert self._range_con is not None
+            named = query.format(**{n: f"{n}{suffix}" for n in names})
+            cursor = self._range_con.execute(named, params or [])
             return [d[0] for d in cursor.description or []], cursor.fetchall()
 
     def renew(self) -> None:
@@ -530,8 +552,8 @@ def power_history(
         _, reach = view.fetch_in(
             start_ms,
             end_ms,
-            f"SELECT epoch_ms(max(start)) FROM {table} WHERE start >= make_timestamptz(?::BIGINT "
-            f"* 1000) AND start < make_timestamptz(?::BIGINT * 1000){device_sql}",
+            f"SELECT epoch_ms(max(start)) FROM {{{table}}} WHERE start >= {TS_PARAM} "
+            f"AND start < {TS_PARAM}{device_sql}",
             [start_ms, end_ms, *device_param],
         )
         if reach and reach[0][0] is not None:
@@ -541,7 +563,7 @@ def power_history(
                 end_ms,
                 "SELECT device_id, channel, (epoch_ms(start) - ?) // ? AS b, min(min_power_w), "
                 "sum(mean_power_w * samples) / sum(samples), max(max_power_w), sum(samples) "
-                f"FROM {table} WHERE start >= make_timestamptz(?::BIGINT * 1000) AND start < "
+                f"FROM {{{table}}} WHERE start >= make_timestamptz(?::BIGINT * 1000) AND start < "
                 f"make_timestamptz(?::BIGINT * 1000){device_sql} GROUP BY ALL",
                 [start_ms, bucket_ms, start_ms, raw_from, *device_param],
             )
@@ -550,7 +572,7 @@ def power_history(
             start_ms,
             end_ms,
             "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w), "
-            "avg(power_w), max(power_w), count(*) FROM readings WHERE ts >= "
+            "avg(power_w), max(power_w), count(*) FROM {readings} WHERE ts >= "
             "make_timestamptz(?::BIGINT * 1000) AND ts < make_timestamptz(?::BIGINT * 1000)"
             f"{device_sql} GROUP BY ALL",
             [start_ms, bucket_ms, raw_from, end_ms, *device_param],
@@ -669,8 +691,14 @@ def overview(
             and (view.warming() or now - known[1]["as_of_ms"] > MONTH_COST_TTL_S * 1000)
         )
         if known is None or due:
-            known = (ids, _month_cost(settings, tz, month_start, month_end, now))
-            view.month_cost = {key: known}
+            # One computation at a time (the server's warm-up and a first request, say): a
+            # request arriving meanwhile waits for it rather than computing it again.
+            with view.month_cost_lock:
+                again = view.month_cost.get(key)
+                if again is None or again is known:
+                    again = (ids, _month_cost(settings, tz, month_start, month_end, now))
+                    view.month_cost = {key: again}
+            known = again
         month = dict(known[1])
     return {
         "time_zone": str(tz),

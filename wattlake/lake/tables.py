@@ -89,6 +89,8 @@ TABLE_PROPERTIES: Final = {
 ROW_GROUP_ROWS: Final = 1 << 20
 PAGE_BYTES: Final = 64 << 20
 COMMIT_ATTEMPTS: Final = 20
+# take_rows copies runs of rows whole when they hold this many rows on average.
+RUN_COPY_ROWS: Final = 64
 # Data files encoded and written at once by one large write (one per day).
 WRITE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 FIELD_ID_KEY: Final = b"PARQUET:field_id"
@@ -199,19 +201,29 @@ def open_table(lake: Lake, name: str) -> Table:
 # -- values in and out of the stored form -------------------------------------------------------
 
 
-def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) -> pa.Array:
-    """Round float values to ``scale`` decimals and return them as decimal128.
+def _to_decimal(
+    column: pa.ChunkedArray | pa.Array, precision: int, scale: int
+) -> pa.Array | pa.ChunkedArray:
+    """Round float values to ``scale`` decimals and return them as decimal128 (a column
+    already of that type as it is, chunks and all: compaction reads them so).
 
     Raises:
         BadInputError: a value does not fit ``precision`` digits.
     """
+    if column.type == pa.decimal128(precision, scale):
+        return column
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_decimal(array.type):
         return array.cast(pa.decimal128(precision, scale))
     values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
     valid = ~np.isnan(values)  # nulls (and NaN) become nulls
     all_valid = bool(valid.all())
-    units = values * 10.0**scale  # a new array, rounded in place
+    # The decimal's two 64-bit words per value; the scaled floats are rounded in the high
+    # words' place before the low words take them (no temporary arrays: fresh memory costs
+    # the kernel's zeroing of every page).
+    words = np.empty((len(values), 2), dtype=np.int64)
+    units = words[:, 1].view(np.float64)
+    np.multiply(values, 10.0**scale, out=units)
     if not all_valid:
         units[~valid] = 0.0
     np.rint(units, out=units)
@@ -221,13 +233,11 @@ def _to_decimal(column: pa.ChunkedArray | pa.Array, precision: int, scale: int) 
             f"A value of {np.max(np.abs(values[valid]))} does not fit the lake's decimal "
             f"({precision} digits, {scale} decimals); it cannot be stored."
         )
-    low = units.astype(np.int64)
-    words = np.empty((len(low), 2), dtype=np.int64)
-    words[:, 0] = low
-    words[:, 1] = low >> 63  # sign extension into the high word
+    words[:, 0] = units
+    np.right_shift(words[:, 0], 63, out=words[:, 1])  # sign extension into the high word
     validity = None if all_valid else pa.array(valid).buffers()[1]
     return pa.Array.from_buffers(
-        pa.decimal128(precision, scale), len(low), [validity, pa.py_buffer(words)]
+        pa.decimal128(precision, scale), len(words), [validity, pa.py_buffer(words)]
     )
 
 
@@ -306,14 +316,16 @@ def receive_lag(table: pa.Table) -> tuple[pa.Array, pa.Array]:
 def to_stored(name: str, table: pa.Table) -> pa.Table:
     """Return ``table`` in table ``name``'s stored schema: µs timestamps, measured values as
     decimals at their resolution, receive times as lags (table ``readings``), absent columns
-    as nulls.
+    as nulls. Text columns given dictionary-encoded stay so (compaction reads them so: the
+    writer then writes their dictionaries as they are instead of hashing every value).
 
     Raises:
         BadInputError: a value does not fit its column.
     """
     definition = TABLES[name]
     lagged = receive_lag(table) if name == READINGS_TABLE else None
-    columns = []
+    columns: list[pa.Array | pa.ChunkedArray] = []
+    fields = []
     for field in definition.schema:
         if lagged is not None and field.name in ("received_at", RECEIVE_LAG_COLUMN):
             columns.append(lagged[0] if field.name == "received_at" else lagged[1])
@@ -321,11 +333,22 @@ def to_stored(name: str, table: pa.Table) -> pa.Table:
             column = table[field.name]
             if pa.types.is_decimal(field.type):
                 columns.append(_to_decimal(column, field.type.precision, field.type.scale))
+            elif _is_text_dictionary(column.type) and pa.types.is_string(field.type):
+                columns.append(column)
+                field = field.with_type(column.type)
             else:
                 columns.append(column.cast(field.type))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=definition.schema)
+        fields.append(field)
+    return pa.Table.from_arrays(
+        [c if isinstance(c, pa.ChunkedArray) else pa.chunked_array([c]) for c in columns],
+        schema=pa.schema(fields),
+    )
+
+
+def _is_text_dictionary(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_dictionary(arrow_type) and pa.types.is_string(arrow_type.value_type)
 
 
 def received_at_us(table: pa.Table) -> pa.Array:
@@ -372,10 +395,16 @@ def _sort_keys(table: pa.Table, columns: Sequence[str]) -> list[npt.NDArray[Any]
     keys = []
     for name in columns:
         column = table[name]
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            encoded = column.combine_chunks().dictionary_encode()
-            ranks = np.empty(len(encoded.dictionary), dtype=np.int64)
-            ranks[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(ranks))
+        if (
+            _is_text_dictionary(column.type)
+            or pa.types.is_string(column.type)
+            or pa.types.is_large_string(column.type)
+        ):
+            encoded = column.combine_chunks()  # the chunks' dictionaries unified
+            if not pa.types.is_dictionary(encoded.type):
+                encoded = encoded.dictionary_encode()
+            # Dense ranks: a dictionary that holds a value twice gives both the same rank.
+            ranks = pc.rank(encoded.dictionary, tiebreaker="dense").to_numpy().astype(np.int64)
             indices = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
             keys.append(np.where(indices >= 0, ranks[np.maximum(indices, 0)], -1))
         elif pa.types.is_timestamp(column.type):
@@ -383,6 +412,22 @@ def _sort_keys(table: pa.Table, columns: Sequence[str]) -> list[npt.NDArray[Any]
         else:
             keys.append(column.fill_null(0).to_numpy())
     return keys
+
+
+def take_rows(table: pa.Table, order: npt.NDArray[np.int64]) -> pa.Table:
+    """Return ``table.take(order)``; copied as whole runs when ``order`` runs through rows one
+    after the other for long stretches (files merged in sorted order): a copy of a run costs
+    a memcpy per column, a take a lookup per value."""
+    n = len(order)
+    if n == 0:
+        return table.take(order)
+    breaks = np.flatnonzero(np.diff(order) != 1) + 1
+    if (len(breaks) + 1) * RUN_COPY_ROWS > n:
+        return table.take(order)
+    starts = np.concatenate(([0], breaks)).tolist()
+    stops = [*starts[1:], n]
+    runs = [table.slice(int(order[a]), b - a) for a, b in zip(starts, stops, strict=True)]
+    return pa.concat_tables(runs).combine_chunks()
 
 
 def _is_sorted(keys: Sequence[npt.NDArray[Any]]) -> bool:
@@ -410,7 +455,7 @@ def sorted_by_day(name: str, stored: pa.Table) -> list[tuple[int, pa.Table]]:
         table = stored
     else:
         order = np.lexsort((*reversed(keys), days)) if keys else np.argsort(days, kind="stable")
-        table = stored.take(order)
+        table = take_rows(stored, order)
         days = days[order]
     starts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist()]
     ends = [*starts[1:], len(days)]
@@ -439,10 +484,19 @@ def encode_parquet(
     for column, limit in definition.dictionary_below:
         if column in encodings and pc.count_distinct(part[column]).as_py() < limit:
             del encodings[column]  # few distinct values in this file: a dictionary is smaller
+    # Text columns given dictionary-encoded are written from their dictionaries (not hashed
+    # value by value again); the file holds plain strings either way, and no Arrow schema
+    # (which would make pyarrow read them back as dictionaries): the Parquet schema's types and
+    # field ids read back as the table's columns.
+    file_schema = _file_schema(definition, schema)
+    for i, f in enumerate(file_schema):
+        if f.name in part.column_names and _is_text_dictionary(part.schema.field(f.name).type):
+            file_schema = file_schema.set(i, f.with_type(part.schema.field(f.name).type))
     buffer = pa.BufferOutputStream()
     writer = pq.ParquetWriter(
         buffer,
-        _file_schema(definition, schema),
+        file_schema,
+        store_schema=False,
         compression="zstd",
         compression_level=compression_level,
         store_decimal_as_integer=True,
@@ -453,7 +507,7 @@ def encode_parquet(
         write_batch_size=ROW_GROUP_ROWS,
         data_page_size=PAGE_BYTES,
     )
-    writer.write_table(part.cast(_file_schema(definition, schema)), row_group_size=ROW_GROUP_ROWS)
+    writer.write_table(part.cast(file_schema), row_group_size=ROW_GROUP_ROWS)
     writer.close()
     return buffer.getvalue().to_pybytes(), writer.writer.metadata
 

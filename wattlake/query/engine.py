@@ -126,7 +126,7 @@ IN_MEMORY_ROWS: Final = 1_000_000
 _FILE_ROWS: dict[tuple[str, str], dict[str, pa.Table]] = {}
 
 
-def _kept_plan(lake: Lake, name: str, snapshot_id: int) -> tuple[list[FileScanTask], bool]:
+def kept_plan(lake: Lake, name: str, snapshot_id: int) -> tuple[list[FileScanTask], bool]:
     """Return the whole scan plan of table ``name`` at ``snapshot_id`` and whether every file
     in it is partitioned by day of the table's time column (planned once per snapshot)."""
     key = (str(lake.url), name, snapshot_id)
@@ -207,7 +207,7 @@ def _scan_plan(
         if snapshot is None:
             return _Files([])
         snapshot_id = snapshot.snapshot_id
-    plan, by_day = _kept_plan(lake, name, snapshot_id)
+    plan, by_day = kept_plan(lake, name, snapshot_id)
     small = name != READINGS_TABLE and sum(int(t.file.record_count) for t in plan) <= IN_MEMORY_ROWS
     if row_filter is None or not by_day:  # all files (rows outside the range may remain)
         return _Files(plan, small=small)

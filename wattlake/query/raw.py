@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 from wattlake.errors import StorageError
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
+from wattlake.query.engine import kept_plan
 from wattlake.schema import (
     DEDUP_KEY,
     READING_SCHEMA,
@@ -376,27 +377,15 @@ def _window_groups(
 
 
 _MEMO_LOCK = threading.Lock()
-# The readings table's scan plan by lake and metadata file (a table state never changes): a
-# long-running process plans each state once (pyiceberg planning a year's table: ~0.3 s).
-_PLANS: dict[tuple[str, str], list[Any]] = {}
 
 
 def _plan(lake: Lake) -> list[Any]:
     """Return :func:`wattlake.lake.tables.scan_files` of the readings table, planned once per
-    table state."""
-    table = tables.open_table(lake, READINGS_TABLE)
-    if table.current_snapshot() is None:
+    table state (kept as the web server's views keep it)."""
+    snapshot = tables.open_table(lake, READINGS_TABLE).current_snapshot()
+    if snapshot is None:
         return []
-    key = (str(lake.url), str(table.metadata_location))
-    with _MEMO_LOCK:
-        found = _PLANS.get(key)
-    if found is None:
-        found = list(table.scan().plan_files())
-        with _MEMO_LOCK:
-            if len(_PLANS) >= 4:
-                _PLANS.clear()
-            _PLANS[key] = found
-    return found
+    return kept_plan(lake, READINGS_TABLE, snapshot.snapshot_id)[0]
 
 
 def _bracketed(

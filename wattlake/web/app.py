@@ -29,7 +29,7 @@ from wattlake.errors import ConfigError, WattlakeError
 from wattlake.gateway.tokens import TokenStore
 from wattlake.web import errors
 from wattlake.web.auth import SESSION_COOKIE, Auth
-from wattlake.web.figures import LakeView, overview, tz_of
+from wattlake.web.figures import DAY_MS, LakeView, now_ms, overview, tz_of
 from wattlake.web.live import LivePower
 from wattlake.web.metrics import WebMetrics, alerts
 from wattlake.web.pages import router as pages_router
@@ -68,6 +68,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
     # computed for each new table state before requests see it.
     view.warmers.append(lambda: overview(view, settings, tz=tz_of(settings)))
     view.warmers.append(app.state.alerts)
+    # The views of the last day (the History page's first chart, the overview's last hour).
+    view.warmers.append(lambda: view.fetch_in(now_ms() - DAY_MS, now_ms(), "SELECT 1"))
 
     @app.middleware("http")
     async def log_request(

@@ -85,6 +85,9 @@ VIEW_TABLES: Final = (
 # days they are made for (a longer one reads most of the files anyway: the whole views).
 RANGE_VIEWS: Final = 8
 RANGE_VIEW_DAYS: Final = 62
+# A window ending less than this before now [ms] is not computed again for a new table state
+# (its next ask has a new end).
+RECENT_END_MS: Final = 120_000
 # Figures kept per table state (the least recently used go first).
 CACHE_ENTRIES: Final = 256
 T = TypeVar("T")

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, DataFileContent
 
 from wattlake.config import Settings
 from wattlake.lake import tables
@@ -180,11 +180,19 @@ def _compact(
     lake: Lake, dates: list[str] | None, on_progress: ProgressCallback | None
 ) -> list[CompactionResult]:
     table = tables.open_table(lake, READINGS_TABLE)
+    # The plan from the manifests' entries, which the commit uses again (one read of each).
+    read = tables.live_entries(table)
+    files = [e.data_file for entries in read.values() for e in entries]
+    spec_id = table.metadata.default_spec_id
     by_day: dict[int, list[DataFile]] = defaultdict(list)
-    for task in tables.scan_files(lake, READINGS_TABLE):
-        if task.delete_files:
-            continue  # rows deleted by another engine: left to that engine's own compaction
-        by_day[int(task.file.partition[0])].append(task.file)
+    if all(f.content == DataFileContent.DATA and f.spec_id == spec_id for f in files):
+        for f in files:
+            by_day[int(f.partition[0])].append(f)
+    else:  # delete files (or an older partition spec) from another engine: a scan plan
+        for task in tables.scan_files(lake, READINGS_TABLE):
+            if task.delete_files:
+                continue  # rows deleted by another engine: left to that engine's own compaction
+            by_day[int(task.file.partition[0])].append(task.file)
     todo = [
         (day, by_day[day])
         for day in sorted(by_day)
@@ -242,6 +250,7 @@ def _compact(
                 [written for _, _, written, _, _ in done],
                 removed=[f for _, files, *_ in done for f in files],
                 properties={COMPACTED_PROPERTY: ",".join(dates)},
+                read=read,
             )
             results += [
                 CompactionResult(date, len(files), rows_read, rows_kept, written.file_path)

@@ -628,9 +628,11 @@ def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | No
     since = (now - 7 * DAY_MS) // HOUR_MS * HOUR_MS  # from the hour: one query per table state
     found = view.cached(
         ("devices", since),
-        lambda: view.fetch(
+        lambda: view.fetch_in(
+            since,
+            now + DAY_MS,
             "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
-            f"count(*) FROM readings WHERE ts >= {TS_PARAM} GROUP BY ALL "
+            f"count(*) FROM {{readings}} WHERE ts >= {TS_PARAM} GROUP BY ALL "
             "ORDER BY device_id, channel",
             [since],
         )[1],

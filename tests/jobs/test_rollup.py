@@ -271,3 +271,29 @@ def test_site_rollups_equal_the_site_energy_of_raw_readings(lake: Lake, tmp_path
     # A site removed from the configuration loses its rows.
     run_rollup(lake, sites={})
     assert _site_days(lake) == {}
+
+
+def test_of_two_copies_of_a_reading_the_rollups_count_the_one_the_views_keep(lake: Lake) -> None:
+    """A device resends a reading with another value: the earliest received copy counts, in the
+    rollups as in the readings view and the raw path, whatever the order of the files (m1's
+    later copy is in the first file, m2's in the second)."""
+
+    def reading(device: str, s: int, received_s: int, power_w: float) -> dict[str, object]:
+        return {"ts": T0 + s * 1000, "received_at": T0 + received_s * 1000, "device_id": device,
+                "channel": 0, "power_w": power_w, "source": "generic"}  # fmt: skip
+
+    around = [reading(d, s, s, 100.0) for d in ("m1", "m2") for s in (0, 30, 90, 120)]
+    first = [reading("m1", 60, 90, 9_000.0), reading("m2", 60, 61, 100.0)]
+    second = [reading("m1", 60, 61, 100.0), reading("m2", 60, 90, 9_000.0)]
+    tables.append(lake, READINGS_TABLE, readings_to_table([*around, *first]))
+    tables.append(lake, READINGS_TABLE, readings_to_table(second))
+    run_rollup(lake)
+    con = connect(lake)
+    assert con.sql("SELECT DISTINCT power_w FROM readings").fetchall() == [(100.0,)]
+    for name in (POWER_1MIN_TABLE, POWER_1H_TABLE):
+        found = con.sql(f"SELECT device_id, max(max_power_w) FROM {name} GROUP BY 1 ORDER BY 1")
+        assert found.fetchall() == [("m1", 100.0), ("m2", 100.0)]
+    # Energy from the rollups equals energy from the readings (100 W for 2 minutes).
+    found = con.sql(f"SELECT sum(import_wh) FROM {ENERGY_15MIN_TABLE} GROUP BY device_id")
+    for (wh,) in found.fetchall():
+        assert wh == pytest.approx(100.0 * 120 / 3600, rel=1e-12)

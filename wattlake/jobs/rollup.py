@@ -38,6 +38,7 @@ import pyarrow.dataset as pads
 
 from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
 from wattlake.energy.sites import Site
+from wattlake.jobs.compact import deduplicate
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
@@ -55,6 +56,7 @@ from wattlake.schema import (
     POWER_1MIN_TABLE,
     POWER_STATS_STORED,
     READINGS_TABLE,
+    RECEIVE_LAG_COLUMN,
     SERIES_COLUMNS,
     TABLES,
 )
@@ -463,15 +465,36 @@ class TableReadings:
         if not paths:
             empty = TABLES[READINGS_TABLE].schema.empty_table()
             return tables.from_stored(empty.select(list(SERIES_COLUMNS)))
-        ts_type = TABLES[READINGS_TABLE].schema.field("ts").type
+        stored = TABLES[READINGS_TABLE].schema
+        ts_type = stored.field("ts").type
         lo = pa.scalar(start_ms * 1000, pa.int64()).cast(ts_type)
         hi = pa.scalar(end_ms * 1000, pa.int64()).cast(ts_type)
-        dataset = pads.dataset(paths, format="parquet", filesystem=self.lake.fs)
+        # (The table's schema: a file written before a column existed reads it as null.)
+        dataset = pads.dataset(paths, schema=stored, format="parquet", filesystem=self.lake.fs)
         table = dataset.to_table(
-            columns=list(SERIES_COLUMNS),
+            columns=[*SERIES_COLUMNS, *COPY_COLUMNS],
             filter=(pads.field("ts") >= lo) & (pads.field("ts") < hi),
         )
-        return tables.from_stored(table)
+        return tables.from_stored(without_copies(table).select(list(SERIES_COLUMNS)))
+
+
+# What decides which copy of a reading counts: the earliest received, then the first source by
+# name, as the views, the raw path and compaction keep it.
+COPY_COLUMNS: Final = ("received_at", RECEIVE_LAG_COLUMN, "source")
+
+
+def without_copies(stored: pa.Table) -> pa.Table:
+    """Return stored readings as they are when sorted by device, channel and ts with no two of
+    the same (device_id, channel, ts) (a compacted day), else each once, the copy the views
+    keep, sorted (two copies of a reading can differ: a device resending a corrected value)."""
+    if stored.num_rows < 2:
+        return stored
+    device, channel, ts = tables._sort_keys(stored, ("device_id", "channel", "ts"))
+    later = (device[1:] > device[:-1]) | (
+        (device[1:] == device[:-1])
+        & ((channel[1:] > channel[:-1]) | ((channel[1:] == channel[:-1]) & (ts[1:] > ts[:-1])))
+    )
+    return stored if bool(later.all()) else deduplicate(stored)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def series_timings(n: int, repeat: int) -> dict[str, float]:
     """Return readings/s of series_energy with counters (auto) and on power (trapezoid)."""
-    from wattlake.query.energy import Series, series_energy
+    from wattlake.energy.series import Series, series_energy
 
     ts, power = make_series(n)
     dt_h = np.diff(ts) / 3_600_000.0

@@ -18,8 +18,9 @@ from wattlake.devices.simulator import (
     sites_toml,
 )
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
+from wattlake.energy.series import site_energy
 from wattlake.energy.sites import parse_sites
-from wattlake.query.energy import site_energy, site_rows
+from wattlake.query.energy import site_rows
 from wattlake.schema import readings_to_table
 
 UTC = zone("UTC")

@@ -10,9 +10,10 @@ import pytest
 
 from wattlake.config import Settings
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
+from wattlake.energy.series import site_energy
 from wattlake.energy.sites import parse_sites
 from wattlake.errors import ConfigError
-from wattlake.query.energy import site_energy, site_grid_energy, site_rows
+from wattlake.query.energy import site_grid_energy, site_rows
 from wattlake.schema import readings_to_table
 
 UTC = zone("UTC")

@@ -14,15 +14,10 @@ import pytest
 
 from tests.query.test_read_bracketed import DAY, T0, _every, _rows, filled  # noqa: F401
 from wattlake.energy.buckets import bucket_edges_ms, zone
+from wattlake.energy.series import Series, SeriesEnergy, split_series
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import (
-    SERIES_COLUMNS,
-    Series,
-    SeriesEnergy,
-    bracketed_readings,
-    split_series,
-)
+from wattlake.query.energy import SERIES_COLUMNS, bracketed_readings
 from wattlake.query.engine import connect
 from wattlake.query.raw import (
     _read_files,

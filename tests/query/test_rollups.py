@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, local_midnight_ms, zone
+from wattlake.energy.series import SeriesEnergy
 from wattlake.jobs.rollup import DAY_MS, ArrowReadings, compute_days
-from wattlake.query.energy import SeriesEnergy
 from wattlake.query.rollups import (
     EnergySources,
     aligned,

@@ -150,12 +150,7 @@ def energy(
     A site's rows: grid import and export, solar, battery charge and discharge, consumption,
     each circuit, the untracked rest, self-consumption and self-sufficiency.
     """
-    from wattlake.query.energy import (
-        ENERGY_COLUMNS,
-        SITE_COLUMNS,
-        series_has_data,
-        series_rows,
-    )
+    from wattlake.query.energy import ENERGY_COLUMNS, SITE_COLUMNS, series_has_data, series_rows
     from wattlake.query.rollups import device_energy, site_energy_report
 
     settings = load_settings(data_dir, config)

@@ -1,7 +1,7 @@
 """Rollups: energy per 15 minutes and power statistics per minute and hour, kept up to date.
 
 ``energy_15min`` holds, per device and channel and UTC quarter-hour, what the raw energy path
-(:func:`wattlake.query.energy.series_energy`, over the kernels in :mod:`wattlake.energy`) gives for
+(:func:`wattlake.energy.series.series_energy`, over the kernels in :mod:`wattlake.energy`) gives for
 that bucket: import, export, interpolated energy, covered time, counter minus power energy and the
 method. Because that path splits every interval exactly at bucket edges, a sum of quarter-hours
 is the energy of any longer bucket whose edges fall on quarter-hours, so ``energy``, ``cost`` and
@@ -37,18 +37,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
+from wattlake.energy.series import Series, SeriesEnergy, series_energies, site_energy, split_series
 from wattlake.energy.sites import Site
 from wattlake.jobs.compact import deduplicate
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
-from wattlake.query.energy import (
-    Series,
-    SeriesEnergy,
-    series_energies,
-    site_energy,
-    split_series,
-)
 from wattlake.schema import (
     ENERGY_15MIN_STORED,
     ENERGY_15MIN_TABLE,
@@ -253,7 +247,7 @@ def site_15min(
 ) -> pa.Table:
     """Return the energy balance of every site per UTC quarter-hour in [start, end).
 
-    The raw path's :func:`wattlake.query.energy.site_energy` over each day's quarter-hours, from
+    The raw path's :func:`wattlake.energy.series.site_energy` over each day's quarter-hours, from
     the readings within ``options.reach_ms`` of the day. Rows have ``device_id`` and ``channel``
     null, ``site`` and ``role`` set; per role (Wh):
 

@@ -4,7 +4,7 @@ What ``energy``, ``cost`` and ``pv`` read when rollups cannot answer: the readin
 per device channel, the nearest reading of each kind on either side, deduplicated and sorted
 without a DuckDB view (:mod:`wattlake.query.engine` holds the views). :func:`read_bracketed`
 returns them as an Arrow table in the in-memory schema; :func:`read_series` returns the same
-readings as one :class:`~wattlake.query.energy.Series` per device channel, straight from the
+readings as one :class:`~wattlake.energy.series.Series` per device channel, straight from the
 stored integers to numpy arrays (no table in between), which is what the energy kernel takes.
 """
 
@@ -36,7 +36,7 @@ from wattlake.schema import (
 )
 
 if TYPE_CHECKING:
-    from wattlake.query.energy import Series
+    from wattlake.energy.series import Series
 
 _DAY_MS: Final = 86_400_000
 GROUP_ROWS = 8_000_000
@@ -524,7 +524,7 @@ def read_series(
     group_rows: int | None = None,
 ) -> list[Series] | None:
     """Return the readings :func:`read_bracketed` returns as one series per device channel, as
-    :func:`wattlake.query.energy.split_series` cuts its table (times in ms, readings in the same
+    :func:`wattlake.energy.series.split_series` cuts its table (times in ms, readings in the same
     ms after the first dropped, values as float64 with NaN where absent), without building the
     table.
 
@@ -538,7 +538,7 @@ def read_series(
     Raises:
         wattlake.errors.StorageError: the catalog or a data file cannot be read.
     """
-    from wattlake.query.energy import Series
+    from wattlake.energy.series import Series
 
     found = _bracketed(
         lake,

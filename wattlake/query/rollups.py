@@ -4,8 +4,8 @@ One choice, made in :func:`energy_over_edges`: when every bucket edge falls on a
 (true of 15-minute, hourly, daily and monthly buckets in every zone whose offset is a multiple of
 15 minutes, and of any range given as such dates or times) and table ``energy_15min`` is up to date
 for the range, the quarter-hours of each series are summed into the buckets; otherwise the readings
-are integrated (:func:`wattlake.query.energy.series_energy`). Both return one
-:class:`~wattlake.query.energy.SeriesEnergy` per device channel, and the rollups hold exactly what
+are integrated (:func:`wattlake.energy.series.series_energy`). Both return one
+:class:`~wattlake.energy.series.SeriesEnergy` per device channel, and the rollups hold exactly what
 that function gives per quarter-hour, so the two agree to float rounding.
 """
 
@@ -26,23 +26,25 @@ import pyarrow.dataset as pads
 from wattlake.config import Settings
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
 from wattlake.energy.rollup import QUARTER_HOUR_MS
+from wattlake.energy.series import (
+    Series,
+    SeriesEnergy,
+    SiteEnergy,
+    series_energies,
+    series_energy,
+    site_energy,
+    split_series,
+)
 from wattlake.energy.sites import Site, site_or_error
 from wattlake.energy.tariffs import load_tariff, tariff_segments
 from wattlake.query.energy import (
     CostReport,
-    Series,
-    SeriesEnergy,
-    SiteEnergy,
     _priced,
     configured_sites,
     cost_period,
     load_readings,
     one_channel,
-    series_energies,
-    series_energy,
-    site_energy,
     site_rows,
-    split_series,
 )
 
 IntArray = npt.NDArray[np.int64]
@@ -210,7 +212,7 @@ class EnergySources:
     None when the rollups are not up to date for it; ``readings(start_ms, end_ms, device_id)``
     returns the readings the raw path needs for the range (with its margins);
     ``series(start_ms, end_ms, device_id)``, if given, the same readings already cut into
-    series (what :func:`~wattlake.query.energy.split_series` makes of them), which the raw
+    series (what :func:`~wattlake.energy.series.split_series` makes of them), which the raw
     path then reads instead.
     """
 
@@ -614,7 +616,7 @@ def site_energy_from_rollups(
     rows: pa.Table, site: Site, edges_ms: npt.ArrayLike
 ) -> SiteEnergy | None:
     """Return the balance of ``site`` per bucket from its ``energy_15min`` rows, as
-    :func:`wattlake.query.energy.site_energy` gives it from readings; None when the rollups
+    :func:`wattlake.energy.series.site_energy` gives it from readings; None when the rollups
     cannot give it exactly (no site rows, a role valid from a time that is not a quarter-hour,
     or netted phases with quarter-hours not netted).
 

@@ -179,3 +179,14 @@ def test_series_read_a_few_days_at_a_time_are_those_read_at_once(troubled: Lake)
         [14],
         [15, 16, 17, 18, 19],
     ]
+
+
+def test_decimals_of_every_width_read_as_their_units() -> None:
+    """Data files read back as decimal128; the writer's memory holds decimal64 (or 32)."""
+    from decimal import Decimal
+
+    from wattlake.query.raw import _chunk_ints
+
+    values = [Decimal("1.25"), Decimal("-3.10"), Decimal("7.00")]
+    for kind in (pa.decimal128(12, 2), pa.decimal64(9, 2), pa.decimal32(9, 2)):
+        assert _chunk_ints(pa.array(values, kind).slice(1)).tolist() == [-310, 700]

@@ -106,9 +106,14 @@ def _chunk_ints(array: pa.Array) -> npt.NDArray[np.signedinteger[Any]]:
     """Return integer, timestamp or decimal values of one array as integers, without a copy
     where possible (decimals in units of their scale, dictionary strings as their indices;
     nulls as 0)."""
-    if pa.types.is_decimal(array.type):
-        words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
-        return words[array.offset : array.offset + len(array), 0]
+    if pa.types.is_decimal(array.type):  # decimal128 (as read), or 64/32 (as written)
+        width = array.type.byte_width
+        if width == 16:
+            words = np.frombuffer(array.buffers()[1], dtype=np.int64).reshape(-1, 2)
+            return words[array.offset : array.offset + len(array), 0]
+        dtype = np.dtype(np.int64) if width == 8 else np.dtype(np.int32)
+        values: npt.NDArray[np.signedinteger[Any]] = np.frombuffer(array.buffers()[1], dtype)
+        return values[array.offset : array.offset + len(array)]
     if pa.types.is_dictionary(array.type):
         array = array.indices
     elif pa.types.is_timestamp(array.type):

@@ -652,25 +652,6 @@ def _floats(rows: _Rows, name: str, stored: IntArray) -> FloatArray:
     return values
 
 
-def _read_pool() -> pa.MemoryPool:
-    """Return jemalloc's pool when pyarrow has it, else the default one.
-
-    The readings of a long range take and free hundreds of MB. The default pool (mimalloc)
-    gives freed memory back to the kernel at once and takes it again, zeroed page by page: on
-    this project's VM the kernel's zeroing took 3.5 s of system CPU against 1.2 s of work for
-    the first daily energy of 60 days of 10 devices (1.1 s with jemalloc, which keeps freed
-    memory a while). A pool per call of the reader, not the process's default: other threads
-    allocate as they did.
-    """
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        return pa.default_memory_pool()
-
-
-_READ_POOL: Final = _read_pool()
-
-
 def _read_files(
     lake: Lake, paths: list[str], devices: Sequence[str] | None, columns: Sequence[str]
 ) -> pa.Table:
@@ -693,13 +674,7 @@ def _read_files(
         needed = {*columns, *SERIES_COLUMNS}
         if "received_at" in needed:  # stored as a lag behind ts (older files: received_at)
             needed.add(RECEIVE_LAG_COLUMN)
-        scanner = ds.Scanner.from_dataset(
-            dataset,
-            columns=[c for c in schema.names if c in needed],
-            filter=flt,
-            memory_pool=_READ_POOL,
-        )
-        return scanner.to_table()
+        return dataset.to_table(columns=[c for c in schema.names if c in needed], filter=flt)
     except (OSError, pa.ArrowInvalid) as exc:
         raise StorageError(f"Cannot read the readings of {lake.url}: {exc}") from exc
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -164,35 +165,78 @@ def job_worker(data_dir: str, out: str) -> None:
 def compare_job(args: argparse.Namespace, data_dir: str, readings: int, folder: str) -> None:
     """Print a full rollup job run's figures at ``args.job_baseline`` and now, alternated,
     one process per run, and whether their energy_15min rows are identical."""
+    best, peak, dumps = run_alternated("job", args.job_baseline, data_dir, args.repeat, folder)
+    identical = dumps["before"] == dumps["after"]
+    print_pair("rollup job, full run", args.job_baseline, best, peak, readings)
+    print_speed_up(best, f"identical energy_15min: {identical}")
+
+
+def run_alternated(
+    worker: str,
+    rev: str,
+    data_dir: str,
+    repeat: int,
+    folder: str,
+    more: Sequence[str] = (),
+    env_after: Mapping[str, str] | None = None,
+) -> tuple[dict[str, tuple[float, float]], dict[str, float], dict[str, Any]]:
+    """Run ``--{worker}-worker`` with the package at ``rev`` ("before") and now ("after"),
+    alternated, ``repeat`` times each, one process per run; return the best (wall, CPU) of
+    each, its peak RSS [MB] if the worker reports one, and what its last run dumped."""
     here = Path(__file__).resolve()
-    old = package_at(args.job_baseline, folder)
+    packages = (("before", package_at(rev, folder)), ("after", str(here.parent.parent)))
     best: dict[str, tuple[float, float]] = {}
+    peak: dict[str, float] = {}
     dumps: dict[str, Any] = {}
-    for _ in range(args.repeat):
-        for label, package in (("before", old), ("after", str(here.parent.parent))):
-            out = str(Path(folder) / f"job-{label}.pickle")
+    for _ in range(repeat):
+        for label, package in packages:
+            out = str(Path(folder) / f"{worker}-{label}.pickle")
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
-            command = [sys.executable, str(here), "--job-worker", data_dir, "--out", out]
+            if label == "after":
+                env.update(env_after or {})
+            command = [sys.executable, str(here), f"--{worker}-worker", data_dir, "--out", out]
             run = subprocess.run(
-                command, cwd=folder, env=env, check=True, capture_output=True, text=True
+                [*command, *more], cwd=folder, env=env, check=True, capture_output=True, text=True
             )
             timing = json.loads(run.stdout.strip().splitlines()[-1])
-            if label not in best or timing["wall"] < best[label][0]:
-                best[label] = (timing["wall"], timing["cpu"])
+            walls, cpus = timing["wall"], timing["cpu"]  # one run's, or a list of runs'
+            if not isinstance(walls, list):
+                walls, cpus = [walls], [cpus]
+            wall, cpu = min(zip(walls, cpus, strict=True))
+            if "peak_mb" in timing:
+                peak[label] = max(peak.get(label, 0.0), timing["peak_mb"])
+            if label not in best or wall < best[label][0]:
+                best[label] = (wall, cpu)
             with open(out, "rb") as f:
                 dumps[label] = pickle.load(f)
-    print(f"rollup job, full run, load average {os.getloadavg()}:")
+    return best, peak, dumps
+
+
+def print_pair(
+    title: str,
+    rev: str,
+    best: dict[str, tuple[float, float]],
+    peak: dict[str, float],
+    readings: int,
+) -> None:
+    """Print the best wall and CPU time of the baseline ``rev`` and of now, as readings/s."""
+    print(f"{title}, load average {os.getloadavg()}:")
     for label in ("before", "after"):
         wall, cpu = best[label]
-        name = args.job_baseline if label == "before" else "now"
+        name = rev if label == "before" else "now"
+        rss = f", peak RSS {peak[label]:,.0f} MB" if label in peak else ""
         print(
             f"  {name:>10}: {wall:6.3f} s wall, {cpu:6.3f} s CPU = "
             f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M)"
+            f"{rss}"
         )
-    identical = dumps["before"] == dumps["after"]
+
+
+def print_speed_up(best: dict[str, tuple[float, float]], verdict: str) -> None:
+    """Print how much faster now is than the baseline, then ``verdict``."""
     print(
         f"  speed-up {best['before'][0] / best['after'][0]:.2f}x wall, "
-        f"{best['before'][1] / best['after'][1]:.2f}x CPU; identical energy_15min: {identical}"
+        f"{best['before'][1] / best['after'][1]:.2f}x CPU; {verdict}"
     )
 
 
@@ -211,35 +255,11 @@ def package_at(rev: str, folder: str) -> str:
 def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: str) -> None:
     """Print the raw path's figures at ``args.raw_baseline`` and now, alternated, one process
     per run, and whether their results are identical."""
-    here = Path(__file__).resolve()
-    current = str(here.parent.parent)
-    old = package_at(args.raw_baseline, folder)
-    best: dict[str, tuple[float, float]] = {}
-    peak: dict[str, float] = {}
-    dumps: dict[str, Any] = {}
-    for _ in range(args.repeat):
-        for label, package in (("before", old), ("after", current)):
-            out = str(Path(folder) / f"raw-{label}.pickle")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
-            if args.group_rows and label == "after":
-                env["BENCH_GROUP_ROWS"] = str(args.group_rows)
-            command = [sys.executable, str(here), "--raw-worker", data_dir, "--out", out]
-            command += ["--days", str(args.days), "--devices", str(args.devices), "--repeat", "2"]
-            run = subprocess.run(
-                command,
-                cwd=folder,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            timing = json.loads(run.stdout.strip().splitlines()[-1])
-            wall, cpu = min(zip(timing["wall"], timing["cpu"], strict=True))
-            peak[label] = max(peak.get(label, 0.0), timing["peak_mb"])
-            if label not in best or wall < best[label][0]:
-                best[label] = (wall, cpu)
-            with open(out, "rb") as f:
-                dumps[label] = pickle.load(f)
+    more = ["--days", str(args.days), "--devices", str(args.devices), "--repeat", "2"]
+    after = {"BENCH_GROUP_ROWS": str(args.group_rows)} if args.group_rows else None
+    best, peak, dumps = run_alternated(
+        "raw", args.raw_baseline, data_dir, args.repeat, folder, more, after
+    )
     identical = len(dumps["before"]) == len(dumps["after"]) and all(
         x[:3] == y[:3]
         and all(
@@ -249,19 +269,10 @@ def compare_raw(args: argparse.Namespace, data_dir: str, readings: int, folder: 
         )
         for x, y in zip(dumps["before"], dumps["after"], strict=True)
     )
-    print(f"raw path (energy_over_edges, rollups stale), load average {os.getloadavg()}:")
-    for label in ("before", "after"):
-        wall, cpu = best[label]
-        name = args.raw_baseline if label == "before" else "now"
-        print(
-            f"  {name:>10}: {wall:6.3f} s wall, {cpu:6.3f} s CPU = "
-            f"{readings / wall / 1e6:6.2f} M readings/s (per CPU-s {readings / cpu / 1e6:6.2f} M), "
-            f"peak RSS {peak[label]:,.0f} MB"
-        )
-    print(
-        f"  speed-up {best['before'][0] / best['after'][0]:.2f}x wall, "
-        f"{best['before'][1] / best['after'][1]:.2f}x CPU; identical results: {identical}"
+    print_pair(
+        "raw path (energy_over_edges, rollups stale)", args.raw_baseline, best, peak, readings
     )
+    print_speed_up(best, f"identical results: {identical}")
 
 
 def generate(lake: Lake, spec: fleet.FleetSpec) -> int:

@@ -69,6 +69,19 @@ class CompactionResult:
         }
 
 
+def _one_key(
+    device: npt.NDArray[np.int64], channel: npt.NDArray[np.int64], ts: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """Return each reading's series number and one int64 key that orders readings as
+    (device, channel, ts) do, or None when the key would not fit in 62 bits."""
+    series = device * (int(channel.max()) + 1) + channel - int(min(0, channel.min()))
+    first_ts = int(ts.min())
+    span = int(ts.max()) - first_ts + 1
+    if int(series.max()) >= (1 << 62) // span:
+        return None
+    return series, series * span + (ts - first_ts)
+
+
 def merge_order(stored: pa.Table, file_rows: Sequence[int]) -> npt.NDArray[np.int64] | None:
     """Return the order that sorts ``stored`` readings (the rows of several files one after
     the other, each file ``file_rows`` long) by device, channel and ts, found without sorting
@@ -79,13 +92,10 @@ def merge_order(stored: pa.Table, file_rows: Sequence[int]) -> npt.NDArray[np.in
     n = stored.num_rows
     if n == 0 or sum(file_rows) != n:
         return None
-    device, channel, ts = tables._sort_keys(stored, ("device_id", "channel", "ts"))
-    series = device * (int(channel.max()) + 1) + channel - int(min(0, channel.min()))
-    first_ts = int(ts.min())
-    span = int(ts.max()) - first_ts + 1
-    if int(series.max()) >= (1 << 62) // span:
+    keyed = _one_key(*tables._sort_keys(stored, ("device_id", "channel", "ts")))
+    if keyed is None:
         return None
-    key = series * span + (ts - first_ts)  # one int64 per reading, in the table's order
+    series, key = keyed  # one int64 per reading, in the table's order
     starts_file = np.zeros(n, dtype=bool)
     starts_file[np.cumsum(file_rows)[:-1]] = True
     if np.any((np.diff(key) <= 0) & ~starts_file[1:]):
@@ -113,10 +123,9 @@ def deduplicate(stored: pa.Table) -> pa.Table:
         return stored
     device, channel, ts = keys
     # One int64 key per row when it fits (a day of microseconds takes 37 bits): one sort.
-    series = device * (int(channel.max()) + 1) + channel - int(min(0, channel.min()))
-    span = int(ts.max()) - int(ts.min()) + 1
-    if int(series.max()) < (1 << 62) // span:
-        key = series * span + (ts - int(ts.min()))
+    keyed = _one_key(device, channel, ts)
+    if keyed is not None:
+        key = keyed[1]
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         if not np.any(sorted_key[1:] == sorted_key[:-1]):  # no copies: no choice to make

@@ -39,7 +39,7 @@ import pyarrow.dataset as pads
 from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
 from wattlake.energy.series import Series, SeriesEnergy, series_energies, site_energy, split_series
 from wattlake.energy.sites import Site
-from wattlake.jobs.compact import deduplicate
+from wattlake.jobs.compact import deduplicate, merge_order
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
@@ -481,14 +481,9 @@ def without_copies(stored: pa.Table) -> pa.Table:
     """Return stored readings as they are when sorted by device, channel and ts with no two of
     the same (device_id, channel, ts) (a compacted day), else each once, the copy the views
     keep, sorted (two copies of a reading can differ: a device resending a corrected value)."""
-    if stored.num_rows < 2:
-        return stored
-    device, channel, ts = tables._sort_keys(stored, ("device_id", "channel", "ts"))
-    later = (device[1:] > device[:-1]) | (
-        (device[1:] == device[:-1])
-        & ((channel[1:] > channel[:-1]) | ((channel[1:] == channel[:-1]) & (ts[1:] > ts[:-1])))
-    )
-    return stored if bool(later.all()) else deduplicate(stored)
+    if stored.num_rows < 2 or merge_order(stored, [stored.num_rows]) is not None:
+        return stored  # (as one file: in order, no reading twice)
+    return deduplicate(stored)
 
 
 @dataclass(frozen=True, slots=True)

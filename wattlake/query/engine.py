@@ -134,7 +134,7 @@ def kept_plan(lake: Lake, name: str, snapshot_id: int) -> tuple[list[FileScanTas
         found = _PLANS.get(key)
     if found is None:
         table = tables.open_table(lake, name)
-        plan = tables.scan_files(lake, name, snapshot_id=snapshot_id)
+        plan = list(table.scan(snapshot_id=snapshot_id).plan_files())  # (opened once)
         specs, schema = table.specs(), table.schema()
         time_column = TIME_COLUMNS[name]
 

@@ -150,6 +150,10 @@ def test_http_and_mqtt_readings_land_in_the_lake_once(mosquitto: Mosquitto, tmp_
         publisher.wait()
         publisher.close()
         assert [(a.status, a.body) for a in answers] == [(200, {"accepted": 1})] * 4
+        # The broker has every MQTT message; the worker takes and acknowledges them after it.
+        deadline = time.monotonic() + 30
+        while worker.health.acked < 4 + len(mqtt_messages) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert worker.health.acked == 4 + len(mqtt_messages)
     # The worker has stopped: everything it acknowledged is in the lake now.
     raw_rows, view_rows, _ = lake_keys(data_dir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -344,17 +345,32 @@ class JobLoop:
 
 
 class StopRequests:
-    """Turn Ctrl-C and SIGTERM into a stop request; a second one asks to quit at once."""
+    """Turn Ctrl-C and SIGTERM into a stop request; a second one asks to quit at once.
+
+    Signals are counted from the interpreter's wakeup fd, to which its C-level handler writes
+    one byte per signal as it arrives, in whatever thread. Python runs its own handler only in
+    the main thread between bytecodes: two signals that arrive while the main thread waits
+    (for the GIL, say, under load) run it once, and the second Ctrl-C would be lost.
+    """
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.abort = threading.Event()
         self._previous: dict[int, Any] = {}
+        self._previous_fd = -1
+        self._socks: tuple[socket.socket, socket.socket] | None = None
+        self._reader: threading.Thread | None = None
 
     def install(self) -> StopRequests:
-        """Handle SIGINT and SIGTERM in this (the main) thread until :meth:`uninstall`."""
+        """Handle SIGINT and SIGTERM (from the main thread) until :meth:`uninstall`."""
+        receive, send = socket.socketpair()
+        send.setblocking(False)
+        self._socks = (receive, send)
+        self._reader = threading.Thread(target=self._read, name="stop-requests", daemon=True)
+        self._reader.start()
+        self._previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
+            self._previous[signum] = signal.signal(signum, _counted_elsewhere)
         return self
 
     def uninstall(self) -> None:
@@ -362,14 +378,39 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        if self._socks is None:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        receive, send = self._socks
+        send.setblocking(True)
+        send.send(b"\0")  # no signal is 0: tells the reader to end
+        if self._reader is not None:
+            self._reader.join()
+        receive.close()
+        send.close()
+        self._socks = self._reader = None
 
-    def _handle(self, signum: int, _frame: object) -> None:
+    def _read(self) -> None:
+        assert self._socks is not None
+        receive = self._socks[0]
+        while True:
+            for signum in receive.recv(64):
+                if signum == 0:
+                    return
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    self._handle(signum)
+
+    def _handle(self, signum: int) -> None:
         if self.stop.is_set():
             log.info("received signal %d again: quitting at once", signum)
             self.abort.set()
         else:
             log.info("received signal %d: stopping (once more quits at once)", signum)
         self.stop.set()
+
+
+def _counted_elsewhere(_signum: int, _frame: object) -> None:
+    """Python's handler: the signal was already counted from the wakeup fd."""
 
 
 @dataclass(slots=True)

@@ -10,9 +10,12 @@ stored integers to numpy arrays (no table in between), which is what the energy 
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -421,28 +424,48 @@ def _bracketed(
         day_rows[day] = day_rows.get(day, 0) + int(task.file.record_count)
     lo, hi = start_ms // _DAY_MS - 1, end_ms // _DAY_MS + 1
 
-    def read(days: Iterable[int], devices: Sequence[str] | None) -> _Rows:
-        paths = [p for d in sorted(days) for p in by_day[d]]
-        table = _read_files(lake, paths, devices, wanted)
+    def files(days: Iterable[int]) -> list[str]:
+        return [p for d in sorted(days) for p in by_day[d]]
+
+    def ordered(paths: list[str], table: pa.Table, devices: Sequence[str] | None) -> _Rows:
         return _sort_rows(table, lambda extra: _read_files(lake, paths, devices, extra))
+
+    def read(days: Iterable[int], devices: Sequence[str] | None) -> _Rows:
+        paths = files(days)
+        return ordered(paths, _read_files(lake, paths, devices, wanted), devices)
 
     window_days = {d: n for d, n in day_rows.items() if lo <= d <= hi}
     inside: list[_Part] = []
     keys: list[tuple[str, int]] = []
     number: dict[tuple[str, int], int] = {}
     edges: list[tuple[IntArray, IntArray, IntArray]] = []  # per group: series, before, after
-    for group in _window_groups(window_days, start_ms, end_ms, group_rows):
-        rows = read(group, device_ids)
-        for key in rows.keys:
-            number.setdefault(key, len(keys))
-            if len(keys) < len(number):
-                keys.append(key)
-        nkeys = len(rows.keys)
-        found = _brackets(rows, start_ms, end_ms, np.arange(nkeys, dtype=np.int64), nkeys)
-        inside.append(take(rows, _window_positions(rows, found)))
-        index = np.array([number[k] for k in rows.keys], dtype=np.int64)
-        edges.append((index, found.before, found.after))
-        del rows  # the next group is read without this one's table
+    groups = [files(group) for group in _window_groups(window_days, start_ms, end_ms, group_rows)]
+    # The next group's files are read while this one is worked on: Arrow decodes them in its
+    # own threads, and most of the work on a group holds one core.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-read") as reader:
+
+        def read_ahead(g: int) -> Future[pa.Table] | None:
+            if g >= len(groups):
+                return None
+            return reader.submit(_read_files, lake, groups[g], device_ids, wanted)
+
+        coming = read_ahead(0)
+        for g, paths in enumerate(groups):
+            assert coming is not None
+            table = coming.result()
+            coming = read_ahead(g + 1)  # at most one group read ahead
+            rows = ordered(paths, table, device_ids)
+            del table
+            for key in rows.keys:
+                number.setdefault(key, len(keys))
+                if len(keys) < len(number):
+                    keys.append(key)
+            nkeys = len(rows.keys)
+            found = _brackets(rows, start_ms, end_ms, np.arange(nkeys, dtype=np.int64), nkeys)
+            inside.append(take(rows, _window_positions(rows, found)))
+            index = np.array([number[k] for k in rows.keys], dtype=np.int64)
+            edges.append((index, found.before, found.after))
+            del rows  # the next group is read without this one's table
     earlier = sorted((d for d in by_day if d < lo), reverse=True)
     later = sorted(d for d in by_day if d > hi)
     if earlier or later:  # a series silent around the range still gets its brackets
@@ -575,13 +598,19 @@ def read_series(
     for k, _, _, n in segments:
         starts.setdefault(k, total)
         total += n
+    # Where each segment goes, and the segments cut in halves of about as many readings (copied
+    # on two cores: numpy lets go of the GIL while it copies).
+    to = np.cumsum([0] + [n for *_, n in segments])
+    half = int(np.searchsorted(to, to[-1] // 2))
     joined: list[npt.NDArray[Any]] = []
     for c in range(len(_SERIES_VALUES) + 1):
         out = np.empty(total, dtype=parts[0][3][c].dtype)
-        at = 0
-        for _, p, a, n in segments:
-            out[at : at + n] = parts[p][3][c][a : a + n]
-            at += n
+
+        def copy(first: int, stop: int, c: int = c, out: npt.NDArray[Any] = out) -> None:
+            for (_, p, a, n), at in zip(segments[first:stop], to[first:stop].tolist(), strict=True):
+                out[at : at + n] = parts[p][3][c][a : a + n]
+
+        _on_cores([lambda: copy(0, half), lambda: copy(half, len(segments))])
         for part in parts:
             part[3][c] = np.zeros(0, dtype=out.dtype)
         joined.append(out)
@@ -600,7 +629,9 @@ def _series_part(
     series' first dropped."""
     size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
     if at is None and rows.pieces is not None:
-        values = [_piece_floats(rows, name) for name in _SERIES_VALUES]
+        values = _on_cores(
+            [functools.partial(_piece_floats, rows, name) for name in _SERIES_VALUES]
+        )
     else:
         stored = rows.stored(at)
         values = [_floats(rows, name, stored) for name in _SERIES_VALUES]
@@ -617,6 +648,20 @@ def _series_part(
         size = np.add.reduceat(keep.astype(np.int64), firsts)
         firsts = np.cumsum(size) - size
     return keys, firsts, size, cols
+
+
+_R = TypeVar("_R")
+
+
+def _on_cores(tasks: Sequence[Callable[[], _R]]) -> list[_R]:
+    """Return the results of ``tasks``, run on a thread per core (numpy and Arrow let go of
+    the GIL in their passes over arrays)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cores or 1, len(tasks))
+    if workers < 2:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raw") as pool:
+        return list(pool.map(lambda task: task(), tasks))
 
 
 def _piece_floats(rows: _Rows, name: str) -> FloatArray:

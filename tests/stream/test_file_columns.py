@@ -175,3 +175,37 @@ def test_cells_the_row_path_refuses_are_refused(
     slow, slow_lake = _import(tmp_path, "slow", rows, columns=False, mp=monkeypatch)
     assert (fast.stored, fast.rejected_by_reason) == (slow.stored, slow.rejected_by_reason)
     assert _stored(fast_lake) == _stored(slow_lake)
+
+
+@pytest.mark.parametrize("file_format", [FileFormat.parquet, FileFormat.csv])
+def test_a_value_too_large_for_the_lake_is_one_dead_letter_and_the_rest_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_format: FileFormat
+) -> None:
+    n = 3000
+    power = np.arange(n, dtype=np.float64) + 0.5
+    power[2100] = 1e20  # active power keeps 7 digits before the point
+    energy = np.round(1000 + np.arange(n) * 0.37, 2)
+    energy[2500] = 1e300
+    table = pa.table(
+        {
+            "ts": pa.array(T0_S + np.arange(n, dtype=np.int64) * 10),
+            "device_id": pa.array(["meter-1"] * n),
+            "power_w": pa.array(power),
+            "energy_wh": pa.array(energy),
+        }
+    )
+    path = tmp_path / f"history.{file_format.value}"
+    if file_format is FileFormat.parquet:
+        pq.write_table(table, path, row_group_size=500)
+        monkeypatch.setattr(file_columns, "BLOCK_ROWS", 500)
+    else:
+        pa_csv.write_csv(table, path)
+        monkeypatch.setattr(file_columns, "CSV_BLOCK_BYTES", 4096)
+    rows = FileRows(path, file_format)
+    fast, fast_lake = _import(tmp_path, "fast", rows, columns=True, mp=monkeypatch)
+    slow, slow_lake = _import(tmp_path, "slow", rows, columns=False, mp=monkeypatch)
+    assert (fast.rows_read, fast.stored, fast.rejected) == (n, n - 2, 2)
+    assert fast.rejected_by_reason == slow.rejected_by_reason == {"out-of-range": 2}
+    assert _stored(fast_lake) == _stored(slow_lake)
+    dead = tables.read_table(fast_lake, DEAD_LETTERS_TABLE).to_pylist()
+    assert sorted(d["error_message"].split()[0] for d in dead) == ["energy_wh", "power_w"]

@@ -4,9 +4,10 @@ columns, checked with vectorised kernels, appended to the lake in large data fil
 A block is taken only when every row of it passes what the generic format's decoder checks
 (:mod:`wattlake.devices.generic`): a time (epoch seconds, or ISO 8601 with an offset; naive is
 UTC, as :mod:`wattlake.gateway.files` reads it) from 2000 to a day after the import, a device
-id, a whole channel in 0-32767, finite numbers. The readings are then exactly those the row path
-gives. At the first block that does not pass, the column path stops and says how many rows it
-took; the row path goes on from there and keeps each bad row as a dead letter with its number.
+id, a whole channel in 0-32767, finite numbers; and every value fits its lake decimal. The
+readings are then exactly those the row path gives. At the first block that does not pass, the
+column path stops and says how many rows it took; the row path goes on from there and keeps
+each bad row as a dead letter with its number (a value too large, as ``out-of-range``).
 """
 
 from __future__ import annotations
@@ -170,7 +171,10 @@ def _readings(block: pa.RecordBatch, rows: FileRows, received_at_ms: int) -> pa.
         "source": pa.repeat(pa.scalar(SOURCE), n) if n else pa.array([], pa.string()),
         **{name: arrays[name] for name in MEASUREMENT_COLUMNS},
     }
-    return pa.Table.from_arrays([columns[f.name] for f in READING_SCHEMA], schema=READING_SCHEMA)
+    table = pa.Table.from_arrays([columns[f.name] for f in READING_SCHEMA], schema=READING_SCHEMA)
+    if tables.unstorable(table):  # a value too large for its lake decimal: the row path keeps
+        return None  # that row as a dead letter and stores the rest
+    return table
 
 
 def _numbers(values: pa.Array) -> pa.Array | None:

@@ -402,7 +402,7 @@ def _bracketed(
     end_ms: int,
     device_ids: Sequence[str] | None,
     wanted: list[str],
-    take: Callable[[_Rows, IntArray | None], _Part],
+    take: Callable[[_Rows, IntArray | None, int], _Part],
     group_rows: int | None = None,
 ) -> tuple[list[_Part], list[tuple[str, int]]] | None:
     """Return the parts of the bracketed readings, each rows read and the positions of their
@@ -410,7 +410,8 @@ def _bracketed(
     of a part are all before or all after those of the next); and the (device_id, channel)
     of every series; None when the scan plan has delete files or files not partitioned by
     day. The window's days are read in groups of about ``group_rows`` rows (None: at once),
-    each given to ``take`` before the next is read."""
+    each given to ``take`` before the next is read, with the number of readings of the window
+    in it and the groups after it (0 for readings outside the window)."""
     plan = _plan(lake)
     if any(task.delete_files for task in plan):
         return None
@@ -439,7 +440,9 @@ def _bracketed(
     keys: list[tuple[str, int]] = []
     number: dict[tuple[str, int], int] = {}
     edges: list[tuple[IntArray, IntArray, IntArray]] = []  # per group: series, before, after
-    groups = [files(group) for group in _window_groups(window_days, start_ms, end_ms, group_rows)]
+    day_groups = _window_groups(window_days, start_ms, end_ms, group_rows)
+    groups = [files(group) for group in day_groups]
+    left = np.cumsum([sum(window_days[d] for d in g) for g in day_groups][::-1])[::-1].tolist()
     # The next group's files are read while this one is worked on: Arrow decodes them in its
     # own threads, and most of the work on a group holds one core.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-read") as reader:
@@ -462,7 +465,7 @@ def _bracketed(
                     keys.append(key)
             nkeys = len(rows.keys)
             found = _brackets(rows, start_ms, end_ms, np.arange(nkeys, dtype=np.int64), nkeys)
-            inside.append(take(rows, _window_positions(rows, found)))
+            inside.append(take(rows, _window_positions(rows, found), left[g]))
             index = np.array([number[k] for k in rows.keys], dtype=np.int64)
             edges.append((index, found.before, found.after))
             del rows  # the next group is read without this one's table
@@ -495,7 +498,7 @@ def _bracketed(
             new = (side < 0) & (near >= 0)
             side[new] = near[new]
             if new.any():
-                out.append(take(rows, np.unique(near[new])))
+                out.append(take(rows, np.unique(near[new]), 0))
     return ahead[::-1] + inside + behind, keys
 
 
@@ -532,7 +535,7 @@ def read_bracketed(
         end_ms,
         device_ids,
         wanted,
-        lambda rows, at: _readings(rows, rows.stored(at), wanted),
+        lambda rows, at, _: _readings(rows, rows.stored(at), wanted),
     )
     if found is None:
         return None
@@ -557,8 +560,7 @@ def read_series(
     table.
 
     The days of a long range are read in groups of about ``group_rows`` readings (default
-    :data:`GROUP_ROWS`), each turned into per-series arrays before the next is read; the series
-    are joined at the end.
+    :data:`GROUP_ROWS`), each written into its series' arrays before the next is read.
 
     Returns None when the plan has delete files or files not partitioned by day (read the views
     then).
@@ -568,82 +570,190 @@ def read_series(
     """
     from wattlake.energy.series import Series
 
+    filling = _Filling()
+
+    def take(rows: _Rows, at: IntArray | None, left: int) -> _SeriesPart | None:
+        if left == 0:  # the nearest readings outside the window: a few per series
+            return _series_part(rows, at)
+        filling.add(rows, at, left)
+        return None
+
     found = _bracketed(
         lake,
         start_ms,
         end_ms,
         device_ids,
         list(SERIES_COLUMNS),
-        _series_part,
+        take,
         GROUP_ROWS if group_rows is None else group_rows,
     )
     if found is None:
         return None
-    parts = found[0]
-    rank = {key: i for i, key in enumerate(sorted(found[1]))}
-    ordered = sorted(found[1])
-    # Per series and part (in time order), where its readings are in the part's arrays.
-    segments = sorted(
-        (rank[key], p, a, n)
-        for p, (keys, firsts, sizes, _) in enumerate(parts)
-        for key, a, n in zip(keys, firsts.tolist(), sizes.tolist(), strict=True)
-    )
-    if len(parts) == 1:
-        cols = parts[0][3]
-        return [Series(*ordered[k], *(c[a : a + n] for c in cols)) for k, _, a, n in segments]
-    # Series readings in several parts: joined column by column, each part's column let go
-    # once copied.
-    starts: dict[int, int] = {}
-    total = 0
-    for k, _, _, n in segments:
-        starts.setdefault(k, total)
-        total += n
-    # Where each segment goes, and the segments cut in halves of about as many readings (copied
-    # on two cores: numpy lets go of the GIL while it copies).
-    to = np.cumsum([0] + [n for *_, n in segments])
-    half = int(np.searchsorted(to, to[-1] // 2))
-    joined: list[npt.NDArray[Any]] = []
-    for c in range(len(_SERIES_VALUES) + 1):
-        out = np.empty(total, dtype=parts[0][3][c].dtype)
-
-        def copy(first: int, stop: int, c: int = c, out: npt.NDArray[Any] = out) -> None:
-            for (_, p, a, n), at in zip(segments[first:stop], to[first:stop].tolist(), strict=True):
-                out[at : at + n] = parts[p][3][c][a : a + n]
-
-        _on_cores([lambda: copy(0, half), lambda: copy(half, len(segments))])
-        for part in parts:
-            part[3][c] = np.zeros(0, dtype=out.dtype)
-        joined.append(out)
-    ends = {k: starts[k] for k in starts}
-    for k, _, _, n in segments:
-        ends[k] += n
-    return [Series(*ordered[k], *(c[starts[k] : ends[k]] for c in joined)) for k in sorted(starts)]
+    parts, keys = found
+    # In time order: the parts before the window, its readings (filled), the parts after it.
+    inside = [p for p, part in enumerate(parts) if part is None]
+    split = inside[0] if inside else len(parts)
+    before = [part for part in parts[:split] if part is not None]
+    after = [part for part in parts[split:] if part is not None]
+    result = []
+    for key in sorted(keys):
+        edges = [[_cut(part, key) for part in side] for side in (before, after)]
+        cols = filling.series(key, *([c for c in cut if c is not None] for cut in edges))
+        if cols is not None:
+            result.append(Series(*key, *cols))
+    return result
 
 
-def _series_part(
-    rows: _Rows, at: IntArray | None
-) -> tuple[list[tuple[str, int]], IntArray, IntArray, list[npt.NDArray[Any]]]:
+_SeriesPart = tuple[list[tuple[str, int]], IntArray, IntArray, list[npt.NDArray[Any]]]
+
+
+def _cut(part: _SeriesPart, key: tuple[str, int]) -> list[npt.NDArray[Any]] | None:
+    """Return the columns of series ``key`` in ``part`` (None: it has no reading there)."""
+    keys, firsts, sizes, cols = part
+    if key not in keys:
+        return None
+    j = keys.index(key)
+    a, n = int(firsts[j]), int(sizes[j])
+    return [c[a : a + n] for c in cols]
+
+
+_HEAD: Final = _BRACKET_KINDS  # the most readings before the window a series is given
+_TAIL: Final = _BRACKET_KINDS  # and after it
+
+
+@dataclass(slots=True)
+class _Filling:
+    """The readings of each series in the window, group by group in time order, written into
+    one array per column and series (room left before them for the nearest readings before
+    the window, found last, and after them for those after it).
+
+    Writing each group's readings where they end (instead of arrays per group joined at the
+    end) takes half the memory and one pass over it less: fresh memory is most of the cost
+    of a long range."""
+
+    arrays: dict[tuple[str, int], list[npt.NDArray[Any]]] = field(default_factory=dict)
+    filled: dict[tuple[str, int], int] = field(default_factory=dict)  # end of the readings
+
+    def add(self, rows: _Rows, at: IntArray | None, left: int) -> None:
+        """Write the readings at positions ``at`` of the order of a group (None: all) after
+        those of the groups before; ``left``: readings in the window from this group on."""
+        size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
+        ts = rows.ts_ms if at is None else rows.ts_ms[at]
+        keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
+        size = size[size > 0]
+        firsts = np.cumsum(size) - size
+        keep = _first_in_each_ms(ts, firsts)
+        if keep is not None:
+            size = np.add.reduceat(keep.astype(np.int64), firsts)
+            firsts = np.cumsum(size) - size
+            ts = ts[keep]
+        group = max(int(size.sum()), 1)
+        offsets = []
+        for key, n in zip(keys, size.tolist(), strict=True):
+            offsets.append(self._room(key, n, n * left // group))
+        outs = [self.arrays[key] for key in keys]
+        places = list(zip(outs, firsts.tolist(), size.tolist(), offsets, strict=True))
+        for cols, a, n, o in places:
+            cols[0][o : o + n] = ts[a : a + n]
+        if at is None and rows.pieces is not None and keep is None:
+            # Decimals divided straight into place, run by run (each run is of one series).
+            lengths = rows.pieces[2] - rows.pieces[1]
+            position = np.cumsum(lengths) - lengths  # of each run's first reading
+            series = np.searchsorted(firsts, position, side="right") - 1
+            to = np.asarray(offsets, dtype=np.int64)[series] + position - firsts[series]
+            _on_cores(
+                [
+                    functools.partial(_piece_floats, rows, name, [o[c] for o in outs], series, to)
+                    for c, name in enumerate(_SERIES_VALUES, start=1)
+                ]
+            )
+        else:
+            stored = rows.stored(at)
+            if keep is not None:
+                stored = stored[keep]
+            for c, name in enumerate(_SERIES_VALUES, start=1):
+                values = _floats(rows, name, stored)
+                for cols, a, n, o in places:
+                    cols[c][o : o + n] = values[a : a + n]
+        for key, n in zip(keys, size.tolist(), strict=True):
+            self.filled[key] += n
+
+    def _room(self, key: tuple[str, int], n: int, expected: int) -> int:
+        """Return where the next ``n`` readings of ``key`` go, making room for them (and, for a
+        new series, for about ``expected`` in all from here on: memory never written to is
+        never taken)."""
+        at = self.filled.get(key, _HEAD)
+        cols = self.arrays.get(key)
+        need = at + n + _TAIL
+        if cols is None or need > cols[0].size:
+            size = max(need, _HEAD + expected * 9 // 8 + _TAIL)
+            if cols is not None:  # more readings than expected: a larger array, copied once
+                size = max(size, cols[0].size * 3 // 2)
+            fresh = [np.empty(size, dtype=np.int64)]
+            fresh += [np.empty(size, dtype=np.float64) for _ in _SERIES_VALUES]
+            if cols is not None:
+                for new, old in zip(fresh, cols, strict=True):
+                    new[_HEAD:at] = old[_HEAD:at]
+            self.arrays[key] = fresh
+            self.filled[key] = at
+        return at
+
+    def series(
+        self,
+        key: tuple[str, int],
+        before: list[list[npt.NDArray[Any]]],
+        after: list[list[npt.NDArray[Any]]],
+    ) -> list[npt.NDArray[Any]] | None:
+        """Return the columns of series ``key``: ``before`` (parts' columns in time order),
+        the window's readings, ``after`` (None: no reading at all)."""
+        cols = self.arrays.get(key)
+        if cols is None:
+            pieces = before + after
+            if not pieces:
+                return None
+            return [np.concatenate([p[c] for p in pieces]) for c in range(len(pieces[0]))]
+        a, b = _HEAD, self.filled[key]
+        n_before = sum(p[0].size for p in before)
+        n_after = sum(p[0].size for p in after)
+        if n_before > a or b + n_after > cols[0].size:  # more than the room left (not seen)
+            inside = [[c[a:b] for c in cols]]
+            pieces = before + inside + after
+            return [np.concatenate([p[c] for p in pieces]) for c in range(len(cols))]
+        for p in before[::-1]:
+            for c, column in enumerate(cols):
+                column[a - p[c].size : a] = p[c]
+            a -= p[0].size
+        for p in after:
+            for c, column in enumerate(cols):
+                column[b : b + p[c].size] = p[c]
+            b += p[0].size
+        return [c[a:b] for c in cols]
+
+
+def _first_in_each_ms(ts: IntArray, firsts: IntArray) -> BoolArray | None:
+    """Return which readings to keep when some of a series share a ms with the one before it
+    (the first stays, as split_series keeps it); None: all."""
+    repeated = ts[1:] == ts[:-1]
+    repeated[firsts[1:] - 1] = False  # a series' first reading repeats nothing
+    if not repeated.any():
+        return None
+    return np.concatenate(([True], ~repeated))
+
+
+def _series_part(rows: _Rows, at: IntArray | None) -> _SeriesPart:
     """Return the readings at positions ``at`` of the order (None: all) as per-series arrays:
     the series with readings, where each begins and its size, and the columns ts [ms], power,
     import and export counters (float64, NaN where absent), readings in the same ms after a
     series' first dropped."""
     size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
-    if at is None and rows.pieces is not None:
-        values = _on_cores(
-            [functools.partial(_piece_floats, rows, name) for name in _SERIES_VALUES]
-        )
-    else:
-        stored = rows.stored(at)
-        values = [_floats(rows, name, stored) for name in _SERIES_VALUES]
-    cols = [rows.ts_ms if at is None else rows.ts_ms[at], *values]
+    stored = rows.stored(at)
+    cols: list[npt.NDArray[Any]] = [rows.ts_ms if at is None else rows.ts_ms[at]]
+    cols += [_floats(rows, name, stored) for name in _SERIES_VALUES]
     keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
     size = size[size > 0]
     firsts = np.cumsum(size) - size
-    ts = cols[0]
-    repeated = ts[1:] == ts[:-1]
-    repeated[firsts[1:] - 1] = False  # a series' first reading repeats nothing
-    if repeated.any():  # readings within one ms: the first stays, as split_series keeps it
-        keep = np.concatenate(([True], ~repeated))
+    keep = _first_in_each_ms(cols[0], firsts)
+    if keep is not None:
         cols = [c[keep] for c in cols]
         size = np.add.reduceat(keep.astype(np.int64), firsts)
         firsts = np.cumsum(size) - size
@@ -664,9 +774,11 @@ def _on_cores(tasks: Sequence[Callable[[], _R]]) -> list[_R]:
         return list(pool.map(lambda task: task(), tasks))
 
 
-def _piece_floats(rows: _Rows, name: str) -> FloatArray:
-    """Return decimal column ``name`` at the rows in order as float64, NaN where
-    absent, run by run (``rows.pieces``): one pass over the stored values."""
+def _piece_floats(
+    rows: _Rows, name: str, outs: list[FloatArray], series: IntArray, to: IntArray
+) -> None:
+    """Write decimal column ``name`` as float64 (NaN where absent) run by run
+    (``rows.pieces``): run ``i`` into ``outs[series[i]]`` from ``to[i]`` on."""
     assert rows.pieces is not None
     batches = [b for b in rows.table.to_batches() if b.num_rows]
     scale = 10.0 ** rows.table.schema.field(name).type.scale
@@ -675,16 +787,13 @@ def _piece_floats(rows: _Rows, name: str) -> FloatArray:
         None if not b.column(name).null_count else ~_valid(pa.chunked_array([b.column(name)]))
         for b in batches
     ]
-    out = np.empty(rows.size, dtype=np.float64)
-    at = 0
-    for b, a, z in rows.pieces[:3].T.tolist():
-        part = out[at : at + z - a]
+    runs = zip(*rows.pieces[:3].tolist(), series.tolist(), to.tolist(), strict=True)
+    for b, a, z, j, at in runs:
+        part = outs[j][at : at + z - a]
         np.divide(units[b][a:z], scale, out=part)  # one rounding, as in _floats
         absent = nulls[b]
         if absent is not None:
             part[absent[a:z]] = np.nan
-        at += z - a
-    return out
 
 
 def _floats(rows: _Rows, name: str, stored: IntArray) -> FloatArray:

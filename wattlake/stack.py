@@ -365,10 +365,15 @@ class StopRequests:
         """Handle SIGINT and SIGTERM (from the main thread) until :meth:`uninstall`."""
         receive, send = socket.socketpair()
         send.setblocking(False)
+        try:
+            self._previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            receive.close()
+            send.close()
+            raise
         self._socks = (receive, send)
         self._reader = threading.Thread(target=self._read, name="stop-requests", daemon=True)
         self._reader.start()
-        self._previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, _counted_elsewhere)
         return self

@@ -7,7 +7,8 @@ UTC, as :mod:`wattlake.gateway.files` reads it) from 2000 to a day after the imp
 id, a whole channel in 0-32767, finite numbers; and every value fits its lake decimal. The
 readings are then exactly those the row path gives. At the first block that does not pass, the
 column path stops and says how many rows it took; the row path goes on from there and keeps
-each bad row as a dead letter with its number (a value too large, as ``out-of-range``).
+each bad row as a dead letter with its number (a value too large as ``out-of-range``, named by
+its column and value instead).
 """
 
 from __future__ import annotations

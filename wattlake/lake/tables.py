@@ -313,6 +313,13 @@ def _narrow_decimals(column: pa.ChunkedArray | pa.Array, target: pa.DataType) ->
     return pa.chunked_array(narrowed, target)
 
 
+def storable_limit(name: str) -> float:
+    """Return the magnitude a value of measurement ``name`` must stay below to fit its lake
+    decimal (:data:`wattlake.schema.DECIMALS`): the largest that still rounds to its digits."""
+    precision, scale = DECIMALS[name]
+    return float(10.0 ** (precision - scale) - 0.5 * 10.0**-scale)
+
+
 def unstorable(table: pa.Table) -> dict[int, str]:
     """Return the rows of readings (in memory form) holding a value too large for its lake
     decimal (:data:`wattlake.schema.DECIMALS`), each with one sentence saying which."""
@@ -320,8 +327,7 @@ def unstorable(table: pa.Table) -> dict[int, str]:
     for name, (precision, scale) in DECIMALS.items():
         if name not in table.column_names:
             continue
-        # The largest value that still rounds to ``precision`` digits.
-        limit = 10.0 ** (precision - scale) - 0.5 * 10.0**-scale
+        limit = storable_limit(name)
         big = pc.greater_equal(pc.abs(table[name]), limit)
         if not pc.any(big).as_py():
             continue

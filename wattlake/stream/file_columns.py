@@ -34,7 +34,13 @@ from wattlake.gateway.files import (
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
-from wattlake.schema import MEASUREMENT_COLUMNS, READING_SCHEMA, READINGS_TABLE, TS_TYPE
+from wattlake.schema import (
+    DECIMALS,
+    MEASUREMENT_COLUMNS,
+    READING_SCHEMA,
+    READINGS_TABLE,
+    TS_TYPE,
+)
 
 # Rows per block read from a Parquet file; readings gathered before one append by default (the
 # import takes the stream's ``buffer_max_rows``).
@@ -155,7 +161,10 @@ def _readings(block: pa.RecordBatch, rows: FileRows, received_at_ms: int) -> pa.
         if name not in names:
             arrays[name] = pa.nulls(n, pa.float64())
             continue
-        values = _numbers(block.column(name))
+        # A value too large for its lake decimal: the row path keeps that row as a dead letter
+        # (out-of-range) and stores the rest.
+        limit = tables.storable_limit(name) if name in DECIMALS else None
+        values = _numbers(block.column(name), limit)
         if values is None:
             return None
         arrays[name] = values
@@ -172,15 +181,12 @@ def _readings(block: pa.RecordBatch, rows: FileRows, received_at_ms: int) -> pa.
         "source": pa.repeat(pa.scalar(SOURCE), n) if n else pa.array([], pa.string()),
         **{name: arrays[name] for name in MEASUREMENT_COLUMNS},
     }
-    table = pa.Table.from_arrays([columns[f.name] for f in READING_SCHEMA], schema=READING_SCHEMA)
-    if tables.unstorable(table):  # a value too large for its lake decimal: the row path keeps
-        return None  # that row as a dead letter and stores the rest
-    return table
+    return pa.Table.from_arrays([columns[f.name] for f in READING_SCHEMA], schema=READING_SCHEMA)
 
 
-def _numbers(values: pa.Array) -> pa.Array | None:
+def _numbers(values: pa.Array, limit: float | None = None) -> pa.Array | None:
     """Return a column as float64 (empty text as null), or None when a value is not a finite
-    number."""
+    number (or, given a ``limit``, not below it in magnitude)."""
     if pa.types.is_string(values.type):
         values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
         try:
@@ -193,10 +199,9 @@ def _numbers(values: pa.Array) -> pa.Array | None:
         return values.cast(pa.float64())
     else:
         return None
-    if (
-        values.null_count < len(values)
-        and not pc.all(pc.fill_null(pc.is_finite(values), True)).as_py()
-    ):
+    # NaN and infinity are not below any limit.
+    ok = pc.is_finite(values) if limit is None else pc.less(pc.abs(values), limit)
+    if values.null_count < len(values) and not pc.all(pc.fill_null(ok, True)).as_py():
         return None
     return values
 

@@ -354,6 +354,12 @@ def series_energy(
     )
 
 
+def usable_cores() -> int:
+    """Return how many cores this process may run on (its affinity where the OS says)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 # Series with at least this many readings in all are integrated on a thread per core: numpy
 # releases the GIL in the kernel's passes over the arrays, which is nearly all of its time.
 _THREADED_READINGS: Final = 200_000
@@ -381,8 +387,7 @@ def series_energies(
             series[i], each[i], method="auto", max_gap_s=max_gap_s, max_power_w=max_power_w
         )
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(cores or 1, len(series))
+    workers = min(usable_cores(), len(series))
     if workers < 2 or sum(s.ts_ms.size for s in series) < _THREADED_READINGS:
         return [energy_of(i) for i in range(len(series))]
     # Longest first, so one long series does not start last and run alone.

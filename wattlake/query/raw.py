@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -637,16 +636,7 @@ class _Filling:
     def add(self, rows: _Rows, at: IntArray | None, left: int) -> None:
         """Write the readings at positions ``at`` of the order of a group (None: all) after
         those of the groups before; ``left``: readings in the window from this group on."""
-        size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
-        ts = rows.ts_ms if at is None else rows.ts_ms[at]
-        keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
-        size = size[size > 0]
-        firsts = np.cumsum(size) - size
-        keep = _first_in_each_ms(ts, firsts)
-        if keep is not None:
-            size = np.add.reduceat(keep.astype(np.int64), firsts)
-            firsts = np.cumsum(size) - size
-            ts = ts[keep]
+        keys, firsts, size, ts, keep = _layout(rows, at)
         group = max(int(size.sum()), 1)
         offsets = []
         for key, n in zip(keys, size.tolist(), strict=True):
@@ -730,14 +720,25 @@ class _Filling:
         return [c[a:b] for c in cols]
 
 
-def _first_in_each_ms(ts: IntArray, firsts: IntArray) -> BoolArray | None:
-    """Return which readings to keep when some of a series share a ms with the one before it
-    (the first stays, as split_series keeps it); None: all."""
+def _layout(
+    rows: _Rows, at: IntArray | None
+) -> tuple[list[tuple[str, int]], IntArray, IntArray, IntArray, BoolArray | None]:
+    """Return, for the readings at positions ``at`` of the order (None: all), the series with
+    readings, where each begins and its size, and the readings' ts [ms], once readings in the
+    same ms after a series' first are dropped (the first stays, as split_series keeps it); and
+    which readings were kept (None: all)."""
+    size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
+    ts = rows.ts_ms if at is None else rows.ts_ms[at]
+    keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
+    size = size[size > 0]
+    firsts = np.cumsum(size) - size
     repeated = ts[1:] == ts[:-1]
     repeated[firsts[1:] - 1] = False  # a series' first reading repeats nothing
     if not repeated.any():
-        return None
-    return np.concatenate(([True], ~repeated))
+        return keys, firsts, size, ts, None
+    keep = np.concatenate(([True], ~repeated))
+    size = np.add.reduceat(keep.astype(np.int64), firsts)
+    return keys, np.cumsum(size) - size, size, ts[keep], keep
 
 
 def _series_part(rows: _Rows, at: IntArray | None) -> _SeriesPart:
@@ -745,18 +746,12 @@ def _series_part(rows: _Rows, at: IntArray | None) -> _SeriesPart:
     the series with readings, where each begins and its size, and the columns ts [ms], power,
     import and export counters (float64, NaN where absent), readings in the same ms after a
     series' first dropped."""
-    size = np.diff(rows.bounds if at is None else np.searchsorted(at, rows.bounds))
+    keys, firsts, size, ts, keep = _layout(rows, at)
     stored = rows.stored(at)
-    cols: list[npt.NDArray[Any]] = [rows.ts_ms if at is None else rows.ts_ms[at]]
-    cols += [_floats(rows, name, stored) for name in _SERIES_VALUES]
-    keys = [k for k, n in zip(rows.keys, size.tolist(), strict=True) if n]
-    size = size[size > 0]
-    firsts = np.cumsum(size) - size
-    keep = _first_in_each_ms(cols[0], firsts)
     if keep is not None:
-        cols = [c[keep] for c in cols]
-        size = np.add.reduceat(keep.astype(np.int64), firsts)
-        firsts = np.cumsum(size) - size
+        stored = stored[keep]
+    cols: list[npt.NDArray[Any]] = [ts]
+    cols += [_floats(rows, name, stored) for name in _SERIES_VALUES]
     return keys, firsts, size, cols
 
 
@@ -766,8 +761,9 @@ _R = TypeVar("_R")
 def _on_cores(tasks: Sequence[Callable[[], _R]]) -> list[_R]:
     """Return the results of ``tasks``, run on a thread per core (numpy and Arrow let go of
     the GIL in their passes over arrays)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(cores or 1, len(tasks))
+    from wattlake.energy.series import usable_cores
+
+    workers = min(usable_cores(), len(tasks))
     if workers < 2:
         return [task() for task in tasks]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raw") as pool:

@@ -13,7 +13,8 @@ alternating the two, and checks that both give identical results.
 ``--raw-baseline REV`` times the raw path (``energy_over_edges`` with the rollups reported
 stale: what ``energy``/``cost``/``pv`` and the rollup job use when rollups cannot answer) of the
 whole ``wattlake`` package as it was at git revision REV beside the current one, each in a
-fresh process on the same lake, alternated, best of R; prints wall and process-CPU seconds,
+fresh process on the same lake (with the environment that revision's ``wattlake`` command sets
+for itself, ``wattlake.cli.PROCESS_DEFAULTS``), alternated, best of R; prints wall and process-CPU seconds,
 readings per second and the load average, and checks that the results are identical bit for
 bit. ``--raw-only`` skips the rollup job and the rollup timings.
 """
@@ -190,10 +191,13 @@ def run_alternated(
     peak: dict[str, float] = {}
     dumps: dict[str, Any] = {}
     first: dict[str, float] = {}
+    paths = {label: os.pathsep.join([package, str(here.parent)]) for label, package in packages}
+    # Each side's process starts as its own ``wattlake`` command would (wattlake.cli).
+    starts = {label: cli_defaults(path) for label, path in paths.items()}
     for _ in range(repeat):
-        for label, package in packages:
+        for label, _package in packages:
             out = str(Path(folder) / f"{worker}-{label}.pickle")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([package, str(here.parent)])}
+            env = {**starts[label], **os.environ, "PYTHONPATH": paths[label]}
             if label == "after":
                 env.update(env_after or {})
             command = [sys.executable, str(here), f"--{worker}-worker", data_dir, "--out", out]
@@ -213,6 +217,22 @@ def run_alternated(
             with open(out, "rb") as f:
                 dumps[label] = pickle.load(f)
     return best, peak, first, dumps
+
+
+def cli_defaults(python_path: str) -> dict[str, str]:
+    """Return the environment a ``wattlake`` command of the package on ``python_path`` sets
+    for its process (``wattlake.cli.PROCESS_DEFAULTS``; none before it had them)."""
+    probe = (
+        "import json, wattlake.cli as c; print(json.dumps(getattr(c, 'PROCESS_DEFAULTS', {})))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": python_path},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return dict(json.loads(found.stdout))
 
 
 def print_pair(

@@ -58,3 +58,25 @@ def test_every_commands_help_loads_no_heavy_library() -> None:
         )
         == []
     )
+
+
+def huge_page_advice(environ: dict[str, str]) -> bool:
+    """Return whether numpy advises huge pages in a ``wattlake`` process (``environ`` added)."""
+    import os
+
+    code = (
+        "from wattlake.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n"
+        "    pass\nimport numpy\nprint(numpy._core.multiarray._get_madvise_hugepage())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"} | environ
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    return done.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_a_wattlake_process_asks_numpy_for_small_pages_unless_told_otherwise() -> None:
+    """Fresh huge pages cost more than they save in a command that allocates its arrays once
+    (docs/lake.md); the user's own NUMPY_MADVISE_HUGEPAGE wins."""
+    assert huge_page_advice({}) is False
+    assert huge_page_advice({"NUMPY_MADVISE_HUGEPAGE": "1"}) is True

@@ -5,9 +5,22 @@ from __future__ import annotations
 import os
 import sys
 
+PROCESS_DEFAULTS: dict[str, str] = {
+    # numpy advises the kernel to back arrays of 4 MB and more with transparent huge pages.
+    # A command allocates its big arrays once (a year of readings is about 2 GB of series), and
+    # a huge page's first touch can cost several times a small page's: the kernel may compact
+    # memory for it, and a virtual machine whose free memory goes back to its host (free page
+    # reporting) faults each one in again. Measured in docs/lake.md; NUMPY_MADVISE_HUGEPAGE=1
+    # turns the advice back on.
+    "NUMPY_MADVISE_HUGEPAGE": "0",
+}
+"""Environment variables a ``wattlake`` process sets before it imports numpy, unless set."""
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user's mistake is one sentence and exit code 2, never a traceback."""
+    for name, value in PROCESS_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # numpy reads it once, when first imported
     from wattlake.cli.errors import (
         INTERRUPTED,
         exit_code_for,

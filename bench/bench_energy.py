@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-from timing import best_of
+from timing import as_cli_process, best_of
 
 from wattlake.energy.buckets import bucket_edges_ms, zone
 from wattlake.energy.integrate import integrate_power, plain_trapezoid_wh
@@ -83,6 +83,7 @@ def before_timings(rev: str, n: int, repeat: int) -> dict[str, float]:
 
 
 def main() -> None:
+    as_cli_process()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--readings", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)

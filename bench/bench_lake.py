@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleet
+from timing import as_cli_process
 
 from wattlake.config import Settings
 from wattlake.energy.buckets import bucket_edges_ms, zone
@@ -180,6 +181,7 @@ def storage(
 
 
 def main() -> None:
+    as_cli_process()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--days", type=int, default=7)

@@ -14,9 +14,9 @@ alternating the two, and checks that both give identical results.
 stale: what ``energy``/``cost``/``pv`` and the rollup job use when rollups cannot answer) of the
 whole ``wattlake`` package as it was at git revision REV beside the current one, each in a
 fresh process on the same lake (with the environment that revision's ``wattlake`` command sets
-for itself, ``wattlake.cli.PROCESS_DEFAULTS``), alternated, best of R; prints wall and process-CPU seconds,
-readings per second and the load average, and checks that the results are identical bit for
-bit. ``--raw-only`` skips the rollup job and the rollup timings.
+for itself, ``wattlake.cli.PROCESS_DEFAULTS``), alternated, best of R; prints wall and
+process-CPU seconds, readings per second and the load average, and checks that the results are
+identical bit for bit. ``--raw-only`` skips the rollup job and the rollup timings.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import fleet
 import numpy as np
-from timing import best_of
+from timing import as_cli_process, best_of, user_environ
 
 from wattlake.config import Settings
 from wattlake.energy.buckets import bucket_edges_ms, zone
@@ -197,7 +197,7 @@ def run_alternated(
     for _ in range(repeat):
         for label, _package in packages:
             out = str(Path(folder) / f"{worker}-{label}.pickle")
-            env = {**starts[label], **os.environ, "PYTHONPATH": paths[label]}
+            env = {**starts[label], **user_environ(), "PYTHONPATH": paths[label]}
             if label == "after":
                 env.update(env_after or {})
             command = [sys.executable, str(here), f"--{worker}-worker", data_dir, "--out", out]
@@ -222,12 +222,10 @@ def run_alternated(
 def cli_defaults(python_path: str) -> dict[str, str]:
     """Return the environment a ``wattlake`` command of the package on ``python_path`` sets
     for its process (``wattlake.cli.PROCESS_DEFAULTS``; none before it had them)."""
-    probe = (
-        "import json, wattlake.cli as c; print(json.dumps(getattr(c, 'PROCESS_DEFAULTS', {})))"
-    )
+    probe = "import json, wattlake.cli as c; print(json.dumps(getattr(c, 'PROCESS_DEFAULTS', {})))"
     found = subprocess.run(
         [sys.executable, "-c", probe],
-        env={**os.environ, "PYTHONPATH": python_path},
+        env={**user_environ(), "PYTHONPATH": python_path},
         check=True,
         capture_output=True,
         text=True,
@@ -340,6 +338,7 @@ def main() -> None:
         w = worker.parse_args()
         raw_worker(w.raw_worker, w.days, w.devices, w.repeat, w.out)
         return
+    as_cli_process()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--devices", type=int, default=10)

@@ -70,7 +70,12 @@ def huge_page_advice(environ: dict[str, str]) -> bool:
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"} | environ
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
     )
     return done.stdout.strip().splitlines()[-1] == "True"
 

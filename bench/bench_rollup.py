@@ -226,6 +226,7 @@ def cli_defaults(python_path: str) -> dict[str, str]:
     found = subprocess.run(
         [sys.executable, "-c", probe],
         env={**user_environ(), "PYTHONPATH": python_path},
+        cwd=python_path.split(os.pathsep)[0],  # not this checkout's package (first on sys.path)
         check=True,
         capture_output=True,
         text=True,

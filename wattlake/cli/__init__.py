@@ -13,14 +13,19 @@ PROCESS_DEFAULTS: dict[str, str] = {
     # reporting) faults each one in again. Measured in docs/lake.md; NUMPY_MADVISE_HUGEPAGE=1
     # turns the advice back on.
     "NUMPY_MADVISE_HUGEPAGE": "0",
+    # Arrow's allocator (mimalloc) hands memory it has not used for 10 ms back to the kernel;
+    # a long read frees and takes again a few hundred MB per group of files, so each group
+    # faulted its pages in afresh. After a second unused it still goes back.
+    "MIMALLOC_PURGE_DELAY": "1000",
 }
-"""Environment variables a ``wattlake`` process sets before it imports numpy, unless set."""
+"""Environment variables a ``wattlake`` process sets for itself before it imports numpy or
+pyarrow (which read them once), unless already set."""
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user's mistake is one sentence and exit code 2, never a traceback."""
     for name, value in PROCESS_DEFAULTS.items():
-        os.environ.setdefault(name, value)  # numpy reads it once, when first imported
+        os.environ.setdefault(name, value)
     from wattlake.cli.errors import (
         INTERRUPTED,
         exit_code_for,

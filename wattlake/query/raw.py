@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from wattlake.energy.series import Series
 
 _DAY_MS: Final = 86_400_000
-GROUP_ROWS = 8_000_000
+GROUP_ROWS = 4_000_000
 """About how many readings :func:`read_series` reads at once over a long range (default)."""
 _Part = TypeVar("_Part")
 _STORED_READINGS: Final = TABLES[READINGS_TABLE].schema

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from timing import as_cli_process
 
 from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
@@ -421,6 +422,7 @@ def run_memory(broker: Broker, workdir: Path, readings: int) -> None:
 
 
 def main() -> None:
+    as_cli_process()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--batched-messages", type=int, default=20_000)

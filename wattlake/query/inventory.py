@@ -20,12 +20,11 @@ SHOWN_DEVICES = 5
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpan:
-    """One device's readings in the lake: how many, and the first and last time [epoch ms]."""
+    """One device's readings in the lake: the first and last time [epoch ms]."""
 
     device_id: str
     first_ms: int
     last_ms: int
-    readings: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +61,14 @@ def lake_inventory(settings: Settings) -> Inventory:
     from wattlake.query.engine import connect
 
     con = connect(Lake.from_settings(settings))
+    # The stored rows, not the deduplicated view: copies of a reading share its time, so the
+    # first and last are the same, and a year of 10 devices takes 0.5 s and 240 MB instead of
+    # 27 s and 6.4 GB (the view's window over every row).
     rows = con.execute(
-        "SELECT device_id, epoch_ms(min(ts)), epoch_ms(max(ts)), count(*) FROM readings "
+        "SELECT device_id, epoch_ms(min(ts)), epoch_ms(max(ts)) FROM raw_readings_stored "
         "GROUP BY device_id ORDER BY device_id"
     ).fetchall()
-    return Inventory(tuple(DeviceSpan(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows))
+    return Inventory(tuple(DeviceSpan(str(r[0]), int(r[1]), int(r[2])) for r in rows))
 
 
 def no_data_message(

@@ -153,3 +153,21 @@ def test_a_client_reconnects_to_a_restarted_broker_as_the_policy_says() -> None:
         client.disconnect()
         client.loop_stop()
         broker.stop()
+
+
+def test_the_embedded_brokers_subscriptions_may_change_while_a_broadcast_walks_them() -> None:
+    """amqtt walks its subscriptions across awaits while a disconnect deletes filters; the walk
+    must not fail with "dictionary changed size during iteration" (seen at demo stops)."""
+    from wattlake.gateway.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        subscriptions = broker._broker._subscriptions
+        subscriptions.update({"a/#": [], "b/#": [], "c/#": []})
+        walked = []
+        for topic, _ in subscriptions.items():  # as amqtt's _run_broadcast walks them
+            walked.append(topic)
+            subscriptions.pop("c/#", None)  # a client disconnected meanwhile
+            subscriptions["d/#"] = []  # another subscribed
+        for topic in subscriptions:  # as amqtt's retained-message walk does
+            del subscriptions[topic]
+        assert walked == ["a/#", "b/#", "c/#"] and not subscriptions

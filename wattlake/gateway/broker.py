@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wattlake.errors import BrokerError
@@ -153,6 +154,7 @@ class EmbeddedBroker:
         _wait_for_acknowledgements()
         _deliver_before_disconnect()
         self._broker = Broker(config)
+        self._broker._subscriptions = Subscriptions(self._broker._subscriptions)
         await self._broker.start()
 
     def pending_for(self, client_id: str, timeout_s: float = 5.0) -> int | None:
@@ -185,6 +187,26 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Subscriptions(dict[str, Any]):
+    """amqtt's subscriptions by topic filter, iterated over a copy of the filters.
+
+    amqtt walks its subscriptions across awaits (each broadcast checks the receiver's topic
+    rules, a reconnecting session gets the retained messages) while a client that disconnects
+    has its filters deleted: the walk then failed with "dictionary changed size during
+    iteration", printed as a task exception at a demo's stop, and the message being broadcast
+    reached none of the subscribers after that point.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return list(super().keys())
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
 
 
 async def _pending_for(broker: Any, client_id: str) -> int:

@@ -1,11 +1,13 @@
-"""Quick start: loading the command line pulls in no heavy library (a module check, not a timing).
+"""Quick start: loading the command line pulls in no heavy library (a module check, not a timing),
+and a ``wattlake`` process sets its memory defaults.
 
-The figures are measured in bench/bench_startup.py.
+The figures are measured in bench/bench_startup.py and bench/bench_pages.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,8 +65,6 @@ def test_every_commands_help_loads_no_heavy_library() -> None:
 def process_state(environ: dict[str, str]) -> tuple[bool, str | None]:
     """Return whether numpy advises huge pages in a ``wattlake`` process, and the mimalloc purge
     delay in its environment (``environ`` added to a clean one)."""
-    import os
-
     code = (
         "import os\nfrom wattlake.cli import main\ntry:\n    main(['--version'])\n"
         "except SystemExit:\n    pass\nimport json, numpy\n"

@@ -226,10 +226,13 @@ def table_view(
     view_filter: ViewFilter | None = None,
     snapshot_id: int | None = None,
     keep_plans: bool = False,
+    by_path: bool = True,
 ) -> None:
     """Create view ``view`` over the files of table ``name``'s scan plan (stored columns),
     pruned to ``view_filter``; with ``keep_plans``, from the table's whole plan kept for
-    its snapshot and pruned by day partition."""
+    its snapshot and pruned by day partition. Without ``by_path``, local files are read
+    through a pyarrow dataset as on S3, so that the view names no file DuckDB must be
+    allowed to open."""
     flt = view_filter or ViewFilter()
     files = _scan_plan(lake, name, flt, snapshot_id=snapshot_id, keep_plans=keep_plans)
     plan = files.tasks
@@ -244,7 +247,7 @@ def table_view(
         row_filter = flt.expression(TIME_COLUMNS[name]) if name != DEAD_LETTERS_TABLE else None
         scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
         con.register(source, scan.to_arrow())
-    elif lake.is_local:
+    elif lake.is_local and by_path:
         listing = ", ".join(sql_string(tables.local_path(t.file.file_path)) for t in plan)
         # Files written before a schema change lack its columns: then match columns by name
         # (which reads every file's footer first: about 60 ms for 400 files, so only then).
@@ -279,6 +282,7 @@ def connect(
     as_of_ms: int | None = None,
     snapshot_ids: Mapping[str, int | None] | None = None,
     keep_plans: bool = False,
+    by_path: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the lake's views defined.
 
@@ -288,6 +292,7 @@ def connect(
     ``snapshot_ids`` shows each table named in it at that snapshot (None: empty).
     ``keep_plans`` (for a long-running process) plans each table once per snapshot and prunes
     that plan for each range asked (by day partition only: the device is not pruned).
+    ``by_path`` as for :func:`table_view`.
 
     Raises:
         wattlake.errors.StorageError: the catalog or a table cannot be read.
@@ -300,6 +305,7 @@ def connect(
         as_of_ms=as_of_ms,
         snapshot_ids=snapshot_ids,
         keep_plans=keep_plans,
+        by_path=by_path,
     )
     return con
 
@@ -325,6 +331,7 @@ def define_views(
     as_of_ms: int | None = None,
     snapshot_ids: Mapping[str, int | None] | None = None,
     keep_plans: bool = False,
+    by_path: bool = True,
 ) -> None:
     """Define the lake's views on ``con`` as :func:`connect` does, each name followed by
     ``suffix`` (``readings`` + ``_r1``: ``readings_r1``), so that views of several ranges
@@ -350,6 +357,7 @@ def define_views(
                 view_filter=view_filter,
                 snapshot_id=snapshot_id,
                 keep_plans=keep_plans,
+                by_path=by_path,
             )
     con.execute(
         f"CREATE VIEW raw_readings{suffix} AS SELECT {_READING_COLUMNS} "

@@ -1,21 +1,25 @@
 """Read-only SQL over the lake's tables, for the API.
 
-Each query gets a fresh DuckDB connection with the lake's views, then locked down before the
-user's text runs: only the lake's own data files may be read (``allowed_paths``), no other file,
-network, extension or attached database (``enable_external_access = false``), and the
-configuration cannot be changed back (``lock_configuration``). Only ``SELECT`` statements are
-taken; a timer interrupts a query past its time limit, and at most ``max_rows`` rows return.
+Each query gets a fresh in-memory DuckDB database with the lake's views, then locked down
+before the user's text runs (docs/web.md, "What user SQL can reach"). The views read the
+lake's data files through pyarrow (the plan's files, never a path the user names), so DuckDB
+itself needs no file at all: no temporary folder (``temp_directory = ''``; DuckDB would
+otherwise allow its temporary folder, ``.tmp`` in the working folder by default, to every
+query once external access is off), no allowed directories or paths, external access off, the
+local file system disabled, no extension loaded or installed, no Python variables scanned,
+and the configuration locked so no statement can change any of that back. Only one ``SELECT``
+statement is taken; a timer interrupts a query past its time limit, and at most ``max_rows``
+rows return.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 
-from wattlake.lake.catalog import sql_string
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import connect
 from wattlake.web.errors import BadRequest, QueryTimeout
@@ -30,17 +34,31 @@ class SqlResult:
     truncated: bool
 
 
+# The settings that lock a sandboxed connection, in order (temp_directory before external
+# access: switching that off adds the temporary folder to the allowed directories).
+LOCKDOWN: Final = (
+    ("temp_directory", "''"),
+    ("allowed_directories", "[]"),
+    ("allowed_paths", "[]"),
+    ("enable_external_access", "false"),
+    ("disabled_filesystems", "'LocalFileSystem'"),
+    ("autoinstall_known_extensions", "false"),
+    ("autoload_known_extensions", "false"),
+    ("python_enable_replacements", "false"),
+    ("lock_configuration", "true"),
+)
+# The one sentence for a query that reaches for something outside the views.
+OUTSIDE_VIEWS: Final = (
+    "The query was refused: SQL here reads only the lake's views (no file, URL, extension, "
+    "database or setting)."
+)
+
+
 def sandboxed(lake: Lake) -> duckdb.DuckDBPyConnection:
     """Return a connection with the lake's views that can read nothing else."""
-    con = connect(lake)
-    # Only the tables' data files: not the catalog, token or state files beside them.
-    files = lake.list_files("", ".parquet") if lake.is_local else []
-    listing = ", ".join(sql_string(f) for f in files)
-    con.execute(f"SET allowed_paths = [{listing}]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET lock_configuration = true")
+    con = connect(lake, by_path=False)
+    for name, value in LOCKDOWN:
+        con.execute(f"SET {name} = {value}")
     return con
 
 
@@ -70,8 +88,11 @@ def run_sql(lake: Lake, text: str, *, time_limit_ms: int, max_rows: int) -> SqlR
                 f"The query ran longer than {time_limit_ms} ms; narrow it (a time range, a "
                 "device) or use `wattlake query` on the server."
             ) from exc
+        except duckdb.PermissionException as exc:
+            raise BadRequest(OUTSIDE_VIEWS) from exc
         except duckdb.Error as exc:
-            raise BadRequest(f"The query was refused: {str(exc).splitlines()[0]}") from exc
+            reason = str(exc).splitlines()[0].rstrip("!. ")
+            raise BadRequest(f"The query was refused: {reason}.") from exc
         finally:
             timer.cancel()
     finally:

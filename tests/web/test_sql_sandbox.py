@@ -91,9 +91,15 @@ def local_served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     places = {"lake_root": str(lake_dir), "beside": str(_plant(root))}
     served = _serve(settings, places)
     places["in_lake"] = str(_plant(lake_dir))
-    # A Parquet file in the lake folder that no table names (the old sandbox allowed any).
-    pq.write_table(pa.table({"secret": [SECRET]}), lake_dir / "planted.parquet")
-    places["lake_parquet"] = str(lake_dir / "planted.parquet")
+    # Parquet files in the lake folder and in a table's data folder that no table names (the
+    # old sandbox allowed any Parquet file under the lake).
+    secret = pa.table({"secret": [SECRET]})
+    for key, path in (
+        ("lake_parquet", lake_dir / "planted.parquet"),
+        ("unlisted_parquet", Path(places["data_file"]).parent / "planted.parquet"),
+    ):
+        pq.write_table(secret, path)
+        places[key] = str(path)
     return served
 
 
@@ -113,10 +119,14 @@ def s3_served(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> 
         served = _serve(settings, places)
         places["in_lake"] = str(_plant(Path(places["state_dir"])))
         lake = served.lake
-        with lake.fs.open_output_stream(lake.path("planted.parquet")) as out:
-            pq.write_table(pa.table({"secret": [SECRET]}), out)
-        places["lake_parquet"] = f"s3://{lake.path('planted.parquet')}"
-        places["data_file"] = f"s3://{places['data_file'].removeprefix('s3://')}"
+        data_folder = places["data_file"].removeprefix("s3://").rsplit("/", 1)[0]
+        for key, path in (
+            ("lake_parquet", lake.path("planted.parquet")),
+            ("unlisted_parquet", f"{data_folder}/planted.parquet"),
+        ):
+            with lake.fs.open_output_stream(path) as out:
+                pq.write_table(pa.table({"secret": [SECRET]}), out)
+            places[key] = f"s3://{path}"
         yield served
 
 
@@ -156,7 +166,11 @@ PROBES: dict[str, str] = {
     "read_json_objects": "SELECT * FROM read_json_objects('{tokens}')",
     "read_parquet planted": "SELECT * FROM read_parquet('{lake_parquet}')",
     "parquet_metadata": "SELECT * FROM parquet_metadata('{lake_parquet}')",
-    "read_parquet data file": "SELECT * FROM read_parquet('{data_file}')",
+    "read_parquet unlisted": "SELECT * FROM read_parquet('{unlisted_parquet}')",
+    "read_parquet data and more": (
+        "SELECT * FROM read_parquet(['{data_file}', '{unlisted_parquet}'], union_by_name = true)"
+    ),
+    "glob data folder": "SELECT * FROM glob('{data_file}/../*.parquet')",
     "glob temp": "SELECT * FROM glob('.tmp/*')",
     "glob temp setting": "SELECT * FROM glob(current_setting('temp_directory') || '/*')",
     "glob lake": "SELECT * FROM glob('{lake_root}/*')",
@@ -222,30 +236,37 @@ def test_probe_is_refused(served: Served, cwd_secret: Path, name: str) -> None:
     assert not list(Path.cwd().glob("escape*")), "nothing was written"
 
 
-def test_sandbox_allows_no_folder_and_no_file(served: Served) -> None:
-    """DuckDB's own view of the sandbox: no temporary folder, nothing allowed, all locked."""
+def test_sandbox_allows_only_the_views_files(served: Served) -> None:
+    """DuckDB's own view of the sandbox: no temporary folder, no allowed folder, only the data
+    files the views read by path (a local lake's; none on S3), all of it locked."""
     headers = {"Authorization": f"Bearer {served.token}"}
-    names = ", ".join(
-        f"current_setting('{s}') AS {s}"
-        for s in (
-            "temp_directory",
-            "allowed_directories",
-            "allowed_paths",
-            "enable_external_access",
-            "lock_configuration",
-        )
-    )
-    r = served.client.post("/api/sql", json={"query": f"SELECT {names}"}, headers=headers)
-    assert r.status_code == 200, r.text
-    assert r.json()["rows"] == [
-        {
-            "temp_directory": "",
-            "allowed_directories": "[]",
-            "allowed_paths": "[]",
-            "enable_external_access": False,
-            "lock_configuration": True,
-        }
+
+    def ask(text: str) -> list[dict[str, object]]:
+        r = served.client.post("/api/sql", json={"query": text}, headers=headers)
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, object]] = r.json()["rows"]
+        return rows
+
+    names = ("temp_directory", "enable_external_access", "lock_configuration")
+    settings = ask("SELECT " + ", ".join(f"current_setting('{n}') AS {n}" for n in names))
+    assert settings == [
+        {"temp_directory": "", "enable_external_access": False, "lock_configuration": True}
     ]
+    assert ask("SELECT len(current_setting('allowed_directories')) AS n") == [{"n": 0}]
+    allowed = ask("SELECT unnest(current_setting('allowed_paths')) AS path")
+    plan = [t.file.file_path for t in tables.scan_files(served.lake, READINGS_TABLE)]
+    if served.lake.is_local:
+        assert sorted(r["path"] for r in allowed) == sorted(tables.local_path(p) for p in plan)
+        # A view's file by its path holds the rows the view shows.
+        by_path = ask(f"SELECT count(*) AS n FROM read_parquet('{served.places['data_file']}')")
+        assert by_path[0]["n"] == 300
+    else:
+        assert allowed == []
+        # No view names a file: DuckDB's local file system is off (current_setting shows '').
+        con = sandboxed(served.lake)
+        with pytest.raises(duckdb.PermissionException, match="LocalFileSystem has been disabled"):
+            con.execute(f"SELECT * FROM read_text('{served.places['beside']}')")
+        con.close()
 
 
 def test_views_still_answer(served: Served, cwd_secret: Path) -> None:

@@ -1,15 +1,15 @@
 """Read-only SQL over the lake's tables, for the API.
 
-Each query gets a fresh in-memory DuckDB database with the lake's views, then locked down
-before the user's text runs (docs/web.md, "What user SQL can reach"). The views read the
-lake's data files through pyarrow (the plan's files, never a path the user names), so DuckDB
-itself needs no file at all: no temporary folder (``temp_directory = ''``; DuckDB would
-otherwise allow its temporary folder, ``.tmp`` in the working folder by default, to every
-query once external access is off), no allowed directories or paths, external access off, the
-local file system disabled, no extension loaded or installed, no Python variables scanned,
-and the configuration locked so no statement can change any of that back. Only one ``SELECT``
-statement is taken; a timer interrupts a query past its time limit, and at most ``max_rows``
-rows return.
+Each query gets a fresh in-memory DuckDB database with the lake's views, locked down before the
+user's text runs (docs/web.md, "What user SQL can reach"): the only files DuckDB may open are
+the data files the views read by path (a local lake's current Parquet files, ``allowed_paths``;
+none on S3, where pyarrow reads them); there is no temporary folder (``temp_directory = ''``:
+DuckDB allows its temporary folder, ``.tmp`` in the working folder by default, to every query
+once external access is off), no allowed directory, external access is off (no other file, URL,
+attached database or extension; DuckDB's local file system is disabled outright when the views
+name no file), Python variables are not scanned, and the configuration is locked so that no
+statement can change any of it back. Only one ``SELECT`` statement is taken; a timer interrupts
+a query past its time limit, and at most ``max_rows`` rows return.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any, Final
 
 import duckdb
 
+from wattlake.lake.catalog import sql_string
 from wattlake.lake.storage import Lake
-from wattlake.query.engine import connect
+from wattlake.query.engine import define_views
 from wattlake.web.errors import BadRequest, QueryTimeout
 
 
@@ -34,31 +35,28 @@ class SqlResult:
     truncated: bool
 
 
-# The settings that lock a sandboxed connection, in order (temp_directory before external
-# access: switching that off adds the temporary folder to the allowed directories).
-LOCKDOWN: Final = (
-    ("temp_directory", "''"),
-    ("allowed_directories", "[]"),
-    ("allowed_paths", "[]"),
-    ("enable_external_access", "false"),
-    ("disabled_filesystems", "'LocalFileSystem'"),
-    ("autoinstall_known_extensions", "false"),
-    ("autoload_known_extensions", "false"),
-    ("python_enable_replacements", "false"),
-    ("lock_configuration", "true"),
-)
 # The one sentence for a query that reaches for something outside the views.
 OUTSIDE_VIEWS: Final = (
-    "The query was refused: SQL here reads only the lake's views (no file, URL, extension, "
-    "database or setting)."
+    "The query was refused: SQL here reads only the lake's views (no other file, URL, "
+    "extension, database or setting)."
 )
 
 
 def sandboxed(lake: Lake) -> duckdb.DuckDBPyConnection:
     """Return a connection with the lake's views that can read nothing else."""
-    con = connect(lake, by_path=False)
-    for name, value in LOCKDOWN:
-        con.execute(f"SET {name} = {value}")
+    con = duckdb.connect()
+    files = define_views(con, lake)
+    # Before external access goes off: that adds the temporary folder to the allowed ones.
+    con.execute("SET temp_directory = ''")
+    con.execute("SET allowed_directories = []")
+    con.execute(f"SET allowed_paths = [{', '.join(sql_string(f) for f in files)}]")
+    con.execute("SET enable_external_access = false")
+    if not files:
+        con.execute("SET disabled_filesystems = 'LocalFileSystem'")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 

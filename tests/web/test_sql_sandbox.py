@@ -2,7 +2,8 @@
 
 Every probe goes through the real HTTP API with a read token, on a local lake and on a lake in
 the real S3 server, with secrets planted where DuckDB might look: the server's working folder
-and its ``.tmp`` (DuckDB's default temporary folder), beside the lake, in the lake folder, the
+and its ``.tmp`` (DuckDB's default temporary folder), beside the lake, in the lake folder (or
+the state folder of an S3 lake), a Parquet file no snapshot names in a table's data folder, the
 tokens file and the catalog. Each probe answers one refusal shape (400, one sentence) and never
 the planted text; the same text run on the sandboxed connection itself fails too, so the
 SELECT-only rule in front is not the only wall.
@@ -177,6 +178,7 @@ PROBES: dict[str, str] = {
     "glob everything": "SELECT * FROM glob('/**')",
     "from path": "SELECT * FROM '{cwd}/.tmp/planted.txt'",
     "from relative csv": "SELECT * FROM '.tmp/planted.csv'",
+    "from absolute csv": "SELECT * FROM '{cwd}/.tmp/planted.csv'",
     "from tokens": "SELECT * FROM '{tokens}'",
     "from parquet": "SELECT * FROM '{lake_parquet}'",
     "tokens file": "SELECT * FROM read_text('{tokens}')",

@@ -226,15 +226,17 @@ def table_view(
     view_filter: ViewFilter | None = None,
     snapshot_id: int | None = None,
     keep_plans: bool = False,
-) -> None:
+) -> list[str]:
     """Create view ``view`` over the files of table ``name``'s scan plan (stored columns),
     pruned to ``view_filter``; with ``keep_plans``, from the table's whole plan kept for
-    its snapshot and pruned by day partition."""
+    its snapshot and pruned by day partition. Return the paths of the files DuckDB itself
+    opens for it (local files read with ``read_parquet``; none when pyarrow reads them)."""
     flt = view_filter or ViewFilter()
     files = _scan_plan(lake, name, flt, snapshot_id=snapshot_id, keep_plans=keep_plans)
     plan = files.tasks
     source = f"{view}_source"
     stored = TABLES[name].schema
+    by_path: list[str] = []
     if not plan:
         con.register(source, stored.empty_table())
     elif files.small and not any(task.delete_files for task in plan):
@@ -245,7 +247,8 @@ def table_view(
         scan = table.scan(row_filter=row_filter or AlwaysTrue(), snapshot_id=snapshot_id)
         con.register(source, scan.to_arrow())
     elif lake.is_local:
-        listing = ", ".join(sql_string(tables.local_path(t.file.file_path)) for t in plan)
+        by_path = [tables.local_path(t.file.file_path) for t in plan]
+        listing = ", ".join(sql_string(path) for path in by_path)
         # Files written before a schema change lack its columns: then match columns by name
         # (which reads every file's footer first: about 60 ms for 400 files, so only then).
         columns = {frozenset(t.file.column_sizes or ()) for t in plan}
@@ -270,6 +273,7 @@ def table_view(
             f"CREATE VIEW {view} AS SELECT * FROM {view}_empty "
             f"UNION ALL BY NAME SELECT * FROM {source}"
         )
+    return by_path
 
 
 def connect(
@@ -325,10 +329,12 @@ def define_views(
     as_of_ms: int | None = None,
     snapshot_ids: Mapping[str, int | None] | None = None,
     keep_plans: bool = False,
-) -> None:
+) -> list[str]:
     """Define the lake's views on ``con`` as :func:`connect` does, each name followed by
     ``suffix`` (``readings`` + ``_r1``: ``readings_r1``), so that views of several ranges
-    or states can live on one connection (a new connection costs about 30 ms)."""
+    or states can live on one connection (a new connection costs about 30 ms). Return the
+    paths of the files DuckDB itself opens for them (see :func:`table_view`)."""
+    by_path: list[str] = []
     for name, view in zip(TIME_COLUMNS, VIEW_NAMES, strict=True):
         view = f"{view}{suffix}"
         snapshot_id = None
@@ -342,7 +348,7 @@ def define_views(
             con.register(f"{view}_source", TABLES[name].schema.empty_table())
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_source")
         else:
-            table_view(
+            by_path += table_view(
                 con,
                 lake,
                 name,
@@ -363,6 +369,7 @@ def define_views(
         f"CREATE VIEW dead_letters{suffix} AS SELECT {_DEAD_LETTER_COLUMNS} "
         f"FROM dead_letters_stored{suffix}"
     )
+    return by_path
 
 
 def drop_views(con: duckdb.DuckDBPyConnection, suffix: str) -> None:

@@ -20,7 +20,9 @@ The setting ``devices.formats`` (``device_id=format,...``) overrides the format 
 device is the level the matching route names, or, for a topic no route matches, the first level
 that is a configured device id (e.g. a Gen2 meter with the prefix ``shellies/<id>`` publishes
 ``shellies/<id>/events/rpc``). Decoders read topics from the right (``.../events/rpc``,
-``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under any prefix.
+``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under every prefix
+a broker grants a device (``<id>/``, ``shellies/<id>/``, ``wattlake/<id>/``); under another
+prefix the topic belongs to another device and the identity rule below refuses it.
 
 Every message is bound to the identity its topic belongs to (:mod:`wattlake.devices.identity`):
 a message whose readings, or whose device facts, name another device is refused whole as

@@ -152,7 +152,7 @@ def test_an_array_without_times_uses_the_receive_time() -> None:
         ({"channel": -1}, "bad-type", "channel"),
         ({"channel": 1.5}, "bad-type", "channel"),
         ({"channel": 40000}, "bad-type", "channel"),
-        ({"device_id": "meter-8"}, "device-mismatch", "meter-8"),
+        ({"device_id": "meter-8"}, "identity-mismatch", "meter-8"),
         ({"ts": 12}, "bad-timestamp", "ts"),
         ({"ts": 1867225000}, "bad-timestamp", "ts"),
         ({"ts": 1.8e305}, "bad-timestamp", "ts"),

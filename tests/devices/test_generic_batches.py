@@ -84,7 +84,7 @@ def test_a_mixed_batch_decodes_like_one_message_at_a_time() -> None:
         "unknown-field",
         "bad-timestamp",
         "bad-type",
-        "device-mismatch",
+        "identity-mismatch",
         "invalid-json",
     }
 

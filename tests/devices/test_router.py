@@ -66,12 +66,18 @@ def test_override_a_gen2_meter_under_a_gen1_style_prefix() -> None:
     assert router.decode(status)[0]["power_w"] == 3.0
 
 
-def test_override_a_generic_device_under_another_prefix() -> None:
+def test_override_a_generic_device_under_its_own_prefix() -> None:
+    """Under ``<id>/`` (the prefix a broker grants it); under someone else's level, the topic
+    belongs to that level's device, so naming sensor-9 there is an identity mismatch."""
     router = DecoderRouter(formats="sensor-9=generic")
-    message = RawMessage("home/sensor-9/readings", b'{"power_w": 4}', NOW)
+    message = RawMessage("sensor-9/readings", b'{"power_w": 4}', NOW)
     assert router.decode(message)[0]["device_id"] == "sensor-9"
     with pytest.raises(DecodeError):
         DecoderRouter().decode(message)
+    with pytest.raises(DecodeError) as caught:
+        router.decode(RawMessage("home/sensor-9/readings", b'{"power_w": 4}', NOW))
+    assert caught.value.reason == "identity-mismatch"
+    assert "'sensor-9'" in str(caught.value) and "'home'" in str(caught.value)
 
 
 def test_formats_setting_text() -> None:

@@ -234,7 +234,7 @@ def test_other_gen1_topics_only_mark_the_device_seen() -> None:
         (f"{EM}/online", "maybe", "bad-type"),
         (f"{EM}/announce", "{not json", "invalid-json"),
         (f"{EM}/announce", "[1]", "bad-type"),
-        (f"{EM}/announce", '{"id": "another"}', "device-mismatch"),
+        (f"{EM}/announce", '{"id": "another"}', "identity-mismatch"),
         ("shellies/announce", '{"model": "SHEM"}', "bad-type"),
     ],
 )

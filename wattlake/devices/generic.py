@@ -3,10 +3,12 @@
 Topic ``wattlake/<device_id>/readings``; the payload is one reading object or an array of them
 (device-side batching). Keys are the canonical column names (:data:`FIELDS`): ``ts``
 (optional: epoch seconds as a number, or an ISO 8601 string with an offset; default the receive
-time), ``device_id`` (optional; must equal the topic's), ``channel`` (default 0) and any
+time), ``device_id`` (optional; default the topic's), ``channel`` (default 0) and any
 measurement column (``power_w``, ``energy_wh`` …, null or absent when unknown). Any other key
 is refused. One bad reading refuses the whole message, so nothing is silently dropped (the stream
-keeps the raw bytes as a dead letter).
+keeps the raw bytes as a dead letter). A reading's ``device_id`` is what it names; the router
+refuses a message naming a device other than its publisher (``identity-mismatch``, see
+:mod:`wattlake.devices.identity`).
 
 Arrays of :data:`TABLE_MIN_READINGS` or more are decoded into typed structs by msgspec and
 returned as an Arrow table in the canonical schema, built column by column and checked with
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import io
 import operator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -85,8 +88,7 @@ class GenericDecoder:
 
         Raises:
             DecodeError: ``unknown-topic``, ``invalid-json``, ``unknown-field`` (the message
-                names the key), ``bad-type``, ``not-finite``, ``bad-timestamp`` or
-                ``device-mismatch``.
+                names the key), ``bad-type``, ``not-finite`` or ``bad-timestamp``.
         """
         device_id = topic_device(message.topic)
         rows = self._parse(message)
@@ -96,13 +98,17 @@ class GenericDecoder:
         return [_reading(r, device_id, message.received_at_ms) for r in rows]
 
     def decode_arrays(
-        self, messages: list[RawMessage]
+        self, messages: list[RawMessage], one: Callable[[RawMessage], Decoded] | None = None
     ) -> tuple[pa.Table | None, list[tuple[RawMessage, DecodeError]]]:
         """Decode many array messages into one table: the per-table cost paid once.
 
         Returns the readings of every good message as one table (None if there are none),
         and each refused message with its error — the same errors :meth:`decode` raises.
+        A message with ISO text times, or whose readings name a device other than the topic's,
+        is decoded alone by ``one`` (default :meth:`decode`; the router passes its own, which
+        checks identities).
         """
+        one = one or self.decode
         bodies = _arrays_as_lines(messages)
         if bodies is not None and (table := _ndjson_table_or_none(messages, bodies)) is not None:
             self._seen(messages)
@@ -110,11 +116,17 @@ class GenericDecoder:
         failed: list[tuple[RawMessage, DecodeError]] = []
         tables: list[pa.Table] = []
         arrays: list[tuple[RawMessage, list[GenericReading]]] = []
+        alone: list[RawMessage] = []
         for message in messages:
             try:
-                arrays.append((message, self._parse(message)))
+                rows = self._parse(message)
             except DecodeError as exc:
                 failed.append((message, exc))
+                continue
+            if _names_others(rows, topic_device(message.topic)):
+                alone.append(message)
+            else:
+                arrays.append((message, rows))
         while arrays:
             table, bad = _many_table(arrays)
             if table is not None:
@@ -126,21 +138,21 @@ class GenericDecoder:
                 if error.reason != "iso-ts":
                     failed.append((message, error))
                     continue
-                try:  # ISO text times: the per-message path
-                    decoded = self.decode(message)
-                except DecodeError as exc:
-                    failed.append((message, exc))
-                    continue
-                tables.append(
-                    decoded if isinstance(decoded, pa.Table) else readings_to_table(decoded)
-                )
+                alone.append(message)  # ISO text times: the per-message path
             arrays = [item for i, item in enumerate(arrays) if i not in refused]
         self._seen([message for message, _ in arrays])
+        for message in alone:
+            try:
+                decoded = one(message)
+            except DecodeError as exc:
+                failed.append((message, exc))
+                continue
+            tables.append(decoded if isinstance(decoded, pa.Table) else readings_to_table(decoded))
         tables = [t for t in tables if t.num_rows]
         return (pa.concat_tables(tables) if tables else None), failed
 
     def decode_ndjson(
-        self, messages: list[RawMessage]
+        self, messages: list[RawMessage], one: Callable[[RawMessage], Decoded] | None = None
     ) -> tuple[pa.Table | None, list[tuple[RawMessage, DecodeError]]]:
         """Decode many newline-delimited messages in one pass of Arrow's JSON reader.
 
@@ -150,7 +162,7 @@ class GenericDecoder:
         """
         table = _ndjson_table_or_none(messages)
         if table is None:
-            return self.decode_arrays(messages)
+            return self.decode_arrays(messages, one)
         self._seen(messages)
         return table, []
 
@@ -159,7 +171,7 @@ class GenericDecoder:
             self.status.seen(topic_device(message.topic), SOURCE, message.received_at_ms)
 
     def _parse(self, message: RawMessage) -> list[GenericReading]:
-        device_id = topic_device(message.topic)
+        topic_device(message.topic)  # refuse a topic of another layout before parsing
         try:
             doc = _DECODER.decode(message.payload)
         except msgspec.ValidationError as exc:
@@ -168,14 +180,12 @@ class GenericDecoder:
             if b"\n" not in message.payload.strip():
                 raise DecodeError("invalid-json", f"payload is not JSON: {exc}") from exc
             doc = _ndjson_rows(message.payload)
-        rows = [doc] if isinstance(doc, GenericReading) else doc
-        for row in rows:
-            if row.device_id is not None and row.device_id != device_id:
-                raise DecodeError(
-                    "device-mismatch",
-                    f"readings name device {row.device_id!r} on the topic of {device_id!r}",
-                )
-        return rows
+        return [doc] if isinstance(doc, GenericReading) else doc
+
+
+def _names_others(rows: list[GenericReading], device_id: str) -> bool:
+    """Return True when a row names a device other than ``device_id``."""
+    return any(r.device_id is not None and r.device_id != device_id for r in rows)
 
 
 _LINE_DECODER: Final = msgspec.json.Decoder(GenericReading)
@@ -450,7 +460,7 @@ def _reading(row: GenericReading, device_id: str, received_at_ms: int) -> Readin
     reading: Reading = {
         "ts": ts_ms(row.ts, received_at_ms),
         "received_at": received_at_ms,
-        "device_id": device_id,
+        "device_id": device_id if row.device_id is None else row.device_id,
         "channel": row.channel,
         "source": SOURCE,
     }
@@ -487,7 +497,11 @@ def _table(rows: list[GenericReading], device_id: str, received_at_ms: int) -> p
     channels = [r.channel for r in rows]
     columns["ts"] = _ts_array([r.ts for r in rows], received_at_ms)
     columns["received_at"] = _constant(received_at_ms, n, TS_TYPE)
-    columns["device_id"] = _constant(device_id, n, pa.string())
+    columns["device_id"] = (
+        pa.array([device_id if r.device_id is None else r.device_id for r in rows], pa.string())
+        if _names_others(rows, device_id)
+        else _constant(device_id, n, pa.string())
+    )
     columns["channel"] = (
         _constant(0, n, pa.int16())
         if channels.count(0) == n

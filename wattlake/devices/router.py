@@ -20,7 +20,14 @@ The setting ``devices.formats`` (``device_id=format,...``) overrides the format 
 device is the level the matching route names, or, for a topic no route matches, the first level
 that is a configured device id (e.g. a Gen2 meter with the prefix ``shellies/<id>`` publishes
 ``shellies/<id>/events/rpc``). Decoders read topics from the right (``.../events/rpc``,
-``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under any prefix.
+``.../emeter/<ch>/<quantity>``, ``.../<id>/readings``), so an override works under every prefix
+a broker grants a device (``<id>/``, ``shellies/<id>/``, ``wattlake/<id>/``); under another
+prefix the topic belongs to another device and the identity rule below refuses it.
+
+Every message is bound to the identity its topic belongs to (:mod:`wattlake.devices.identity`):
+a message whose readings, or whose device facts, name another device is refused whole as
+``identity-mismatch``, whatever format it is in. Decoders report what the payload says; this
+module decides.
 
 A decoder that fails with anything but :class:`~wattlake.errors.DecodeError` has a bug; the
 message it failed on is refused all the same, as a ``decoder-error`` naming the exception, so
@@ -34,7 +41,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from wattlake.devices.base import Decoded, Decoder, RawMessage
-from wattlake.devices.generic import GenericDecoder
+from wattlake.devices.generic import GenericDecoder, topic_device
+from wattlake.devices.identity import bound_identity, check
 from wattlake.devices.shelly_gen1 import ShellyGen1Decoder
 from wattlake.devices.shelly_gen2 import ShellyGen2Decoder
 from wattlake.devices.status import DeviceStatus, StatusRegistry
@@ -188,14 +196,36 @@ class DecoderRouter:
                 f"payload of {len(message.payload)} bytes exceeds {self.max_payload_bytes}",
             )
         fmt = self.format_for(message.topic)
+        binding = self.status.binding
+        binding.expected = expected = bound_identity(message.topic)
+        binding.topic = message.topic
         try:
-            return self._decoders[fmt].decode(message)
+            decoded = self._decoders[fmt].decode(message)
         except DecodeError:
             raise
         except Exception as exc:
             # The dead letter names the exception; the traceback is for whoever fixes the bug.
             log.debug("the %s decoder failed on topic %s", fmt, message.topic[:200], exc_info=True)
             raise decoder_error(fmt, exc) from exc
+        finally:
+            binding.expected = None
+        if expected is not None:
+            check(expected, message.topic, decoded)
+        return decoded
+
+    def _batchable(self, message: RawMessage) -> bool:
+        """Return True for a generic message the batch decoders may take: one whose topic's
+        device is its publisher, so the readings they build from the topic are bound to it
+        (the others take :meth:`decode`, which checks)."""
+        payload = message.payload
+        if not (
+            self._batch_generic
+            and payload[:1] in b"[{"
+            and len(payload) <= self.max_payload_bytes
+            and self.format_for(message.topic) == "generic"
+        ):
+            return False
+        return topic_device(message.topic) == bound_identity(message.topic)
 
     def decode_many(
         self, messages: Iterable[RawMessage]
@@ -204,8 +234,9 @@ class DecoderRouter:
 
         Generic-format arrays, and newline-delimited generic messages, are decoded together
         into one Arrow table each (the fast paths for device-side batches); everything else
-        goes through :meth:`decode` one by one. Every message is either decoded or refused,
-        whatever a decoder raises.
+        goes through :meth:`decode` one by one, and so does any batched message whose readings
+        name a device (the identity check is :meth:`decode`'s). Every message is either
+        decoded or refused, whatever a decoder raises.
         """
         decoded: list[Decoded] = []
         failed: list[tuple[RawMessage, DecodeError]] = []
@@ -214,12 +245,7 @@ class DecoderRouter:
         for message in messages:
             try:
                 payload = message.payload
-                if (
-                    self._batch_generic
-                    and payload[:1] in b"[{"
-                    and len(payload) <= self.max_payload_bytes
-                    and self.format_for(message.topic) == "generic"
-                ):
+                if self._batchable(message):
                     if payload[:1] == b"[":
                         arrays.append(message)
                         continue
@@ -235,7 +261,7 @@ class DecoderRouter:
         ):
             if batch:
                 try:
-                    table, refused = decode(batch)
+                    table, refused = decode(batch, self.decode)
                 except Exception as exc:  # a bug: find the message(s) it fails on, one by one
                     log.debug("the generic batch decoder failed; one by one now", exc_info=exc)
                     for message in batch:

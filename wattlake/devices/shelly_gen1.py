@@ -124,7 +124,7 @@ class ShellyGen1Decoder:
             DecodeError: ``unknown-topic`` for a topic outside the Gen1 layout,
                 ``unknown-quantity`` for an emeter quantity the table does not know,
                 ``bad-type``/``not-finite`` for a payload that is not a finite number,
-                ``invalid-json``/``device-mismatch`` for a bad announce document.
+                ``invalid-json``/``bad-type`` for a bad announce document.
         """
         parts = message.topic.split("/")
         at_ms = message.received_at_ms
@@ -193,11 +193,9 @@ class ShellyGen1Decoder:
         if body_id is not None and (not isinstance(body_id, str) or not body_id):
             raise DecodeError("bad-type", "announce id is not a device id")
         topic_id = _device_id(prefix, message.topic) if prefix != [ROOT] else None
-        if topic_id is not None and body_id is not None and topic_id != body_id:
-            raise DecodeError(
-                "device-mismatch", f"announce names {body_id!r} on the topic of {topic_id!r}"
-            )
-        device_id = topic_id or body_id
+        # The document's id is the device it names; the router's identity rule decides
+        # whether the publisher may name it (status.announce refuses another device).
+        device_id = body_id or topic_id
         if device_id is None:
             raise DecodeError("bad-type", "announce on shellies/announce has no id")
         self.status.announce(device_id, SOURCE, message.received_at_ms, doc)

@@ -19,7 +19,10 @@ Topics, below the device's MQTT prefix (the device id unless configured otherwis
   cumulative counter readings (source ``shelly-gen2-refill``) that continue the live ones
   exactly (see :func:`refill_readings`).
 
-The device id is ``src`` of a notification, else the last level of the prefix.
+The device a notification names is its ``src``, else the last level of the prefix; the router
+refuses one that names a device other than its publisher (``identity-mismatch``, see
+:mod:`wattlake.devices.identity`). The status registry is told about the device before any
+component state is kept for it, so such a message changes nothing.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
+from wattlake.devices.identity import Binding
 from wattlake.errors import DecodeError
 
 # Payload of an ``online`` topic -> whether the device is connected.
@@ -53,7 +54,9 @@ def parse_online(payload: bytes) -> bool:
 class StatusRegistry:
     """The latest :class:`DeviceStatus` of every device seen, keyed by device id."""
 
-    def __init__(self) -> None:
+    def __init__(self, binding: Binding | None = None) -> None:
+        # The identity the message being decoded is bound to (set by the router).
+        self.binding = binding or Binding()
         self._devices: dict[str, DeviceStatus] = {}
         # Hot path: most messages only move "last seen", kept apart from the immutable facts.
         self._last_seen: dict[str, int] = {}
@@ -62,8 +65,15 @@ class StatusRegistry:
         """Record that ``device_id`` sent something at ``at_ms`` [ms], with optional facts.
 
         ``facts`` are DeviceStatus fields (``online``, ``model``, ``fw``, ``ip``, ``mac``); None
-        values leave what is known unchanged.
+        values leave what is known unchanged. Decoders call this before they keep any state for
+        a device, so that a message bound to another identity is refused before it changes
+        anything.
+
+        Raises:
+            DecodeError: ``identity-mismatch`` when the message being decoded is bound to
+                another device (:class:`~wattlake.devices.identity.Binding`).
         """
+        self.binding.require(device_id)
         last = self._last_seen.get(device_id)
         if last is None or at_ms > last:
             self._last_seen[device_id] = at_ms
@@ -75,7 +85,11 @@ class StatusRegistry:
         self._devices[device_id] = dataclasses.replace(base, format=fmt, **changes)
 
     def announce(self, device_id: str, fmt: str, at_ms: int, doc: dict[str, Any]) -> None:
-        """Record the facts of an announce document (string values only)."""
+        """Record the facts of an announce document (string values only).
+
+        Raises:
+            DecodeError: ``identity-mismatch``, as :meth:`seen`.
+        """
         facts = {
             field: doc[key]
             for key, field in ANNOUNCE_MAP.items()

@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wattlake.devices.identity import ANNOUNCE_TOPIC, publisher
 from wattlake.gateway.ca import DEFAULT_DOMAIN, identity_of
 from wattlake.gateway.registry import Client, Registry, argon2_verify
 
@@ -92,12 +93,10 @@ def publish_refusal(client: Client, topic: str, payload: bytes | None = None) ->
 
 
 def _publisher_named(parts: list[str], payload: bytes | None) -> str | None:
-    """Return the device a topic (or a Gen1 announce's payload) publishes for, if any."""
-    if parts == ["shellies", "announce"]:
-        return _announce_id(payload)
-    if parts[0] in ("shellies", "wattlake"):
-        return parts[1] if len(parts) >= 3 else None
-    return parts[0] if len(parts) >= 2 else None
+    """Return the device a topic (or a Gen1 announce's payload) publishes for, if any: the
+    same level the ingest binds readings to (:func:`wattlake.devices.identity.publisher`)."""
+    topic = "/".join(parts)
+    return _announce_id(payload) if topic == ANNOUNCE_TOPIC else publisher(topic)
 
 
 def _announce_id(payload: bytes | None) -> str | None:

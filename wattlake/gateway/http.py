@@ -9,16 +9,28 @@ durable, anything else is not and the client sends the message again.
 
 Callers authenticate with ``Authorization: Bearer <token>``: an API token with the ``ingest``
 (or ``admin``) scope from ``wattlake token create --scope ingest``, or the deprecated shared
-secret ``ingest.http_token``, still accepted.
+secret ``ingest.http_token``, still accepted. Such a token is trusted like the ingest itself: it
+may publish on any device's topic.
+
+A device may also publish with its own credential, ``Authorization: Basic`` with its device id
+and the password of its registry entry (``wattlake device add ID --auth password``; the argon2
+hash the embedded broker checks). Then the request is the device's publish: the broker's topic
+rules apply (:func:`wattlake.gateway.auth.publish_refusal`, ``403`` for a topic that is not the
+device's), and, as for every message, a payload that names another device is refused later as a
+dead letter ``identity-mismatch`` (:mod:`wattlake.devices.identity`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -35,7 +47,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import ConfigError, UsageError, WattlakeError
+from wattlake.gateway.ca import security_dir
 from wattlake.gateway.mqtt import Delivery, Intake
+from wattlake.gateway.registry import Client, Registry, argon2_verify
 from wattlake.gateway.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +90,8 @@ class Unauthorized(HttpError):
 
 
 class Forbidden(HttpError):
-    """The token is valid but lacks the ``ingest`` scope."""
+    """The token is valid but lacks the ``ingest`` scope, or a device publishes on a topic that
+    is not its own."""
 
     status = 403
 
@@ -168,6 +183,50 @@ def _ingest_tokens_exist(tokens: TokenStore | None) -> bool:
     )
 
 
+class DeviceLogins:
+    """Check a device's id and password against the registry's argon2 hashes.
+
+    A pair verified once is remembered as a keyed digest (of the hash and the password), so a
+    device that publishes often pays argon2 (~0.1-0.2 s, deliberately slow) once; checks run
+    one at a time in a worker thread, so wrong passwords cannot take more than one core.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, bytes] = {}
+        self._one_at_a_time = asyncio.Semaphore(1)
+
+    async def client(self, device_id: str, password: str) -> Client | None:
+        """Return the active password device ``device_id`` if ``password`` is its, else None."""
+        client = self.registry.get(device_id)
+        if client is None or client.role != "device" or not client.active or not client.argon2:
+            return None
+        digest = hmac.digest(
+            self._key, client.argon2.encode() + b"\0" + password.encode(), hashlib.sha256
+        )
+        known = self._verified.get(device_id)
+        if known is not None and hmac.compare_digest(known, digest):
+            return client
+        async with self._one_at_a_time:
+            if not await asyncio.to_thread(argon2_verify, password, client.argon2):
+                return None
+        if len(self._verified) > 100_000:
+            self._verified.clear()
+        self._verified[device_id] = digest
+        return client
+
+
+def _basic(credentials: str) -> tuple[str, str] | None:
+    """Return the (user, password) of HTTP Basic ``credentials``, None if malformed."""
+    try:
+        text = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = text.partition(":")
+    return (user, password) if colon and user else None
+
+
 def _settle(answers: list[asyncio.Future[bool]], durable: bool) -> None:
     for answer in answers:
         if not answer.done():  # a request that timed out has given up on it
@@ -194,6 +253,7 @@ class HttpSource:
         max_payload_bytes: int,
         tls_cert_file: str = "",
         tls_key_file: str = "",
+        devices: Registry | None = None,
     ) -> None:
         if not token.strip() and not _ingest_tokens_exist(tokens):
             raise UsageError(
@@ -210,6 +270,8 @@ class HttpSource:
         self.port = address.port
         self._token = token.strip().encode()
         self._tokens = tokens
+        self._registry = devices
+        self._devices: DeviceLogins | None = None  # made in the server's event loop
         self._config = uvicorn.Config(
             self.app(),
             lifespan="off",
@@ -251,6 +313,7 @@ class HttpSource:
             max_payload_bytes=settings["ingest.max_payload_bytes"],
             tls_cert_file=settings["ingest.http_tls_cert_file"],
             tls_key_file=settings["ingest.http_tls_key_file"],
+            devices=Registry(security_dir(settings["security.dir"])),
         )
 
     @property
@@ -293,7 +356,7 @@ class HttpSource:
         Raises:
             HttpError: the request is refused; its status says why.
         """
-        self._authorize(request.headers.get("authorization", ""))
+        device = await self._authorize(request.headers.get("authorization", ""))
         check_topic(topic)
         if request.query_params.get("qos", "1") not in ("0", "1"):
             raise BadRequest("qos must be 0 or 1; both are answered once the message is durable.")
@@ -307,6 +370,8 @@ class HttpSource:
         if len(self._waiting) >= WAITING_MAX:
             raise Unavailable(f"{WAITING_MAX} requests already wait; send the message again later.")
         payload = await self._read_payload(request)
+        if device is not None:
+            self._check_device_topic(device, topic, payload)
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.add(answer)  # before the worker can see it: ack() looks here first
         try:
@@ -346,14 +411,21 @@ class HttpSource:
                         "send it again later."
                     ) from exc
 
-    def _authorize(self, header: str) -> None:
+    async def _authorize(self, header: str) -> Client | None:
+        """Return the device a request publishes as, None for an ingest token (trusted).
+
+        Raises:
+            HttpError: the credential is missing, wrong, or lacks the ``ingest`` scope.
+        """
         scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "basic":
+            return await self._device(credentials)
         text = credentials.strip() if scheme.lower() == "bearer" else ""
         if text and self._tokens is not None:
             record = self._tokens.verify(text)
             if record is not None:
                 if record.allows("ingest"):
-                    return
+                    return None
                 raise Forbidden(
                     f"This token has the {record.scope} scope; publishing needs an ingest token."
                 )
@@ -363,6 +435,41 @@ class HttpSource:
         if not self._token or not hmac.compare_digest(given, self._token):
             raise Unauthorized(
                 "A valid token with the ingest scope is required (Authorization: Bearer <token>)."
+            )
+        return None
+
+    async def _device(self, credentials: str) -> Client:
+        """Return the device whose id and password ``credentials`` (HTTP Basic) carry.
+
+        Raises:
+            Unauthorized: they are malformed or not a registered device's.
+        """
+        pair = _basic(credentials)
+        if pair is not None and self._registry is not None:
+            if self._devices is None:
+                self._devices = DeviceLogins(self._registry)
+            client = await self._devices.client(*pair)
+            if client is not None:
+                return client
+        raise Unauthorized(
+            "The device id and password are not a registered device's (Authorization: Basic "
+            "<device id:password>, from `wattlake device add ID --auth password`)."
+        )
+
+    @staticmethod
+    def _check_device_topic(device: Client, topic: str, payload: bytes) -> None:
+        """Refuse a device's publish the broker would refuse (another device's topic).
+
+        Raises:
+            Forbidden: the topic is not the device's.
+        """
+        from wattlake.gateway.auth import publish_refusal  # amqtt, only for device publishes
+
+        reason = publish_refusal(device, topic, payload)
+        if reason is not None:
+            raise Forbidden(
+                f"Device {device.client_id} may not publish on {topic[:200]!r} ({reason}): a "
+                "device publishes only below its own id, as over MQTT."
             )
 
     async def _read_payload(self, request: Request) -> bytes:

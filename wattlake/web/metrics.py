@@ -3,9 +3,10 @@
 The ingest counts its own figures once and writes them to a Prometheus text file
 (:mod:`wattlake.stream.metrics`), and so does a stack's job loop (runs and failures per job,
 ``jobs.prom``); this module serves those files as they are rather than counting again, and
-adds what the web process knows: lake files and bytes, dead letters by reason, query latency
-and the alerts (as ``wattlake_alert{alert=…,device_id=…}`` gauges, 1 while firing) for
-Alertmanager.
+adds what the web process knows: lake files and bytes, dead letters by reason, messages refused
+because they named a device other than their publisher (by publisher, beside the embedded
+broker's refused publishes), query latency and the alerts (as
+``wattlake_alert{alert=…,device_id=…}`` gauges, 1 while firing) for Alertmanager.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from wattlake.config import Settings
+from wattlake.devices.identity import IDENTITY_MISMATCH, publisher
 from wattlake.lake.storage import Lake
 from wattlake.stream.ingest import (
     broker_metrics_file,
@@ -73,6 +75,7 @@ class WebMetrics:
                 parts.append(path.read_text(encoding="utf-8"))
             except OSError:
                 parts.append("# no ingest metrics file found (is the ingest running?)\n")
+        parts.append(self._identity_metrics())
         broker = self.broker_file()
         if broker is not None and broker.is_file():  # only a stack's embedded broker has one
             try:
@@ -132,6 +135,30 @@ class WebMetrics:
         )
         for reason, n in found:
             lines.append(f'wattlake_dead_letters{{reason="{_label(reason)}"}} {int(n)}\n')
+        return "".join(lines)
+
+    def _identity_metrics(self) -> str:
+        """Return the identity-mismatch dead letters by publishing device: the ingest's
+        counterpart of the broker's refused publishes (counted from the one record of them,
+        the ``dead_letters`` table)."""
+        try:
+            _, found = self.view.fetch(
+                "SELECT topic, count(*) FROM dead_letters WHERE error_code = ? GROUP BY 1",
+                [IDENTITY_MISMATCH],
+            )
+        except Exception:  # no dead letters yet
+            found = []
+        by_device: dict[str, int] = {}
+        for topic, n in found:
+            device = publisher(str(topic)) or ""
+            by_device[device] = by_device.get(device, 0) + int(n)
+        lines = [
+            "# HELP wattlake_identity_mismatches Messages refused because they named a device "
+            "other than their publisher (dead letters identity-mismatch), by publishing device\n"
+            "# TYPE wattlake_identity_mismatches gauge\n"
+        ]
+        for device, n in sorted(by_device.items()):
+            lines.append(f'wattlake_identity_mismatches{{device="{_label(device)}"}} {n}\n')
         return "".join(lines)
 
     def _alert_metrics(self) -> str:

@@ -16,6 +16,7 @@ from wattlake.cli.output import (
     ConfigOption,
     DataDirOption,
     configure_logging,
+    existing_lake,
     load_settings,
     say,
     stop_on_signals,
@@ -90,6 +91,7 @@ def serve(
         raise UsageError("--tls-cert and --tls-key go together: give both or neither.")
     # Through the settings, so that --host and --port get web.host's and web.port's checks.
     settings = load_settings(data_dir, config, **{"web.host": host, "web.port": port})
+    existing_lake(settings)
     server = WebServer(
         settings,
         broker_url=broker,

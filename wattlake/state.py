@@ -9,9 +9,13 @@ belong to that one lake, each in a folder named by the lake's identity
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Final
+
+log = logging.getLogger(__name__)
 
 APP_DIR: Final = "wattlake"
 
@@ -27,3 +31,31 @@ def lake_state_dir(kind: str, lake_id: str) -> Path:
     """Return the local folder of ``kind`` (``wal``, ``catalog``, ``tokens``) that belongs to
     the lake whose identity is ``lake_id``."""
     return state_dir() / kind / lake_id
+
+
+def legacy_state_dir() -> Path:
+    """Return where the catalog and tokens of S3 lakes were kept before they honoured
+    ``XDG_STATE_HOME``: always ``~/.local/state/wattlake``."""
+    return Path.home() / ".local/state" / APP_DIR
+
+
+def adopt_legacy_lake_state(kind: str, lake_id: str) -> Path:
+    """Return :func:`lake_state_dir` of ``kind`` and ``lake_id``, first moving the folder an
+    older wattlake kept at :func:`legacy_state_dir` there when only that one exists (with
+    ``XDG_STATE_HOME`` set the two differ); across file systems it is copied and the old one
+    stays.
+
+    Raises:
+        OSError: the old folder cannot be moved or copied.
+    """
+    target = lake_state_dir(kind, lake_id)
+    legacy = legacy_state_dir() / kind / lake_id
+    if target.exists() or not legacy.is_dir() or target.resolve() == legacy.resolve():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(legacy, target)
+    except OSError:
+        shutil.copytree(legacy, target)
+        log.warning("copied %s to %s (the old copy is no longer used)", legacy, target)
+    return target

@@ -31,7 +31,7 @@ from typing import Final
 from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError
 from wattlake.gateway.ca import write_private
-from wattlake.state import lake_state_dir, state_dir
+from wattlake.state import lake_state_dir, legacy_state_dir
 
 SCOPES: Final = ("read", "ingest", "admin")
 TOKEN_PREFIX: Final = "wl_"
@@ -128,9 +128,9 @@ def tokens_path(settings: Settings) -> Path:
 
 def _adopt_shared_tokens(path: Path) -> None:
     """Copy the token file that every S3 lake shared before tokens belonged to one lake
-    (``tokens.json`` directly in the state folder) to ``path`` when that has none yet, so that
+    (``~/.local/state/wattlake/tokens.json``) to ``path`` when that has none yet, so that
     tokens made then keep working (the shared file stays for the other lakes)."""
-    shared = state_dir() / TOKENS_FILE_NAME
+    shared = legacy_state_dir() / TOKENS_FILE_NAME
     if path.exists() or not shared.is_file():
         return
     try:

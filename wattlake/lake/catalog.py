@@ -20,7 +20,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
 from wattlake.errors import ConfigError, StorageError
 from wattlake.lake.storage import CATALOG_FILE, Lake
-from wattlake.state import lake_state_dir
+from wattlake.state import adopt_legacy_lake_state
 
 CATALOG_NAME: Final = "wattlake"
 CATALOG_TYPES: Final = ("sql", "rest", "glue")
@@ -45,7 +45,13 @@ def default_sql_uri(lake: Lake) -> str:
     else:
         from wattlake.lake.identity import ensure_identity
 
-        path = lake_state_dir("catalog", ensure_identity(lake).lake_id) / CATALOG_FILE
+        lake_id = ensure_identity(lake).lake_id
+        try:
+            path = adopt_legacy_lake_state("catalog", lake_id) / CATALOG_FILE
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot move the catalog of {lake.url} into the state folder: {exc}"
+            ) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

@@ -657,6 +657,15 @@ class Stack:
         except OSError as exc:
             log.warning("cannot write the broker's counters to %s: %s", path, exc)
 
+    def check_ports(self) -> None:
+        """Check the ports :meth:`start` will bind, so that a command can refuse a taken one
+        before it touches anything (:meth:`start` checks them again).
+
+        Raises:
+            PortTakenError: a port that was named, or that devices use, is taken.
+        """
+        self._choose_ports(self.settings)
+
     def _choose_ports(self, settings: Settings) -> tuple[PortChoice, PortChoice]:
         """Return the ports of the broker and the dashboard, checked before anything starts
         (:func:`choose_port`); the TLS and Gen1 listeners of ``up`` are named in the devices'

@@ -369,3 +369,19 @@ def test_ctrl_c_during_an_import_says_which_files_and_rows_are_in_the_lake(
     stored_b = int(partly[1])
     assert 0 < stored_b < 2_000_000
     assert counted.stdout.splitlines() == ["device_id,n", "a,1000", f"b,{stored_b}"]
+
+
+def test_a_taken_port_is_refused_before_the_demo_touches_its_data_dir(
+    places: dict[str, str], tmp_path: Path
+) -> None:
+    done = run(
+        ["demo", "--broker-port", "{busy}", "--duration", "1", "--data-dir", "fresh"],
+        places,
+        tmp_path,
+    )
+    assert (done.returncode, done.stdout) == (USER, "")
+    assert done.stderr == (
+        f"Error: Port {places['busy']} on 127.0.0.1 for the MQTT broker (broker.port, set by "
+        "--broker-port) is taken; stop what listens there or choose another port.\n"
+    )
+    assert not (tmp_path / "fresh").exists()

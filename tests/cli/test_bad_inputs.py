@@ -367,7 +367,7 @@ def test_ctrl_c_during_an_import_says_which_files_and_rows_are_in_the_lake(
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
     )  # fmt: skip
     stored_b = int(partly[1])
-    assert 0 < stored_b < 2_000_000
+    assert 0 <= stored_b < 2_000_000  # some commits of b.csv, usually; never all
     assert counted.stdout.splitlines() == ["device_id,n", "a,1000", f"b,{stored_b}"]
 
 

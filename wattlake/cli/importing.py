@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -131,6 +132,10 @@ def _say_interrupted(
     from wattlake.lake.storage import Lake
     from wattlake.query.sql import run_sql
 
+    lake_url = Lake.from_settings(settings).url
+    if len(done) == len(file_rows):  # the interrupt came after the last file was in
+        say(f"The import was interrupted once every file was in the lake {lake_url}.")
+        return
     cut = file_rows[len(done)]
     try:
         result = run_sql(
@@ -141,13 +146,12 @@ def _say_interrupted(
         stored = f"{result.rows[0][0]} row(s) stored, the rest not"
     except (WattlakeError, KeyboardInterrupt) as exc:
         stored = f"its rows stored so far could not be counted ({exc or 'interrupted again'})"
-    lake_url = Lake.from_settings(settings).url
     lines = [f"The import stopped during {cut.path.name}; in the lake {lake_url}:"]
     lines += [f"  {s.file_name}: complete, {s.stored} row(s) stored" for s in done]
     lines.append(f"  {cut.path.name}: partly, {stored}")
     left = file_rows[len(done) + 1 :]
     lines += [f"  {rows.path.name}: not started" for rows in left]
-    again = " ".join(str(rows.path) for rows in [cut, *left])
+    again = " ".join(shlex.quote(str(rows.path)) for rows in [cut, *left])
     lines.append(
         f"To finish, import {again} again (the readings view keeps one copy of a row stored twice)."
     )

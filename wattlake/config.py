@@ -99,7 +99,8 @@ register(
     "catalog.uri",
     "",
     "URL",
-    "sql: SQLAlchemy URL (empty: SQLite beside a local lake, in ~/.local/state/wattlake for S3); "
+    "sql: SQLAlchemy URL (empty: SQLite beside a local lake, for S3 in catalog/<lake-id> of the "
+    "state folder $XDG_STATE_HOME/wattlake, default ~/.local/state/wattlake); "
     "rest: the catalog's endpoint.",
 )
 register(
@@ -141,7 +142,7 @@ register(
     "security.dir",
     "",
     "path",
-    "Folder of the project CA and device registry (empty: ~/.local/state/wattlake/security).",
+    "Folder of the project CA and device registry (empty: security in the state folder).",
 )
 register("ingest.topics", "#", "", "Comma-separated MQTT topic filters the ingest subscribes to.")
 register("ingest.qos", 1, "", "MQTT QoS of the ingest subscription (0 or 1).")
@@ -221,8 +222,8 @@ register(
     "stream.wal_dir",
     "",
     "path",
-    "WAL folder (empty: wal/<stream> in a local lake, else "
-    "~/.local/state/wattlake/wal/<lake-id>/<stream>; a WAL belongs to one lake).",
+    "WAL folder (empty: wal/<stream> in a local lake, else wal/<lake-id>/<stream> in the state "
+    "folder; a WAL belongs to one lake).",
 )
 register(
     "stream.wal_segment_bytes",
@@ -267,7 +268,8 @@ register(
     "web.tokens_file",
     "",
     "path",
-    "API token hashes (empty: tokens.json beside a local lake, else in ~/.local/state/wattlake).",
+    "API token hashes (empty: tokens.json beside a local lake, else tokens/<lake-id>/tokens.json "
+    "in the state folder).",
 )
 register("web.session_max_age_s", 12 * 3600, "s", "How long a dashboard sign-in lasts.")
 register("web.login_code_ttl_s", 300, "s", "How long a one-time login code can be exchanged.")

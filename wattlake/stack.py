@@ -62,6 +62,65 @@ BROKER_METRICS_EVERY_S: Final = 5.0
 CONFIG_FILE: Final = "wattlake.toml"
 
 
+class PortTakenError(UsageError):
+    """A port the user chose for a listener (by flag, environment or settings file) is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortChoice:
+    """The port a listener binds: the one configured, or 0 (any free port) when the configured
+    one is a default that is taken (``taken_default``)."""
+
+    port: int
+    taken_default: int | None = None
+
+    def note(self, what: str, setting: str, bound_port: int) -> str | None:
+        """Return the sentence that says where ``what`` listens instead, if it moved."""
+        if self.taken_default is None:
+            return None
+        return (
+            f"Port {self.taken_default} (the default of {setting}) is taken; {what} listens on "
+            f"port {bound_port} instead."
+        )
+
+
+def choose_port(host: str, port: int, *, what: str, setting: str, origin: str) -> PortChoice:
+    """Return the port ``what`` binds on ``host``: ``port`` when it is free (or 0), any free
+    port when ``port`` is the default of ``setting`` (``origin`` ``"default"``) and taken.
+
+    One rule for every listener: a port the user named is theirs, so a taken one is an error
+    that names it; a default that is taken moves, and the caller says where.
+
+    Raises:
+        PortTakenError: ``port`` was named by the user (``origin``: a flag, an environment
+            variable or a settings file) and something listens on it.
+    """
+    from wattlake.gateway.broker import port_is_free
+
+    if port == 0 or port_is_free(host, port):
+        return PortChoice(port)
+    if origin != "default":
+        raise PortTakenError(
+            f"Port {port} on {host} for {what} ({setting}, set by {_origin_words(origin)}) is "
+            "taken; stop what listens there or choose another port."
+        )
+    return PortChoice(0, port)
+
+
+def _named(origin: str) -> str:
+    """Return ``origin``, with a default counted as named: devices are configured with it."""
+    return "its default (devices are configured with it)" if origin == "default" else origin
+
+
+def _origin_words(origin: str) -> str:
+    """Return where a setting's value came from, in words (``Settings.origins`` values)."""
+    if origin == "flag":
+        return "the command line"
+    if origin.startswith("WATTLAKE_"):
+        return f"the environment, {origin}"
+    return origin  # a flag's name, or the settings file's path
+
+
 @dataclass(frozen=True, slots=True)
 class DataDirState:
     """What a data dir holds before a stack starts on it."""
@@ -499,13 +558,15 @@ class Stack:
         """Start the broker, the ingest, the web server and the simulator, in that order.
 
         Raises:
+            PortTakenError: a port the user named (or that devices use) is taken.
             wattlake.errors.BrokerError: the broker cannot listen.
             wattlake.errors.WattlakeError: the ingest or the web server did not start.
         """
-        from wattlake.gateway.broker import EmbeddedBroker, port_is_free
+        from wattlake.gateway.broker import EmbeddedBroker
         from wattlake.stream.ingest import IngestWorker
 
         settings = warm_start(self.settings)
+        broker_port, web_port = self._choose_ports(settings)
         if self.simulate and self.security is None and not self.external_broker:
             self.demo = demo_security(settings)
             self.security = self.demo.security
@@ -513,18 +574,12 @@ class Stack:
                 settings, self.demo.ingest_username, self.demo.ingest_password
             )
         self.settings = settings
-        host, port = settings["broker.host"], settings["broker.port"]
-        if self.broker_port is None and settings.origins["broker.port"] == "default":
-            if not port_is_free(host, port):
-                self.notes.append(
-                    f"Port {port} is taken (another MQTT broker?); the demo broker uses a free "
-                    "port."
-                )
-                port = 0
-        elif self.broker_port is not None:
-            port = self.broker_port
+        host, port = settings["broker.host"], broker_port.port
         if not self.external_broker:
             self.broker = EmbeddedBroker(host=host, port=port, security=self.security).start()
+            moved = broker_port.note("the MQTT broker", "broker.port", self.broker.port)
+            if moved:
+                self.notes.append(moved)
         try:
             self.worker = IngestWorker(
                 settings,
@@ -554,7 +609,7 @@ class Stack:
             if self.broker is not None and self.security is not None:
                 self._start_broker_metrics()
             if self.web_wanted:
-                self._start_web()
+                self._start_web(web_port)
             if self.job_periods_s:
                 from wattlake.stream.ingest import jobs_metrics_file
 
@@ -602,28 +657,78 @@ class Stack:
         except OSError as exc:
             log.warning("cannot write the broker's counters to %s: %s", path, exc)
 
-    def _start_web(self) -> None:
+    def check_ports(self) -> None:
+        """Check the ports :meth:`start` will bind, so that a command can refuse a taken one
+        before it touches anything (:meth:`start` checks them again).
+
+        Raises:
+            PortTakenError: a port that was named, or that devices use, is taken.
+        """
+        self._choose_ports(self.settings)
+
+    def _choose_ports(self, settings: Settings) -> tuple[PortChoice, PortChoice]:
+        """Return the ports of the broker and the dashboard, checked before anything starts
+        (:func:`choose_port`); the TLS and Gen1 listeners of ``up`` are named in the devices'
+        configuration, so a taken one is an error whatever its origin.
+
+        Raises:
+            PortTakenError: a port that was named, or that devices use, is taken.
+        """
+        origins = settings.origins
+        broker = PortChoice(0)
+        if not self.external_broker:
+            port, origin = settings["broker.port"], origins["broker.port"]
+            if self.broker_port is not None:
+                port, origin = self.broker_port, "--broker-port"
+            host = settings["broker.host"]
+            broker = choose_port(
+                host, port, what="the MQTT broker", setting="broker.port", origin=origin
+            )
+            security = self.security
+            if security is not None and security.tls_port:
+                choose_port(
+                    security.tls_host,
+                    security.tls_port,
+                    what="the broker's TLS listener",
+                    setting="broker.tls_port",
+                    origin=_named(origins["broker.tls_port"]),
+                )
+            if security is not None and security.gen1_plain_host:
+                choose_port(
+                    security.gen1_plain_host,
+                    security.gen1_plain_port,
+                    what="the broker's Gen1 listener",
+                    setting="broker.gen1_port",
+                    origin=_named(origins["broker.gen1_port"]),
+                )
+        web = PortChoice(0)
+        if self.web_wanted:
+            web = choose_port(
+                settings["web.host"],
+                settings["web.port"],
+                what="the dashboard",
+                setting="web.port",
+                origin=origins["web.port"],
+            )
+        return broker, web
+
+    def _start_web(self, choice: PortChoice) -> None:
         try:
             from wattlake.web.app import WebServer
         except ImportError as exc:
             self.notes.append(f"The dashboard is not available here ({exc}).")
             return
-        from wattlake.gateway.broker import port_is_free
-
         settings = self.settings
-        port = settings["web.port"]
-        if settings.origins["web.port"] == "default" and not port_is_free(
-            settings["web.host"], port
-        ):
-            self.notes.append(f"Port {port} is taken; the dashboard uses a free port.")
-            port = 0
-        web = WebServer(settings, broker_url=self.broker_url, port=port)
+        web = WebServer(settings, broker_url=self.broker_url, port=choice.port)
         try:
             web.start()
         except WattlakeError as exc:  # the data path works without it
             self.notes.append(f"The dashboard did not start: {exc}")
             return
         self.web = web
+        moved = choice.note("the dashboard", "web.port", web.port)
+        if moved:
+            self.notes.append(moved)
 
     def _start_simulator(self) -> None:
         from wattlake.devices.simulator import Simulator

@@ -104,6 +104,14 @@ def test_a_query_without_rows_keeps_its_columns(
 
 
 def test_an_empty_lake_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A lake without readings is an answer (a folder without a lake is not: see
+    test_bad_inputs.py::test_a_mistyped_data_dir_is_no_lake_and_stays_uncreated)."""
+    from wattlake.lake.catalog import forget_catalogs
+    from wattlake.lake.storage import Lake
+    from wattlake.lake.tables import ensure_tables
+
+    ensure_tables(Lake.open(str(tmp_path / "empty")))
+    forget_catalogs()
     args = ["energy", *DAY, "--format", "csv", "--data-dir", str(tmp_path / "empty")]
     code, out, err = run(capsys, *args)
     assert code == 0, err

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.fs as pafs
 import pytest
 
 from wattlake.devices.base import RawMessage
-from wattlake.errors import StorageError
 from wattlake.lake import tables
-from wattlake.lake.storage import Lake
+from wattlake.lake.storage import Lake, LakeUrlError
 from wattlake.query.engine import ViewFilter, connect
 from wattlake.schema import DEAD_LETTERS_TABLE, READINGS_TABLE, readings_to_table
 from wattlake.stream.deadletters import DeadLetter, dead_letters_table
@@ -66,5 +67,23 @@ def test_dead_letters_view_reads_the_table(lake: Lake) -> None:
 
 
 def test_unknown_url_scheme_is_refused() -> None:
-    with pytest.raises(StorageError, match="neither a local path nor s3://"):
+    with pytest.raises(LakeUrlError, match="uses ftp://, where wattlake cannot keep a lake"):
         Lake.open("ftp://example/lake")
+
+
+@pytest.mark.parametrize("bucket", ["abc", "my.bucket-1", "a" * 63, "2026-meters"])
+def test_s3_bucket_names_s3_accepts_are_accepted(bucket: str) -> None:
+    assert Lake.open(f"s3://{bucket}/lake/").url == f"s3://{bucket}/lake"
+
+
+@pytest.mark.parametrize(
+    "bucket", ["ab", "a" * 64, "Meters", "my_bucket", "-meters", "meters-", "a..b", "10.0.0.1"]
+)
+def test_s3_bucket_names_s3_refuses_are_refused(bucket: str) -> None:
+    with pytest.raises(LakeUrlError, match="is not an S3 bucket name"):
+        Lake.open(f"s3://{bucket}/lake")
+
+
+def test_a_file_url_with_one_slash_is_a_local_folder(tmp_path: Path) -> None:
+    lake = Lake.open(f"file:{tmp_path}/lake")
+    assert (lake.is_local, lake.root) == (True, str(tmp_path / "lake"))

@@ -91,6 +91,7 @@ def test_bad_sql_is_one_sentence_and_exit_code_2(lake_dir: Path) -> None:
 
 
 def test_an_empty_lake_has_empty_views(tmp_path: Path) -> None:
+    tables.ensure_tables(Lake.open(str(tmp_path / "nothing-here")))  # a lake, without readings
     out = run("query", "SELECT count(*) AS n FROM readings", "--format", "json",
               "--data-dir", str(tmp_path / "nothing-here"))  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -83,6 +83,8 @@ def demo(
             "demo.history_days": history_days,
         },
     )
+    stack = Stack(settings, simulate=True, web=web, broker_port=broker_port)
+    stack.check_ports()  # a taken port is refused before the data dir is touched
     if fresh:
         removed = empty_data_dir(settings)
         if removed:
@@ -105,7 +107,6 @@ def demo(
     sites = write_demo_sites(settings)
     requests = StopRequests().install()
     try:
-        stack = Stack(settings, simulate=True, web=web, broker_port=broker_port)
         stack.start()
         _announce(stack)
         if sites is not None:

@@ -13,6 +13,7 @@ from wattlake.cli.output import (
     FormatOption,
     OutputFormat,
     emit_rows,
+    existing_lake,
     load_settings,
     say,
 )
@@ -154,6 +155,7 @@ def energy(
     from wattlake.query.rollups import device_energy, site_energy_report
 
     settings = load_settings(data_dir, config)
+    existing_lake(settings)
     _check_sites(settings)
     if site is not None:
         if device is not None or channel is not None:
@@ -244,6 +246,7 @@ def cost(
     from wattlake.query.rollups import cost_for
 
     settings = load_settings(data_dir, config)
+    existing_lake(settings)
     _check_sites(settings)
     if site is not None and (device is not None or channel is not None):
         raise UsageError("--site bills the site's grid channels; leave out --device and --channel.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +24,7 @@ from wattlake.gateway.files import FileFormat
 
 if TYPE_CHECKING:
     from wattlake.config import Settings
+    from wattlake.gateway.files import FileRows
     from wattlake.stream.file_import import ImportSummary as FileSummary
 
 
@@ -99,16 +102,61 @@ def _import(
         file_rows.append(FileRows(path, kind, device_id=device, channel=channel, period_s=period))
     for rows in file_rows:  # every file's shape before the first is written
         rows.check()
-    summaries = []
-    for rows in file_rows:
-        with progress(f"importing {rows.path.name}") as on_progress:
-            summary = import_file(settings, rows, on_progress=on_progress)
-        summaries.append(summary)
-        if summary.stored or len(file_rows) > 1:
-            say(_summary_line(summary))
+    summaries: list[FileSummary] = []
+    received_at_ms = 0
+    try:
+        for rows in file_rows:
+            # Each file its own receive time, so that its rows are found in the lake by it.
+            received_at_ms = max(time.time_ns() // 1_000_000, received_at_ms + 1)
+            with progress(f"importing {rows.path.name}") as on_progress:
+                summary = import_file(
+                    settings, rows, on_progress=on_progress, received_at_ms=received_at_ms
+                )
+            summaries.append(summary)
+            if summary.stored or len(file_rows) > 1:
+                say(_summary_line(summary))
+    except KeyboardInterrupt:
+        _say_interrupted(settings, file_rows, summaries, received_at_ms)
+        raise
     if not any(s.stored for s in summaries):
         detail = _summary_line(summaries[0]) if len(summaries) == 1 else "see above"
         raise BadInputError(f"No row could be imported ({detail}).")
+
+
+def _say_interrupted(
+    settings: Settings, file_rows: list[FileRows], done: list[FileSummary], received_at_ms: int
+) -> None:
+    """Say which files are wholly in the lake, how many rows of the interrupted one were
+    committed before the interrupt (counted in the lake), and which were not started."""
+    from wattlake.errors import WattlakeError
+    from wattlake.lake.storage import Lake
+    from wattlake.query.sql import run_sql
+
+    lake_url = Lake.from_settings(settings).url
+    if len(done) == len(file_rows):  # the interrupt came after the last file was in
+        say(f"The import was interrupted once every file was in the lake {lake_url}.")
+        return
+    cut = file_rows[len(done)]
+    try:
+        result = run_sql(
+            settings,
+            "SELECT count(*) FROM raw_readings "
+            f"WHERE epoch_ms(received_at) = {int(received_at_ms)}",
+        )
+        stored = f"{result.rows[0][0]} row(s) stored, the rest not"
+    except (WattlakeError, KeyboardInterrupt) as exc:
+        stored = f"its rows stored so far could not be counted ({exc or 'interrupted again'})"
+    lines = [f"The import stopped during {cut.path.name}; in the lake {lake_url}:"]
+    lines += [f"  {s.file_name}: complete, {s.stored} row(s) stored" for s in done]
+    lines.append(f"  {cut.path.name}: partly, {stored}")
+    left = file_rows[len(done) + 1 :]
+    lines += [f"  {rows.path.name}: not started" for rows in left]
+    again = " ".join(shlex.quote(str(rows.path)) for rows in [cut, *left])
+    lines.append(
+        f"To finish, import {again} again (the readings view keeps one copy of a row stored twice)."
+    )
+    for line in lines:
+        say(line)
 
 
 def _summary_line(summary: FileSummary) -> str:

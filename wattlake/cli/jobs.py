@@ -12,6 +12,7 @@ from wattlake.cli.output import (
     FormatOption,
     OutputFormat,
     emit_rows,
+    existing_lake,
     load_settings,
     progress,
     say,
@@ -50,6 +51,7 @@ def jobs_run(
         except ValueError as exc:
             raise UsageError(f"--date {day!r} is not a date like 2026-01-31.") from exc
     settings = load_settings(data_dir, config)
+    existing_lake(settings)
     if name in PROGRESS_UNITS:
         quiet = fmt is OutputFormat.json
         with progress(f"{name}", quiet=quiet, unit=PROGRESS_UNITS[name]) as on_progress:

@@ -73,6 +73,18 @@ def load_settings(data_dir: str | None, config: Path | None, **overrides: Any) -
     return Settings.load(config_file=config, overrides={"data_dir": data_dir, **overrides})
 
 
+def existing_lake(settings: Settings) -> None:
+    """Check, for a command that only reads, that ``data_dir`` holds a lake (nothing is
+    created: a mistyped folder is an error, not an empty answer).
+
+    Raises:
+        wattlake.lake.presence.NoLakeError: there is no lake there.
+    """
+    from wattlake.lake.presence import open_lake
+
+    open_lake(settings, create=False)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()

@@ -14,6 +14,7 @@ from wattlake.cli.output import (
     FormatOption,
     OutputFormat,
     emit_rows,
+    existing_lake,
     load_settings,
     say,
 )
@@ -120,6 +121,7 @@ def pv(
     clear sky or under the weather of a PVGIS TMY file.
     """
     settings = load_settings(data_dir, config, **{"energy.tz": tz})
+    existing_lake(settings)
     _site_or_channel(site, device, channel)
     zone_name = settings["energy.tz"]
     start_ms, end_ms = _range_ms(start, end, zone_name)
@@ -262,6 +264,7 @@ def forecast(
     from wattlake.query import pv as pvq
 
     settings = load_settings(data_dir, config, **{"energy.tz": tz, "energy.country": country})
+    existing_lake(settings)
     _site_or_channel(site, device, channel)
     country = settings["energy.country"] or None
     zone_name = settings["energy.tz"]

@@ -12,6 +12,7 @@ from wattlake.cli.output import (
     FormatOption,
     OutputFormat,
     emit_rows,
+    existing_lake,
     load_settings,
 )
 
@@ -47,6 +48,7 @@ def query(
     from wattlake.query.sql import run_sql
 
     settings = load_settings(data_dir, config)
+    existing_lake(settings)
     as_of_ms = None
     if as_of is not None:
         from wattlake.energy.buckets import parse_time_ms, zone

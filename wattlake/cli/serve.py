@@ -16,6 +16,7 @@ from wattlake.cli.output import (
     ConfigOption,
     DataDirOption,
     configure_logging,
+    existing_lake,
     load_settings,
     say,
     stop_on_signals,
@@ -80,6 +81,7 @@ def serve(
 ) -> None:
     """Serve the dashboard, the API (OpenAPI at /api/docs) and /metrics until stopped."""
     from wattlake.errors import UsageError
+    from wattlake.stack import choose_port
     from wattlake.web.app import WebServer
 
     configure_logging()
@@ -90,15 +92,26 @@ def serve(
         raise UsageError("--tls-cert and --tls-key go together: give both or neither.")
     # Through the settings, so that --host and --port get web.host's and web.port's checks.
     settings = load_settings(data_dir, config, **{"web.host": host, "web.port": port})
+    existing_lake(settings)
+    port_choice = choose_port(
+        settings["web.host"],
+        settings["web.port"],
+        what="the dashboard",
+        setting="web.port",
+        origin=settings.origins["web.port"],
+    )
     server = WebServer(
         settings,
         broker_url=broker,
         host=settings["web.host"],
-        port=settings["web.port"],
+        port=port_choice.port,
         tls_cert_file=str(tls_cert or ""),
         tls_key_file=str(tls_key or ""),
     )
     server.start()
+    moved = port_choice.note("the dashboard", "web.port", server.port)
+    if moved:
+        say(moved)
     say(f"Serving {server.url} (API docs at {server.url}/api/docs); stop with Ctrl-C.")
     if login_code:
         # On the terminal only, never in a log line; good once, for web.login_code_ttl_s.

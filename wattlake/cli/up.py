@@ -40,6 +40,8 @@ def up(
         stack = Up(settings, external_broker=external_broker, web=web)
         stack.start()
         assert stack.stack is not None
+        for note in stack.stack.notes:
+            say(note)
         broker = stack.stack.broker
         if broker is not None:
             say(

@@ -35,8 +35,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """Return True when nothing listens on ``host:port``."""
+    """Return True when nothing listens on ``host:port``.
+
+    The probe binds with ``SO_REUSEADDR``, as the servers themselves do: connections of a
+    recent run that linger in TIME-WAIT do not make the port taken (a listener still does).
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wattlake.errors import ConfigError, UsageError
+from wattlake.state import state_dir
 
 CA_DAYS: Final = 3650
 BROKER_DAYS: Final = 825
@@ -46,14 +47,13 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 def security_dir(configured: str = "") -> Path:
     """Return the private folder of the CA and the device registry.
 
-    ``configured`` (the ``security.dir`` setting) wins; else ``$XDG_STATE_HOME/wattlake/security``,
-    by default ``~/.local/state/wattlake/security`` (outside the lake, so lake copies and
+    ``configured`` (the ``security.dir`` setting) wins; else ``security`` in the local state
+    folder (:func:`wattlake.state.state_dir`; outside the lake, so lake copies and
     backups never carry the CA's key).
     """
     if configured:
         return Path(configured)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return Path(base) / "wattlake" / "security"
+    return state_dir() / "security"
 
 
 def check_device_id(device_id: str) -> str:

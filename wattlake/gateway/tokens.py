@@ -2,8 +2,9 @@
 
 A token is ``wl_`` followed by 32 random bytes in URL-safe base64 (256 bits). The store keeps
 the SHA-256 of each token, never the token itself, in a JSON file (mode 0600) in the local state
-folder: ``tokens.json`` beside a local lake, ``~/.local/state/wattlake/tokens.json`` for a lake in
-object storage, or ``web.tokens_file``.
+folder: ``tokens.json`` beside a local lake, ``tokens/<lake-id>/tokens.json`` in the local state
+folder (:mod:`wattlake.state`) for a lake in object storage (like its WAL and catalog, they
+belong to that one lake), or ``web.tokens_file``.
 
 Why SHA-256 and not argon2: argon2 (slow, salted) protects *low-entropy* secrets such as
 passwords from guessing once the hashes leak. A 256-bit random token cannot be guessed, so a
@@ -30,6 +31,7 @@ from typing import Final
 from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError
 from wattlake.gateway.ca import write_private
+from wattlake.state import lake_state_dir, legacy_state_dir
 
 SCOPES: Final = ("read", "ingest", "admin")
 TOKEN_PREFIX: Final = "wl_"
@@ -103,14 +105,38 @@ def parse_expiry_s(text: str, now_s: float | None = None) -> float:
 
 
 def tokens_path(settings: Settings) -> Path:
-    """Return the token file: ``web.tokens_file``, else beside a local lake, else in
-    ``~/.local/state/wattlake``."""
+    """Return the token file: ``web.tokens_file``, else beside a local lake, else
+    ``tokens/<lake-id>/tokens.json`` in the local state folder.
+
+    Raises:
+        wattlake.errors.StorageError: an S3 lake's identity cannot be read or written.
+    """
     configured = str(settings.get("web.tokens_file", "") or "")
     if configured:
         return Path(configured)
     if "://" not in settings.data_dir:
         return Path(settings.data_dir) / TOKENS_FILE_NAME
-    return Path.home() / ".local/state/wattlake" / TOKENS_FILE_NAME
+    # Imported here: only a lake in object storage needs its identity (read over the network).
+    from wattlake.lake.identity import ensure_identity
+    from wattlake.lake.storage import Lake
+
+    lake_id = ensure_identity(Lake.from_settings(settings)).lake_id
+    path = lake_state_dir("tokens", lake_id) / TOKENS_FILE_NAME
+    _adopt_shared_tokens(path)
+    return path
+
+
+def _adopt_shared_tokens(path: Path) -> None:
+    """Copy the token file that every S3 lake shared before tokens belonged to one lake
+    (``~/.local/state/wattlake/tokens.json``) to ``path`` when that has none yet, so that
+    tokens made then keep working (the shared file stays for the other lakes)."""
+    shared = legacy_state_dir() / TOKENS_FILE_NAME
+    if path.exists() or not shared.is_file():
+        return
+    try:
+        write_private(path, shared.read_bytes())
+    except OSError as exc:
+        raise StorageError(f"Cannot copy the token file {shared} to {path}: {exc}.") from exc
 
 
 class TokenStore:

@@ -1,10 +1,11 @@
 """The Iceberg catalog of the lake's tables (the Glue Data Catalog's role).
 
 By default a SQL catalog in a SQLite file: ``catalog.db`` beside a local lake, or
-``~/.local/state/wattlake/catalog/<lake-id>/catalog.db`` for a lake in S3 (like the WAL, local
-state named by the lake's identity). ``catalog.uri`` names another SQL database (PostgreSQL:
-``postgresql+psycopg://user:pass@host/db``); ``catalog.type`` chooses a REST catalog (SeaweedFS's
-or Amazon S3 Tables', signed with SigV4 when ``catalog.rest_signing_name`` is set) or AWS Glue.
+``catalog/<lake-id>/catalog.db`` in the local state folder (:mod:`wattlake.state`) for a lake in
+S3 (like the WAL, local state named by the lake's identity). ``catalog.uri`` names another SQL
+database (PostgreSQL: ``postgresql+psycopg://user:pass@host/db``); ``catalog.type`` chooses a
+REST catalog (SeaweedFS's or Amazon S3 Tables', signed with SigV4 when
+``catalog.rest_signing_name`` is set) or AWS Glue.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
 from wattlake.errors import ConfigError, StorageError
 from wattlake.lake.storage import CATALOG_FILE, Lake
+from wattlake.state import adopt_legacy_lake_state
 
 CATALOG_NAME: Final = "wattlake"
 CATALOG_TYPES: Final = ("sql", "rest", "glue")
@@ -32,11 +34,6 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def state_dir() -> Path:
-    """Return the local state folder for lakes in object storage."""
-    return Path.home() / ".local/state/wattlake"
-
-
 def default_sql_uri(lake: Lake) -> str:
     """Return the SQLite catalog's URL for ``lake``: beside a local lake, else in local state.
 
@@ -48,7 +45,13 @@ def default_sql_uri(lake: Lake) -> str:
     else:
         from wattlake.lake.identity import ensure_identity
 
-        path = state_dir() / "catalog" / ensure_identity(lake).lake_id / CATALOG_FILE
+        lake_id = ensure_identity(lake).lake_id
+        try:
+            path = adopt_legacy_lake_state("catalog", lake_id) / CATALOG_FILE
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot move the catalog of {lake.url} into the state folder: {exc}"
+            ) from exc
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

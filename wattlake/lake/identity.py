@@ -79,7 +79,7 @@ def read_identity(lake: Lake) -> LakeIdentity | None:
     except OSError as exc:
         if _missing(lake, path):
             return None
-        raise StorageError(f"Cannot read the lake identity {path}: {exc}") from exc
+        raise lake.os_error(exc, f"read the lake identity {path}") from exc
     return LakeIdentity.from_json(data, path)
 
 

@@ -55,11 +55,17 @@ class ImportSummary:
 
 
 def import_file(
-    settings: Settings, rows: FileRows, *, on_progress: ProgressCallback | None = None
+    settings: Settings,
+    rows: FileRows,
+    *,
+    on_progress: ProgressCallback | None = None,
+    received_at_ms: int | None = None,
 ) -> ImportSummary:
     """Check ``rows``' file, then decode its rows into the lake; return what happened.
 
     ``on_progress(done, total)`` counts rows read (``total``: the file's row count).
+    ``received_at_ms`` [epoch ms] is the receive time of every row (default: now); a caller
+    that gives each file its own finds the file's rows in the lake by it.
 
     Raises:
         wattlake.errors.UsageError: the file is missing, or rows need a device id.
@@ -73,7 +79,8 @@ def import_file(
     stream = stream_from_settings(settings, lake)
     summary = ImportSummary(rows.path.name, lake.url)
     report(0, shape.rows)
-    received_at_ms = time.time_ns() // 1_000_000
+    if received_at_ms is None:
+        received_at_ms = time.time_ns() // 1_000_000
     done = import_columns(
         lake,
         rows,

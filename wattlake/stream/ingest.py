@@ -29,7 +29,6 @@ their data until the lake is back.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import socket
 import threading
@@ -46,6 +45,7 @@ from wattlake.gateway.retry import Backoff, RetryPolicy
 from wattlake.gateway.source import Source
 from wattlake.lake.identity import ensure_identity
 from wattlake.lake.storage import Lake
+from wattlake.state import lake_state_dir
 from wattlake.stream.metrics import WRITE_EVERY_S, IngestFigures, MetricsFile
 from wattlake.stream.wal import HEADER as WAL_HEADER
 from wattlake.stream.wal import MAGIC as WAL_MAGIC
@@ -89,17 +89,10 @@ WRITER_RESTART_MAX_S: Final = 30.0
 WRITER_SILENCE_MAX_S: Final = 120.0
 
 
-def state_dir() -> Path:
-    """Return wattlake's local state folder: ``$XDG_STATE_HOME/wattlake``, by default
-    ``~/.local/state/wattlake``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return Path(base) / "wattlake"
-
-
 def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = None) -> Path:
     """Return the WAL folder: ``stream.wal_dir``, else ``wal/<stream>`` in a local lake, else
-    ``~/.local/state/wattlake/wal/<lake-id>/<stream>`` for a lake in S3 (one folder per lake:
-    a WAL belongs to exactly one lake).
+    ``wal/<lake-id>/<stream>`` in the local state folder (:mod:`wattlake.state`) for a lake in
+    S3 (one folder per lake: a WAL belongs to exactly one lake).
 
     ``lake_id`` is the lake's identity; it is read (or created) in the lake when not given.
 
@@ -116,7 +109,7 @@ def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = 
         return Path(lake.root) / "wal" / settings["stream.name"]
     if lake_id is None:
         lake_id = ensure_identity(lake).lake_id
-    return state_dir() / "wal" / lake_id / settings["stream.name"]
+    return lake_state_dir("wal", lake_id) / settings["stream.name"]
 
 
 def broker_metrics_file(wal_dir: Path) -> Path:

@@ -503,7 +503,7 @@ class Stack:
             wattlake.errors.WattlakeError: the ingest or the web server did not start.
         """
         from wattlake.gateway.broker import EmbeddedBroker, port_is_free
-        from wattlake.stream.ingest import IngestWorker
+        from wattlake.stream.ingest import IngestWorker, default_client_id
 
         settings = warm_start(self.settings)
         if self.simulate and self.security is None and not self.external_broker:
@@ -524,7 +524,14 @@ class Stack:
         elif self.broker_port is not None:
             port = self.broker_port
         if not self.external_broker:
-            self.broker = EmbeddedBroker(host=host, port=port, security=self.security).start()
+            # Devices are refused until the ingest has subscribed: a publish before would reach
+            # nobody (gateway/broker.py).
+            self.broker = EmbeddedBroker(
+                host=host,
+                port=port,
+                security=self.security,
+                durable_subscriber=default_client_id(settings),
+            ).start()
         try:
             self.worker = IngestWorker(
                 settings,

@@ -39,7 +39,7 @@ class Publisher:
         self.client.username_pw_set(METER, broker.meter_password)
         self.connacks: list[str] = []
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connacks.append(str(rc))
-        self.client.reconnect_delay_set(0.1, 0.2)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.acked.add(mid)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()

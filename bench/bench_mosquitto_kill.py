@@ -51,7 +51,8 @@ def start_mosquitto(folder: Path, port: int, autosave_s: int) -> subprocess.Pope
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
         f"persistence_location {folder}/\nautosave_interval {autosave_s}\n"
-        "max_queued_messages 100000\n"
+        "max_queued_messages 100000\n" + ("user root\n" if os.geteuid() == 0 else "")
+        # As root Mosquitto would switch to user "mosquitto", who cannot write the folder.
     )
     process = subprocess.Popen(
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

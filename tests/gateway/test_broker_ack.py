@@ -187,3 +187,27 @@ def test_publishes_nobody_keeps_are_acknowledged_at_once(broker: Broker) -> None
     finally:
         meter.close()
         ingest.close()
+
+
+def test_without_security_the_ingest_session_is_kept_too() -> None:
+    """amqtt keeps no session for anonymous clients (all of them, without security): the
+    ingest's is kept all the same, so a copy it left unacknowledged waits for its return."""
+    with EmbeddedBroker(durable_subscriber="ingest") as running:
+        broker = Broker(running.host, running.port, "any", "any")
+        ingest = Subscriber(broker)
+        meter = Publisher(broker)
+        try:
+            mid = meter.publish(TOPIC, b"while-away")
+            assert _until(lambda: len(ingest.received) == 1)
+            ingest.close()  # gone without acknowledging
+            time.sleep(1.5)  # amqtt's session monitor drops anonymous sessions every second
+            assert not meter.acked
+            back = Subscriber(broker)
+            try:
+                assert _until(lambda: len(back.received) == 1)
+                assert back.ack_all() == [b"while-away"]
+                assert _until(lambda: mid in meter.acked)
+            finally:
+                back.close()
+        finally:
+            meter.close()

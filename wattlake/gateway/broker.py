@@ -12,9 +12,9 @@ Nothing a publisher was told is accepted can be lost, even to a kill -9 of the w
   refuses every other client (CONNACK "server unavailable"; MQTT clients try again) until the
   ingest has subscribed: a publish cannot arrive while nobody would take it. Later, while the
   ingest is away, amqtt queues its copies in the ingest's persistent session (in memory), and
-  the publishes are not acknowledged until the ingest is back and has taken them. (amqtt keeps
-  no session for anonymous clients: without security, a copy for an ingest that is away is
-  dropped and its publish acknowledged, as before.)
+  the publishes are not acknowledged until the ingest is back and has taken them (its session
+  is kept even without security, where amqtt counts every client as anonymous and keeps no
+  session for it).
 - amqtt gives up on a QoS 1 message it sent when the receiver has not acknowledged it within
   5 s, and forgets it. The ingest acknowledges only once a message is in its write-ahead log,
   which can take longer than that while its WAL is at its limit; so the broker here waits for
@@ -185,7 +185,7 @@ class EmbeddedBroker:
         broker = Broker(config)
         broker._subscriptions = Subscriptions(broker._subscriptions)
         broker._broadcast_queue = BroadcastQueue()
-        broker._wattlake_waits_for = self.durable_subscriber
+        broker._wattlake_waits_for = broker._wattlake_durable = self.durable_subscriber
         self._broker = broker
         await broker.start()
 
@@ -588,7 +588,8 @@ def _acknowledge_when_delivered() -> None:
 
 def _refuse_until_subscribed() -> None:
     """Make a broker whose ``_wattlake_waits_for`` names a client (the ingest) refuse every
-    other client, with CONNACK "server unavailable", until that client has subscribed at QoS 1.
+    other client, with CONNACK "server unavailable", until that client has subscribed at QoS 1;
+    and keep that client's session (``_wattlake_durable``) even when it is anonymous.
 
     Before the ingest has subscribed, a publish would reach no subscriber and be acknowledged
     and dropped (as MQTT has it); refused, a device tries again a moment later and publishes
@@ -606,7 +607,12 @@ def _refuse_until_subscribed() -> None:
         if waits_for and session.client_id != waits_for:
             session._wattlake_unavailable = True
             return False
-        return bool(await authenticate(self, session, listener))
+        authenticated = bool(await authenticate(self, session, listener))
+        if authenticated and session.client_id == getattr(self, "_wattlake_durable", ""):
+            # amqtt keeps no session for an anonymous client (every client of a broker without
+            # security): the ingest's must be kept, with what is queued for it while it is away.
+            session.is_anonymous = False
+        return authenticated
 
     subscribe = Broker.add_subscription
 

@@ -762,9 +762,11 @@ class Stack:
                 f"the write-ahead log at {report.wal_dir}; the next start for this lake delivers "
                 "them"
             )
+            # The embedded broker acknowledges a QoS 1 message only once the WAL has it: what
+            # it still held, its senders were not told was taken and send again.
             lost = (
-                f"{report.left_in_broker} message(s) were still in the broker and are gone with "
-                "it; "
+                f"{report.left_in_broker} message(s) were still in the broker, not acknowledged "
+                "to their senders (devices send QoS 1 messages again when they reconnect); "
                 if report.left_in_broker
                 else ""
             )

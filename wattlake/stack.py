@@ -563,7 +563,7 @@ class Stack:
             wattlake.errors.WattlakeError: the ingest or the web server did not start.
         """
         from wattlake.gateway.broker import EmbeddedBroker
-        from wattlake.stream.ingest import IngestWorker
+        from wattlake.stream.ingest import IngestWorker, default_client_id
 
         settings = warm_start(self.settings)
         broker_port, web_port = self._choose_ports(settings)
@@ -576,7 +576,14 @@ class Stack:
         self.settings = settings
         host, port = settings["broker.host"], broker_port.port
         if not self.external_broker:
-            self.broker = EmbeddedBroker(host=host, port=port, security=self.security).start()
+            # Devices are refused until the ingest has subscribed: a publish before would reach
+            # nobody (gateway/broker.py).
+            self.broker = EmbeddedBroker(
+                host=host,
+                port=port,
+                security=self.security,
+                durable_subscriber=default_client_id(settings),
+            ).start()
             moved = broker_port.note("the MQTT broker", "broker.port", self.broker.port)
             if moved:
                 self.notes.append(moved)
@@ -860,9 +867,11 @@ class Stack:
                 f"the write-ahead log at {report.wal_dir}; the next start for this lake delivers "
                 "them"
             )
+            # The embedded broker acknowledges a QoS 1 message only once the WAL has it: what
+            # it still held, its senders were not told was taken and send again.
             lost = (
-                f"{report.left_in_broker} message(s) were still in the broker and are gone with "
-                "it; "
+                f"{report.left_in_broker} message(s) were still in the broker, not acknowledged "
+                "to their senders (devices send QoS 1 messages again when they reconnect); "
                 if report.left_in_broker
                 else ""
             )

@@ -56,10 +56,12 @@ def lake_keys(data_dir: Path) -> tuple[int, int, set[tuple[str, int]]]:
 class Publisher:
     """Publish messages at QoS 1 from a thread, counting what the broker acknowledged."""
 
-    def __init__(self, url: str, messages: list[tuple[str, bytes]], *, name: str) -> None:
+    def __init__(
+        self, url: str, messages: list[tuple[str, bytes]], *, name: str, max_inflight: int = 200
+    ) -> None:
         host, port = url.removeprefix("mqtt://").split(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
-        self.client.max_inflight_messages_set(200)
+        self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.connect(host, int(port))
         self.client.loop_start()

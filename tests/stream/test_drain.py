@@ -4,6 +4,7 @@ for it, however long that takes, then flushes; exact counts through a real broke
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from tests.stream.support import Publisher, expected_keys, reading_message
@@ -46,15 +47,23 @@ def stop_with_backlog(
         thread = threading.Thread(target=worker.run, args=(stop,))
         thread.start()
         assert worker.ready.wait(30)
-        publisher = Publisher(broker.url, [reading_message(i) for i in range(COUNT)], name="pub")
+        # Every message in flight at once: the broker acknowledges each only once the ingest has
+        # it in its WAL, so the backlog it holds is what the publisher has not heard back about.
+        messages = [reading_message(i) for i in range(COUNT)]
+        publisher = Publisher(broker.url, messages, name="pub", max_inflight=COUNT)
         publisher.start()
-        publisher.wait()  # the broker accepted every message: now each one must be accounted for
-        publisher.close()
-        stop.set()
+        deadline = time.monotonic() + 120
+        while (broker.pending_for(worker.client_id) or 0) + worker.health.acked < COUNT:
+            assert time.monotonic() < deadline, "the broker did not receive every message"
+            time.sleep(0.01)
+        stop.set()  # every message is in the broker or the WAL: each must be accounted for
         if abort:
             worker.abort.set()
         thread.join(30 if abort else 300)
         assert not thread.is_alive()
+        if not abort:
+            publisher.wait()  # the drain took all: every message acknowledged to the publisher
+        publisher.close()
         return worker, broker.pending_for(worker.client_id)
 
 

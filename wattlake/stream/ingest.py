@@ -89,6 +89,12 @@ WRITER_RESTART_MAX_S: Final = 30.0
 WRITER_SILENCE_MAX_S: Final = 120.0
 
 
+def default_client_id(settings: Settings) -> str:
+    """Return the MQTT client id an ingest worker uses unless told another (a fixed one: the
+    broker keeps its persistent session while it is away)."""
+    return f"wattlake-{settings['stream.name']}-{socket.gethostname()}"
+
+
 def wal_dir_from_settings(settings: Settings, lake: Lake, lake_id: str | None = None) -> Path:
     """Return the WAL folder: ``stream.wal_dir``, else ``wal/<stream>`` in a local lake, else
     ``wal/<lake-id>/<stream>`` in the local state folder (:mod:`wattlake.state`) for a lake in
@@ -200,7 +206,7 @@ class IngestWorker:
         self.hand_over_every_s = min(HAND_OVER_EVERY_S, settings["stream.flush_interval_s"] / 4)
         topics = [t.strip() for t in settings["ingest.topics"].split(",") if t.strip()]
         if client_id is None:
-            client_id = f"wattlake-{self.name}-{socket.gethostname()}"
+            client_id = default_client_id(settings)
         self.client_id = client_id
         self.broker_backlog = broker_backlog
         self.abort = threading.Event()

@@ -10,7 +10,7 @@ import pytest
 
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
-from wattlake.devices.simulator import Faults, Fleet, FleetConfig, SimFormat, SimMessage
+from wattlake.devices.sim.simulator import Faults, Fleet, FleetConfig, SimFormat, SimMessage
 from wattlake.errors import DecodeError
 from wattlake.schema import Reading
 

@@ -6,7 +6,7 @@ included) and the same simulated times give byte-identical payloads. :class:`Sim
 a fleet to an MQTT broker in wall-clock time: first, optionally, days of history as fast as the
 broker takes them, then live rounds at a fixed rate.
 
-In every round each device samples its household (:mod:`wattlake.devices.loads`) once, adds the
+In every round each device samples its household (:mod:`wattlake.devices.sim.loads`) once, adds the
 energy since its last sample to its counters, and publishes in its format:
 
 - ``shelly-gen1`` (EM, 2 channels) and ``shelly-gen1-3em`` (3 phases): one value per topic
@@ -53,9 +53,9 @@ from typing import Any, Final, Protocol
 import msgspec
 import paho.mqtt.client as mqtt
 
-from wattlake.devices import loads
-from wattlake.devices.loads import Household, LoadSample
-from wattlake.devices.sim_rpc import FleetRpc, MeterMemory, answer_mqtt
+from wattlake.devices.sim import loads
+from wattlake.devices.sim.loads import Household, LoadSample
+from wattlake.devices.sim.rpc import FleetRpc, MeterMemory, answer_mqtt
 from wattlake.errors import BrokerError, UsageError
 
 log = logging.getLogger(__name__)

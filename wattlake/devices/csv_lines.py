@@ -132,8 +132,9 @@ def instructions(enrolment: Enrolment) -> list[str]:
     ]
 
 
-def render(readings: list[Reading]) -> bytes:
-    """Return ``readings`` as a CSV payload of this format (``ts`` in epoch seconds)."""
+def render(device_id: str, readings: list[Reading]) -> tuple[str, bytes]:
+    """Return the topic and CSV payload of ``device_id``'s ``readings`` (``ts`` [ms] written as
+    epoch seconds)."""
     columns = ["ts", "channel", *(c for c in MEASUREMENT_COLUMNS if any(c in r for r in readings))]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -141,7 +142,7 @@ def render(readings: list[Reading]) -> bytes:
     for reading in readings:
         row = {**reading, "ts": reading["ts"] / 1000}
         writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
-    return out.getvalue().encode()
+    return f"wattlake/{device_id}/{LEAF}", out.getvalue().encode()
 
 
 FORMAT: Final = DeviceFormat(
@@ -151,4 +152,5 @@ FORMAT: Final = DeviceFormat(
     decoder=CsvDecoder,
     instructions=instructions,
     topic_root="wattlake",
+    render=render,
 )

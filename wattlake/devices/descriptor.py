@@ -21,6 +21,7 @@ from typing import Final, Literal
 
 from wattlake.devices.base import Decoder
 from wattlake.devices.status import StatusRegistry
+from wattlake.schema import Reading
 
 AuthKind = Literal["cert", "password"]
 # The user-name placeholder of Mosquitto's ``pattern`` ACL lines.
@@ -80,6 +81,10 @@ class DeviceFormat:
     - ``read_topics``: topic filters outside the prefix the device may read.
     - ``auth``: the credentials its devices can use.
     - ``plain_listener``: its devices cannot do TLS and may use the opt-in plain listener.
+    - ``render``: the simulator's payload of a format without device state: the topic and
+      payload that carry canonical readings (``ts`` [ms], ``channel``, measurement columns) for
+      a device id; None for a format the simulator models itself (Shelly: counters since boot,
+      changed keys only).
     """
 
     name: str
@@ -92,6 +97,7 @@ class DeviceFormat:
     read_topics: tuple[str, ...] = ()
     auth: tuple[AuthKind, ...] = ("cert", "password")
     plain_listener: bool = False
+    render: Callable[[str, list[Reading]], tuple[str, bytes]] | None = None
 
     def prefix(self, device_id: str) -> tuple[str, ...]:
         """Return the topic levels every topic of device ``device_id`` starts with."""

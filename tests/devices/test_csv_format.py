@@ -107,7 +107,7 @@ def test_a_line_naming_another_device_refuses_the_message() -> None:
 def test_the_identity_rule_and_the_routes_come_from_the_table() -> None:
     assert publisher("wattlake/logger-1/csv") == bound_identity("wattlake/logger-1/csv")
     assert publisher("wattlake/logger-1/csv") == "logger-1"
-    assert ROOTS == {f.topic_root for f in formats.FORMATS.values()} - {""}
+    assert {f.topic_root for f in formats.FORMATS.values()} - {""} == ROOTS
     assert (("wattlake", "+", "csv"), "csv", 1) in ROUTES
     # Literal roots first: a Gen2 device named "wattlake" cannot take the CSV topics.
     first_any = next(i for i, (levels, _, _) in enumerate(ROUTES) if levels[0] == "+")

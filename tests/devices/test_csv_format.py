@@ -74,6 +74,7 @@ def test_absent_columns_take_their_defaults() -> None:
     ("payload", "reason"),
     [
         (b"", "invalid-csv"),
+        (b"ts,power_w\n", "invalid-csv"),
         (b"\xff\xfe,power_w\n", "invalid-csv"),
         (b"ts,power_w\n1767225600\n", "invalid-csv"),
         (b"ts,watts\n1767225600,5\n", "unknown-field"),

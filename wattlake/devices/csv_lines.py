@@ -11,10 +11,11 @@ topic's), ``channel`` (empty or absent: 0) and any measurement column (``power_w
     1733616000,0,412.5,1203344.0
     1733616000,1,-96.0,88120.5
 
-An unknown column, a value that is not a number, a non-finite number, a row with more or fewer
-fields than the header or a bad time refuses the whole message (a dead letter keeps its bytes);
-the router refuses a message naming another device (``identity-mismatch``). The device's
-own topics are ``wattlake/<id>/…``, as for the generic format, so its ACLs are the same.
+A payload without a reading line, an unknown column, a value that is not a number, a
+non-finite number, a row with more or fewer fields than the header or a bad time refuses the
+whole message (a dead letter keeps its bytes); the router refuses a message naming another
+device (``identity-mismatch``). The device's own topics are ``wattlake/<id>/…``, as for the
+generic format, so its ACLs are the same.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ class CsvDecoder:
         except (UnicodeDecodeError, csv.Error) as exc:
             raise DecodeError("invalid-csv", f"payload is not UTF-8 CSV text: {exc}") from exc
         rows = [row for row in rows if row]
-        if not rows:
-            raise DecodeError("invalid-csv", "payload has no header line")
+        if len(rows) < 2:
+            what = "a header line and no reading" if rows else "no header line"
+            raise DecodeError("invalid-csv", f"payload has {what}")
         header = [name.strip() for name in rows[0]]
         unknown = [name for name in header if name not in FIELDS]
         if unknown or len(set(header)) != len(header):

@@ -586,6 +586,17 @@ def instructions(enrolment: Enrolment) -> list[str]:
     ]
 
 
+_RENDER_ENCODER: Final = msgspec.json.Encoder()
+
+
+def render(device_id: str, readings: list[Reading]) -> tuple[str, bytes]:
+    """Return the topic and JSON payload of ``device_id``'s ``readings`` (``ts`` [ms] written as
+    epoch seconds): one object for one reading, else an array."""
+    rows = [{**r, "ts": r["ts"] / 1000} for r in readings]
+    document = rows[0] if len(rows) == 1 else rows
+    return f"wattlake/{device_id}/{LEAF}", _RENDER_ENCODER.encode(document)
+
+
 FORMAT: Final = DeviceFormat(
     name=SOURCE,
     title="Generic client",
@@ -593,4 +604,5 @@ FORMAT: Final = DeviceFormat(
     decoder=GenericDecoder,
     instructions=instructions,
     topic_root="wattlake",
+    render=render,
 )

@@ -41,7 +41,7 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wattlake.devices.simulator import Fleet, FleetConfig  # noqa: E402
+from wattlake.devices.sim.simulator import Fleet, FleetConfig  # noqa: E402
 from wattlake.gateway.broker import free_port  # noqa: E402
 from wattlake.gateway.registry import Registry  # noqa: E402
 

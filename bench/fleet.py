@@ -7,10 +7,10 @@ connection, channel 1 the PV inverter or, without PV, the kitchen circuit) sampl
 
 What makes it realistic rather than a sine:
 
-* **Loads** are the simulator's household model (:mod:`wattlake.devices.loads`: base load,
+* **Loads** are the simulator's household model (:mod:`wattlake.devices.sim.loads`: base load,
   fridge cycles, lights, cooking, kettles, washing, some cars and heat pumps, PV under daily
   clouds), evaluated here with numpy instead of one Python call per sample. :func:`check_loads`
-  proves the vectorised model equals :func:`wattlake.devices.loads.sample`.
+  proves the vectorised model equals :func:`wattlake.devices.sim.loads.sample`.
 * **Noise at meter resolution**: active power gets measurement noise of a few resolution steps
   (0.2 W + 0.1 % of the reading, normal); voltage and grid frequency wander slowly (a smooth
   curve through random knots every 5 min and 1 min; frequency is one grid shared by all meters)
@@ -55,8 +55,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from wattlake.devices import loads
-from wattlake.devices.loads import DAY_S, HOUR_S, Household
+from wattlake.devices.sim import loads
+from wattlake.devices.sim.loads import DAY_S, HOUR_S, Household
 from wattlake.energy.integrate import positive_part_wh
 from wattlake.schema import READING_SCHEMA
 
@@ -85,7 +85,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-# -- the household model, vectorised (the same functions as wattlake.devices.loads) -----------
+# -- the household model, vectorised (the same functions as wattlake.devices.sim.loads) -----------
 
 
 def _mix(value: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -97,7 +97,7 @@ def _mix(value: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 
 def uniform(seed: int, *keys: int | IntArray) -> FloatArray:
-    """Return :func:`wattlake.devices.loads.uniform` of ``seed`` and ``keys``, over arrays."""
+    """Return :func:`wattlake.devices.sim.loads.uniform` of ``seed`` and ``keys``, over arrays."""
     shape = np.broadcast_shapes(*(np.shape(k) for k in keys)) if keys else ()
     value = np.full(shape or (1,), seed & _MASK64, dtype=np.uint64)
     value = _mix(value)
@@ -141,7 +141,7 @@ class Loads:
 
 
 def sample_loads(house: Household, ts_s: FloatArray) -> Loads:
-    """Return :func:`wattlake.devices.loads.sample` at every time of ``ts_s`` [s], at once."""
+    """Return :func:`wattlake.devices.sim.loads.sample` at every time of ``ts_s`` [s], at once."""
     seed = house.seed
     base = house.base_w * (0.9 + 0.2 * uniform(seed, 5, np.floor(ts_s / 10.0).astype(np.int64)))
     phase = (

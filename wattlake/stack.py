@@ -35,7 +35,7 @@ from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError, WattlakeError
 
 if TYPE_CHECKING:
-    from wattlake.devices.simulator import FleetConfig, Simulator
+    from wattlake.devices.sim.simulator import FleetConfig, Simulator
     from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.broker import EmbeddedBroker
     from wattlake.gateway.source import Source
@@ -217,7 +217,7 @@ def empty_data_dir(settings: Settings) -> int:
 def demo_fleet(settings: Settings) -> FleetConfig:
     """Return the demo's simulated meters: ``demo.devices`` homes, in turn one with a kitchen
     circuit, one with PV, one with PV and a battery."""
-    from wattlake.devices.simulator import DEMO_HOMES, FleetConfig
+    from wattlake.devices.sim.simulator import DEMO_HOMES, FleetConfig
 
     return FleetConfig(devices=settings["demo.devices"], homes=DEMO_HOMES)
 
@@ -230,7 +230,7 @@ def write_demo_sites(settings: Settings) -> tuple[Path, dict[str, str]] | None:
     Raises:
         wattlake.errors.StorageError: the file cannot be written.
     """
-    from wattlake.devices.simulator import site_tables, sites_toml
+    from wattlake.devices.sim.simulator import site_tables, sites_toml
     from wattlake.lake.storage import Lake
 
     lake = Lake.from_settings(settings)
@@ -738,7 +738,7 @@ class Stack:
             self.notes.append(moved)
 
     def _start_simulator(self) -> None:
-        from wattlake.devices.simulator import Simulator
+        from wattlake.devices.sim.simulator import Simulator
         from wattlake.gateway.mqtt import BrokerAddress
 
         assert self.broker is not None
@@ -788,7 +788,7 @@ class Stack:
             return None
         import math
 
-        from wattlake.devices import loads
+        from wattlake.devices.sim import loads
 
         total = math.floor(sim.backfill_days * loads.DAY_S / sim.backfill_interval_s)
         if sim.backfill_rounds >= total:

@@ -8,7 +8,7 @@ import pvlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattlake.devices import loads
+from wattlake.devices.sim import loads
 
 YEAR_2026_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 

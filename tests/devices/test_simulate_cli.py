@@ -182,7 +182,7 @@ def test_the_lake_holds_what_the_simulator_says_it_sent(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     from wattlake.config import Settings
-    from wattlake.devices.simulator import Faults, FleetConfig, SimFormat, Simulator
+    from wattlake.devices.sim.simulator import Faults, FleetConfig, SimFormat, Simulator
     from wattlake.gateway.mqtt import BrokerAddress
     from wattlake.query.engine import connect
     from wattlake.stream.ingest import IngestWorker
@@ -227,7 +227,7 @@ def test_the_lake_holds_what_the_simulator_says_it_sent(
 
 
 def test_speed_stretches_device_time_and_duration_stops_at_qos_0(mosquitto: Mosquitto) -> None:
-    from wattlake.devices.simulator import FleetConfig, SimFormat, Simulator
+    from wattlake.devices.sim.simulator import FleetConfig, SimFormat, Simulator
     from wattlake.gateway.mqtt import BrokerAddress
 
     collector = Collector(mosquitto.url)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from wattlake.devices import loads
-from wattlake.devices.simulator import (
+from wattlake.devices.sim import loads
+from wattlake.devices.sim.simulator import (
     Faults,
     Fleet,
     FleetConfig,

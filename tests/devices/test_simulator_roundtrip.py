@@ -10,7 +10,15 @@ import pytest
 
 from wattlake.devices.base import RawMessage
 from wattlake.devices.router import DecoderRouter
-from wattlake.devices.simulator import Faults, Fleet, FleetConfig, SimFormat, SimMessage
+from wattlake.devices.sim.simulator import (
+    FORMAT_NAMES,
+    RENDERED_FORMATS,
+    Faults,
+    Fleet,
+    FleetConfig,
+    SimFormat,
+    SimMessage,
+)
 from wattlake.errors import DecodeError
 from wattlake.schema import Reading
 
@@ -136,17 +144,32 @@ def test_generic_batches_decode_to_every_reading() -> None:
             ]
 
 
-@pytest.mark.parametrize("fmt", list(SimFormat))
-def test_malformed_payloads_are_refused_and_nothing_else_is(fmt: SimFormat) -> None:
+def test_csv_payloads_carry_the_generic_fleets_readings() -> None:
+    """The simulator renders both through their descriptors: same readings, other payloads."""
+    assert {"generic", "csv"} <= set(RENDERED_FORMATS)
+    by_format = {}
+    for fmt in ("generic", "csv"):
+        config = FleetConfig(fmt=fmt, devices=DEVICES, seed=5, batch=4, pv_kwp=4.0)
+        _, decoded, refused = run(config)
+        assert refused == []
+        by_format[fmt] = [{**r, "source": ""} for r in all_readings(decoded)]
+        assert decoded[0][0].topic.endswith("/csv" if fmt == "csv" else "/readings")
+    assert len(by_format["csv"]) == 4 * DEVICES * ROUNDS
+    assert by_format["csv"] == by_format["generic"]
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_malformed_payloads_are_refused_and_nothing_else_is(fmt: str) -> None:
     faults = Faults(malformed_rate=0.1, duplicate_rate=0.05, late_rate=0.05, clock_skew_rate=0.5)
-    batch = 5 if fmt is SimFormat.generic else 1
+    batch = 5 if fmt in RENDERED_FORMATS else 1
     config = FleetConfig(fmt=fmt, devices=DEVICES, seed=6, faults=faults, batch=batch)
     fleet, _, refused = run(config)
     assert fleet.stats.malformed > 0
     assert all(message.kind == "malformed" for message, _ in refused)
     assert len(refused) == fleet.stats.malformed
     reasons = {exc.reason for _, exc in refused}
-    assert reasons <= {"invalid-json", "bad-type", "not-finite", "bad-timestamp", "bad-value"}
+    expected = {"invalid-json", "invalid-csv", "unknown-field", "bad-type", "not-finite"}
+    assert reasons <= expected | {"bad-timestamp", "bad-value"}
 
 
 def test_duplicates_decode_to_the_same_reading_twice() -> None:

@@ -24,7 +24,7 @@ from wattlake.devices.router import DecoderRouter
 
 RECORDING_DEMO = """
 import atexit, base64, json, sys
-import wattlake.devices.simulator as simulator
+import wattlake.devices.sim.simulator as simulator
 
 record_path = sys.argv.pop(1)
 sent = []

@@ -8,8 +8,8 @@ import tomllib
 import numpy as np
 import pytest
 
-from wattlake.devices import loads
-from wattlake.devices.simulator import (
+from wattlake.devices.sim import loads
+from wattlake.devices.sim.simulator import (
     DEMO_HOMES,
     FleetConfig,
     SimDevice,
@@ -103,7 +103,7 @@ def test_the_demo_fleet_decoded_from_its_payloads_adds_up() -> None:
 
     from wattlake.devices.base import RawMessage
     from wattlake.devices.router import DecoderRouter
-    from wattlake.devices.simulator import Fleet
+    from wattlake.devices.sim.simulator import Fleet
 
     config = FleetConfig(devices=3, seed=4, homes=DEMO_HOMES)
     fleet, router = Fleet(config), DecoderRouter()

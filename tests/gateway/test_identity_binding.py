@@ -98,7 +98,7 @@ class SecureBroker:
 def _registry(root: Path) -> tuple[Registry, dict[str, str]]:
     registry = Registry(root)
     registry.ca.init(hosts=[], ips=[])
-    for device_id, fmt in (("meter-a", "shelly-gen2"), ("gen-a", "generic")):
+    for device_id, fmt in (("meter-a", "shelly-gen2"), ("gen-a", "generic"), ("csv-a", "csv")):
         registry.add(device_id, fmt=fmt, auth="cert")
     registry.service_password()  # the ingest's, registered before the broker reads the registry
     return registry, {"em-a": registry.add("em-a", fmt="shelly-gen1", auth="password").password}
@@ -172,11 +172,20 @@ FORGED = [
             ]
         ).encode(),
     ),
+    (  # CSV over MQTT: a line naming another device in its device_id column
+        "csv",
+        "csv-a",
+        "wattlake/csv-a/csv",
+        b"ts,device_id,power_w\n1767225601,csv-a,1\n1767225601,csv-b,99999\n",
+    ),
 ]
+# (publisher, topic, payload): on another device's topic; both brokers drop it (the ACL).
+FOREIGN = [("csv-a", "wattlake/csv-b/csv", b"ts,power_w\n1767225603,55555\n")]
 HONEST = [
     ("meter-a", "meter-a/events/rpc", gen2("meter-a", 12.5, 2)),
     ("em-a", "shellies/em-a/emeter/0/power", b"5"),
     ("gen-a", "wattlake/gen-a/readings", b'{"device_id": "gen-a", "ts": 1767225602, "power_w": 7}'),
+    ("csv-a", "wattlake/csv-a/csv", b"ts,channel,power_w\n1767225602,0,3\n"),
 ]
 
 
@@ -206,6 +215,8 @@ def test_a_payload_naming_another_device_is_a_dead_letter_in_every_format(
     data_dir = tmp_path / "lake"
     worker, stop, thread = broker.start_ingest(data_dir)
     try:
+        for device_id, topic, payload in FOREIGN:
+            broker.publish(device_id, topic, payload)
         for _, device_id, topic, payload in FORGED:
             broker.publish(device_id, topic, payload)
         for device_id, topic, payload in HONEST:
@@ -219,7 +230,8 @@ def test_a_payload_naming_another_device_is_a_dead_letter_in_every_format(
     assert not thread.is_alive()
 
     readings = lake_rows(data_dir, "SELECT device_id, power_w FROM readings ORDER BY ALL")
-    assert readings == [("em-a", 5.0), ("gen-a", 7.0), ("meter-a", 12.5)], broker.kind
+    expected = [("csv-a", 3.0), ("em-a", 5.0), ("gen-a", 7.0), ("meter-a", 12.5)]
+    assert readings == expected, broker.kind
     letters = lake_rows(
         data_dir, "SELECT topic, error_code, error_message, raw_base64 FROM dead_letters"
     )
@@ -228,7 +240,7 @@ def test_a_payload_naming_another_device_is_a_dead_letter_in_every_format(
     )
     assert {code for _, code, _, _ in letters} == {MISMATCH}
     for topic, _, message, payload in letters:
-        forged = {"meter-a": "meter-b", "gen-a": "gen-b", "em-a": "em-b"}
+        forged = {"meter-a": "meter-b", "gen-a": "gen-b", "em-a": "em-b", "csv-a": "csv-b"}
         publisher = next(d for _, d, t, p in FORGED if (t, p) == (topic, raw(payload)))
         assert repr(forged[publisher]) in message and repr(publisher) in message
 
@@ -236,6 +248,7 @@ def test_a_payload_naming_another_device_is_a_dead_letter_in_every_format(
     assert value(metrics, "wattlake_identity_mismatches", device="meter-a") == 1
     assert value(metrics, "wattlake_identity_mismatches", device="em-a") == 2
     assert value(metrics, "wattlake_identity_mismatches", device="gen-a") == 2
+    assert value(metrics, "wattlake_identity_mismatches", device="csv-a") == 1
     assert value(metrics, "wattlake_dead_letters", reason=MISMATCH) == len(FORGED)
 
 

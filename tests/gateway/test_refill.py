@@ -16,8 +16,8 @@ from tests.gateway.security_helpers import wait_until
 from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
 from wattlake.devices.shelly_gen2 import REFILL_SOURCE, RefillCall, ShellyGen2Decoder
-from wattlake.devices.sim_rpc import FleetRpc, MqttResponder
-from wattlake.devices.simulator import Fleet, FleetConfig
+from wattlake.devices.sim.rpc import FleetRpc, MqttResponder
+from wattlake.devices.sim.simulator import Fleet, FleetConfig
 from wattlake.gateway.broker import EmbeddedBroker
 from wattlake.gateway.mqtt import BrokerAddress
 from wattlake.gateway.refill import Refiller

@@ -14,9 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import need
+from wattlake.devices.shelly_gen1 import settings_url
+from wattlake.devices.shelly_gen2 import provisioning_calls
 from wattlake.errors import UsageError
 from wattlake.gateway.ca import CertificateAuthority, identity_of
-from wattlake.gateway.provision import gen1_url, gen2_calls
+from wattlake.gateway.provision import enrolment
 from wattlake.gateway.registry import (
     Registry,
     argon2_verify,
@@ -125,7 +127,7 @@ def test_provisioning_calls_for_gen2_and_gen1(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
     registry.ca.init(hosts=[], ips=["192.168.1.20"])
     cert = registry.add("shellypro3em-1", auth="cert")
-    calls = gen2_calls(cert, broker="192.168.1.20:8883")
+    calls = provisioning_calls(enrolment(cert), broker="192.168.1.20:8883")
     methods = [c.method for c in calls]
     assert methods[0] == "Shelly.PutUserCA" and methods[-2:] == ["MQTT.SetConfig", "Shelly.Reboot"]
     assert "Shelly.PutTLSClientCert" in methods and "Shelly.PutTLSClientKey" in methods
@@ -135,5 +137,5 @@ def test_provisioning_calls_for_gen2_and_gen1(tmp_path: Path) -> None:
     uploaded = "".join(c.params["data"] for c in calls if c.method == "Shelly.PutUserCA")
     assert uploaded.encode() == registry.ca.ca_file.read_bytes()
     gen1 = registry.add("shellyem-1", fmt="shelly-gen1", auth="password", plain=True)
-    url = gen1_url(gen1, broker="192.168.1.20:1883", device_address="192.168.1.31")
+    url = settings_url(enrolment(gen1, device_address="192.168.1.31"), broker="192.168.1.20:1883")
     assert url.startswith("http://192.168.1.31/settings?mqtt_enable=true&mqtt_server=192.168.1.20")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.gateway.security_helpers import connect, wait_until
 from wattlake.devices.shelly_gen2 import RefillCall
-from wattlake.devices.simulator import Simulator
+from wattlake.devices.sim.simulator import Simulator
 from wattlake.gateway.auth import BrokerSecurity
 from wattlake.gateway.broker import EmbeddedBroker
 from wattlake.gateway.mqtt import BrokerAddress

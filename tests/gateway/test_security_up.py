@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import free_port, wait_for_port
 from tests.gateway.security_helpers import Conn, tls_context
-from wattlake.devices.sim_rpc import FleetRpc, HttpRpcServer
-from wattlake.devices.simulator import Fleet, FleetConfig
+from wattlake.devices.sim.rpc import FleetRpc, HttpRpcServer
+from wattlake.devices.sim.simulator import Fleet, FleetConfig
 
 WATTLAKE = str(Path(sys.executable).with_name("wattlake"))
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -12,7 +12,7 @@ import pytest
 
 from bench.fleet import FleetSpec, make_meters, write_files
 from wattlake.config import Settings
-from wattlake.devices.simulator import sites_toml
+from wattlake.devices.sim.simulator import sites_toml
 from wattlake.gateway.tokens import TokenStore
 
 HISTORY_DAYS = 3

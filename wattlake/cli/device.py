@@ -86,7 +86,7 @@ def device_add(
     device_id: Annotated[str, typer.Argument(help="Device id: also its MQTT client id.")],
     auth: Annotated[str, typer.Option(help="cert or password.")] = "cert",
     payload: Annotated[
-        str, typer.Option("--payload", help="shelly-gen2, shelly-gen1 or generic.")
+        str, typer.Option("--payload", help="Device format (see docs/device-formats.md).")
     ] = "shelly-gen2",
     key_type: Annotated[str, typer.Option(help="p256 or rsa2048 (certificates).")] = "p256",
     plain: Annotated[

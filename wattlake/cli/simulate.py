@@ -130,7 +130,7 @@ def simulate(
     ] = Report.text,
 ) -> None:
     """Publish simulated meter readings, with injected faults, to a broker."""
-    from wattlake.devices.simulator import Faults, FleetConfig, SimFormat, Simulator
+    from wattlake.devices.sim.simulator import Faults, FleetConfig, SimFormat, Simulator
     from wattlake.gateway.mqtt import BrokerAddress
 
     for option, value in (

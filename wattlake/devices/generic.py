@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from wattlake.devices.base import Decoded, RawMessage
+from wattlake.devices.descriptor import DeviceFormat, Enrolment, Route
 from wattlake.devices.status import StatusRegistry
 from wattlake.devices.validate import MAX_FUTURE_MS, MIN_TS_MS, timestamp_ms
 from wattlake.errors import DecodeError
@@ -424,15 +425,17 @@ def _many_table(
     return _canonical(columns, millis, received, _row_devices(messages, owner)), []
 
 
-def topic_device(topic: str) -> str:
-    """Return the device id of ``wattlake/<device_id>/readings`` (or ``<prefix>/<id>/readings``).
+def topic_device(topic: str, leaf: str = LEAF) -> str:
+    """Return the device id of ``wattlake/<device_id>/<leaf>`` (or ``<prefix>/<id>/<leaf>``).
+
+    ``leaf`` is the last level (``readings``; the CSV format's ``csv``).
 
     Raises:
-        DecodeError: ``unknown-topic`` for a topic that does not end in ``<device_id>/readings``.
+        DecodeError: ``unknown-topic`` for a topic that does not end in ``<device_id>/<leaf>``.
     """
     parts = topic.split("/")
-    if len(parts) < 2 or parts[-1] != LEAF or not parts[-2]:
-        raise DecodeError("unknown-topic", f"topic {topic!r} is not wattlake/<device>/readings")
+    if len(parts) < 2 or parts[-1] != leaf or not parts[-2]:
+        raise DecodeError("unknown-topic", f"topic {topic[:200]!r} is not wattlake/<device>/{leaf}")
     return parts[-2]
 
 
@@ -569,3 +572,37 @@ def _ts_array(raw: list[float | str | None], received_at_ms: int) -> pa.Array:
         first = int(np.argmax(bad))
         raise DecodeError("bad-timestamp", f"reading {first}: ts {raw[first]!r} s is out of range")
     return pa.array(millis.astype(np.int64), type=TS_TYPE)
+
+
+def instructions(enrolment: Enrolment) -> list[str]:
+    """Return where and how a generic client publishes (MQTT over TLS)."""
+    device_id = enrolment.device_id
+    return [
+        f"Generic client {device_id}: publish to wattlake/{device_id}/{LEAF}",
+        f"  on mqtts://{enrolment.broker_host}:{enrolment.tls_port} with client id {device_id},",
+        "  the certificate and key written to the security folder."
+        if enrolment.cert_pem
+        else f"  user {device_id} and password {enrolment.password}",
+    ]
+
+
+_RENDER_ENCODER: Final = msgspec.json.Encoder()
+
+
+def render(device_id: str, readings: list[Reading]) -> tuple[str, bytes]:
+    """Return the topic and JSON payload of ``device_id``'s ``readings`` (``ts`` [ms] written as
+    epoch seconds): one object for one reading, else an array."""
+    rows = [{**r, "ts": r["ts"] / 1000} for r in readings]
+    document = rows[0] if len(rows) == 1 else rows
+    return f"wattlake/{device_id}/{LEAF}", _RENDER_ENCODER.encode(document)
+
+
+FORMAT: Final = DeviceFormat(
+    name=SOURCE,
+    title="Generic client",
+    routes=(Route(f"wattlake/+/{LEAF}", 1),),
+    decoder=GenericDecoder,
+    instructions=instructions,
+    topic_root="wattlake",
+    render=render,
+)

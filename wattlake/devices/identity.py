@@ -33,13 +33,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wattlake.devices.base import Decoded
-from wattlake.errors import DecodeError
+from wattlake.devices.formats import FORMATS
+from wattlake.devices.status import IDENTITY_MISMATCH, Binding, mismatch
 
-IDENTITY_MISMATCH: Final = "identity-mismatch"
-# Topic roots whose second level is the device (``shellies/<id>/…``, ``wattlake/<id>/…``).
-ROOTS: Final = frozenset({"shellies", "wattlake"})
-# The topic whose payload names its device; the embedded broker checks that name.
-ANNOUNCE_TOPIC: Final = "shellies/announce"
+__all__ = [
+    "ANNOUNCE_TOPICS",
+    "IDENTITY_MISMATCH",
+    "NOBODY",
+    "ROOTS",
+    "Binding",
+    "bound_identity",
+    "check",
+    "mismatch",
+    "publisher",
+]
+
+# Topic roots whose second level is the device (``shellies/<id>/…``, ``wattlake/<id>/…``): the
+# formats' topic roots (:attr:`~wattlake.devices.descriptor.DeviceFormat.topic_root`).
+ROOTS: Final = frozenset(fmt.topic_root for fmt in FORMATS.values() if fmt.topic_root)
+# Topics whose payload names its device (``shellies/announce``); the embedded broker checks it.
+ANNOUNCE_TOPICS: Final = frozenset(
+    fmt.announce_topic for fmt in FORMATS.values() if fmt.announce_topic
+)
 # What a topic without a device level binds to: no device may be named on it.
 NOBODY: Final = ""
 
@@ -58,23 +73,12 @@ def publisher(topic: str) -> str | None:
 
 def bound_identity(topic: str) -> str | None:
     """Return the only device a message on ``topic`` may name: its :func:`publisher`,
-    :data:`NOBODY` for a topic without one, None for ``shellies/announce`` (any: its payload
-    names the device and the broker checked it)."""
-    if topic == ANNOUNCE_TOPIC:
+    :data:`NOBODY` for a topic without one, None for an announce topic such as
+    ``shellies/announce`` (any: its payload names the device and the broker checked it)."""
+    if topic in ANNOUNCE_TOPICS:
         return None
     found = publisher(topic)
     return NOBODY if found is None else found
-
-
-def mismatch(expected: str, named: object, topic: str) -> DecodeError:
-    """Return the error of a message on ``topic`` naming device ``named`` instead of
-    ``expected`` (its publisher)."""
-    who = f"published by {expected!r}" if expected else "on a topic that names no device"
-    return DecodeError(
-        IDENTITY_MISMATCH,
-        f"the message names device {str(named)[:128]!r} but was {who} (topic "
-        f"{topic[:200]!r}); a device may only send its own readings",
-    )
 
 
 def check(expected: str, topic: str, decoded: Decoded) -> None:
@@ -95,27 +99,3 @@ def check(expected: str, topic: str, decoded: Decoded) -> None:
     for reading in decoded:
         if reading["device_id"] != expected:
             raise mismatch(expected, reading["device_id"], topic)
-
-
-class Binding:
-    """The identity the message being decoded is bound to (None: unbound, anything goes).
-
-    The router sets it around each decode; the status registry calls :meth:`require` before it
-    records anything about a device, and decoders record a device before they keep state for it
-    (Gen2 components, Gen1 cycles), so a message naming another device changes nothing.
-    """
-
-    __slots__ = ("expected", "topic")
-
-    def __init__(self) -> None:
-        self.expected: str | None = None
-        self.topic = ""
-
-    def require(self, device_id: str) -> None:
-        """Refuse ``device_id`` unless it is the bound identity (or nothing is bound).
-
-        Raises:
-            DecodeError: ``identity-mismatch``.
-        """
-        if self.expected is not None and device_id != self.expected:
-            raise mismatch(self.expected, device_id, self.topic)

@@ -1,14 +1,17 @@
 """Choose the decoder for a message by its topic (or a per-device override), and decode it.
 
-Default routes, first match wins (``+`` is one topic level, ``#`` one or more):
+Routes come from the table of formats (:mod:`wattlake.devices.formats`, each format's
+:class:`~wattlake.devices.descriptor.DeviceFormat`); first match wins, routes under a literal
+root (``shellies/…``, ``wattlake/…``) before those whose first level is a device id:
 
 ====================================  ==============  =====================================
 topic                                 format          device id
 ====================================  ==============  =====================================
-``wattlake/+/readings``               ``generic``     level 2
 ``shellies/announce``                 ``shelly-gen1`` ``id`` in the announce document
 ``shellies/+/#`` (``emeter/+/+``,     ``shelly-gen1`` level 2
 ``online``, ``announce``, relay …)
+``wattlake/+/readings``               ``generic``     level 2
+``wattlake/+/csv``                    ``csv``         level 2
 ``+/events/rpc``                      ``shelly-gen2`` level 1 (the device's MQTT prefix)
 ``+/wattlake/rpc``                    ``shelly-gen2`` level 1 (answers to refill calls)
 ``+/rpc``                             ``shelly-gen2`` level 1 (calls to a device: no readings)
@@ -38,13 +41,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from typing import Final, Protocol, cast, runtime_checkable
 
 from wattlake.devices.base import Decoded, Decoder, RawMessage
+from wattlake.devices.formats import FORMATS as DEVICE_FORMATS
+from wattlake.devices.formats import routes
 from wattlake.devices.generic import GenericDecoder, topic_device
 from wattlake.devices.identity import bound_identity, check
-from wattlake.devices.shelly_gen1 import ShellyGen1Decoder
-from wattlake.devices.shelly_gen2 import ShellyGen2Decoder
 from wattlake.devices.status import DeviceStatus, StatusRegistry
 from wattlake.errors import ConfigError, DecodeError
 from wattlake.schema import Reading
@@ -55,18 +58,22 @@ FORMATS_SETTING: Final = "devices.formats"
 # The dead-letter reason of a message a decoder failed on with an unexpected exception.
 DECODER_ERROR: Final = "decoder-error"
 # Topic pattern -> (format, index of the level that names the device, None: in the payload).
-ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = (
-    (("wattlake", "+", "readings"), "generic", 1),
-    (("shellies", "announce"), "shelly-gen1", None),
-    (("shellies", "+", "#"), "shelly-gen1", 1),
-    (("+", "events", "rpc"), "shelly-gen2", 0),
-    (("+", "wattlake", "rpc"), "shelly-gen2", 0),
-    (("+", "rpc"), "shelly-gen2", 0),
-    (("+", "status", "+"), "shelly-gen2", 0),
-    (("+", "online"), "shelly-gen2", 0),
+ROUTES: Final[tuple[tuple[tuple[str, ...], str, int | None], ...]] = tuple(
+    (route.levels, fmt, route.device_level) for route, fmt in routes()
 )
 TOPIC_CACHE_MAX: Final = 100_000
-FORMATS: Final = frozenset(fmt for _, fmt, _ in ROUTES)
+# The format whose arrays and lines have batch fast paths (:meth:`DecoderRouter.decode_many`).
+GENERIC: Final = GenericDecoder.source
+FORMATS: Final = frozenset(DEVICE_FORMATS)
+
+
+@runtime_checkable
+class HoldsReadings(Protocol):
+    """A decoder that keeps readings between messages until they are complete."""
+
+    def drain(self, now_ms: int | None = None) -> list[Reading]:
+        """Return held readings: all (``now_ms`` None) or those quiet long enough [ms]."""
+        ...
 
 
 def decoder_error(fmt: str, exc: Exception) -> DecodeError:
@@ -143,19 +150,19 @@ class DecoderRouter:
         # topic -> format: topics repeat (a few per device), matching them is not free
         self._topic_formats: dict[str, str] = {}
         self.status = StatusRegistry()
-        self._gen1 = ShellyGen1Decoder(self.status)
-        self._generic = GenericDecoder(self.status)
         self._decoders: dict[str, Decoder] = {
-            "shelly-gen1": self._gen1,
-            "shelly-gen2": ShellyGen2Decoder(self.status),
-            "generic": self._generic,
+            name: fmt.decoder(self.status) for name, fmt in DEVICE_FORMATS.items()
         }
+        builtin = dict(self._decoders)
         for fmt, factory in (decoders or {}).items():
             if fmt not in FORMATS:
                 raise ConfigError(f"There is no device format {fmt!r} to replace.")
             self._decoders[fmt] = factory(self.status)
+        # Decoders that hold readings between messages (Gen1 cycles) are drained before flushes.
+        self._holding = [d for d in builtin.values() if isinstance(d, HoldsReadings)]
         # Batches of generic arrays and lines take the fast path of the built-in decoder only.
-        self._batch_generic = self._decoders["generic"] is self._generic
+        self._generic = cast(GenericDecoder, builtin[GENERIC])
+        self._batch_generic = self._decoders[GENERIC] is self._generic
 
     def format_for(self, topic: str) -> str:
         """Return the name of the format that decodes ``topic``.
@@ -222,7 +229,7 @@ class DecoderRouter:
             self._batch_generic
             and payload[:1] in b"[{"
             and len(payload) <= self.max_payload_bytes
-            and self.format_for(message.topic) == "generic"
+            and self.format_for(message.topic) == GENERIC
         ):
             return False
         return topic_device(message.topic) == bound_identity(message.topic)
@@ -281,7 +288,7 @@ class DecoderRouter:
         ``now_ms`` None returns all of them (call it before a flush, so nothing sits only in
         memory); otherwise only cycles quiet for the cycle timeout at ``now_ms`` [ms].
         """
-        return self._gen1.drain(now_ms)
+        return [reading for decoder in self._holding for reading in decoder.drain(now_ms)]
 
     def device_status(self) -> dict[str, DeviceStatus]:
         """Return what is known about every device seen: online, last seen, model, firmware."""

@@ -25,12 +25,15 @@ none either and only mark the device as seen.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlencode
 
 import msgspec
 
 from wattlake.devices.base import RawMessage
+from wattlake.devices.descriptor import DeviceFormat, Enrolment, Route
 from wattlake.devices.status import StatusRegistry, parse_online
 from wattlake.devices.validate import number_text
 from wattlake.errors import DecodeError
@@ -242,3 +245,56 @@ def _reading(key: tuple[str, int], cycle: Cycle) -> Reading:
         if value is not None and spec.column not in reading:
             reading[spec.column] = value / spec.divisor
     return reading
+
+
+# -- provisioning: the ``/settings`` parameters of the web page's "Advanced - Developer Settings"
+
+
+def settings(enrolment: Enrolment, *, broker: str) -> dict[str, str]:
+    """Return the Gen1 MQTT settings (``/settings`` parameters) for ``broker`` (``host:port``)."""
+    device_id = enrolment.device_id
+    return {
+        "mqtt_enable": "true",
+        "mqtt_server": broker,
+        "mqtt_id": device_id,
+        "mqtt_user": device_id,
+        "mqtt_pass": enrolment.password,
+        "mqtt_clean_session": "false",
+    }
+
+
+def settings_url(enrolment: Enrolment, *, broker: str) -> str:
+    """Return the Gen1 settings URL that sets the MQTT connection."""
+    query = urlencode(settings(enrolment, broker=broker))
+    return f"http://{enrolment.device_address}/settings?{query}"
+
+
+def instructions(enrolment: Enrolment) -> list[str]:
+    """Return how to connect a Gen1 meter: its settings page, or one URL (no TLS)."""
+    broker = f"{enrolment.broker_host}:{enrolment.plain_port}"
+    url = settings_url(enrolment, broker=broker)
+    return [
+        f"Shelly Gen1 {enrolment.device_id}: Gen1 devices cannot use TLS. In the device's web",
+        "page, Internet & Security -> Advanced - Developer Settings, enable MQTT and set:",
+        *(f"  {k} = {v}" for k, v in settings(enrolment, broker=broker).items()),
+        "or call the settings URL once:",
+        f"  curl -sS {shlex.quote(url)}",
+        "The broker must run its plain listener for Gen1 devices (see onboarding).",
+    ]
+
+
+FORMAT: Final = DeviceFormat(
+    name="shelly-gen1",
+    title="Shelly Gen1",
+    routes=(
+        Route("shellies/announce", None),  # the announce document names the device
+        Route("shellies/+/#", 1),  # emeter/<ch>/<quantity>, online, announce, relay …
+    ),
+    decoder=ShellyGen1Decoder,
+    instructions=instructions,
+    topic_root="shellies",
+    announce_topic="shellies/announce",
+    read_topics=("shellies/command",),
+    auth=("password",),
+    plain_listener=True,
+)

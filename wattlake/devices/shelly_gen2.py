@@ -27,13 +27,16 @@ component state is kept for it, so such a message changes nothing.
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from wattlake.devices.base import RawMessage
+from wattlake.devices.descriptor import DeviceFormat, Enrolment, Route
 from wattlake.devices.status import StatusRegistry, parse_online
 from wattlake.devices.validate import number, timestamp_ms
 from wattlake.errors import DecodeError
@@ -501,3 +504,95 @@ def _prefix_device(prefix: list[str], topic: str) -> str:
     if not prefix or not prefix[-1]:
         raise DecodeError("unknown-topic", f"topic {topic!r} names no device")
     return prefix[-1]
+
+
+# -- provisioning: the RPC calls that connect a device -------------------------------------------
+# Written from Shelly's API documentation: ``Shelly.PutUserCA``, ``Shelly.PutTLSClientCert`` and
+# ``Shelly.PutTLSClientKey`` take ``{"data": <PEM text or null>, "append": <bool>}``, PEM text
+# sent in chunks; ``MQTT.SetConfig`` takes ``{"config": {...}}``; then ``Shelly.Reboot``. The
+# simulator answers these calls and a test runs the printed commands against it.
+
+# Shelly devices take PEM uploads in pieces; this many characters per call.
+PEM_CHUNK_CHARS: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RpcCall:
+    """One JSON-RPC call to a device's ``/rpc`` HTTP endpoint."""
+
+    method: str
+    params: dict[str, Any]
+
+    def body(self, call_id: int) -> str:
+        """Return the request body."""
+        doc = {"id": call_id, "method": self.method, "params": self.params}
+        return json.dumps(doc, separators=(",", ":"))
+
+
+def pem_calls(method: str, pem: bytes) -> list[RpcCall]:
+    """Return the calls that upload ``pem`` with ``method``, in chunks (first replaces)."""
+    text = pem.decode()
+    chunks = [text[i : i + PEM_CHUNK_CHARS] for i in range(0, len(text), PEM_CHUNK_CHARS)]
+    return [
+        RpcCall(method, {"data": chunk, "append": index > 0}) for index, chunk in enumerate(chunks)
+    ]
+
+
+def provisioning_calls(enrolment: Enrolment, *, broker: str) -> list[RpcCall]:
+    """Return the RPC calls that connect a Gen2+ meter to ``broker`` (``host:port``)."""
+    device_id = enrolment.device_id
+    calls: list[RpcCall] = []
+    if enrolment.ca_pem:
+        calls += pem_calls("Shelly.PutUserCA", enrolment.ca_pem)
+    config: dict[str, Any] = {
+        "enable": True,
+        "server": broker,
+        "client_id": device_id,
+        "topic_prefix": device_id,
+        "ssl_ca": "user_ca.pem",
+        "rpc_ntf": True,
+        "status_ntf": False,
+    }
+    if enrolment.cert_pem:
+        calls += pem_calls("Shelly.PutTLSClientCert", enrolment.cert_pem)
+        calls += pem_calls("Shelly.PutTLSClientKey", enrolment.key_pem)
+        config.update(use_client_cert=True, user=None, **{"pass": None})
+    else:
+        config.update(use_client_cert=False, user=device_id, **{"pass": enrolment.password})
+    calls.append(RpcCall("MQTT.SetConfig", {"config": config}))
+    calls.append(RpcCall("Shelly.Reboot", {}))
+    return calls
+
+
+def provisioning_commands(enrolment: Enrolment, *, broker: str) -> list[str]:
+    """Return the calls as ``curl`` commands for the device at its address."""
+    url = f"http://{enrolment.device_address}/rpc"
+    return [
+        f"curl -sS -X POST {shlex.quote(url)} -d {shlex.quote(call.body(n))}"
+        for n, call in enumerate(provisioning_calls(enrolment, broker=broker), start=1)
+    ]
+
+
+def instructions(enrolment: Enrolment) -> list[str]:
+    """Return what to run to connect a Gen2+ meter (over TLS; it reboots at the end)."""
+    broker = f"{enrolment.broker_host}:{enrolment.tls_port}"
+    return [
+        f"Shelly Gen2+ {enrolment.device_id}: run these on a computer that reaches the device "
+        f"at {enrolment.device_address} (the device reboots at the end):",
+        *provisioning_commands(enrolment, broker=broker),
+    ]
+
+
+FORMAT: Final = DeviceFormat(
+    name="shelly-gen2",
+    title="Shelly Gen2+",
+    routes=(
+        Route("+/events/rpc", 0),
+        Route("+/wattlake/rpc", 0),  # answers to refill calls
+        Route("+/rpc", 0),  # calls to a device: no readings
+        Route("+/status/+", 0),
+        Route("+/online", 0),
+    ),
+    decoder=ShellyGen2Decoder,
+    instructions=instructions,
+)

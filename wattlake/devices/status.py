@@ -11,13 +11,48 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
-from wattlake.devices.identity import Binding
 from wattlake.errors import DecodeError
 
+IDENTITY_MISMATCH: Final = "identity-mismatch"
 # Payload of an ``online`` topic -> whether the device is connected.
 ONLINE_PAYLOADS: Final = {b"true": True, b"false": False}
 # Announce key -> DeviceStatus field, for the facts a Gen1 announce carries.
 ANNOUNCE_MAP: Final = {"model": "model", "fw_ver": "fw", "ip": "ip", "mac": "mac"}
+
+
+def mismatch(expected: str, named: object, topic: str) -> DecodeError:
+    """Return the error of a message on ``topic`` naming device ``named`` instead of
+    ``expected`` (its publisher)."""
+    who = f"published by {expected!r}" if expected else "on a topic that names no device"
+    return DecodeError(
+        IDENTITY_MISMATCH,
+        f"the message names device {str(named)[:128]!r} but was {who} (topic "
+        f"{topic[:200]!r}); a device may only send its own readings",
+    )
+
+
+class Binding:
+    """The identity the message being decoded is bound to (None: unbound, anything goes).
+
+    The router sets it around each decode; the status registry calls :meth:`require` before it
+    records anything about a device, and decoders record a device before they keep state for it
+    (Gen2 components, Gen1 cycles), so a message naming another device changes nothing.
+    """
+
+    __slots__ = ("expected", "topic")
+
+    def __init__(self) -> None:
+        self.expected: str | None = None
+        self.topic = ""
+
+    def require(self, device_id: str) -> None:
+        """Refuse ``device_id`` unless it is the bound identity (or nothing is bound).
+
+        Raises:
+            DecodeError: ``identity-mismatch``.
+        """
+        if self.expected is not None and device_id != self.expected:
+            raise mismatch(self.expected, device_id, self.topic)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,11 @@ so both see the same registry). The rules are pure functions (:func:`publish_ref
   its MQTT client id must be its device id. Nobody connects anonymously.
 - Without TLS, only clients on this machine (loopback) may connect, except Gen1 devices
   registered for the plain listener (they cannot do TLS).
-- A Gen2 device publishes only under ``<id>/`` and subscribes only below it (its own RPC
-  topics); a Gen1 device only under ``shellies/<id>/`` and ``shellies/announce`` with its own id
-  in the payload; a generic client only under ``wattlake/<id>/``.
+- A device publishes and subscribes only below its own prefix, which its format's descriptor
+  (:mod:`wattlake.devices.formats`) gives: ``<id>/`` (Gen2, its own RPC topics included),
+  ``shellies/<id>/`` (Gen1), ``wattlake/<id>/`` (generic, CSV); besides, a format's announce
+  topic (``shellies/announce``) with the device's own id in the payload, and its extra read
+  topics (``shellies/command``). A client of a format wattlake does not know may do nothing.
 - The ingest (role ``service``) reads everything and publishes only RPC requests
   (``<id>/rpc``); the simulator (role ``fleet``) publishes for simulated devices only
   (ids ``<model>-sim<n>``), never in a real device's name.
@@ -45,7 +47,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wattlake.devices.identity import ANNOUNCE_TOPIC, publisher
+from wattlake.devices.formats import FORMATS
+from wattlake.devices.identity import ANNOUNCE_TOPICS, publisher
 from wattlake.gateway.ca import DEFAULT_DOMAIN, identity_of
 from wattlake.gateway.registry import Client, Registry, argon2_verify
 
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # Failed logins from one address within THROTTLE_WINDOW_S [s] before it is refused unheard.
 # The device ids a simulator (role ``fleet``) may publish for: simulated meters only
-# (``devices/simulator.py`` names them ``<model>-sim<n>``), never a real device.
+# (``devices/sim/simulator.py`` names them ``<model>-sim<n>``), never a real device.
 SIMULATED_ID: Final = re.compile(r"[a-z0-9]+-sim[0-9]{4,}")
 THROTTLE_FAILURES: Final = 5
 THROTTLE_WINDOW_S: Final = 60.0
@@ -80,23 +83,19 @@ def publish_refusal(client: Client, topic: str, payload: bytes | None = None) ->
     if client.role == "fleet":
         device = _publisher_named(parts, payload)
         return None if device is not None and SIMULATED_ID.fullmatch(device) else "foreign-topic"
-    cid = client.client_id
-    if client.format == "shelly-gen2":
-        return None if len(parts) >= 2 and parts[0] == cid else "foreign-topic"
-    if client.format == "shelly-gen1":
-        if parts == ["shellies", "announce"]:
-            return None if _announce_id(payload) == cid else "announce-mismatch"
-        ok = len(parts) >= 3 and parts[0] == "shellies" and parts[1] == cid
-        return None if ok else "foreign-topic"
-    ok = len(parts) >= 3 and parts[0] == "wattlake" and parts[1] == cid
-    return None if ok else "foreign-topic"
+    device_format = FORMATS.get(client.format)
+    if device_format is None:
+        return "foreign-topic"
+    if device_format.announce_topic and topic == device_format.announce_topic:
+        return None if _announce_id(payload) == client.client_id else "announce-mismatch"
+    return None if device_format.owns(client.client_id, topic) else "foreign-topic"
 
 
 def _publisher_named(parts: list[str], payload: bytes | None) -> str | None:
     """Return the device a topic (or a Gen1 announce's payload) publishes for, if any: the
     same level the ingest binds readings to (:func:`wattlake.devices.identity.publisher`)."""
     topic = "/".join(parts)
-    return _announce_id(payload) if topic == ANNOUNCE_TOPIC else publisher(topic)
+    return _announce_id(payload) if topic in ANNOUNCE_TOPICS else publisher(topic)
 
 
 def _announce_id(payload: bytes | None) -> str | None:
@@ -119,13 +118,13 @@ def may_subscribe(client: Client, topic_filter: str) -> bool:
     parts = _levels(topic_filter)
     if client.role == "fleet":
         return len(parts) == 2 and parts[1] == "rpc"
-    cid = client.client_id
-    if client.format == "shelly-gen2":
-        return len(parts) >= 2 and parts[0] == cid
-    if client.format == "shelly-gen1":
-        own = len(parts) >= 3 and parts[:2] == ["shellies", cid]
-        return own or topic_filter == "shellies/command"
-    return len(parts) >= 3 and parts[:2] == ["wattlake", cid]
+    device_format = FORMATS.get(client.format)
+    if device_format is None:
+        return False
+    return (
+        device_format.owns(client.client_id, topic_filter)
+        or topic_filter in device_format.read_topics
+    )
 
 
 def may_receive(client: Client, topic: str) -> bool:
@@ -327,10 +326,10 @@ class WattlakeAuthPlugin(BaseAuthPlugin, BaseTopicPlugin):
         return self.registry.get(registered) if registered else None
 
     async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
-        """Keep the payload of a ``shellies/announce`` for the publish check that follows."""
+        """Keep the payload of an announce (``shellies/announce``) for the publish check."""
         # amqtt fires this event before it filters the publish (and runs it first, it has no
         # await); a payload not seen here is refused, so the check fails closed.
-        if message is not None and message.topic == "shellies/announce":
+        if message is not None and message.topic in ANNOUNCE_TOPICS:
             self._announces[client_id] = bytes(message.data)
 
     async def topic_filtering(
@@ -347,7 +346,7 @@ class WattlakeAuthPlugin(BaseAuthPlugin, BaseTopicPlugin):
             return False
         if action == Action.PUBLISH:
             payload = None
-            if topic == "shellies/announce" and session is not None:
+            if topic in ANNOUNCE_TOPICS and session is not None:
                 payload = self._announces.pop(session.client_id or "", None)
             reason = publish_refusal(client, topic, payload) if client else "unknown-client"
             if reason is not None:

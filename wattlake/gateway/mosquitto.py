@@ -13,8 +13,9 @@ Listeners:
 
 On every device listener ``use_username_as_clientid`` makes the identity the client id too, so
 no client can take over another's session. The ACL ties topics to the authenticated identity
-with ``pattern`` lines, one per format (``%u/#`` Gen2, ``shellies/%u/#`` Gen1,
-``wattlake/%u/#`` generic): a device may publish under its own id only, whatever its format.
+with ``pattern`` lines, one per prefix a format gives its devices (from the format table,
+:mod:`wattlake.devices.formats`: ``%u/#`` Gen2, ``shellies/%u/#`` Gen1, ``wattlake/%u/#``
+generic and CSV): a device may publish under its own id only, whatever its format.
 Differences from the embedded broker: Mosquitto cannot look into payloads, so
 ``shellies/announce`` is not granted (Gen1 devices also publish ``shellies/<id>/announce``,
 which carries the same document), and refusals are not counted per device (Mosquitto drops them
@@ -26,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wattlake.devices.formats import FORMATS
 from wattlake.gateway.ca import write_private
 from wattlake.gateway.registry import Registry
 
@@ -57,17 +59,12 @@ def acl_text(registry: Registry) -> str:
             lines += [f"user {client.client_id}", "topic read #", "topic write +/rpc", ""]
         elif client.role == "fleet":
             lines += [f"user {client.client_id}", "topic write #", "topic read +/rpc", ""]
-    lines += [
-        "# Gen2+ (prefix = device id), Gen1, generic",
-        "pattern write %u/#",
-        "pattern read %u/#",
-        "pattern write shellies/%u/#",
-        "pattern read shellies/%u/#",
-        "pattern write wattlake/%u/#",
-        "pattern read wattlake/%u/#",
-        "pattern read shellies/command",
-        "",
-    ]
+    patterns = dict.fromkeys(fmt.acl_pattern() for fmt in FORMATS.values())
+    reads = dict.fromkeys(topic for fmt in FORMATS.values() for topic in fmt.read_topics)
+    lines.append(f"# {', '.join(fmt.title for fmt in FORMATS.values())}")
+    for pattern in patterns:
+        lines += [f"pattern write {pattern}", f"pattern read {pattern}"]
+    lines += [*(f"pattern read {topic}" for topic in reads), ""]
     return "\n".join(lines)
 
 

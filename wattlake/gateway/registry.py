@@ -27,6 +27,8 @@ from typing import Any, Final, Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from wattlake.devices.formats import DEFAULT_FORMAT
+from wattlake.devices.formats import FORMATS as DEVICE_FORMATS
 from wattlake.errors import ConfigError, UsageError
 from wattlake.gateway.ca import (
     CertificateAuthority,
@@ -38,7 +40,9 @@ from wattlake.gateway.ca import (
 
 AuthKind = Literal["cert", "password"]
 Role = Literal["device", "service", "fleet"]
-FORMATS: Final = ("shelly-gen2", "shelly-gen1", "generic")
+FORMATS: Final = tuple(DEVICE_FORMATS)
+# The format of wattlake's own clients (ingest, simulator): they own no device topics.
+SERVICE_FORMAT: Final = "generic"
 INGEST_ID: Final = "wattlake-ingest"
 SIMULATOR_ID: Final = "wattlake-simulator"
 # mosquitto_passwd (2.0) writes PBKDF2-SHA512 with 101 iterations, a 12-byte salt and a
@@ -187,7 +191,7 @@ class Registry:
         self,
         client_id: str,
         *,
-        fmt: str = "shelly-gen2",
+        fmt: str = DEFAULT_FORMAT,
         auth: AuthKind = "cert",
         key_type: KeyType = "p256",
         plain: bool = False,
@@ -198,22 +202,27 @@ class Registry:
     ) -> Provisioned:
         """Register a client and create its credential (a certificate, or a password).
 
-        ``plain`` lets a Gen1 device (which cannot do TLS) use the opt-in plain listener.
+        ``plain`` lets a device of a format that cannot do TLS (Gen1) use the opt-in plain
+        listener.
 
         Raises:
             UsageError: the id or format is invalid, the id is taken (``replace`` re-issues),
-                certificates are asked for without a CA, or ``plain`` for a non-Gen1 device.
+                certificates are asked for without a CA or for a format that cannot use them,
+                or ``plain`` for a format that can do TLS.
         """
         check_device_id(client_id)
-        if fmt not in FORMATS:
+        device_format = DEVICE_FORMATS.get(fmt)
+        if device_format is None:
             raise UsageError(f"Format {fmt!r} is not one of {', '.join(FORMATS)}.")
-        if plain and (fmt != "shelly-gen1" or auth != "password"):
+        if plain and (not device_format.plain_listener or auth != "password"):
+            plain_ones = [f.title for f in DEVICE_FORMATS.values() if f.plain_listener]
             raise UsageError(
-                "Only Gen1 devices (which cannot do TLS) may use the plain listener, "
-                "with a password."
+                f"Only {' and '.join(plain_ones)} devices (which cannot do TLS) may use the "
+                "plain listener, with a password."
             )
-        if fmt == "shelly-gen1" and auth == "cert":
-            raise UsageError("Shelly Gen1 devices cannot use certificates; use a password.")
+        if auth not in device_format.auth:
+            other = "certificates; use a password" if auth == "cert" else "passwords"
+            raise UsageError(f"{device_format.title} devices cannot use {other}.")
         clients = dict(self.clients())
         old = clients.get(client_id)
         if old is not None and old.active and not replace:
@@ -314,7 +323,9 @@ class Registry:
         client = self.get(client_id)
         if client is not None and client.active and client.role == role and secret_file.is_file():
             return secret_file.read_text(encoding="utf-8").strip()
-        provisioned = self.add(client_id, fmt="generic", auth="password", role=role, replace=True)
+        provisioned = self.add(
+            client_id, fmt=SERVICE_FORMAT, auth="password", role=role, replace=True
+        )
         write_private(secret_file, provisioned.password.encode())
         return provisioned.password
 

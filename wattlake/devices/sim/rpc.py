@@ -4,7 +4,7 @@
   export energy of each minute and its mean voltage and current, by device time. The simulator
   adds each measured interval to the minute it starts in (exact when samples fall on minute
   boundaries, as they do at the usual 1, 2, 5, 10, 15, 20, 30 or 60 s steps).
-- :class:`FleetRpc`: answers JSON-RPC requests for a :class:`~wattlake.devices.simulator.Fleet`:
+- :class:`FleetRpc`: answers JSON-RPC requests for a :class:`~wattlake.devices.sim.simulator.Fleet`:
   ``EMData.GetData``/``EM1Data.GetData`` (records from ``ts`` to ``end_ts``, at most
   ``MAX_RECORDS`` per answer, ``next_record_ts`` when there are more), ``GetRecords``, and the
   provisioning calls ``Shelly.PutUserCA``, ``Shelly.PutTLSClientCert``,
@@ -23,15 +23,13 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import paho.mqtt.client as mqtt
-
-if TYPE_CHECKING:
-    from wattlake.devices.simulator import Fleet, SimDevice
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +132,35 @@ class RpcError(Exception):
         self.code = code
 
 
+class RpcDevice(Protocol):
+    """What the RPC answers need of a simulated device: its id and its memory."""
+
+    @property
+    def device_id(self) -> str:
+        """The device's id."""
+        ...
+
+    @property
+    def memory(self) -> MeterMemory:
+        """The device's per-minute records."""
+        ...
+
+
+class RpcFleet(Protocol):
+    """What the RPC answers need of a fleet: its devices."""
+
+    @property
+    def devices(self) -> Sequence[RpcDevice]:
+        """The fleet's devices."""
+        ...
+
+
 class FleetRpc:
     """Answer JSON-RPC calls made to the devices of a fleet."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: RpcFleet) -> None:
         self.fleet = fleet
-        self.devices: dict[str, SimDevice] = {d.device_id: d for d in fleet.devices}
+        self.devices: dict[str, RpcDevice] = {d.device_id: d for d in fleet.devices}
         self.configs: dict[str, DeviceConfig] = {d: DeviceConfig() for d in self.devices}
         self.lock = threading.Lock()  # the fleet measures in another thread
 

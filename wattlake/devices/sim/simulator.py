@@ -6,7 +6,7 @@ included) and the same simulated times give byte-identical payloads. :class:`Sim
 a fleet to an MQTT broker in wall-clock time: first, optionally, days of history as fast as the
 broker takes them, then live rounds at a fixed rate.
 
-In every round each device samples its household (:mod:`wattlake.devices.loads`) once, adds the
+In every round each device samples its household (:mod:`wattlake.devices.sim.loads`) once, adds the
 energy since its last sample to its counters, and publishes in its format:
 
 - ``shelly-gen1`` (EM, 2 channels) and ``shelly-gen1-3em`` (3 phases): one value per topic
@@ -17,8 +17,11 @@ energy since its last sample to its counters, and publishes in its format:
   ``NotifyStatus`` with the changed keys of ``em1:N`` (``em:0``), counters ``em1data:N``
   (``emdata:0``) when a device-time minute begins, and ``NotifyFullStatus`` on connect and every
   ``full_status_interval_s``; device time in ``params.ts``; ``<id>/online`` on gaps.
-- ``generic``: ``wattlake/<id>/readings``, a JSON object with canonical column names per
-  reading, or an array of ``batch`` readings.
+- ``generic``, ``csv`` and any format of the table (:mod:`wattlake.devices.formats`) with a
+  ``render``: canonical readings (``batch`` per message) rendered by the format's descriptor;
+  ``generic`` is ``wattlake/<id>/readings``, a JSON object with canonical column names per
+  reading, or an array of readings; ``csv`` is ``wattlake/<id>/csv``, a header and a line per
+  reading. These formats keep no device state (no reboots, no status topics).
 
 Channels: on 2-channel meters channel 0 is the grid connection (consumption minus PV) and
 channel 1 the PV inverter (``-pv``: negative while producing) or, without PV, the kitchen
@@ -46,17 +49,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol
 
 import msgspec
 import paho.mqtt.client as mqtt
 
-from wattlake.devices import loads
-from wattlake.devices.loads import Household, LoadSample
-from wattlake.devices.sim_rpc import FleetRpc, MeterMemory, answer_mqtt
+from wattlake.devices.descriptor import DeviceFormat
+from wattlake.devices.formats import FORMATS
+from wattlake.devices.sim import loads
+from wattlake.devices.sim.loads import Household, LoadSample
+from wattlake.devices.sim.rpc import FleetRpc, MeterMemory, answer_mqtt
 from wattlake.errors import BrokerError, UsageError
+from wattlake.schema import Reading
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,8 @@ HOME_BATTERY_W: Final = 3_000.0
 
 
 class SimFormat(enum.StrEnum):
-    """Payload formats the simulator speaks."""
+    """Payload formats the simulator speaks by name (Shelly models and generic); any format of
+    the table with a ``render`` (:func:`rendered_format`) too."""
 
     shelly_gen1 = "shelly-gen1"
     shelly_gen1_3em = "shelly-gen1-3em"
@@ -80,19 +87,37 @@ class SimFormat(enum.StrEnum):
     generic = "generic"
 
 
+RENDERED_FORMATS: Final = tuple(name for name, f in FORMATS.items() if f.render is not None)
+"""Formats the simulator renders through their descriptor (canonical readings, device time)."""
 DEVICE_TIME_FORMATS: Final = frozenset(
-    {SimFormat.shelly_gen2, SimFormat.shelly_gen2_3em, SimFormat.generic}
+    {SimFormat.shelly_gen2, SimFormat.shelly_gen2_3em, *RENDERED_FORMATS}
 )
 """Formats whose payloads carry the device's own time (and so can be backfilled)."""
+FORMAT_NAMES: Final = tuple(dict.fromkeys([*SimFormat, *RENDERED_FORMATS]))
+"""Every format the simulator speaks."""
 
-ID_PREFIX: Final = {
+ID_PREFIX: Final[dict[str, str]] = {
     SimFormat.shelly_gen1: "shellyem",
     SimFormat.shelly_gen1_3em: "shellyem3",
     SimFormat.shelly_gen2: "shellyproem50",
     SimFormat.shelly_gen2_3em: "shellypro3em",
-    SimFormat.generic: "meter",
 }
-GEN1_MODEL: Final = {SimFormat.shelly_gen1: "SHEM", SimFormat.shelly_gen1_3em: "SHEM-3"}
+# A descriptor's render: device id and canonical readings -> topic and payload.
+Render = Callable[[str, list[Reading]], tuple[str, bytes]]
+# The id prefix of devices of a rendered format (generic, csv).
+RENDERED_ID_PREFIX: Final = "meter"
+GEN1_MODEL: Final[dict[str, str]] = {
+    SimFormat.shelly_gen1: "SHEM",
+    SimFormat.shelly_gen1_3em: "SHEM-3",
+}
+
+
+def rendered_format(fmt: str) -> DeviceFormat | None:
+    """Return the table's format that renders ``fmt``'s payloads, None for a Shelly model."""
+    found = FORMATS.get(fmt)
+    return found if found is not None and found.render is not None else None
+
+
 # Quantities a Gen1 meter publishes per channel, in publishing order.
 GEN1_EM_QUANTITIES: Final = ("power", "reactive_power", "voltage", "pf")
 GEN1_3EM_QUANTITIES: Final = ("power", "current", "voltage", "pf")
@@ -100,7 +125,6 @@ GEN1_COUNTERS: Final = ("energy", "returned_energy", "total", "total_returned")
 GEN2_EM1_KEYS: Final = ("current", "voltage", "act_power", "aprt_power", "pf", "freq")
 GEN2_EM_TOTALS: Final = ("total_current", "total_act_power", "total_aprt_power")
 PHASES: Final = ("a", "b", "c")
-GENERIC_TOPIC: Final = "wattlake/{device_id}/readings"
 MALFORMED_KINDS: Final = ("truncated", "nan", "wrong-type")
 FIRMWARE_GEN1: Final = "20230913-114244/v1.14.0-gcb84623"
 
@@ -161,14 +185,15 @@ class FleetConfig:
 
     ``pv_kwp`` [kWp] goes to a ``pv_share`` of the devices; ``ev_share`` and
     ``heat_pump_share`` of the devices have an electric car or a heat pump. ``batch`` readings
-    go into each ``generic`` message. ``utc_offset_s`` [s] places local time for load shapes.
+    go into each message of a rendered format (``generic``, ``csv``). ``utc_offset_s`` [s]
+    places local time for load shapes.
     Devices are numbered from ``first_device`` (several simulators, distinct fleets).
 
     Raises:
-        UsageError: a count or share is out of range, or ``batch`` > 1 without ``generic``.
+        UsageError: a count or share is out of range, or ``batch`` > 1 for a Shelly format.
     """
 
-    fmt: SimFormat = SimFormat.shelly_gen2
+    fmt: str = SimFormat.shelly_gen2
     devices: int = 1
     seed: int = 0
     faults: Faults = field(default_factory=Faults)
@@ -183,11 +208,11 @@ class FleetConfig:
     homes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        try:
+        if self.fmt not in FORMAT_NAMES:
+            choices = ", ".join(FORMAT_NAMES)
+            raise UsageError(f"There is no format {self.fmt!r}; choose one of: {choices}.")
+        if self.fmt in SimFormat.__members__.values():
             object.__setattr__(self, "fmt", SimFormat(self.fmt))
-        except ValueError as exc:
-            choices = ", ".join(f.value for f in SimFormat)
-            raise UsageError(f"There is no format {self.fmt!r}; choose one of: {choices}.") from exc
         if self.devices < 1:
             raise UsageError(f"A fleet needs at least 1 device, not {self.devices}.")
         if not 0 <= self.first_device <= 9_999_999:
@@ -196,10 +221,10 @@ class FleetConfig:
             )
         if self.batch < 1:
             raise UsageError(f"A message holds at least 1 reading, not {self.batch}.")
-        if self.batch > 1 and self.fmt is not SimFormat.generic:
+        if self.batch > 1 and rendered_format(self.fmt) is None:
             raise UsageError(
-                f"Only the generic format carries several readings a message; {self.fmt} "
-                f"sends one sample per message, not {self.batch}."
+                f"Only the {', '.join(RENDERED_FORMATS)} formats carry several readings a "
+                f"message; {self.fmt} sends one sample per message, not {self.batch}."
             )
         if not self.pv_kwp >= 0:
             raise UsageError(f"The PV peak power must be zero or more kWp, not {self.pv_kwp:g}.")
@@ -217,7 +242,8 @@ class FleetConfig:
             )
         if self.homes and self.channels != 2:
             raise UsageError(
-                "Home kinds need a 2-channel format (shelly-gen1, shelly-gen2, generic)."
+                "Home kinds need a 2-channel format "
+                f"(shelly-gen1, shelly-gen2, {', '.join(RENDERED_FORMATS)})."
             )
 
     def home_of(self, index: int) -> str:
@@ -315,7 +341,7 @@ class ChannelSample:
     returned_energy_wh: float
 
 
-def channel_powers(fmt: SimFormat, house: Household, load: LoadSample) -> list[float]:
+def channel_powers(fmt: str, house: Household, load: LoadSample) -> list[float]:
     """Return the active power of each channel [W] (see the module docstring for the wiring)."""
     if fmt in (SimFormat.shelly_gen1_3em, SimFormat.shelly_gen2_3em):
         pv_each = load.pv_w / 3
@@ -338,8 +364,10 @@ class SimDevice:
     def __init__(self, config: FleetConfig, index: int) -> None:
         self.config = config
         self.fmt = config.fmt
+        rendered = rendered_format(config.fmt)
+        self.render: Render | None = rendered.render if rendered is not None else None
         self.index = index
-        self.device_id = f"{ID_PREFIX[config.fmt]}-sim{index:04d}"
+        self.device_id = f"{ID_PREFIX.get(config.fmt, RENDERED_ID_PREFIX)}-sim{index:04d}"
         device_seed = loads.uniform(config.seed, 100, index)
         self.seed = int(device_seed * (1 << 62))
         self.rng = random.Random(self.seed)
@@ -379,7 +407,7 @@ class SimDevice:
         self.full_status_due_s: float | None = None  # None: the next notification is full
         self.last_minute = -1
         self.sent: dict[str, dict[str, Any]] = {}
-        self.pending: deque[dict[str, Any]] = deque()  # generic readings not yet sent
+        self.pending: deque[dict[str, Any]] = deque()  # rendered readings not yet sent
         self.next_sample_s: float | None = None
 
     # -- measuring ------------------------------------------------------------------------
@@ -454,7 +482,7 @@ class SimDevice:
                 }
                 out.append((f"shellies/{self.device_id}/announce", _encode(announce)))
             return out
-        if self.fmt is SimFormat.generic:
+        if self.render is not None:
             return []
         if online:
             self.full_status_due_s = None
@@ -462,17 +490,19 @@ class SimDevice:
 
     # -- payloads -------------------------------------------------------------------------
 
-    def data_documents(self, ts_s: float, step_s: float) -> list[tuple[str, Any]]:
-        """Measure and return this round's (topic, document) pairs.
+    def data_documents(self, ts_s: float, step_s: float) -> list[tuple[str, Any, bytes]]:
+        """Measure and return this round's (topic, document, payload) triples.
 
-        A document is a str for Gen1 topics and a JSON-ready dict or list otherwise.
+        A document is a str for Gen1 topics, a JSON-ready dict for Gen2 and the list of
+        canonical readings (``ts`` [ms]) of a rendered format.
         """
-        if self.fmt is SimFormat.generic:
-            return self._generic_documents(ts_s, step_s)
+        if self.render is not None:
+            return self._rendered_documents(self.render, ts_s, step_s)
         samples = self.measure(ts_s)
         if self.fmt in (SimFormat.shelly_gen1, SimFormat.shelly_gen1_3em):
-            return self._gen1_documents(samples)
-        return [(f"{self.device_id}/events/rpc", self._gen2_document(ts_s, samples))]
+            return [(t, d, _encode(d)) for t, d in self._gen1_documents(samples)]
+        document = self._gen2_document(ts_s, samples)
+        return [(f"{self.device_id}/events/rpc", document, _encode(document))]
 
     def _gen1_documents(self, samples: list[ChannelSample]) -> list[tuple[str, Any]]:
         quantities = (
@@ -586,7 +616,9 @@ class SimDevice:
                 last[key] = value
         return out
 
-    def _generic_documents(self, ts_s: float, step_s: float) -> list[tuple[str, Any]]:
+    def _rendered_documents(
+        self, render: Render, ts_s: float, step_s: float
+    ) -> list[tuple[str, Any, bytes]]:
         batch = self.config.batch
         channels = self.channels
         # batch readings per round; each sample yields one reading per channel, so samples
@@ -596,11 +628,11 @@ class SimDevice:
             self.next_sample_s = ts_s
         while len(self.pending) < batch:
             sample_ts = self.next_sample_s
-            device_ts = round(self.device_time_s(sample_ts), 3)
+            device_ts_ms = round(self.device_time_s(sample_ts) * 1000)
             for ch, s in enumerate(self.measure(sample_ts)):
                 self.pending.append(
                     {
-                        "ts": device_ts,
+                        "ts": device_ts_ms,
                         "channel": ch,
                         "power_w": s.power_w,
                         "voltage_v": s.voltage_v,
@@ -612,22 +644,23 @@ class SimDevice:
                 )
             self.next_sample_s = sample_ts + sample_step_s
         readings = [self.pending.popleft() for _ in range(batch)]
-        document: Any = readings if batch > 1 else readings[0]
-        return [(GENERIC_TOPIC.format(device_id=self.device_id), document)]
+        topic, payload = render(self.device_id, readings)
+        return [(topic, readings, payload)]
 
     def malformed(self, document: Any, payload: bytes, kind: str) -> bytes:
         """Return a broken version of a payload: ``truncated``, ``nan`` or ``wrong-type``."""
         if isinstance(document, str):  # Gen1: a bare number
             return {"truncated": b"", "nan": b"nan", "wrong-type": b"true"}[kind]
-        if kind == "truncated":
-            return payload[: self.rng.randint(1, len(payload) - 1)]
-        broken = json.loads(payload)
-        if self.fmt is SimFormat.generic:
-            target = broken[0] if isinstance(broken, list) else broken
-            target["power_w"] = math.nan if kind == "nan" else str(target["power_w"])
-        else:  # Gen2: the device time
-            ts = broken["params"]["ts"]
-            broken["params"]["ts"] = math.nan if kind == "nan" else str(ts)
+        if kind == "truncated":  # within the first line: a CSV header, all of a JSON payload
+            first_line = payload.find(b"\n")
+            end = first_line if first_line > 1 else len(payload)
+            return payload[: self.rng.randint(1, end - 1)]
+        if self.render is not None:  # the first reading's power as text the format refuses
+            first = {**document[0], "power_w": "NaN" if kind == "nan" else "high"}
+            return self.render(self.device_id, [first, *document[1:]])[1]
+        broken = json.loads(payload)  # Gen2: the device time
+        ts = broken["params"]["ts"]
+        broken["params"]["ts"] = math.nan if kind == "nan" else str(ts)
         return json.dumps(broken, separators=(",", ":")).encode()
 
 
@@ -718,7 +751,7 @@ class Fleet:
                 online = False
         else:
             reboot_draw, offline_draw = rng.random(), rng.random()
-            if reboot_draw < faults.reboot_rate and self.config.fmt is not SimFormat.generic:
+            if reboot_draw < faults.reboot_rate and device.render is None:
                 device.reboot(ts_s)
                 self.stats.reboots += 1
                 out.extend(
@@ -734,8 +767,7 @@ class Fleet:
         documents = device.data_documents(ts_s, step_s)  # measures even while offline
         if not online:
             return
-        for topic, document in documents:
-            payload = _encode(document)
+        for topic, document, payload in documents:
             if device.skew_s != 0.0 and self.config.fmt in DEVICE_TIME_FORMATS:
                 self.stats.clock_skew += 1
             draw = rng.random()
@@ -806,7 +838,8 @@ class Simulator:
         if backfill_days > 0 and self.config.fmt not in DEVICE_TIME_FORMATS:
             raise UsageError(
                 f"History needs device time in the payload, and {self.config.fmt} has none "
-                "(the receiver stamps it); use shelly-gen2, shelly-gen2-3em or generic."
+                "(the receiver stamps it); use one of "
+                f"{', '.join(sorted(DEVICE_TIME_FORMATS))}."
             )
         for name, value in (
             ("interval", interval_s),

@@ -253,3 +253,10 @@ def test_speed_stretches_device_time_and_duration_stops_at_qos_0(mosquitto: Mosq
     assert times[0] == 1_780_000_000.0
     assert times[1] - times[0] == pytest.approx(0.02 * 60 * 2)  # 2 channels: a sample per 2 rounds
     assert len(collector.messages) >= 0.9 * simulator.published  # QoS 0 may lose a few
+
+
+def test_the_payload_choices_are_every_format_the_simulator_speaks() -> None:
+    from wattlake.cli.simulate import Payload
+    from wattlake.devices.sim.simulator import FORMAT_NAMES
+
+    assert [p.value for p in Payload] == list(FORMAT_NAMES)

@@ -17,7 +17,7 @@ from wattlake.errors import UsageError
 
 
 class Payload(enum.StrEnum):
-    """Payload formats of the simulator (``SimFormat``'s values; the simulator itself, with
+    """Payload formats of the simulator (its ``FORMAT_NAMES``; the simulator itself, with
     paho-mqtt, loads only when the command runs; a test keeps the two equal)."""
 
     shelly_gen1 = "shelly-gen1"
@@ -25,6 +25,7 @@ class Payload(enum.StrEnum):
     shelly_gen2 = "shelly-gen2"
     shelly_gen2_3em = "shelly-gen2-3em"
     generic = "generic"
+    csv = "csv"
 
 
 class Report(enum.StrEnum):

@@ -13,16 +13,9 @@ from wattlake.config import Settings
 from wattlake.energy.rollup import MINUTE_MS, power_stats
 from wattlake.energy.sites import parse_sites
 from wattlake.jobs import rollup
-from wattlake.jobs.rollup import (
-    DAY_MS,
-    READINGS_SNAPSHOT_PROPERTY,
-    SITES_PROPERTY,
-    ArrowReadings,
-    compute_days,
-    run_rollup,
-    site_hash,
-)
+from wattlake.jobs.rollup import ArrowReadings, compute_days, run_rollup
 from wattlake.lake import tables
+from wattlake.lake.freshness import DAY_MS, READINGS_SNAPSHOT_PROPERTY, SITES_PROPERTY, site_hash
 from wattlake.lake.storage import Lake
 from wattlake.query.energy import site_energy_report
 from wattlake.query.engine import connect

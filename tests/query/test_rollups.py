@@ -11,7 +11,8 @@ import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, local_midnight_ms, zone
 from wattlake.energy.series import SeriesEnergy
-from wattlake.jobs.rollup import DAY_MS, ArrowReadings, compute_days
+from wattlake.jobs.rollup import ArrowReadings, compute_days
+from wattlake.lake.freshness import DAY_MS
 from wattlake.query.rollups import (
     EnergySources,
     aligned,

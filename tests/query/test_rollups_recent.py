@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, local_midnight_ms, zone
-from wattlake.jobs.rollup import DAY_MS, ArrowReadings, compute_days
+from wattlake.jobs.rollup import ArrowReadings, compute_days
+from wattlake.lake.freshness import DAY_MS
 from wattlake.query.rollups import (
     READINGS,
     RECENT,

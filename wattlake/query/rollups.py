@@ -394,9 +394,9 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
 
 
 def _days_added(lake: Any, readings: Any, done: int) -> set[int] | None:
-    """Return :func:`wattlake.jobs.rollup.days_added_since` of ``readings`` after snapshot
+    """Return :func:`wattlake.lake.freshness.days_added_since` of ``readings`` after snapshot
     ``done``, walking only the snapshots since the previous call's (their days are kept)."""
-    from wattlake.jobs.rollup import days_added_since
+    from wattlake.lake.freshness import days_added_since
 
     current = readings.current_snapshot()
     if current is None:
@@ -447,8 +447,8 @@ def fresh_rollups(
     """Return the ``energy_15min`` rows of the UTC days around [start, end) that match
     ``wanted``, or None when the rollups are not up to date for the range (see
     :func:`lake_sources`)."""
-    from wattlake.jobs.rollup import DAY_MS, READINGS_SNAPSHOT_PROPERTY
     from wattlake.lake import tables
+    from wattlake.lake.freshness import DAY_MS, READINGS_SNAPSHOT_PROPERTY
     from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
     energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
@@ -596,8 +596,8 @@ def site_rollups(settings: Settings, site: Site, start_ms: int, end_ms: int) -> 
     configuration of the site."""
     import json
 
-    from wattlake.jobs.rollup import SITES_PROPERTY, site_hash
     from wattlake.lake import tables
+    from wattlake.lake.freshness import SITES_PROPERTY, site_hash
     from wattlake.lake.storage import Lake
     from wattlake.schema import ENERGY_15MIN_TABLE
 

@@ -14,11 +14,13 @@ across a gap and the outlier checks around the edges see the same readings as a 
 day would. A gap longer than the reach is not bridged by rollups (the raw path bridges any gap).
 
 Incremental runs (:func:`run_rollup`) recompute only days touched by readings committed since the
-last run: the days of the data files added to table ``readings`` by every snapshot after the one
-recorded in the rollup table's newest snapshot summary (property ``wattlake.readings-snapshot``),
-widened by the reach. Late data for an old day recomputes that day and its neighbours. Each run
-overwrites the affected day partitions of each rollup table in one commit, so a crash leaves either
-the old rollups or the new ones, and running twice changes nothing.
+last run: the days of the data files added to table ``readings`` after the snapshot recorded in the
+rollup table's newest snapshot summary (properties ``wattlake.readings-snapshot`` and
+``wattlake.readings-sequence``: a data file keeps the sequence number of the commit that added it
+when ``maintain`` expires that snapshot), widened by the reach. Late data for an old day recomputes
+that day and its neighbours. Each run overwrites the affected day partitions of each rollup table in
+one commit, so a crash leaves either the old rollups or the new ones, and running twice changes
+nothing.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ from wattlake.jobs.compact import deduplicate, merge_order
 from wattlake.lake import tables
 from wattlake.lake.freshness import (
     DAY_MS,
-    READINGS_SNAPSHOT_PROPERTY,
     SITES_PROPERTY,
     days_added_since,
     file_day,
+    readings_mark,
+    reflected_sequence,
     site_hash,
 )
 from wattlake.lake.storage import Lake
@@ -502,11 +505,6 @@ def _all_days(lake: Lake, snapshot_id: int) -> set[int]:
     return {file_day(task.file) for task in tasks}
 
 
-def _processed_snapshot(table: Any) -> int | None:
-    value = tables.last_property(table, READINGS_SNAPSHOT_PROPERTY)
-    return int(value) if value is not None else None
-
-
 def _replace_days(
     lake: Lake, name: str, days: set[int], rows: pa.Table, properties: dict[str, str]
 ) -> None:
@@ -578,8 +576,8 @@ def run_rollup(
         report(0, 0)
         return RollupRun(None, (), {})
     targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
-    processed = {name: _processed_snapshot(t) for name, t in targets.items()}
-    stale = {name for name, since in processed.items() if since != current.snapshot_id}
+    processed = {name: reflected_sequence(readings, t) for name, t in targets.items()}
+    stale = {name for name, since in processed.items() if since != current.sequence_number}
     recorded = json.loads(tables.last_property(targets[ENERGY_15MIN_TABLE], SITES_PROPERTY) or "{}")
     changed = {n for n in {*wanted, *recorded} if wanted.get(n) != recorded.get(n)}
     if full:
@@ -627,7 +625,7 @@ def run_rollup(
         )
         kept = _kept_rows(lake, site_days, changed)
         energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
-    properties = {READINGS_SNAPSHOT_PROPERTY: str(current.snapshot_id)}
+    properties = readings_mark(current)
     outputs = {
         ENERGY_15MIN_TABLE: energy,
         POWER_1MIN_TABLE: result.power_1min,

@@ -18,10 +18,17 @@ if TYPE_CHECKING:
     from wattlake.energy.sites import Site
 
 DAY_MS: Final = 86_400_000
-# Snapshot summary property of a rollup table: the readings snapshot its contents reflect.
+# Snapshot summary properties of a rollup table: the readings snapshot its contents reflect, by
+# id and by sequence number. The id goes when ``maintain`` expires that snapshot; the sequence
+# number stays comparable with the sequence numbers of the readings' data files.
 READINGS_SNAPSHOT_PROPERTY: Final = "wattlake.readings-snapshot"
+READINGS_SEQUENCE_PROPERTY: Final = "wattlake.readings-sequence"
 # Snapshot summary property of energy_15min: JSON {site name: hash of its configuration}.
 SITES_PROPERTY: Final = "wattlake.sites"
+# Properties whose newest snapshot ``maintain`` keeps (a later commit may not repeat them).
+KEPT_PROPERTIES: Final = frozenset(
+    {READINGS_SNAPSHOT_PROPERTY, READINGS_SEQUENCE_PROPERTY, SITES_PROPERTY}
+)
 
 
 def site_hash(site: Site) -> str:
@@ -41,22 +48,49 @@ def file_day(task_file: Any) -> int:
     return int(task_file.partition[0])
 
 
-def days_added_since(readings: Any, since: int | None) -> set[int] | None:
-    """Return the UTC days of data files added to ``readings`` after snapshot ``since``.
+def readings_mark(snapshot: Any) -> dict[str, str]:
+    """Return the properties a rollup commit records for readings snapshot ``snapshot``."""
+    return {
+        READINGS_SNAPSHOT_PROPERTY: str(snapshot.snapshot_id),
+        READINGS_SEQUENCE_PROPERTY: str(snapshot.sequence_number),
+    }
 
-    None means everything must be recomputed: no earlier run, or its snapshot is no longer in
-    the table's history (expired).
+
+def reflected_sequence(readings: Any, rollup: Any) -> int | None:
+    """Return the sequence number of the readings snapshot that table ``rollup`` reflects, or
+    None when it reflects none (never rolled up, or rolled up by a wattlake that recorded only
+    the snapshot id and that snapshot has since expired)."""
+    sequence = tables.last_property(rollup, READINGS_SEQUENCE_PROPERTY)
+    if sequence is not None:
+        return int(sequence)
+    snapshot_id = tables.last_property(rollup, READINGS_SNAPSHOT_PROPERTY)
+    if snapshot_id is None:
+        return None
+    snapshot = readings.snapshot_by_id(int(snapshot_id))
+    return None if snapshot is None else int(snapshot.sequence_number)
+
+
+def days_added_since(readings: Any, since: int | None) -> set[int] | None:
+    """Return the UTC days of the live data files of ``readings`` committed after the snapshot
+    of sequence number ``since``, or None (everything must be recomputed) when ``since`` is.
+
+    Data files keep the sequence number of the commit that added them through expiry of
+    snapshots and merges of manifests, so this holds after ``maintain``; files that a commit
+    only removed do not count.
     """
     if since is None:
         return None
+    current = readings.current_snapshot()
     days: set[int] = set()
-    for snapshot in tables.ancestors(readings):
-        if snapshot.snapshot_id == since:
-            return days
-        for manifest in snapshot.manifests(readings.io):
-            if manifest.added_snapshot_id != snapshot.snapshot_id:
-                continue
-            for entry in manifest.fetch_manifest_entry(readings.io, discard_deleted=True):
-                if entry.snapshot_id == snapshot.snapshot_id:
-                    days.add(file_day(entry.data_file))
-    return None
+    if current is None:
+        return days
+    for manifest in current.manifests(readings.io):
+        if manifest.sequence_number <= since:
+            continue  # every entry of a manifest is at most as new as the manifest
+        for entry in manifest.fetch_manifest_entry(readings.io, discard_deleted=True):
+            added = entry.file_sequence_number
+            if added is None:
+                added = entry.sequence_number
+            if added is None or added > since:
+                days.add(file_day(entry.data_file))
+    return days

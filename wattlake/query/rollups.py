@@ -376,10 +376,11 @@ def energy_with_recent(
     return energy_from_readings(sources, edges, device_id=device_id, channel=channel), READINGS
 
 
-# What fresh_rollups learnt from the table metadata, kept for the next call of the process (the
-# web server asks many times per table state): the days of readings data files added since the
-# snapshot a rollup run reflects, by (lake, that snapshot), with the readings snapshot they were
-# counted up to; and the energy_15min data files by day, by that table's metadata file.
+# What fresh_rollups learnt from the table metadata, kept for the next call of the process (the web
+# server asks many times per table state): the days of readings data files added since the readings
+# snapshot a rollup run reflects, by (lake, that snapshot's sequence number), with the sequence
+# number they were counted up to; and the energy_15min data files by day, by that table's metadata
+# file.
 _ADDED_DAYS: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
 _ROLLUP_FILES: dict[tuple[str, str], tuple[bool, dict[int, list[str]]]] = {}
 _MEMO_LOCK = threading.Lock()
@@ -393,29 +394,23 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
             memo.pop(next(iter(memo)))
 
 
-def _days_added(lake: Any, readings: Any, done: int) -> set[int] | None:
-    """Return :func:`wattlake.lake.freshness.days_added_since` of ``readings`` after snapshot
-    ``done``, walking only the snapshots since the previous call's (their days are kept)."""
+def _days_added(lake: Any, readings: Any, done: int) -> set[int]:
+    """Return :func:`wattlake.lake.freshness.days_added_since` of ``readings`` after sequence
+    number ``done``, reading only the manifests newer than the previous call's (their days are
+    kept)."""
     from wattlake.lake.freshness import days_added_since
 
     current = readings.current_snapshot()
     if current is None:
-        return days_added_since(readings, done)
+        return set()
     key = (str(lake.url), done)
     with _MEMO_LOCK:
         memo = _ADDED_DAYS.get(key)
-    if memo is not None:
-        checked, days = memo
-        if checked == current.snapshot_id:
-            return set(days)
-        newer = days_added_since(readings, checked)
-        if newer is not None:  # None: that snapshot is no longer an ancestor (expired)
-            _remember(_ADDED_DAYS, key, (current.snapshot_id, days | newer))
-            return set(days | newer)
-    found = days_added_since(readings, done)
-    if found is not None:
-        _remember(_ADDED_DAYS, key, (current.snapshot_id, frozenset(found)))
-    return found
+    checked, days = memo if memo is not None else (done, frozenset())
+    if checked != current.sequence_number:
+        days = days | (days_added_since(readings, checked) or set())
+        _remember(_ADDED_DAYS, key, (current.sequence_number, days))
+    return set(days)
 
 
 def _rollup_files(lake: Any, energy: Any) -> tuple[bool, dict[int, list[str]]]:
@@ -448,17 +443,15 @@ def fresh_rollups(
     ``wanted``, or None when the rollups are not up to date for the range (see
     :func:`lake_sources`)."""
     from wattlake.lake import tables
-    from wattlake.lake.freshness import DAY_MS, READINGS_SNAPSHOT_PROPERTY
+    from wattlake.lake.freshness import DAY_MS, reflected_sequence
     from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
     energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
-    done = tables.last_property(energy, READINGS_SNAPSHOT_PROPERTY)
+    readings = tables.open_table(lake, READINGS_TABLE)
+    done = reflected_sequence(readings, energy)
     if done is None:
         return None
-    readings = tables.open_table(lake, READINGS_TABLE)
-    added = _days_added(lake, readings, int(done))
-    if added is None:
-        return None
+    added = _days_added(lake, readings, done)
     first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
     if any(first <= d <= last for d in added):
         return None

@@ -15,7 +15,7 @@ from wattlake.jobs.rollup import run_rollup
 from wattlake.lake import tables
 from wattlake.lake.freshness import DAY_MS
 from wattlake.lake.storage import Lake
-from wattlake.query.rollups import READINGS, ROLLUPS, device_energy
+from wattlake.query.energy import READINGS, ROLLUPS, EnergyRequest, energy_for
 from wattlake.schema import READINGS_TABLE, readings_to_table
 
 DAY0 = 20_454  # 2026-01-01 as days since the epoch
@@ -40,11 +40,10 @@ def _settings(lake: Lake, folder: Path) -> Settings:
 
 def _energy(settings: Settings, method: str = "auto") -> tuple[list[float], str]:
     start, end = T0, T0 + 3 * DAY_MS
-    edges, results, source = device_energy(
-        settings, "m1", start, end, "day", ZoneInfo("UTC"), method=method
-    )
-    assert len(edges) == 4
-    return [float(x) for x in np.sum([r.import_wh for r in results], axis=0)], source
+    request = EnergyRequest(start, end, ZoneInfo("UTC"), "day", device_id="m1", method=method)
+    answer = energy_for(settings, request)
+    assert len(answer.edges) == 4
+    return [float(x) for x in np.sum([r.import_wh for r in answer.series], axis=0)], answer.source
 
 
 def test_rollups_answer_after_maintain_expires_the_snapshot_they_recorded(

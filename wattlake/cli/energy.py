@@ -150,7 +150,7 @@ def energy(
     A site's rows: grid import and export, solar, battery charge and discharge, consumption,
     each circuit, the untracked rest, self-consumption and self-sufficiency.
     """
-    from wattlake.query.energy import EnergyRequest, energy_for, site_request
+    from wattlake.query.energy import EnergyRequest, energy_for, site_energy_for, site_request
     from wattlake.query.reports import (
         ENERGY_COLUMNS,
         SITE_COLUMNS,
@@ -167,7 +167,7 @@ def energy(
         request = site_request(
             settings, site, start, end, every.value, tz, method=method.value, gap_policy=gaps.value
         )
-        answer = energy_for(settings, request)
+        answer = site_energy_for(settings, request)
         balance, source = answer.site, answer.source
         assert balance is not None
         rows = site_rows(balance, request.tz)

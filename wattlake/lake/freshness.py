@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from wattlake.lake import tables
@@ -94,3 +95,58 @@ def days_added_since(readings: Any, since: int | None) -> set[int] | None:
             if added is None or added > since:
                 days.add(file_day(entry.data_file))
     return days
+
+
+# What readers learnt from the table metadata, kept for the next call of the process (the web
+# server asks many times per table state): the days of readings data files added since the
+# readings snapshot a rollup run reflects, by (lake, that snapshot's sequence number), with the
+# sequence number they were counted up to; and a table's data files by day, by its metadata file.
+_ADDED_DAYS: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+_TABLE_FILES: dict[tuple[str, str], tuple[bool, dict[int, list[str]]]] = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_ENTRIES: Final = 64
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    with _MEMO_LOCK:
+        memo[key] = value
+        while len(memo) > _MEMO_ENTRIES:
+            memo.pop(next(iter(memo)))
+
+
+def stale_days(lake: Any, readings: Any, rollup: Any) -> set[int] | None:
+    """Return the UTC days of the readings data files committed after the readings snapshot
+    that rollup table ``rollup`` reflects (:func:`days_added_since`), or None when it reflects
+    none; reading only the manifests newer than the previous call's for this lake (their days
+    are kept)."""
+    done = reflected_sequence(readings, rollup)
+    if done is None:
+        return None
+    current = readings.current_snapshot()
+    if current is None:
+        return set()
+    key = (str(lake.url), done)
+    with _MEMO_LOCK:
+        memo = _ADDED_DAYS.get(key)
+    checked, days = memo if memo is not None else (done, frozenset())
+    if checked != current.sequence_number:
+        days = days | (days_added_since(readings, checked) or set())
+        _remember(_ADDED_DAYS, key, (current.sequence_number, days))
+    return set(days)
+
+
+def files_by_day(lake: Any, table: Any) -> tuple[bool, dict[int, list[str]]]:
+    """Return whether the scan plan of day-partitioned ``table`` has delete files, and its data
+    files (local paths) by UTC day; planned once per metadata file."""
+    key = (str(lake.url), str(table.metadata_location))
+    with _MEMO_LOCK:
+        known = _TABLE_FILES.get(key)
+    if known is not None:
+        return known
+    tasks = list(table.scan().plan_files()) if table.current_snapshot() is not None else []
+    by_day: dict[int, list[str]] = {}
+    for t in tasks:
+        by_day.setdefault(file_day(t.file), []).append(tables.local_path(t.file.file_path))
+    found = (any(t.delete_files for t in tasks), by_day)
+    _remember(_TABLE_FILES, key, found)
+    return found

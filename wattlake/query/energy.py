@@ -1,7 +1,8 @@
 """Energy, cost and hourly energy from the lake: one entry point per question.
 
 A question is an :class:`EnergyRequest` (range, zone, bucket size, device channel or site,
-method, gap policy); :func:`energy_for` answers it with one :class:`EnergyResult`,
+method, gap policy); :func:`energy_for` (device channels) and :func:`site_energy_for` (a site's
+balance) answer it with one :class:`EnergyResult`,
 :func:`cost_for` prices it, :func:`hourly_energy` gives whole UTC hours for PV and forecasts.
 Each picks its source inside: the rollups (:mod:`wattlake.query.rollups`) when every bucket edge
 is a UTC quarter-hour, the method is ``auto`` with gaps skipped and table ``energy_15min`` is up to
@@ -45,8 +46,9 @@ from wattlake.lake.storage import Lake
 from wattlake.query.readings import (
     cost_from_readings,
     hourly_from_readings,
+    lake_readings,
+    lake_series,
     load_readings,
-    load_series,
     series_from_readings,
     site_energy_from_readings,
 )
@@ -266,12 +268,11 @@ def lake_sources(settings: Settings) -> EnergySources:
 
     def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:
         devices = None if device_id is None else [device_id]
-        return load_readings(settings, start_ms, end_ms, device_ids=devices, columns=SERIES_COLUMNS)
+        return lake_readings(lake, start_ms, end_ms, device_ids=devices, columns=SERIES_COLUMNS)
 
     def series(start_ms: int, end_ms: int, device_id: str | None) -> list[Series]:
-        return load_series(
-            settings, start_ms, end_ms, device_ids=None if device_id is None else [device_id]
-        )
+        devices = None if device_id is None else [device_id]
+        return lake_series(lake, start_ms, end_ms, device_ids=devices)
 
     return EnergySources(
         rollups=rollups,
@@ -366,22 +367,20 @@ def site_request(
 
 
 def energy_for(settings: Settings, request: EnergyRequest) -> EnergyResult:
-    """Return the energy that ``request`` asks for: what ``wattlake energy`` prints.
+    """Return the energy of the device channels that ``request`` asks for: what ``wattlake
+    energy`` prints (a site's balance is :func:`site_energy_for`'s).
 
     Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours and
     the rollups are up to date, or for devices up to a quarter-hour with readings after it
     (:func:`energy_with_recent`); counter events are found only in readings.
 
     Raises:
-        UsageError: unknown bucket size or method, or an empty range.
+        UsageError: unknown bucket size or method, or an empty range; the request names a site.
     """
+    if request.site is not None:
+        raise UsageError(f"Site {request.site.name}'s balance is asked of site_energy_for.")
     edges = bucket_edges_ms(request.start_ms, request.end_ms, request.every, request.tz)
     method, gap_policy = request.method, request.gap_policy
-    if request.site is not None:
-        energy, source = _site_energy(
-            settings, request.site, edges, method=method, gap_policy=gap_policy
-        )
-        return EnergyResult(edges, [], energy, source)
     device_id, channel = request.device_id, request.channel
     sources = lake_sources(settings)
     if _plain(method, gap_policy):
@@ -404,6 +403,25 @@ def energy_for(settings: Settings, request: EnergyRequest) -> EnergyResult:
         if channel is None or s.channel == channel
     ]
     return EnergyResult(edges, results, None, READINGS)
+
+
+def site_energy_for(settings: Settings, request: EnergyRequest) -> EnergyResult:
+    """Return the balance per bucket of the site that ``request`` names (see
+    :func:`site_request`): what ``wattlake energy --site`` prints.
+
+    Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours, the
+    rollups are up to date and were computed for the site's configuration.
+
+    Raises:
+        UsageError: unknown bucket size or method, an empty range, or no site named.
+    """
+    if request.site is None:
+        raise UsageError("A site's balance needs a site.")
+    edges = bucket_edges_ms(request.start_ms, request.end_ms, request.every, request.tz)
+    energy, source = _site_energy(
+        settings, request.site, edges, method=request.method, gap_policy=request.gap_policy
+    )
+    return EnergyResult(edges, [], energy, source)
 
 
 def _site_energy(

@@ -118,6 +118,19 @@ def load_readings(
     device_ids: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> pa.Table:
+    """Return :func:`lake_readings` of the lake of ``settings``."""
+    lake = Lake.from_settings(settings)
+    return lake_readings(lake, start_ms, end_ms, device_ids=device_ids, columns=columns)
+
+
+def lake_readings(
+    lake: Lake,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
     """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`),
     with ``columns`` only if given (e.g. :data:`SERIES_COLUMNS`, all that :func:`split_series`
     reads).
@@ -125,7 +138,6 @@ def load_readings(
     Read from the data files directly (:func:`wattlake.query.raw.read_bracketed`), or
     through the ``readings`` view when the table has delete files.
     """
-    lake = Lake.from_settings(settings)
     table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids, columns=columns)
     if table is None:
         table = bracketed_readings(connect(lake), start_ms, end_ms, device_ids=device_ids)
@@ -134,23 +146,21 @@ def load_readings(
     return table
 
 
-def load_series(
-    settings: Settings,
+def lake_series(
+    lake: Lake,
     start_ms: int,
     end_ms: int,
     *,
     device_ids: Sequence[str] | None = None,
 ) -> list[Series]:
     """Return the lake's readings for [start, end), bracketed, as one series per device channel:
-    what :func:`split_series` makes of :func:`load_readings` with :data:`SERIES_COLUMNS`, read
+    what :func:`split_series` makes of :func:`lake_readings` with :data:`SERIES_COLUMNS`, read
     straight into numpy arrays (:func:`wattlake.query.raw.read_series`) unless the table has
     delete files.
     """
-    series = read_series(Lake.from_settings(settings), start_ms, end_ms, device_ids=device_ids)
+    series = read_series(lake, start_ms, end_ms, device_ids=device_ids)
     if series is None:
-        table = load_readings(
-            settings, start_ms, end_ms, device_ids=device_ids, columns=SERIES_COLUMNS
-        )
+        table = lake_readings(lake, start_ms, end_ms, device_ids=device_ids, columns=SERIES_COLUMNS)
         series = split_series(table)
     return series
 

@@ -11,7 +11,6 @@ quarter-hour, so a sum of quarter-hours is the energy of any bucket whose edges 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,9 +27,9 @@ from wattlake.lake import tables
 from wattlake.lake.freshness import (
     DAY_MS,
     SITES_PROPERTY,
-    days_added_since,
-    reflected_sequence,
+    files_by_day,
     site_hash,
+    stale_days,
 )
 from wattlake.lake.storage import Lake
 from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
@@ -179,59 +178,6 @@ def _codes(column: pa.ChunkedArray) -> tuple[IntArray, list[Any]]:
     )
 
 
-# What fresh_rollups learnt from the table metadata, kept for the next call of the process (the web
-# server asks many times per table state): the days of readings data files added since the readings
-# snapshot a rollup run reflects, by (lake, that snapshot's sequence number), with the sequence
-# number they were counted up to; and the energy_15min data files by day, by that table's metadata
-# file.
-_ADDED_DAYS: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
-_ROLLUP_FILES: dict[tuple[str, str], tuple[bool, dict[int, list[str]]]] = {}
-_MEMO_LOCK = threading.Lock()
-_MEMO_ENTRIES: Final = 64
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
-    with _MEMO_LOCK:
-        memo[key] = value
-        while len(memo) > _MEMO_ENTRIES:
-            memo.pop(next(iter(memo)))
-
-
-def _days_added(lake: Any, readings: Any, done: int) -> set[int]:
-    """Return :func:`wattlake.lake.freshness.days_added_since` of ``readings`` after sequence
-    number ``done``, reading only the manifests newer than the previous call's (their days are
-    kept)."""
-    current = readings.current_snapshot()
-    if current is None:
-        return set()
-    key = (str(lake.url), done)
-    with _MEMO_LOCK:
-        memo = _ADDED_DAYS.get(key)
-    checked, days = memo if memo is not None else (done, frozenset())
-    if checked != current.sequence_number:
-        days = days | (days_added_since(readings, checked) or set())
-        _remember(_ADDED_DAYS, key, (current.sequence_number, days))
-    return set(days)
-
-
-def _rollup_files(lake: Any, energy: Any) -> tuple[bool, dict[int, list[str]]]:
-    """Return whether table ``energy_15min``'s scan plan has delete files, and its data files
-    by UTC day (planned once per metadata file)."""
-
-    key = (str(lake.url), str(energy.metadata_location))
-    with _MEMO_LOCK:
-        known = _ROLLUP_FILES.get(key)
-    if known is not None:
-        return known
-    tasks = list(energy.scan().plan_files()) if energy.current_snapshot() is not None else []
-    by_day: dict[int, list[str]] = {}
-    for t in tasks:
-        by_day.setdefault(t.file.partition[0], []).append(tables.local_path(t.file.file_path))
-    found = (any(t.delete_files for t in tasks), by_day)
-    _remember(_ROLLUP_FILES, key, found)
-    return found
-
-
 def fresh_rollups(
     lake: Any,
     start_ms: int,
@@ -244,16 +190,12 @@ def fresh_rollups(
     :func:`wattlake.query.energy.lake_sources`)."""
 
     energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
-    readings = tables.open_table(lake, READINGS_TABLE)
-    done = reflected_sequence(readings, energy)
-    if done is None:
-        return None
-    added = _days_added(lake, readings, done)
+    added = stale_days(lake, tables.open_table(lake, READINGS_TABLE), energy)
     first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
-    if any(first <= d <= last for d in added):
+    if added is None or any(first <= d <= last for d in added):
         return None
     # The table opened above plans the scan: opening it again would reread its metadata.
-    deletes, by_day = _rollup_files(lake, energy)
+    deletes, by_day = files_by_day(lake, energy)
     days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
     paths = [p for d in days for p in by_day.get(d, [])]
     if deletes or not paths:

@@ -36,6 +36,7 @@ from wattlake.query.energy import (
     cost_for,
     energy_for,
     energy_over_edges_for,
+    site_energy_for,
     site_request,
 )
 from wattlake.query.lakeview import LakeView
@@ -174,7 +175,7 @@ def site_energy(
     """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]; local
     times in the site's zone unless ``tz_name`` is given."""
     request = site_request(settings, site_name, start, end, every, tz_name)
-    answer = energy_for(settings, request)
+    answer = site_energy_for(settings, request)
     balance = answer.site
     assert balance is not None  # (a site's request is answered with its balance)
     circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]

@@ -13,6 +13,7 @@ from wattlake.config import Settings
 from wattlake.jobs.maintain import maintain
 from wattlake.jobs.rollup import run_rollup
 from wattlake.lake import tables
+from wattlake.lake.catalog import open_catalog
 from wattlake.lake.freshness import DAY_MS
 from wattlake.lake.storage import Lake
 from wattlake.query.energy import READINGS, ROLLUPS, EnergyRequest, energy_for
@@ -80,3 +81,18 @@ def test_rollups_answer_after_maintain_expires_the_snapshot_they_recorded(
     tables.append(lake, READINGS_TABLE, _day(1, device="late"))
     assert run_rollup(lake).days == (DAY0, DAY0 + 1, DAY0 + 2)
     assert _energy(settings) == (wanted, ROLLUPS)
+
+
+def test_rollups_of_a_readings_table_made_anew_are_not_taken_for_fresh(
+    lake: Lake, tmp_path: Path
+) -> None:
+    """Sequence numbers start again in a new readings table: the rollups of the old one do not
+    answer for it, and the next run recomputes every day it holds."""
+    settings = _settings(lake, tmp_path)
+    for day in range(3):
+        tables.append(lake, READINGS_TABLE, _day(day))
+    run_rollup(lake)
+    open_catalog(lake).drop_table((lake.catalog.namespace, READINGS_TABLE))
+    tables.append(lake, READINGS_TABLE, _day(0))  # sequence number 1, below the one recorded
+    assert _energy(settings)[1] != ROLLUPS
+    assert run_rollup(lake).days == (DAY0 - 1, DAY0, DAY0 + 1)

@@ -625,7 +625,7 @@ def run_rollup(
         )
         kept = _kept_rows(lake, site_days, changed)
         energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
-    properties = readings_mark(current)
+    properties = readings_mark(readings, current)
     outputs = {
         ENERGY_15MIN_TABLE: energy,
         POWER_1MIN_TABLE: result.power_1min,

@@ -24,11 +24,18 @@ DAY_MS: Final = 86_400_000
 # number stays comparable with the sequence numbers of the readings' data files.
 READINGS_SNAPSHOT_PROPERTY: Final = "wattlake.readings-snapshot"
 READINGS_SEQUENCE_PROPERTY: Final = "wattlake.readings-sequence"
+# ... and the uuid of that readings table: a sequence number means nothing in a table made anew.
+READINGS_TABLE_PROPERTY: Final = "wattlake.readings-table"
 # Snapshot summary property of energy_15min: JSON {site name: hash of its configuration}.
 SITES_PROPERTY: Final = "wattlake.sites"
 # Properties whose newest snapshot ``maintain`` keeps (a later commit may not repeat them).
 KEPT_PROPERTIES: Final = frozenset(
-    {READINGS_SNAPSHOT_PROPERTY, READINGS_SEQUENCE_PROPERTY, SITES_PROPERTY}
+    {
+        READINGS_SNAPSHOT_PROPERTY,
+        READINGS_SEQUENCE_PROPERTY,
+        READINGS_TABLE_PROPERTY,
+        SITES_PROPERTY,
+    }
 )
 
 
@@ -49,20 +56,27 @@ def file_day(task_file: Any) -> int:
     return int(task_file.partition[0])
 
 
-def readings_mark(snapshot: Any) -> dict[str, str]:
-    """Return the properties a rollup commit records for readings snapshot ``snapshot``."""
+def readings_mark(readings: Any, snapshot: Any) -> dict[str, str]:
+    """Return the properties a rollup commit records for snapshot ``snapshot`` of table
+    ``readings``."""
     return {
         READINGS_SNAPSHOT_PROPERTY: str(snapshot.snapshot_id),
         READINGS_SEQUENCE_PROPERTY: str(snapshot.sequence_number),
+        READINGS_TABLE_PROPERTY: str(readings.metadata.table_uuid),
     }
 
 
 def reflected_sequence(readings: Any, rollup: Any) -> int | None:
     """Return the sequence number of the readings snapshot that table ``rollup`` reflects, or
     None when it reflects none (never rolled up, or rolled up by a wattlake that recorded only
-    the snapshot id and that snapshot has since expired)."""
+    the snapshot id and that snapshot has since expired, or rolled up from a readings table
+    made anew since)."""
     sequence = tables.last_property(rollup, READINGS_SEQUENCE_PROPERTY)
     if sequence is not None:
+        if tables.last_property(rollup, READINGS_TABLE_PROPERTY) != str(
+            readings.metadata.table_uuid
+        ):
+            return None
         return int(sequence)
     snapshot_id = tables.last_property(rollup, READINGS_SNAPSHOT_PROPERTY)
     if snapshot_id is None:

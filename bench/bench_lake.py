@@ -17,7 +17,7 @@ Steps, each on the same generated fleet (bench/fleet.py, fixed seed):
 * commit overhead: ``--flushes`` small appends as the stream writer makes them (one minute of
   the fleet each): time to write the data file vs. time to commit it;
 * raw energy: daily energy of every device over the fleet's days from the raw readings, through
-  ``wattlake.query.rollups.energy_over_edges`` with rollups reported stale (what ``energy``
+  ``wattlake.query.energy.energy_over_edges`` with rollups reported stale (what ``energy``
   does when rollups cannot answer).
 
 Times are wall clock and process CPU (all threads), with the system part of the CPU (on the
@@ -55,7 +55,7 @@ from wattlake.gateway.files import FileFormat, FileRows
 from wattlake.jobs.compact import compact
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query import rollups
+from wattlake.query import energy as answers
 from wattlake.schema import READINGS_TABLE, TABLES
 from wattlake.stream.file_import import import_file
 
@@ -282,8 +282,8 @@ def main() -> None:
 
         settings = settings_for(root / "compact")
         edges = bucket_edges_ms(spec.start_ms, spec.end_ms, "day", zone("UTC"))
-        stale = replace(rollups.lake_sources(settings), rollups=lambda a, b, d: None)
-        (results_raw, source), wall, cpu = timed(lambda: rollups.energy_over_edges(stale, edges))
+        stale = replace(answers.lake_sources(settings), rollups=lambda a, b, d: None)
+        (results_raw, source), wall, cpu = timed(lambda: answers.energy_over_edges(stale, edges))
         assert source == "readings" and results_raw
         after["raw_energy"] = (n / wall, n / cpu)
         print(f"raw energy: daily energy of every device, {wall:.2f} s wall, {cpu:.2f} s CPU")

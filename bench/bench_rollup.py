@@ -2,12 +2,13 @@
 
 Run: ``.venv/bin/python bench/bench_rollup.py [--days 365] [--devices 10] [--repeat 3]``.
 Generates the fleet (bench/fleet.py) into a fresh local lake, runs the rollup job once, then
-times ``wattlake.query.rollups.energy_buckets`` (the call behind ``energy``) for daily buckets of
-every device over the whole range in UTC: once reading rollups, once forced to the raw readings
-(rollups reported stale); then ``rollups.device_energy`` (the library call of ``wattlake
+times ``wattlake.query.energy.energy_over_edges`` (the source choice behind ``energy``) for daily
+buckets of every device over the whole range in UTC: once reading rollups, once forced to the
+raw readings (rollups reported stale); then ``energy.energy_for`` (the library call of ``wattlake
 energy --every day``) in UTC and Europe/Warsaw. Prints the best of R runs of each and the
 rollup job's own rate. ``--baseline REV`` also times ``device_energy`` of
-``wattlake/query/rollups.py`` as it was at git revision REV, in the same run on the same lake,
+``wattlake/query/rollups.py`` as it was at git revision REV (a revision before the one entry point
+of ``wattlake/query/energy.py``, which took its place), in the same run on the same lake,
 alternating the two, and checks that both give identical results.
 
 ``--raw-baseline REV`` times the raw path (``energy_over_edges`` with the rollups reported
@@ -45,7 +46,7 @@ from wattlake.energy.buckets import bucket_edges_ms, zone
 from wattlake.jobs.rollup import RollupOptions, run_rollup
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query import rollups
+from wattlake.query import energy as answers
 from wattlake.schema import READINGS_TABLE
 
 
@@ -67,6 +68,15 @@ def module_at(rev: str, folder: str) -> ModuleType:
     sys.modules["rollups_baseline"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def device_energy(
+    settings: Settings, start_ms: int, end_ms: int, tz: Any
+) -> tuple[Any, list[Any], str]:
+    """Return what ``wattlake energy --every day`` computes for every device: edges, the energy
+    of each device channel and the source."""
+    answer = answers.energy_for(settings, answers.EnergyRequest(start_ms, end_ms, tz, "day"))
+    return answer.edges, answer.series, answer.source
 
 
 def same(a: list[Any], b: list[Any]) -> bool:
@@ -95,7 +105,7 @@ def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) ->
     from wattlake.config import Settings as WorkerSettings
     from wattlake.energy.buckets import bucket_edges_ms as worker_edges
     from wattlake.energy.buckets import zone as worker_zone
-    from wattlake.query import rollups as worker_rollups
+    from wattlake.query import energy as worker_answers
 
     spec = fleet.FleetSpec(devices=devices, days=days)
     if os.environ.get("BENCH_GROUP_ROWS"):  # the raw path's readings per group, if it has one
@@ -105,13 +115,13 @@ def raw_worker(data_dir: str, days: int, devices: int, repeat: int, out: str) ->
             worker_raw.GROUP_ROWS = int(os.environ["BENCH_GROUP_ROWS"])
     settings = WorkerSettings.load(overrides={"data_dir": data_dir}, environ={})
     edges = worker_edges(spec.start_ms, spec.end_ms, "day", worker_zone("UTC"))
-    stale = replace(worker_rollups.lake_sources(settings), rollups=lambda a, b, d: None)
+    stale = replace(worker_answers.lake_sources(settings), rollups=lambda a, b, d: None)
     walls, cpus = [], []
     results: Any = None
     for _ in range(repeat):
         results = None  # the last run's series are not kept while the next one reads
         began, cpu = time.perf_counter(), time.process_time()
-        results, source = worker_rollups.energy_over_edges(stale, edges)
+        results, source = worker_answers.energy_over_edges(stale, edges)
         walls.append(time.perf_counter() - began)
         cpus.append(time.process_time() - cpu)
         assert source == "readings"
@@ -401,21 +411,21 @@ def main() -> None:
         tz = zone("UTC")
         start_ms, end_ms = spec.start_ms, spec.end_ms
         edges = bucket_edges_ms(start_ms, end_ms, "day", tz)
-        fresh = rollups.lake_sources(settings)
+        fresh = answers.lake_sources(settings)
         stale = replace(fresh, rollups=lambda a, b, d: None)
 
         def from_rollups() -> None:
-            _, source = rollups.energy_over_edges(rollups.lake_sources(settings), edges)
+            _, source = answers.energy_over_edges(answers.lake_sources(settings), edges)
             assert source == "rollups"
 
         def from_readings() -> None:
-            _, source = rollups.energy_over_edges(stale, edges)
+            _, source = answers.energy_over_edges(stale, edges)
             assert source == "readings"
 
         rollup_s = best_of(args.repeat, from_rollups)
         raw_s = best_of(max(1, min(args.repeat, 2)), from_readings)
-        a, _ = rollups.energy_over_edges(fresh, edges)
-        b, _ = rollups.energy_over_edges(stale, edges)
+        a, _ = answers.energy_over_edges(fresh, edges)
+        b, _ = answers.energy_over_edges(stale, edges)
         worst = max(
             float(np.max(np.abs(x.import_wh - y.import_wh) / np.maximum(1.0, np.abs(y.import_wh))))
             for x, y in zip(a, b, strict=True)
@@ -437,19 +447,12 @@ def main() -> None:
             local = zone(tz_name)
 
             def command_call(local: object = local) -> None:
-                _, results, source = rollups.device_energy(
-                    settings,
-                    None,
-                    start_ms,
-                    end_ms,
-                    "day",
-                    local,  # type: ignore[arg-type]
-                )
+                _, results, source = device_energy(settings, start_ms, end_ms, local)
                 assert source == "rollups" and len(results) >= args.devices
 
             call_s = best_of(args.repeat, command_call)
             print(
-                f"  energy --every day ({tz_name}) via rollups.device_energy: {call_s:7.3f} s "
+                f"  energy --every day ({tz_name}) via energy.energy_for: {call_s:7.3f} s "
                 "(target < 0.5 s for a year)"
             )
 
@@ -457,13 +460,16 @@ def main() -> None:
             old = module_at(args.baseline, tmp)
             for tz_name in ("UTC", "Europe/Warsaw"):
                 local = zone(tz_name)
-                mine = rollups.device_energy(settings, None, start_ms, end_ms, "day", local)
+                mine = device_energy(settings, start_ms, end_ms, local)
                 theirs = old.device_energy(settings, None, start_ms, end_ms, "day", local)
                 best = {"before": float("inf"), "after": float("inf")}
                 for _ in range(args.repeat):  # alternated, so load changes hit both alike
-                    for label, module in (("before", old), ("after", rollups)):
+                    for label in ("before", "after"):
                         began = time.perf_counter()
-                        module.device_energy(settings, None, start_ms, end_ms, "day", local)
+                        if label == "before":
+                            old.device_energy(settings, None, start_ms, end_ms, "day", local)
+                        else:
+                            device_energy(settings, start_ms, end_ms, local)
                         best[label] = min(best[label], time.perf_counter() - began)
                 print(
                     f"  energy --every day ({tz_name}), rollups.py at {args.baseline} "

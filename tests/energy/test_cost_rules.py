@@ -20,7 +20,7 @@ from wattlake.energy.tariffs import (
     tariff_cost,
     tariff_segments,
 )
-from wattlake.query.energy import cost_period, cost_report
+from wattlake.query.reports import cost_period, cost_report
 from wattlake.schema import readings_to_table
 
 WAW = zone("Europe/Warsaw")

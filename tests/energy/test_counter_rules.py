@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
-from wattlake.query.energy import bracketed_readings, energy_rows
+from wattlake.query.readings import bracketed_readings
+from wattlake.query.reports import energy_rows
 from wattlake.schema import readings_to_table
 
 UTC = zone("UTC")

@@ -20,7 +20,7 @@ from wattlake.devices.sim.simulator import (
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
 from wattlake.energy.series import site_energy
 from wattlake.energy.sites import parse_sites
-from wattlake.query.energy import site_rows
+from wattlake.query.reports import site_rows
 from wattlake.schema import readings_to_table
 
 UTC = zone("UTC")

@@ -14,7 +14,7 @@ import pytest
 from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
 from wattlake.energy.tariffs import load_tariff
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import energy_rows, table_cost
+from wattlake.query.reports import energy_rows, table_cost
 from wattlake.schema import readings_to_table
 
 WAW = zone("Europe/Warsaw")

@@ -13,7 +13,7 @@ from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
 from wattlake.energy.series import site_energy
 from wattlake.energy.sites import parse_sites
 from wattlake.errors import ConfigError
-from wattlake.query.energy import site_grid_energy, site_rows
+from wattlake.query.reports import site_grid_energy, site_rows
 from wattlake.schema import readings_to_table
 
 UTC = zone("UTC")
@@ -238,7 +238,7 @@ def test_a_provisioned_meter_without_readings_may_be_in_a_site(tmp_path: Path) -
     from wattlake.gateway.registry import Registry
     from wattlake.lake import tables
     from wattlake.lake.storage import Lake
-    from wattlake.query.energy import configured_sites
+    from wattlake.query.sites import configured_sites
     from wattlake.schema import READINGS_TABLE
 
     data_dir, security = tmp_path / "lake", tmp_path / "security"

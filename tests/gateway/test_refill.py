@@ -21,7 +21,8 @@ from wattlake.devices.sim.simulator import Fleet, FleetConfig
 from wattlake.gateway.broker import EmbeddedBroker
 from wattlake.gateway.mqtt import BrokerAddress
 from wattlake.gateway.refill import Refiller
-from wattlake.query.energy import energy_rows, load_readings
+from wattlake.query.readings import load_readings
+from wattlake.query.reports import energy_rows
 from wattlake.stream.ingest import IngestWorker
 
 SUNNY = int(dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC).timestamp())  # PV exports

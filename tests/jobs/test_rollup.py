@@ -10,22 +10,17 @@ import pyarrow as pa
 import pytest
 
 from wattlake.config import Settings
+from wattlake.energy.buckets import bucket_edges_ms
 from wattlake.energy.rollup import MINUTE_MS, power_stats
 from wattlake.energy.sites import parse_sites
 from wattlake.jobs import rollup
-from wattlake.jobs.rollup import (
-    DAY_MS,
-    READINGS_SNAPSHOT_PROPERTY,
-    SITES_PROPERTY,
-    ArrowReadings,
-    compute_days,
-    run_rollup,
-    site_hash,
-)
+from wattlake.jobs.rollup import ArrowReadings, compute_days, run_rollup
 from wattlake.lake import tables
+from wattlake.lake.freshness import DAY_MS, READINGS_SNAPSHOT_PROPERTY, SITES_PROPERTY, site_hash
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import site_energy_report
+from wattlake.query.energy import site_request
 from wattlake.query.engine import connect
+from wattlake.query.readings import site_energy_from_readings
 from wattlake.schema import (
     ENERGY_15MIN_TABLE,
     POWER_1H_TABLE,
@@ -210,7 +205,10 @@ def _site_days(lake: Lake) -> dict[tuple[str, str], list[float]]:
 
 def _assert_site_matches_raw(lake: Lake, settings: Settings, days: int) -> None:
     last = str(np.datetime64(DAY0 + days, "D"))
-    _, raw = site_energy_report(settings, "home", "2026-01-01", last, "day")
+    request = site_request(settings, "home", "2026-01-01", last, "day")
+    assert request.site is not None
+    edges = bucket_edges_ms(request.start_ms, request.end_ms, "day", request.tz)
+    raw = site_energy_from_readings(settings, request.site, edges)
     got = _site_days(lake)
     b = raw.balance
     expected = {

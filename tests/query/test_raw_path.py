@@ -17,7 +17,7 @@ from wattlake.energy.buckets import bucket_edges_ms, zone
 from wattlake.energy.series import Series, SeriesEnergy, split_series
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import SERIES_COLUMNS, bracketed_readings
+from wattlake.query.energy import EnergySources, energy_over_edges
 from wattlake.query.engine import connect
 from wattlake.query.raw import (
     _read_files,
@@ -26,8 +26,8 @@ from wattlake.query.raw import (
     read_bracketed,
     read_series,
 )
-from wattlake.query.rollups import EnergySources, energy_over_edges
-from wattlake.schema import READINGS_TABLE
+from wattlake.query.readings import bracketed_readings
+from wattlake.schema import READINGS_TABLE, SERIES_COLUMNS
 
 
 @pytest.fixture

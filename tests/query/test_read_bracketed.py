@@ -10,10 +10,10 @@ import pytest
 
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
-from wattlake.query.energy import SERIES_COLUMNS, bracketed_readings
 from wattlake.query.engine import connect
 from wattlake.query.raw import read_bracketed
-from wattlake.schema import READING_SCHEMA, READINGS_TABLE
+from wattlake.query.readings import bracketed_readings
+from wattlake.schema import READING_SCHEMA, READINGS_TABLE, SERIES_COLUMNS
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01 UTC

@@ -11,14 +11,11 @@ import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, local_midnight_ms, zone
 from wattlake.energy.series import SeriesEnergy
-from wattlake.jobs.rollup import DAY_MS, ArrowReadings, compute_days
-from wattlake.query.rollups import (
-    EnergySources,
-    aligned,
-    energy_over_edges,
-    series_from_readings,
-    series_from_rollups,
-)
+from wattlake.jobs.rollup import ArrowReadings, compute_days
+from wattlake.lake.freshness import DAY_MS
+from wattlake.query.energy import EnergySources, energy_over_edges
+from wattlake.query.readings import series_from_readings
+from wattlake.query.rollups import aligned, series_from_rollups
 
 _MS = pa.timestamp("ms", tz="UTC")
 
@@ -205,7 +202,7 @@ def test_energy_buckets_on_a_lake_reads_rollups_when_fresh(tmp_path: Path) -> No
     from wattlake.jobs.rollup import run_rollup
     from wattlake.lake import tables
     from wattlake.lake.storage import Lake
-    from wattlake.query.rollups import energy_buckets
+    from wattlake.query.energy import energy_buckets
     from wattlake.schema import READINGS_TABLE
 
     settings = Settings.load(overrides={"data_dir": str(tmp_path / "lake")}, environ={})

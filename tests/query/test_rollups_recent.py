@@ -12,15 +12,10 @@ import pyarrow as pa
 import pytest
 
 from wattlake.energy.buckets import bucket_edges_ms, local_midnight_ms, zone
-from wattlake.jobs.rollup import DAY_MS, ArrowReadings, compute_days
-from wattlake.query.rollups import (
-    READINGS,
-    RECENT,
-    ROLLUPS,
-    EnergySources,
-    energy_with_recent,
-    series_from_readings,
-)
+from wattlake.jobs.rollup import ArrowReadings, compute_days
+from wattlake.lake.freshness import DAY_MS
+from wattlake.query.energy import READINGS, RECENT, ROLLUPS, EnergySources, energy_with_recent
+from wattlake.query.readings import series_from_readings
 
 _spec = importlib.util.spec_from_file_location(
     "_rollup_helpers", Path(__file__).resolve().parent / "test_rollups.py"

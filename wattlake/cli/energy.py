@@ -120,7 +120,7 @@ def _say_events(events: Any) -> None:
 
 def _check_sites(settings: Any) -> None:
     """Refuse a wattlake.toml whose sites are invalid, whichever command reads it."""
-    from wattlake.query.energy import configured_sites
+    from wattlake.query.sites import configured_sites
 
     configured_sites(settings, check_devices=False)
 
@@ -151,8 +151,14 @@ def energy(
     A site's rows: grid import and export, solar, battery charge and discharge, consumption,
     each circuit, the untracked rest, self-consumption and self-sufficiency.
     """
-    from wattlake.query.energy import ENERGY_COLUMNS, SITE_COLUMNS, series_has_data, series_rows
-    from wattlake.query.rollups import device_energy, site_energy_report
+    from wattlake.query.energy import EnergyRequest, energy_for, site_energy_for, site_request
+    from wattlake.query.reports import (
+        ENERGY_COLUMNS,
+        SITE_COLUMNS,
+        series_has_data,
+        series_rows,
+        site_rows,
+    )
 
     settings = load_settings(data_dir, config)
     existing_lake(settings)
@@ -160,9 +166,13 @@ def energy(
     if site is not None:
         if device is not None or channel is not None:
             raise UsageError("--site takes the site's channels; leave out --device and --channel.")
-        rows, balance, source = site_energy_report(
+        request = site_request(
             settings, site, start, end, every.value, tz, method=method.value, gap_policy=gaps.value
         )
+        answer = site_energy_for(settings, request)
+        balance, source = answer.site, answer.source
+        assert balance is not None
+        rows = site_rows(balance, request.tz)
         _say_events(balance.events)
         for warning in balance.warnings:
             say(f"Warning: {warning}")
@@ -172,18 +182,21 @@ def energy(
         emit_rows(rows, fmt, columns=columns, title=f"Site {site} [Wh]")
         return
     zone_info, start_ms, end_ms = _range(settings, tz, start, end)
-    edges, results, source = device_energy(
+    answer = energy_for(
         settings,
-        device,
-        start_ms,
-        end_ms,
-        every.value,
-        zone_info,
-        channel=channel,
-        method=method.value,
-        gap_policy=gaps.value,
+        EnergyRequest(
+            start_ms,
+            end_ms,
+            zone_info,
+            every.value,
+            device_id=device,
+            channel=channel,
+            method=method.value,
+            gap_policy=gaps.value,
+        ),
     )
-    results = [r for r in results if series_has_data(r, start_ms, end_ms)]
+    edges, source = answer.edges, answer.source
+    results = [r for r in answer.series if series_has_data(r, start_ms, end_ms)]
     if not results:
         from wattlake.query.inventory import no_data_message
 
@@ -242,8 +255,8 @@ def cost(
     channel, led by device_id and channel), never summed; --compare then needs one channel.
     """
     from wattlake.energy.tariffs import compare_tariffs, load_tariff
-    from wattlake.query.energy import cost_period, cost_rows_with_data, energy_over_edges_for
-    from wattlake.query.rollups import cost_for
+    from wattlake.query.energy import cost_for, energy_over_edges_for
+    from wattlake.query.reports import cost_period, cost_rows_with_data
 
     settings = load_settings(data_dir, config)
     existing_lake(settings)

@@ -1,13 +1,13 @@
 """Maintenance of the lake's tables: expire old snapshots, rewrite small manifests, remove
 orphan files.
 
-Snapshots younger than ``lake.snapshot_history_s`` stay for time travel (``query --as-of``);
-the newest snapshot carrying each lake writer's WAL position is always kept, so a restarted
-writer still finds where it stopped; so is every snapshot of an unfinished migration (old-layout
-files still in place), which names the files it migrated. Orphans are data files under a
-table's ``data/`` folder that no kept snapshot names and that are older than the history (a
-writer killed before its commit leaves them; a file younger than that may belong to a commit in
-flight).
+Snapshots younger than ``lake.snapshot_history_s`` stay for time travel (``query --as-of``); the
+newest snapshot carrying each lake writer's WAL position is always kept, so a restarted writer still
+finds where it stopped, and so is the newest snapshot of a rollup table recording which readings it
+reflects (:mod:`wattlake.lake.freshness`); so is every snapshot of an unfinished migration
+(old-layout files still in place), which names the files it migrated. Orphans are data files under a
+table's ``data/`` folder that no kept snapshot names and that are older than the history (a writer
+killed before its commit leaves them; a file younger than that may belong to a commit in flight).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def maintain(lake: Lake, *, history_s: float) -> list[dict[str, Any]]:
         wattlake.errors.StorageError: a table could not be read or written.
     """
     from wattlake.jobs.migrate import MIGRATED_PROPERTY, legacy_files
+    from wattlake.lake.freshness import KEPT_PROPERTIES
 
     rows = []
     cutoff_ms = int((time.time() - history_s) * 1000)
@@ -43,7 +44,9 @@ def maintain(lake: Lake, *, history_s: float) -> list[dict[str, Any]]:
         wal_keys: set[str] = set()
         for snapshot in tables.ancestors(table):
             props = snapshot.summary.additional_properties if snapshot.summary else {}
-            new = {k for k in props if k.startswith(tables.WAL_PROPERTY_PREFIX)} - wal_keys
+            new = {
+                k for k in props if k.startswith(tables.WAL_PROPERTY_PREFIX) or k in KEPT_PROPERTIES
+            } - wal_keys
             if new or (migrating and MIGRATED_PROPERTY in props):
                 keep.add(snapshot.snapshot_id)
                 wal_keys |= new

@@ -14,16 +14,17 @@ across a gap and the outlier checks around the edges see the same readings as a 
 day would. A gap longer than the reach is not bridged by rollups (the raw path bridges any gap).
 
 Incremental runs (:func:`run_rollup`) recompute only days touched by readings committed since the
-last run: the days of the data files added to table ``readings`` by every snapshot after the one
-recorded in the rollup table's newest snapshot summary (property ``wattlake.readings-snapshot``),
-widened by the reach. Late data for an old day recomputes that day and its neighbours. Each run
-overwrites the affected day partitions of each rollup table in one commit, so a crash leaves either
-the old rollups or the new ones, and running twice changes nothing.
+last run: the days of the data files added to table ``readings`` after the snapshot recorded in the
+rollup table's newest snapshot summary (properties ``wattlake.readings-snapshot`` and
+``wattlake.readings-sequence``: a data file keeps the sequence number of the commit that added it
+when ``maintain`` expires that snapshot), widened by the reach. Late data for an old day recomputes
+that day and its neighbours. Each run overwrites the affected day partitions of each rollup table in
+one commit, so a crash leaves either the old rollups or the new ones, and running twice changes
+nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,15 @@ from wattlake.energy.series import Series, SeriesEnergy, series_energies, site_e
 from wattlake.energy.sites import Site
 from wattlake.jobs.compact import deduplicate, merge_order
 from wattlake.lake import tables
+from wattlake.lake.freshness import (
+    DAY_MS,
+    SITES_PROPERTY,
+    days_added_since,
+    file_day,
+    readings_mark,
+    reflected_sequence,
+    site_hash,
+)
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
 from wattlake.schema import (
@@ -55,11 +65,6 @@ from wattlake.schema import (
     TABLES,
 )
 
-DAY_MS: Final = 86_400_000
-# Snapshot summary property of a rollup table: the readings snapshot its contents reflect.
-READINGS_SNAPSHOT_PROPERTY: Final = "wattlake.readings-snapshot"
-# Snapshot summary property of energy_15min: JSON {site name: hash of its configuration}.
-SITES_PROPERTY: Final = "wattlake.sites"
 _MS_TS: Final = pa.timestamp("ms", tz="UTC")
 _US_TS: Final = pa.timestamp("us", tz="UTC")
 
@@ -224,18 +229,6 @@ def _append_day(
     diff = result.counter_minus_power_wh
     columns["counter_minus_power_wh"].append(np.full(n, np.nan) if diff is None else diff)
     columns["method"].append(np.full(n, result.method, dtype=object))
-
-
-def site_hash(site: Site) -> str:
-    """Return a hash of what a site's energy depends on: its channels' roles (with their
-    validity, parents, names and directions) and its phase netting; not its tariff."""
-    channels = sorted(
-        [c.device_id, c.channel, c.role, c.name, c.parent, c.valid_from_ms, c.valid_until_ms,
-         c.invert]
-        for c in site.channels
-    )  # fmt: skip
-    document = json.dumps({"phases": site.phases, "channels": channels}, sort_keys=True)
-    return hashlib.sha256(document.encode()).hexdigest()[:16]
 
 
 def site_15min(
@@ -507,39 +500,9 @@ class RollupRun:
         }
 
 
-def _file_day(task_file: Any) -> int:
-    return int(task_file.partition[0])
-
-
-def days_added_since(readings: Any, since: int | None) -> set[int] | None:
-    """Return the UTC days of data files added to ``readings`` after snapshot ``since``.
-
-    None means everything must be recomputed: no earlier run, or its snapshot is no longer in
-    the table's history (expired).
-    """
-    if since is None:
-        return None
-    days: set[int] = set()
-    for snapshot in tables.ancestors(readings):
-        if snapshot.snapshot_id == since:
-            return days
-        for manifest in snapshot.manifests(readings.io):
-            if manifest.added_snapshot_id != snapshot.snapshot_id:
-                continue
-            for entry in manifest.fetch_manifest_entry(readings.io, discard_deleted=True):
-                if entry.snapshot_id == snapshot.snapshot_id:
-                    days.add(_file_day(entry.data_file))
-    return None
-
-
 def _all_days(lake: Lake, snapshot_id: int) -> set[int]:
     tasks = tables.scan_files(lake, READINGS_TABLE, snapshot_id=snapshot_id)
-    return {_file_day(task.file) for task in tasks}
-
-
-def _processed_snapshot(table: Any) -> int | None:
-    value = tables.last_property(table, READINGS_SNAPSHOT_PROPERTY)
-    return int(value) if value is not None else None
+    return {file_day(task.file) for task in tasks}
 
 
 def _replace_days(
@@ -549,7 +512,7 @@ def _replace_days(
     table = tables.open_table(lake, name)
     removed = []
     if table.current_snapshot() is not None:
-        removed = [task.file for task in table.scan().plan_files() if _file_day(task.file) in days]
+        removed = [task.file for task in table.scan().plan_files() if file_day(task.file) in days]
     added = tables.write_data_files(table, name, tables.to_stored(name, rows))
     tables.commit(table, added, removed=removed, properties=properties)
 
@@ -564,7 +527,7 @@ def _kept_rows(lake: Lake, days: set[int], drop_sites: set[str]) -> pa.Table:
     table = tables.open_table(lake, ENERGY_15MIN_TABLE)
     if table.current_snapshot() is None or not days:
         return ENERGY_15MIN_SCHEMA.empty_table()
-    tasks = [t for t in table.scan().plan_files() if _file_day(t.file) in days]
+    tasks = [t for t in table.scan().plan_files() if file_day(t.file) in days]
     if not tasks:
         return ENERGY_15MIN_SCHEMA.empty_table()
     if any(t.delete_files for t in tasks):
@@ -613,8 +576,8 @@ def run_rollup(
         report(0, 0)
         return RollupRun(None, (), {})
     targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
-    processed = {name: _processed_snapshot(t) for name, t in targets.items()}
-    stale = {name for name, since in processed.items() if since != current.snapshot_id}
+    processed = {name: reflected_sequence(readings, t) for name, t in targets.items()}
+    stale = {name for name, since in processed.items() if since != current.sequence_number}
     recorded = json.loads(tables.last_property(targets[ENERGY_15MIN_TABLE], SITES_PROPERTY) or "{}")
     changed = {n for n in {*wanted, *recorded} if wanted.get(n) != recorded.get(n)}
     if full:
@@ -662,7 +625,7 @@ def run_rollup(
         )
         kept = _kept_rows(lake, site_days, changed)
         energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
-    properties = {READINGS_SNAPSHOT_PROPERTY: str(current.snapshot_id)}
+    properties = readings_mark(readings, current)
     outputs = {
         ENERGY_15MIN_TABLE: energy,
         POWER_1MIN_TABLE: result.power_1min,

@@ -1,723 +1,346 @@
-"""Energy and cost from lake readings: glue between the lake and the energy of series
-(:mod:`wattlake.energy.series`, which the rollup job uses too).
+"""Energy, cost and hourly energy from the lake: one entry point per question.
 
-A *series* is one (device, channel). Readings may arrive unsorted and with exact duplicates on
-(device_id, channel, ts); the first copy wins. Each series is integrated on its own, then the
-channels of a device are **summed** (a Shelly EM's two channels measure two different circuits, so
-their sum is the device's energy); pass ``channel`` to take one channel only.
+A question is an :class:`EnergyRequest` (range, zone, bucket size, device channel or site,
+method, gap policy); :func:`energy_for` (device channels) and :func:`site_energy_for` (a site's
+balance) answer it with one :class:`EnergyResult`,
+:func:`cost_for` prices it, :func:`hourly_energy` gives whole UTC hours for PV and forecasts.
+Each picks its source inside: the rollups (:mod:`wattlake.query.rollups`) when every bucket edge
+is a UTC quarter-hour, the method is ``auto`` with gaps skipped and table ``energy_15min`` is up to
+date for the range, else the readings (:mod:`wattlake.query.readings`), or both (the rollups up
+to a quarter-hour, the readings after it: :func:`energy_with_recent`). The two sources agree to
+float rounding: the rollups hold what the raw path gives per quarter-hour. The CLI and the web
+call these functions and shape their answers (:mod:`wattlake.query.reports`).
 
-Method ``auto`` (the default) takes a channel's energy from its cumulative counters
-(``energy_wh`` for import, ``returned_energy_wh`` for export) when it has at least two readings of
-them, shaped in time by its power samples, and otherwise integrates ``power_w`` with the
-trapezoid rule. ``trapezoid``, ``left`` and ``right`` always integrate power.
+A *series* is one (device, channel). Method ``auto`` (the default) takes a channel's energy from
+its cumulative counters (``energy_wh`` for import, ``returned_energy_wh`` for export) when it has
+at least two readings of them, shaped in time by its power samples, and otherwise integrates
+``power_w`` with the trapezoid rule. ``trapezoid``, ``left`` and ``right`` always integrate power.
+Channels are never summed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from wattlake.energy.buckets import bucket_edges_ms, format_local, parse_time_ms, zone
+from wattlake.energy.buckets import bucket_edges_ms, parse_time_ms, zone
+from wattlake.energy.rollup import QUARTER_HOUR_MS
 from wattlake.energy.series import (
     Series,
     SeriesEnergy,
     SiteEnergy,
+    series_energies,
     series_energy,
-    site_energy,
     split_series,
 )
-from wattlake.energy.sites import (
-    Site,
-    parse_sites,
-    site_or_error,
+from wattlake.energy.sites import Site, site_or_error
+from wattlake.energy.tariffs import EnergyOverEdges, load_tariff, tariff_segments
+from wattlake.errors import UsageError
+from wattlake.lake.storage import Lake
+from wattlake.query.readings import (
+    cost_from_readings,
+    hourly_from_readings,
+    lake_readings,
+    lake_series,
+    load_readings,
+    series_from_readings,
+    site_energy_from_readings,
 )
-from wattlake.energy.tariffs import (
-    EnergyOverEdges,
-    Tariff,
-    TariffCost,
-    TariffSegments,
-    cost_rows,
-    load_tariff,
-    shift_savings,
-    tariff_cost,
-    tariff_segments,
+from wattlake.query.reports import (
+    CostReport,
+    cost_period,
+    one_channel,
+    priced,
+    segment_energy,
+    site_grid_energy,
 )
-from wattlake.errors import NoDataError, UsageError
-from wattlake.schema import READING_SCHEMA, SERIES_COLUMNS
+from wattlake.query.rollups import (
+    aligned,
+    device_rollups,
+    method_label,
+    series_from_rollups,
+    site_energy_from_rollups,
+    site_rollups,
+)
+from wattlake.query.sites import configured_sites, energy_options
+from wattlake.schema import SERIES_COLUMNS
 
 if TYPE_CHECKING:
     from wattlake.config import Settings
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-ENERGY_COLUMNS: Final[tuple[str, ...]] = (
-    "device_id",
-    "channel",
-    "start",
-    "end",
-    "import_wh",
-    "export_wh",
-    "net_wh",
-    "coverage",
-    "gap_s",
-    "interpolated_wh",
-    "method",
-    "counter_minus_power_wh",
-)
+FloatArray = npt.NDArray[np.float64]
 
 
-def _round(value: float, digits: int) -> float:
-    return round(float(value), digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+# Sources of an answer: the rollups, the readings, or both (below).
+ROLLUPS: Final = "rollups"
+READINGS: Final = "readings"
 
 
-def energy_rows(
-    table: pa.Table,
-    edges_ms: IntArray,
-    tz: ZoneInfo,
-    *,
-    method: str = "auto",
-    channel: int | None = None,
-    max_gap_s: float = 300.0,
-    max_power_w: float = 60_000.0,
-    gap_policy: str = "skip",
-) -> tuple[list[dict[str, Any]], list[SeriesEnergy]]:
-    """Return one row per device channel and bucket, and the per-series results behind them.
-
-    Channels are never summed: without a site (see :mod:`wattlake.energy.sites`) nothing says
-    whether two channels of a meter measure the grid and a circuit behind it, or two phases.
-    Each row: ``device_id``, ``channel``, ``start`` and ``end`` (ISO 8601 with the local offset;
-    start inclusive, end exclusive), ``import_wh``, ``export_wh``, ``net_wh`` [Wh], ``coverage``
-    (share of the bucket backed by readings no further apart than ``max_gap_s``, 0–1),
-    ``gap_s`` (the rest [s]), ``interpolated_wh`` (import and export energy in that rest [Wh]),
-    ``method`` and ``counter_minus_power_wh`` (counter energy minus power energy where both
-    exist [Wh], else null).
-
-    Raises:
-        UsageError: ``method`` is unknown.
-    """
-    results = [
-        series_energy(
-            s,
-            edges_ms,
-            method=method,
-            max_gap_s=max_gap_s,
-            max_power_w=max_power_w,
-            gap_policy=gap_policy,
-        )
-        for s in split_series(table, channel=channel)
-    ]
-    return series_rows(results, edges_ms, tz), results
-
-
-def series_rows(
-    results: Sequence[SeriesEnergy], edges_ms: IntArray, tz: ZoneInfo
-) -> list[dict[str, Any]]:
-    """Return the rows of :func:`energy_rows` for per-series results over ``edges_ms``."""
-    labels = [format_local(int(e), tz) for e in edges_ms]
-    bucket_s = np.diff(edges_ms).astype(np.float64) / 1000.0
-    rows: list[dict[str, Any]] = []
-    for r in results:
-        diff = r.counter_minus_power_wh
-        interpolated = r.interpolated_wh if r.interpolated_wh is not None else r.import_wh * 0
-        for j in range(edges_ms.size - 1):
-            coverage = r.covered_s[j] / bucket_s[j] if bucket_s[j] > 0 else 0.0
-            rows.append(
-                {
-                    "device_id": r.series.device_id,
-                    "channel": r.series.channel,
-                    "start": labels[j],
-                    "end": labels[j + 1],
-                    "import_wh": _round(r.import_wh[j], 3),
-                    "export_wh": _round(r.export_wh[j], 3),
-                    "net_wh": _round(r.import_wh[j] - r.export_wh[j], 3),
-                    "coverage": _round(coverage, 4),
-                    "gap_s": _round(bucket_s[j] - r.covered_s[j], 3),
-                    "interpolated_wh": _round(interpolated[j], 3),
-                    "method": r.method,
-                    "counter_minus_power_wh": None if diff is None else _round(diff[j], 3),
-                }
-            )
-    return rows
-
-
-_S: Final = "make_timestamptz($start::BIGINT * 1000)"
-_E: Final = "make_timestamptz($end::BIGINT * 1000)"
-_BRACKETED_SQL: Final = f"""
-WITH picked AS (
-    SELECT * FROM readings WHERE $devices IS NULL OR list_contains($devices, device_id)
-),
-brackets AS (
-    SELECT device_id, channel,
-        max(ts) FILTER (WHERE ts < {_S}) AS before_any,
-        max(ts) FILTER (WHERE ts < {_S} AND isfinite(power_w)) AS before_power,
-        max(ts) FILTER (WHERE ts < {_S} AND energy_wh >= 0) AS before_import,
-        max(ts) FILTER (WHERE ts < {_S} AND returned_energy_wh >= 0) AS before_export,
-        min(ts) FILTER (WHERE ts >= {_E}) AS after_any,
-        min(ts) FILTER (WHERE ts >= {_E} AND isfinite(power_w)) AS after_power,
-        min(ts) FILTER (WHERE ts >= {_E} AND energy_wh >= 0) AS after_import,
-        min(ts) FILTER (WHERE ts >= {_E} AND returned_energy_wh >= 0) AS after_export
-    FROM picked GROUP BY device_id, channel
-)
-SELECT * FROM (
-    SELECT * FROM picked WHERE ts >= {_S} AND ts < {_E}
-    UNION ALL
-    SELECT p.* FROM picked p JOIN brackets b
-        ON p.device_id = b.device_id AND p.channel = b.channel
-    WHERE p.ts IN (b.before_any, b.before_power, b.before_import, b.before_export,
-                   b.after_any, b.after_power, b.after_import, b.after_export)
-)
-ORDER BY device_id, channel, ts
-"""
-
-
-def bracketed_readings(
-    con: duckdb.DuckDBPyConnection,
-    start_ms: int,
-    end_ms: int,
-    *,
-    device_ids: Sequence[str] | None = None,
-) -> pa.Table:
-    """Return the readings in [start, end) and, per device channel, the nearest on each side.
-
-    However far the nearest reading before ``start_ms`` and the first at or after ``end_ms`` are
-    (of any kind, and of power, import counter and export counter each), they are included, so
-    the steps that cross the edges are there and the gap rules decide what they are worth.
-
-    Parameters
-    ----------
-    con : duckdb connection
-        With a ``readings`` view, e.g. :func:`wattlake.query.engine.connect`.
-    start_ms, end_ms : int
-        Range [ms UTC].
-    device_ids : sequence of str, optional
-        Only these devices (default: every device).
-    """
-    params = {
-        "start": int(start_ms),
-        "end": int(end_ms),
-        "devices": None if device_ids is None else list(device_ids),
-    }
-    table = con.sql(_BRACKETED_SQL, params=params).to_arrow_table()
-    return table.cast(READING_SCHEMA, safe=False)
-
-
-def load_readings(
-    settings: Settings,
-    start_ms: int,
-    end_ms: int,
-    *,
-    device_ids: Sequence[str] | None = None,
-    columns: Sequence[str] | None = None,
-) -> pa.Table:
-    """Return the lake's readings for [start, end), bracketed (see :func:`bracketed_readings`),
-    with ``columns`` only if given (e.g. :data:`SERIES_COLUMNS`, all that :func:`split_series`
-    reads).
-
-    Read from the data files directly (:func:`wattlake.query.raw.read_bracketed`), or
-    through the ``readings`` view when the table has delete files.
-    """
-    from wattlake.lake.storage import Lake
-    from wattlake.query.engine import connect
-    from wattlake.query.raw import read_bracketed
-
-    lake = Lake.from_settings(settings)
-    table = read_bracketed(lake, start_ms, end_ms, device_ids=device_ids, columns=columns)
-    if table is None:
-        table = bracketed_readings(connect(lake), start_ms, end_ms, device_ids=device_ids)
-        if columns is not None:
-            table = table.select([c for c in table.column_names if c in columns])
-    return table
-
-
-def load_series(
-    settings: Settings,
-    start_ms: int,
-    end_ms: int,
-    *,
-    device_ids: Sequence[str] | None = None,
-) -> list[Series]:
-    """Return the lake's readings for [start, end), bracketed, as one series per device channel:
-    what :func:`split_series` makes of :func:`load_readings` with :data:`SERIES_COLUMNS`, read
-    straight into numpy arrays (:func:`wattlake.query.raw.read_series`) unless the table has
-    delete files.
-    """
-    from wattlake.lake.storage import Lake
-    from wattlake.query.raw import read_series
-
-    series = read_series(Lake.from_settings(settings), start_ms, end_ms, device_ids=device_ids)
-    if series is None:
-        table = load_readings(
-            settings, start_ms, end_ms, device_ids=device_ids, columns=SERIES_COLUMNS
-        )
-        series = split_series(table)
-    return series
-
-
-def segment_energy(
-    series: Sequence[Series],
-    *,
-    method: str = "auto",
-    max_gap_s: float = 300.0,
-    max_power_w: float = 60_000.0,
-) -> EnergyOverEdges:
-    """Return a function that sums import and export of all ``series`` over given edges [Wh].
-
-    The function has the shape :func:`wattlake.energy.tariffs.compare_tariffs` expects.
-    """
-
-    def over(edges_ms: IntArray) -> tuple[FloatArray, FloatArray]:
-        imp = np.zeros(edges_ms.size - 1)
-        exp = np.zeros(edges_ms.size - 1)
-        for s in series:
-            r = series_energy(
-                s, edges_ms, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
-            )
-            imp += r.import_wh
-            exp += r.export_wh
-        return imp, exp
-
-    return over
-
-
-def table_cost(
-    table: pa.Table,
-    tariff: Tariff,
-    start_ms: int,
-    end_ms: int,
-    *,
-    method: str = "auto",
-    channel: int | None = None,
-    max_gap_s: float = 300.0,
-    max_power_w: float = 60_000.0,
-) -> TariffCost:
-    """Return the cost of all readings in ``table`` over [start, end) under ``tariff``.
-
-    Raises:
-        UsageError: bad method, or the tariff has no prices for the range.
-    """
-    over = segment_energy(
-        split_series(table, channel=channel),
-        method=method,
-        max_gap_s=max_gap_s,
-        max_power_w=max_power_w,
-    )
-    segments = tariff_segments(tariff, start_ms, end_ms)
-    imp, exp = over(segments.edges_ms)
-    return tariff_cost(tariff, segments, imp, exp)
-
-
-# -- sites --------------------------------------------------------------------------------------
-SITE_COLUMNS: Final[tuple[str, ...]] = (
-    "site",
-    "start",
-    "end",
-    "grid_import_wh",
-    "grid_export_wh",
-    "solar_wh",
-    "battery_charge_wh",
-    "battery_discharge_wh",
-    "consumption_wh",
-    "untracked_wh",
-    "self_consumption",
-    "self_sufficiency",
-    "coverage",
-    "interpolated_wh",
-    "phase_netting",
-)
-
-
-def _ratio(value: float) -> float | None:
-    return None if not np.isfinite(value) else _round(value, 4)
-
-
-def site_rows(energy: SiteEnergy, tz: ZoneInfo) -> list[dict[str, Any]]:
-    """Return one row per bucket: :data:`SITE_COLUMNS`, then ``circuit_<name>_wh`` per circuit.
-
-    Energies are rounded to 1 mWh after the balance is computed, so consumption equals the
-    circuits plus untracked to the watt-hour in every row.
-    """
-    b = energy.balance
-    labels = [format_local(int(e), tz) for e in energy.edges_ms]
-    consumption, untracked = b.consumption_wh, b.untracked_wh
-    self_consumption, self_sufficiency = b.self_consumption, b.self_sufficiency
-    rows: list[dict[str, Any]] = []
-    for j in range(energy.edges_ms.size - 1):
-        row: dict[str, Any] = {
-            "site": energy.site.name,
-            "start": labels[j],
-            "end": labels[j + 1],
-            "grid_import_wh": _round(b.grid_import_wh[j], 3),
-            "grid_export_wh": _round(b.grid_export_wh[j], 3),
-            "solar_wh": _round(b.solar_wh[j], 3),
-            "battery_charge_wh": _round(b.battery_charge_wh[j], 3),
-            "battery_discharge_wh": _round(b.battery_discharge_wh[j], 3),
-            "consumption_wh": _round(consumption[j], 3),
-            "untracked_wh": _round(untracked[j], 3),
-            "self_consumption": _ratio(self_consumption[j]),
-            "self_sufficiency": _ratio(self_sufficiency[j]),
-            "coverage": _round(energy.coverage[j], 4),
-            "interpolated_wh": _round(energy.interpolated_wh[j], 3),
-            "phase_netting": energy.phase_netting[j],
-        }
-        for name, values in b.circuits_wh.items():
-            row[f"circuit_{name}_wh"] = _round(values[j], 3)
-        rows.append(row)
-    return rows
-
-
-def site_grid_energy(
-    table: pa.Table,
-    site: Site,
-    *,
-    method: str = "auto",
-    max_gap_s: float = 300.0,
-    max_power_w: float = 60_000.0,
-) -> EnergyOverEdges:
-    """Return a function giving the site's grid import and export over given edges [Wh].
-
-    Only the grid role is billed; phases are netted as the site says. The function has the shape
-    :func:`wattlake.energy.tariffs.compare_tariffs` expects.
-    """
-
-    def over(edges_ms: IntArray) -> tuple[FloatArray, FloatArray]:
-        result = site_energy(
-            table, site, edges_ms, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
-        )
-        return result.balance.grid_import_wh, result.balance.grid_export_wh
-
-    return over
-
-
-# -- cost with coverage -------------------------------------------------------------------------
-def cost_period(
-    tariff: Tariff, start: str, end: str, tz_name: str | None = None
-) -> tuple[ZoneInfo, int, int]:
-    """Read a cost period: dates and naive times in the tariff's own zone unless ``tz_name``.
-
-    A Warsaw day under G11 then starts at Warsaw midnight, whatever ``energy.tz`` says.
-
-    Raises:
-        UsageError: unreadable times, an unknown zone, or an end not after the start.
-    """
-    tz = zone(tz_name or tariff.timezone)
-    start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
-    if end_ms <= start_ms:
-        raise UsageError(f"The end ({end}) must be after the start ({start}).")
-    return tz, start_ms, end_ms
-
-
-def series_gaps(series: Series, start_ms: int, end_ms: int, max_gap_s: float) -> IntArray:
-    """Return the spans of [start, end) not backed by readings of a series, as (start, end) rows.
-
-    A span is a step between two readings (power or counter) longer than ``max_gap_s``, or the
-    time before the first reading or after the last, clipped to the range [ms UTC].
-    """
-    usable = np.isfinite(series.power_w) | (series.energy_wh >= 0)
-    usable |= series.returned_energy_wh >= 0
-    t = series.ts_ms[usable]
-    if t.size == 0:
-        return np.array([[start_ms, end_ms]], dtype=np.int64)
-    long_steps = np.flatnonzero(np.diff(t) > max_gap_s * 1000.0)
-    spans = np.column_stack((t[long_steps], t[long_steps + 1]))
-    spans = np.vstack(([[np.iinfo(np.int64).min, t[0]]], spans, [[t[-1], np.iinfo(np.int64).max]]))
-    spans = np.column_stack((np.maximum(spans[:, 0], start_ms), np.minimum(spans[:, 1], end_ms)))
-    return spans[spans[:, 1] > spans[:, 0]].astype(np.int64)
+# Energy from rollups up to a quarter-hour, from readings after it (a range ending now, or the
+# days the ingest has written since the rollup job last ran).
+RECENT: Final = "rollups and recent readings"
+_DAY_MS: Final = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
-class CostReport:
-    """Cost of a period under a tariff, with how much of it rests on readings.
+class EnergySources:
+    """Where :func:`energy_over_edges` reads from.
 
-    ``rows`` are :func:`wattlake.energy.tariffs.cost_rows` plus ``coverage`` (share of the
-    zone's time backed by readings, the lowest of the billed channels), ``interpolated_wh`` and
-    ``gaps`` (how many unbacked spans the zone's energy bridges); ``gaps`` lists those spans
-    (``device_id``, ``channel``, ``start``, ``end``, ``length_s``, ``zones``); ``warnings`` are
-    sentences for the user.
+    ``rollups(start_ms, end_ms, device_id)`` returns the ``energy_15min`` rows of the range, or
+    None when the rollups are not up to date for it; ``readings(start_ms, end_ms, device_id)``
+    returns the readings the raw path needs for the range (with its margins);
+    ``series(start_ms, end_ms, device_id)``, if given, the same readings already cut into
+    series (what :func:`~wattlake.energy.series.split_series` makes of them), which the raw
+    path then reads instead.
     """
 
-    rows: list[dict[str, Any]]
-    gaps: list[dict[str, Any]]
-    warnings: list[str]
-    coverage: float
+    rollups: Callable[[int, int, str | None], pa.Table | None]
+    readings: Callable[[int, int, str | None], pa.Table]
+    max_gap_s: float = 300.0
+    max_power_w: float = 60_000.0
+    series: Callable[[int, int, str | None], list[Series]] | None = None
 
 
-def cost_report(
-    table: pa.Table,
-    tariff: Tariff,
-    start_ms: int,
-    end_ms: int,
-    tz: ZoneInfo,
+def energy_over_edges(
+    sources: EnergySources,
+    edges_ms: npt.ArrayLike,
     *,
-    site: Site | None = None,
+    device_id: str | None = None,
     channel: int | None = None,
-    method: str = "auto",
-    max_gap_s: float = 300.0,
-    max_power_w: float = 60_000.0,
-    shift_share: float | None = None,
-    min_coverage: float = 0.95,
-) -> CostReport:
-    """Price the energy of [start, end) under ``tariff``, with coverage and bridged gaps.
+) -> tuple[list[SeriesEnergy], str]:
+    """Return the energy of each series in the buckets between ``edges_ms``, and its source.
 
-    With a ``site`` only its grid channels are billed (phases netted as the site says). Without
-    one, channels are never summed: each device channel in ``table`` (or only ``channel``) is
-    billed on its own, as its own row set (zones, fixed, total) led by ``device_id`` and
-    ``channel``; the report's ``coverage`` is then the lowest of them.
-
-    Raises:
-        UsageError: bad method, or the tariff has no prices for the range.
+    The source is ``rollups`` when every edge is a UTC quarter-hour and the rollups are up to
+    date for the range, else ``readings``.
     """
-    segments = tariff_segments(tariff, start_ms, end_ms)
-    edges = segments.edges_ms
-    seg_s = np.diff(edges).astype(np.float64) / 1000.0
-    if site is not None:
-        grid_site = Site(
-            site.name, site.timezone, site.tariff, site.phases, tuple(site.with_role("grid"))
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    start_ms, end_ms = int(edges[0]), int(edges[-1])
+    if aligned(edges):
+        rows = sources.rollups(start_ms, end_ms, device_id)
+        if rows is not None:
+            return series_from_rollups(rows, edges, channel=channel), "rollups"
+    return energy_from_readings(sources, edges, device_id=device_id, channel=channel), "readings"
+
+
+def energy_from_readings(
+    sources: EnergySources,
+    edges_ms: npt.ArrayLike,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+) -> list[SeriesEnergy]:
+    """Return the energy of each series in the buckets between ``edges_ms`` from the readings
+    (the raw path of :func:`energy_over_edges`), through ``sources.series`` when given."""
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    start_ms, end_ms = int(edges[0]), int(edges[-1])
+    if sources.series is None:
+        return series_from_readings(
+            sources.readings(start_ms, end_ms, device_id),
+            edges,
+            channel=channel,
+            max_gap_s=sources.max_gap_s,
+            max_power_w=sources.max_power_w,
         )
-        energy = site_energy(
-            table, grid_site, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
-        )
-        keys = {r.key for r in grid_site.channels}
-        billed = [s for s in split_series(table) if f"{s.device_id}:{s.channel}" in keys]
-        return _priced(
-            tariff,
-            segments,
-            tz,
-            energy.balance.grid_import_wh,
-            energy.balance.grid_export_wh,
-            energy.coverage * seg_s,
-            energy.interpolated_wh,
-            billed,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            max_gap_s=max_gap_s,
-            shift_share=shift_share,
-            min_coverage=min_coverage,
-            warnings=list(energy.warnings),
-        )
-    series = split_series(table, channel=channel)
-    if not series:
-        zeros = np.zeros(seg_s.size)
-        return _priced(
-            tariff,
-            segments,
-            tz,
-            zeros,
-            zeros,
-            zeros,
-            zeros,
-            [],
-            start_ms=start_ms,
-            end_ms=end_ms,
-            max_gap_s=max_gap_s,
-            shift_share=shift_share,
-            min_coverage=min_coverage,
-        )
-    reports = []
-    for s in series:
-        r = series_energy(s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
-        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
-        reports.append(
-            _priced(
-                tariff,
-                segments,
-                tz,
-                r.import_wh,
-                r.export_wh,
-                r.covered_s,
-                interpolated,
-                [s],
-                start_ms=start_ms,
-                end_ms=end_ms,
-                max_gap_s=max_gap_s,
-                shift_share=shift_share,
-                min_coverage=min_coverage,
-                label=f"{s.device_id} channel {s.channel}",
-                lead={"device_id": s.device_id, "channel": s.channel},
-            )
-        )
-    return CostReport(
-        [row for r in reports for row in r.rows],
-        [gap for r in reports for gap in r.gaps],
-        [w for r in reports for w in r.warnings],
-        min(r.coverage for r in reports),
+    series = sources.series(start_ms, end_ms, device_id)
+    if channel is not None:
+        series = [s for s in series if s.channel == channel]
+    return series_energies(
+        series, edges, max_gap_s=sources.max_gap_s, max_power_w=sources.max_power_w
     )
 
 
-def series_has_data(result: SeriesEnergy, start_ms: int, end_ms: int) -> bool:
-    """Return True when a device channel's energy rests on anything in [start, end): a
-    reading in the range, a covered second, or energy (measured or bridged) in a bucket."""
-    ts = np.asarray(result.series.ts_ms)
-    if ((ts >= start_ms) & (ts < end_ms)).any():
-        return True
-    arrays = [result.covered_s, result.import_wh, result.export_wh]
-    if result.interpolated_wh is not None:
-        arrays.append(result.interpolated_wh)
-    return any(np.nan_to_num(np.asarray(a, dtype=np.float64)).any() for a in arrays)
+def _split_points(start_ms: int, end_ms: int) -> list[int]:
+    """Return where a range may switch from rollups to readings, latest first: the last
+    quarter-hour up to the end (nothing new since the rollup job ran), then the start of the
+    UTC day before the day the ingest writes to now, for a range ending on that day or at its
+    midnight (the rollups of a day also need the day after it unchanged)."""
+    quarter = end_ms // QUARTER_HOUR_MS * QUARTER_HOUR_MS
+    day_before = {(end_ms // _DAY_MS - 1) * _DAY_MS, ((end_ms - 1) // _DAY_MS - 1) * _DAY_MS}
+    return sorted({p for p in (quarter, *day_before) if start_ms < p <= end_ms}, reverse=True)
 
 
-def cost_rows_with_data(report: CostReport) -> tuple[list[Any], list[Any], list[str]]:
-    """Return the cost rows, gaps and warnings without the row sets of device channels that
-    have nothing in the period (no coverage, no energy, measured or bridged)."""
-    sets: dict[tuple[Any, Any], list[Any]] = {}
-    for row in report.rows:
-        sets.setdefault((row.get("device_id"), row.get("channel")), []).append(row)
+def _joined(
+    head: list[SeriesEnergy],
+    head_edges: IntArray,
+    tail: list[SeriesEnergy],
+    tail_edges: IntArray,
+    edges: IntArray,
+) -> list[SeriesEnergy]:
+    """Add the buckets of ``head`` (rollups) and ``tail`` (readings) into the buckets between
+    ``edges``, per series in order of device and channel; a bucket cut by the split point adds
+    its two parts (head first)."""
+    n = edges.size - 1
+    head_at = np.searchsorted(edges, head_edges[:-1], side="right") - 1
+    tail_at = np.searchsorted(edges, tail_edges[:-1], side="right") - 1
+    parts: dict[tuple[str, int], list[tuple[SeriesEnergy, IntArray]]] = {}
+    for results, at in ((head, head_at), (tail, tail_at)):
+        for r in results:
+            parts.setdefault((r.series.device_id, r.series.channel), []).append((r, at))
+    joined = []
+    for key in sorted(parts):
 
-    def empty(rows: list[Any]) -> bool:
-        figures = ("coverage", "import_wh", "export_wh", "interpolated_wh")
-        return all(not row.get(k) for row in rows for k in figures)
+        def added(name: str, part: list[tuple[SeriesEnergy, IntArray]]) -> FloatArray | None:
+            found = [(getattr(r, name), at) for r, at in part if getattr(r, name) is not None]
+            if not found:
+                return None
+            out = np.zeros(n, dtype=np.float64)
+            for values, at in found:
+                np.add.at(out, at, values)
+            return out
 
-    dropped = {key for key, rows in sets.items() if empty(rows)}
-    rows = [row for key, rows in sets.items() if key not in dropped for row in rows]
-    gaps = [g for g in report.gaps if (g.get("device_id"), g.get("channel")) not in dropped]
-    if not rows:
-        return [], [], []
-    labels = tuple(f"{d} channel {c}:" for d, c in dropped if d is not None)
-    warnings = [w for w in report.warnings if not labels or not w.startswith(labels)]
-    return rows, gaps, warnings
+        part = parts[key]
+        newest = part[-1][0]
+        imp, exp, cov = (added(name, part) for name in ("import_wh", "export_wh", "covered_s"))
+        assert imp is not None and exp is not None and cov is not None
+        joined.append(
+            SeriesEnergy(
+                newest.series,
+                imp,
+                exp,
+                cov,
+                method_label([r.method for r, _ in part]),
+                added("counter_minus_power_wh", part),
+                tuple(e for r, _ in part for e in r.events),
+                added("interpolated_wh", part),
+            )
+        )
+    return joined
 
 
-def _priced(
-    tariff: Tariff,
-    segments: TariffSegments,
-    tz: ZoneInfo,
-    imp: FloatArray,
-    exp: FloatArray,
-    covered_s: FloatArray,
-    interpolated: FloatArray,
-    billed: list[Series],
+def energy_with_recent(
+    sources: EnergySources,
+    edges_ms: npt.ArrayLike,
     *,
+    device_id: str | None = None,
+    channel: int | None = None,
+    fallback: bool = True,
+) -> tuple[list[SeriesEnergy], str]:
+    """Return the energy of each series in the buckets between ``edges_ms`` and its source, as
+    :func:`energy_over_edges`, but when the rollups cannot answer the whole range (its end is
+    not a quarter-hour, or the ingest wrote to its last days since the rollup job ran), the
+    rollups answer up to a quarter-hour and the readings after it (source
+    :data:`RECENT`): today's or this month's energy so far reads one or two days of readings,
+    not the whole range. The two parts agree with the raw path to float rounding (the rollups
+    hold what the raw path gives per quarter-hour); buckets cut by the split add two sums.
+    Without ``fallback``, a range the rollups cannot answer at all returns no series (source
+    ``readings``) instead of reading the whole range.
+    """
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    start_ms, end_ms = int(edges[0]), int(edges[-1])
+    whole = aligned(edges)
+    if whole:
+        rows = sources.rollups(start_ms, end_ms, device_id)
+        if rows is not None:
+            return series_from_rollups(rows, edges, channel=channel), ROLLUPS
+    for split in _split_points(start_ms, end_ms) if start_ms % QUARTER_HOUR_MS == 0 else []:
+        head_edges = np.append(edges[edges < split], split)
+        if not aligned(head_edges) or (whole and split == end_ms):
+            continue  # (the whole range was asked above)
+        rows = sources.rollups(start_ms, split, device_id)
+        if rows is None:
+            continue
+        head = series_from_rollups(rows, head_edges, channel=channel)
+        tail_edges = np.insert(edges[edges > split], 0, split)
+        tail = energy_from_readings(sources, tail_edges, device_id=device_id, channel=channel)
+        return _joined(head, head_edges, tail, tail_edges, edges), RECENT
+    if not fallback:
+        return [], READINGS
+    return energy_from_readings(sources, edges, device_id=device_id, channel=channel), READINGS
+
+
+def lake_sources(settings: Settings) -> EnergySources:
+    """Return the lake's rollups and readings as :class:`EnergySources`.
+
+    Rollups count as up to date for a range when no readings data file committed after the
+    readings snapshot table ``energy_15min`` reflects holds a day within a day of the range.
+    """
+    lake = Lake.from_settings(settings)
+
+    def rollups(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table | None:
+        return device_rollups(lake, start_ms, end_ms, device_id)
+
+    def readings(start_ms: int, end_ms: int, device_id: str | None) -> pa.Table:
+        devices = None if device_id is None else [device_id]
+        return lake_readings(lake, start_ms, end_ms, device_ids=devices, columns=SERIES_COLUMNS)
+
+    def series(start_ms: int, end_ms: int, device_id: str | None) -> list[Series]:
+        devices = None if device_id is None else [device_id]
+        return lake_series(lake, start_ms, end_ms, device_ids=devices)
+
+    return EnergySources(
+        rollups=rollups,
+        readings=readings,
+        max_gap_s=float(settings["energy.max_gap_s"]),
+        max_power_w=float(settings["energy.max_power_w"]),
+        series=series,
+    )
+
+
+def energy_buckets(
+    settings: Settings,
+    device_id: str | None,
     start_ms: int,
     end_ms: int,
-    max_gap_s: float,
-    shift_share: float | None,
-    min_coverage: float,
-    warnings: list[str] | None = None,
-    label: str = "",
-    lead: dict[str, Any] | None = None,
-) -> CostReport:
-    """Price one billed energy (a site's grid, or one device channel) with its coverage."""
-    warnings = [] if warnings is None else warnings
-    edges = segments.edges_ms
-    seg_s = np.diff(edges).astype(np.float64) / 1000.0
-    cost = tariff_cost(tariff, segments, imp, exp)
-    rows = cost_rows(cost)
+    every: str,
+    tz: ZoneInfo,
+    *,
+    channel: int | None = None,
+) -> tuple[IntArray, list[SeriesEnergy], str]:
+    """Return the bucket edges of [start, end) by ``every`` in ``tz``, the energy of each series
+    in them, and whether it came from ``rollups`` or ``readings``.
 
-    zi = segments.zone_index
-    n_zones = len(tariff.zones)
-    zone_s = np.bincount(zi, weights=seg_s, minlength=n_zones)
-    zone_cov = np.bincount(zi, weights=covered_s, minlength=n_zones)
-    zone_interp = np.bincount(zi, weights=interpolated, minlength=n_zones)
-    gap_rows: list[dict[str, Any]] = []
-    zone_gaps = np.zeros(n_zones, dtype=np.int64)
-    for s in billed:
-        for a, b in series_gaps(s, start_ms, end_ms, max_gap_s):
-            first = int(np.searchsorted(edges, a, side="right")) - 1
-            last = int(np.searchsorted(edges, b, side="left"))
-            touched = sorted({int(z) for z in zi[max(first, 0) : last]})
-            zone_gaps[touched] += 1
-            gap_rows.append(
-                {
-                    "device_id": s.device_id,
-                    "channel": s.channel,
-                    "start": format_local(int(a), tz),
-                    "end": format_local(int(b), tz),
-                    "length_s": _round((b - a) / 1000.0, 3),
-                    "zones": ",".join(tariff.zones[z] for z in touched),
-                }
-            )
-    total_s = float(seg_s.sum())
-    coverage = float(covered_s.sum()) / total_s if total_s > 0 else 0.0
-    for i, row in enumerate(rows[:n_zones]):
-        row["coverage"] = _round(zone_cov[i] / zone_s[i], 4) if zone_s[i] > 0 else None
-        row["interpolated_wh"] = _round(zone_interp[i], 3)
-        row["gaps"] = int(zone_gaps[i])
-    rows[n_zones].update(coverage=None, interpolated_wh=None, gaps=None)
-    rows[n_zones + 1].update(
-        coverage=_round(coverage, 4),
-        interpolated_wh=_round(float(interpolated.sum()), 3),
-        gaps=len(gap_rows),
+    Raises:
+        UsageError: ``every`` is unknown or the range is empty.
+    """
+    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
+    results, source = energy_over_edges(
+        lake_sources(settings), edges, device_id=device_id, channel=channel
     )
-    if shift_share is not None:
-        shift = shift_savings(tariff, segments, imp, shift_share)
-        rows.append(
-            {
-                "tariff": tariff.name,
-                "zone": f"shift-{shift_share:g}",
-                "import_wh": shift["shifted_wh"],
-                "export_wh": 0.0,
-                "import_cost": 0.0,
-                "export_credit": 0.0,
-                "cost": -shift["savings"],
-                "currency": tariff.currency,
-                "coverage": None,
-                "interpolated_wh": None,
-                "gaps": None,
-            }
-        )
-    if coverage < min_coverage:
-        only = f"{label}: only" if label else "Only"
-        warnings.append(
-            f"{only} {coverage:.1%} of the period is backed by readings no further apart than "
-            f"{max_gap_s:g} s ({len(gap_rows)} gap(s), {float(interpolated.sum()):.1f} Wh "
-            "interpolated); the cost bridges them — see the list of gaps."
-        )
-    if lead is not None:
-        rows = [{**lead, **row} for row in rows]
-    return CostReport(rows, gap_rows, warnings, coverage)
+    return edges, results, source
 
 
-# -- what the commands call ---------------------------------------------------------------------
-def configured_sites(settings: Settings, *, check_devices: bool = True) -> dict[str, Site]:
-    """Return the sites of ``wattlake.toml``, validated.
-
-    With ``check_devices`` a site naming a device that neither the lake has seen nor the device
-    registry (:mod:`wattlake.gateway.registry`, setting ``security.dir``) holds is an error, so a
-    freshly provisioned meter with no readings yet is accepted (the check is skipped while both
-    are empty, as on a fresh install).
-
-    Raises:
-        ConfigError: a site is invalid (see :func:`wattlake.energy.sites.parse_sites`), or the
-            device registry cannot be read.
-    """
-    tables = settings.tables.get("sites", {})
-    if not tables:
-        return {}
-    known: set[str] | None = None
-    if check_devices:
-        from wattlake.query.inventory import lake_inventory
-
-        known = {d.device_id for d in lake_inventory(settings).devices}
-        known |= registered_devices(settings)
-    return parse_sites(tables, known_devices=known or None)
+def _plain(method: str, gap_policy: str) -> bool:
+    """Rollups hold method ``auto`` with gaps skipped: other options read raw readings."""
+    return method == "auto" and gap_policy == "skip"
 
 
-def registered_devices(settings: Settings) -> set[str]:
-    """Return the ids of the devices in the device registry (revoked ones too: their readings
-    may still be in the lake); empty without a registry.
+@dataclass(frozen=True, slots=True)
+class EnergyRequest:
+    """One question about energy: [start, end) in buckets of ``every`` local to ``tz``, of
+    ``site``'s balance or of the device channels (``device_id``, ``channel`` if given; every
+    device otherwise), integrated by ``method`` with gaps by ``gap_policy``."""
 
-    Raises:
-        ConfigError: the registry file cannot be read.
-    """
-    from wattlake.gateway.ca import security_dir
-    from wattlake.gateway.registry import Registry
-
-    clients = Registry(security_dir(str(settings["security.dir"]))).clients()
-    return {c.client_id for c in clients.values() if c.role == "device"}
-
-
-def _energy_options(settings: Settings) -> tuple[float, float]:
-    return float(settings["energy.max_gap_s"]), float(settings["energy.max_power_w"])
+    start_ms: int
+    end_ms: int
+    tz: ZoneInfo
+    every: str = "day"
+    device_id: str | None = None
+    channel: int | None = None
+    site: Site | None = None
+    method: str = "auto"
+    gap_policy: str = "skip"
 
 
-def site_energy_report(
+@dataclass(frozen=True, slots=True)
+class EnergyResult:
+    """The answer to an :class:`EnergyRequest`: the bucket edges [ms UTC], the energy of each
+    device channel in them (none for a site), the site's balance (None for devices) and the
+    source (:data:`ROLLUPS`, :data:`READINGS` or :data:`RECENT`)."""
+
+    edges: IntArray
+    series: list[SeriesEnergy]
+    site: SiteEnergy | None
+    source: str
+
+
+def site_request(
     settings: Settings,
     site_name: str,
     start: str,
@@ -727,31 +350,107 @@ def site_energy_report(
     *,
     method: str = "auto",
     gap_policy: str = "skip",
-) -> tuple[list[dict[str, Any]], SiteEnergy]:
-    """Return the rows of ``wattlake energy --site`` and the balance behind them.
-
-    Dates and naive times are read in the site's time zone unless ``tz_name`` is given.
+) -> EnergyRequest:
+    """Return the request for site ``site_name``'s balance, dates and naive times read in the
+    site's time zone unless ``tz_name`` is given.
 
     Raises:
         ConfigError: no such site, or the sites are invalid.
-        UsageError: unreadable times, unknown bucket size or method.
+        UsageError: unreadable times.
     """
     site = site_or_error(configured_sites(settings), site_name)
     tz = zone(tz_name or site.timezone)
     start_ms, end_ms = parse_time_ms(start, tz), parse_time_ms(end, tz)
-    edges = bucket_edges_ms(start_ms, end_ms, every, tz)
-    table = load_readings(settings, start_ms, end_ms, device_ids=site.device_ids)
-    max_gap_s, max_power_w = _energy_options(settings)
-    energy = site_energy(
-        table,
-        site,
-        edges,
-        method=method,
-        max_gap_s=max_gap_s,
-        max_power_w=max_power_w,
-        gap_policy=gap_policy,
+    return EnergyRequest(
+        start_ms, end_ms, tz, every, site=site, method=method, gap_policy=gap_policy
     )
-    return site_rows(energy, tz), energy
+
+
+def energy_for(settings: Settings, request: EnergyRequest) -> EnergyResult:
+    """Return the energy of the device channels that ``request`` asks for: what ``wattlake
+    energy`` prints (a site's balance is :func:`site_energy_for`'s).
+
+    Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours and
+    the rollups are up to date, or for devices up to a quarter-hour with readings after it
+    (:func:`energy_with_recent`); counter events are found only in readings.
+
+    Raises:
+        UsageError: unknown bucket size or method, or an empty range; the request names a site.
+    """
+    if request.site is not None:
+        raise UsageError(f"Site {request.site.name}'s balance is asked of site_energy_for.")
+    edges = bucket_edges_ms(request.start_ms, request.end_ms, request.every, request.tz)
+    method, gap_policy = request.method, request.gap_policy
+    device_id, channel = request.device_id, request.channel
+    sources = lake_sources(settings)
+    if _plain(method, gap_policy):
+        results, source = energy_with_recent(sources, edges, device_id=device_id, channel=channel)
+        return EnergyResult(edges, results, None, source)
+    if sources.series is not None:  # the lake's: Series straight from the data files
+        series = sources.series(int(edges[0]), int(edges[-1]), device_id)
+    else:
+        series = split_series(sources.readings(int(edges[0]), int(edges[-1]), device_id))
+    results = [
+        series_energy(
+            s,
+            edges,
+            method=method,
+            max_gap_s=sources.max_gap_s,
+            max_power_w=sources.max_power_w,
+            gap_policy=gap_policy,
+        )
+        for s in series
+        if channel is None or s.channel == channel
+    ]
+    return EnergyResult(edges, results, None, READINGS)
+
+
+def site_energy_for(settings: Settings, request: EnergyRequest) -> EnergyResult:
+    """Return the balance per bucket of the site that ``request`` names (see
+    :func:`site_request`): what ``wattlake energy --site`` prints.
+
+    Rollups answer method ``auto`` with gaps skipped when the edges are UTC quarter-hours, the
+    rollups are up to date and were computed for the site's configuration.
+
+    Raises:
+        UsageError: unknown bucket size or method, an empty range, or no site named.
+    """
+    if request.site is None:
+        raise UsageError("A site's balance needs a site.")
+    edges = bucket_edges_ms(request.start_ms, request.end_ms, request.every, request.tz)
+    energy, source = _site_energy(
+        settings, request.site, edges, method=request.method, gap_policy=request.gap_policy
+    )
+    return EnergyResult(edges, [], energy, source)
+
+
+def _site_energy(
+    settings: Settings,
+    site: Site,
+    edges_ms: npt.ArrayLike,
+    *,
+    method: str = "auto",
+    gap_policy: str = "skip",
+    billed: Site | None = None,
+) -> tuple[SiteEnergy, str]:
+    """Return the balance of ``site`` (or of ``billed``, a part of it such as its grid
+    channels) per bucket between ``edges_ms``, and its source (``rollups`` or ``readings``)."""
+    edges = np.asarray(edges_ms, dtype=np.int64)
+    part = billed or site
+    if _plain(method, gap_policy) and aligned(edges):
+        rows = site_rollups(settings, site, int(edges[0]), int(edges[-1]))
+        if rows is not None:
+            energy = site_energy_from_rollups(rows, part, edges)
+            if energy is not None:
+                return energy, ROLLUPS
+    energy = site_energy_from_readings(settings, part, edges, method=method, gap_policy=gap_policy)
+    return energy, READINGS
+
+
+def _full(covered_s: FloatArray, edges: IntArray) -> bool:
+    """Return whether readings back the whole range, so no gap lies in it (a gap is time no
+    reading backs, so it always lowers the coverage)."""
+    return float(np.sum(covered_s)) >= (int(edges[-1]) - int(edges[0])) / 1000.0 - 1e-6
 
 
 def cost_for(
@@ -766,15 +465,21 @@ def cost_for(
     site_name: str | None = None,
     method: str = "auto",
     shift_share: float | None = None,
-) -> CostReport:
-    """Return what ``wattlake cost`` prints: cost rows with coverage, the gaps and warnings.
-
-    The tariff is ``tariff_name``, else the site's, else setting ``cost.tariff``. Dates are read
-    in the tariff's own time zone unless ``tz_name`` is given.
+    list_gaps: bool = True,
+) -> tuple[CostReport, str]:
+    """Return what ``wattlake cost`` prints: cost rows with coverage, the gaps and warnings,
+    and its source: ``rollups``, ``rollups+readings`` (energy from rollups, the gaps bridged listed
+    from readings because the coverage is not full), :data:`RECENT` (per device channel: the
+    rollups up to a quarter-hour, readings after it, e.g. a month so far; gaps listed from
+    readings) or ``readings``. Without ``list_gaps`` the gaps are not listed (no gap rows, gap
+    counts 0: the costs are the same), so no more readings are read than the energy needs.
 
     Raises:
         ConfigError: no such site, or the sites are invalid.
         UsageError: no tariff, unreadable times, or no prices for the range.
+
+    The tariff is ``tariff_name``, else the site's, else setting ``cost.tariff``. Dates are read
+    in the tariff's own time zone unless ``tz_name`` is given.
     """
     site = None
     if site_name is not None:
@@ -787,23 +492,152 @@ def cost_for(
         )
     tariff = load_tariff(chosen)
     tz, start_ms, end_ms = cost_period(tariff, start, end, tz_name)
-    devices = site.device_ids if site else ([device_id] if device_id else None)
-    table = load_readings(settings, start_ms, end_ms, device_ids=devices)
-    max_gap_s, max_power_w = _energy_options(settings)
-    return cost_report(
-        table,
-        tariff,
-        start_ms,
-        end_ms,
-        tz,
-        site=site,
-        channel=channel,
-        method=method,
-        max_gap_s=max_gap_s,
-        max_power_w=max_power_w,
-        shift_share=shift_share,
-        min_coverage=float(settings["cost.min_coverage"]),
+    segments = tariff_segments(tariff, start_ms, end_ms)
+    edges = segments.edges_ms
+
+    def from_readings() -> tuple[CostReport, str]:
+        report = cost_from_readings(
+            settings,
+            tariff,
+            tz,
+            start_ms,
+            end_ms,
+            site=site,
+            device_id=device_id,
+            channel=channel,
+            method=method,
+            shift_share=shift_share,
+        )
+        return report, READINGS
+
+    if method != "auto" or (site is not None and not aligned(edges)):
+        return from_readings()
+    max_gap_s = float(settings["energy.max_gap_s"])
+    options: dict[str, Any] = {
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "max_gap_s": max_gap_s,
+        "shift_share": shift_share,
+        "min_coverage": float(settings["cost.min_coverage"]),
+    }
+    seg_s = np.diff(edges).astype(np.float64) / 1000.0
+
+    def series_of(devices: Sequence[str] | None) -> dict[str, Series]:
+        table = load_readings(settings, start_ms, end_ms, device_ids=devices)
+        return {f"{s.device_id}:{s.channel}": s for s in split_series(table)}
+
+    if site is not None:
+        grid_site = Site(
+            site.name, site.timezone, site.tariff, site.phases, tuple(site.with_role("grid"))
+        )
+        energy, source = _site_energy(settings, site, edges, billed=grid_site)
+        if source != ROLLUPS:
+            return from_readings()
+        covered = energy.coverage * seg_s
+        billed: list[Series] = []
+        if list_gaps and not _full(covered, edges):
+            by_key = series_of(grid_site.device_ids)
+            keys = dict.fromkeys(r.key for r in grid_site.channels)
+            billed = [by_key[k] for k in keys if k in by_key]
+            source = f"{ROLLUPS}+{READINGS}"
+        report = priced(
+            tariff,
+            segments,
+            tz,
+            energy.balance.grid_import_wh,
+            energy.balance.grid_export_wh,
+            covered,
+            energy.interpolated_wh,
+            billed,
+            warnings=list(energy.warnings),
+            **options,
+        )
+        return report, source
+    results, source = energy_with_recent(
+        lake_sources(settings), edges, device_id=device_id, channel=channel, fallback=False
     )
+    if not results:
+        return from_readings()  # the raw path prices no readings as zeros with its warning
+    found: dict[str, Series] = {}
+    if list_gaps and not all(_full(r.covered_s, edges) for r in results):
+        found = series_of([device_id] if device_id else None)
+        source = f"{ROLLUPS}+{READINGS}" if source == ROLLUPS else source
+    reports = []
+    for r in results:
+        key = f"{r.series.device_id}:{r.series.channel}"
+        gaps_from = [] if _full(r.covered_s, edges) else [found[key]] if key in found else []
+        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
+        reports.append(
+            priced(
+                tariff,
+                segments,
+                tz,
+                r.import_wh,
+                r.export_wh,
+                r.covered_s,
+                interpolated,
+                gaps_from,
+                label=f"{r.series.device_id} channel {r.series.channel}",
+                lead={"device_id": r.series.device_id, "channel": r.series.channel},
+                **options,
+            )
+        )
+    report = CostReport(
+        [row for r in reports for row in r.rows],
+        [gap for r in reports for gap in r.gaps],
+        [w for r in reports for w in r.warnings],
+        min(r.coverage for r in reports),
+    )
+    return report, source
+
+
+def hourly_energy(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    device_id: str | None = None,
+    channel: int | None = None,
+    site_name: str | None = None,
+) -> tuple[IntArray, FloatArray, FloatArray, str]:
+    """Return UTC hour starts [ms], consumption and solar production per hour [Wh], and the
+    source (``rollups`` or ``readings``).
+
+    With a site, consumption is the site's balance and solar its solar channels; without one,
+    consumption is the import of one device channel (a device without a site has no roles, and
+    its channels are never summed) and solar is all NaN. An hour without any reading backing it
+    is NaN. Hours are whole UTC hours around [start, end).
+
+    Raises:
+        ConfigError: no such site.
+        UsageError: several devices, or several channels of the device and no ``channel``.
+        NoDataError: no readings in the range.
+    """
+    first_ms = start_ms // 3_600_000 * 3_600_000
+    last_ms = -(-end_ms // 3_600_000) * 3_600_000
+    edges = np.arange(first_ms, last_ms + 1, 3_600_000, dtype=np.int64)
+    site = None
+    if site_name is not None:
+        site = site_or_error(configured_sites(settings), site_name)
+        rows = site_rollups(settings, site, first_ms, last_ms)
+        energy = None if rows is None else site_energy_from_rollups(rows, site, edges)
+        if energy is not None:
+            seen = energy.coverage > 0
+            consumption = np.where(seen, energy.balance.consumption_wh, np.nan)
+            solar = np.where(seen, energy.balance.solar_wh, np.nan)
+            return edges[:-1], consumption, solar, ROLLUPS
+    else:
+        found = device_rollups(Lake.from_settings(settings), first_ms, last_ms, device_id)
+        results = [] if found is None else series_from_rollups(found, edges, channel=channel)
+        if results:
+            one_channel([r.series for r in results])
+            r = results[0]
+            consumption = np.where(r.covered_s > 0, r.import_wh, np.nan)
+            return edges[:-1], consumption, np.full(edges.size - 1, np.nan), ROLLUPS
+    consumption, solar = hourly_from_readings(
+        settings, edges, site=site, device_id=device_id, channel=channel
+    )
+    return edges[:-1], consumption, solar, READINGS
 
 
 def energy_over_edges_for(
@@ -821,7 +655,7 @@ def energy_over_edges_for(
     Raises:
         ConfigError: no such site, or the sites are invalid.
     """
-    max_gap_s, max_power_w = _energy_options(settings)
+    max_gap_s, max_power_w = energy_options(settings)
     if site_name is not None:
         site = site_or_error(configured_sites(settings), site_name)
         table = load_readings(settings, start_ms, end_ms, device_ids=site.device_ids)
@@ -833,74 +667,3 @@ def energy_over_edges_for(
     series = split_series(table, channel=channel)
     one_channel(series)
     return segment_energy(series, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
-
-
-def one_channel(series: Sequence[Series]) -> None:
-    """Refuse to go on with more than one device channel: channels are never summed.
-
-    Raises:
-        UsageError: ``series`` holds several devices, or several channels of one device (the
-            sentence names them).
-    """
-    devices = sorted({s.device_id for s in series})
-    if len(devices) > 1:
-        raise UsageError(
-            f"The lake has {len(devices)} devices here ({', '.join(devices[:5])}); "
-            "name one device or a site (devices and channels are never summed)."
-        )
-    if len(series) > 1:
-        channels = ", ".join(str(s.channel) for s in series)
-        raise UsageError(
-            f"Device {devices[0]} has channels {channels} and no site says which is the grid or "
-            "the solar; name one channel, or a site (channels are never summed)."
-        )
-
-
-def hourly_energy(
-    settings: Settings,
-    start_ms: int,
-    end_ms: int,
-    *,
-    device_id: str | None = None,
-    channel: int | None = None,
-    site_name: str | None = None,
-) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Return UTC hour starts [ms], consumption and solar production per hour [Wh].
-
-    With a site, consumption is the site's balance and solar its solar channels; without one,
-    consumption is the import of one device channel (a device without a site has no roles, and
-    its channels are never summed) and solar is all NaN. An hour without any reading backing it
-    is NaN. Hours are whole UTC hours around [start, end).
-
-    Raises:
-        ConfigError: no such site.
-        UsageError: several devices, or several channels of the device and no ``channel``.
-        NoDataError: no readings in the range.
-    """
-    first_ms = start_ms // 3_600_000 * 3_600_000
-    last_ms = -(-end_ms // 3_600_000) * 3_600_000
-    edges = np.arange(first_ms, last_ms + 1, 3_600_000, dtype=np.int64)
-    max_gap_s, max_power_w = _energy_options(settings)
-    if site_name is not None:
-        site = site_or_error(configured_sites(settings), site_name)
-        table = load_readings(settings, first_ms, last_ms, device_ids=site.device_ids)
-        if table.num_rows == 0:
-            raise NoDataError(f"The lake has no readings of site {site.name} in this range.")
-        energy = site_energy(table, site, edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
-        seen = energy.coverage > 0
-        consumption = np.where(seen, energy.balance.consumption_wh, np.nan)
-        solar = np.where(seen, energy.balance.solar_wh, np.nan)
-        return edges[:-1], consumption, solar
-    table = load_readings(
-        settings, first_ms, last_ms, device_ids=[device_id] if device_id else None
-    )
-    series = split_series(table, channel=channel)
-    if not series:
-        which = f"device {device_id}" if device_id else "any device"
-        if channel is not None:
-            which += f" channel {channel}"
-        raise NoDataError(f"The lake has no readings of {which} in this range.")
-    one_channel(series)
-    result = series_energy(series[0], edges, max_gap_s=max_gap_s, max_power_w=max_power_w)
-    consumption = np.where(result.covered_s > 0, result.import_wh, np.nan)
-    return edges[:-1], consumption, np.full(edges.size - 1, np.nan)

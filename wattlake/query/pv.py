@@ -1,6 +1,6 @@
 """PV and forecast figures from the lake: the rows of ``wattlake pv``, ``wattlake forecast``
 and the API's ``/pv`` and ``/forecast``, composed once from
-:func:`wattlake.query.rollups.hourly_energy`, :mod:`wattlake.energy.pv` and
+:func:`wattlake.query.energy.hourly_energy`, :mod:`wattlake.energy.pv` and
 :mod:`wattlake.energy.forecast`.
 
 The steps are separate so that a caller can speak between them (the CLI names the data source
@@ -93,7 +93,7 @@ def hourly(
     """
     import pandas as pd
 
-    from wattlake.query.rollups import hourly_energy
+    from wattlake.query.energy import hourly_energy
 
     if site_name is not None and (device_id is not None or channel is not None):
         raise UsageError("A site takes its own channels; leave out the device and channel.")

@@ -1,25 +1,21 @@
 """The figures the pages and the API show, each from the same library functions as the CLI.
 
-Energy and cost come from :mod:`wattlake.query.energy` over readings loaded by
-:func:`wattlake.query.engine.load_readings` (exactly what ``wattlake energy`` and ``wattlake
-cost`` call); power history is downsampled in DuckDB to min, mean and max per bucket so spikes
-stay visible. Every function returns a :class:`Rows`: named columns and rows, rendered as JSON,
-CSV or Parquet by the API, so a download holds exactly what a chart or table shows.
+Energy and cost come from the entry points of :mod:`wattlake.query.energy` (exactly what
+``wattlake energy`` and ``wattlake cost`` call); power history from :mod:`wattlake.query.power`,
+downsampled in DuckDB to min, mean and max per bucket so spikes stay visible. This module shapes
+their answers for the pages. Every function returns a :class:`Rows`: named columns and rows,
+rendered as JSON, CSV or Parquet by the API, so a download holds exactly what a chart or table
+shows.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -34,66 +30,30 @@ from wattlake.energy.tariffs import (
     tariff_segments,
 )
 from wattlake.errors import UsageError
-from wattlake.lake import tables
-from wattlake.lake.storage import Lake
+from wattlake.query.deadletters import dead_letter_rows
 from wattlake.query.energy import (
+    EnergyRequest,
+    cost_for,
+    energy_for,
+    energy_over_edges_for,
+    site_energy_for,
+    site_request,
+)
+from wattlake.query.lakeview import LakeView
+from wattlake.query.power import hourly_power, last_readings, power_buckets
+from wattlake.query.readings import load_readings
+from wattlake.query.reports import (
     ENERGY_COLUMNS,
     SITE_COLUMNS,
-    configured_sites,
-    energy_over_edges_for,
     energy_rows,
-    load_readings,
     series_rows,
+    site_rows,
 )
-from wattlake.query.engine import (
-    DERIVED_VIEWS,
-    VIEW_NAMES,
-    ViewFilter,
-    connect,
-    define_views,
-    drop_views,
-)
-from wattlake.query.rollups import cost_for, device_energy, site_energy_report
-from wattlake.schema import (
-    DEAD_LETTERS_TABLE,
-    ENERGY_15MIN_TABLE,
-    POWER_1H_TABLE,
-    POWER_1MIN_TABLE,
-    READINGS_TABLE,
-)
+from wattlake.query.sites import configured_sites
 
-# How often the tables' snapshot ids are checked [s]; when one changed, the views (their list
-# of data files) are made again (planning the Iceberg scans holds the GIL for a second or two)
-# and the figures asked lately are computed for the new state before it is shown, for at most
-# WARM_LIMIT_S: so a figure shown lags the lake by VIEW_REFRESH_S + WARM_LIMIT_S = 30 s at most,
-# plus the second or two that planning the views takes.
-VIEW_REFRESH_S: Final = 25.0
-WARM_LIMIT_S: Final = 5.0
-# Figures computed again for a new table state: those asked within this time [s], at most
-# WARM_ENTRIES of them (the most recently asked).
-WARM_RECENT_S: Final = 600.0
-WARM_ENTRIES: Final = 32
-# The tables behind the views and the figures; their snapshot ids key the figures' cache.
-VIEW_TABLES: Final = (
-    READINGS_TABLE,
-    DEAD_LETTERS_TABLE,
-    ENERGY_15MIN_TABLE,
-    POWER_1MIN_TABLE,
-    POWER_1H_TABLE,
-)
-# Views pruned to a range of days kept (see LakeView.fetch_in), and the longest range of
-# days they are made for (a longer one reads most of the files anyway: the whole views).
-RANGE_VIEWS: Final = 8
-RANGE_VIEW_DAYS: Final = 62
 # A window ending less than this before now [ms] is not computed again for a new table state
 # (its next ask has a new end).
 RECENT_END_MS: Final = 120_000
-# Figures kept per table state (the least recently used go first).
-CACHE_ENTRIES: Final = 256
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-# Times in SQL: a TIMESTAMPTZ from epoch ms, so filters on ts reach the Parquet statistics.
-TS_PARAM: Final = "make_timestamptz(?::BIGINT * 1000)"
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
 # The month's cost so far is computed again at most this often [s] (it moves slowly and costs
@@ -129,214 +89,6 @@ class Rows:
             [{c: r.get(c) for c in self.columns} for r in self.rows]
             or [dict.fromkeys(self.columns)],
         ).slice(0, len(self.rows))
-
-
-class LakeView:
-    """One DuckDB connection over the lake's views, renewed in the background every
-    ``VIEW_REFRESH_S`` so new data files appear without a request waiting for the catalog.
-    Queries run one at a time (registered Arrow views belong to one connection)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.lake = Lake.from_settings(settings)
-        self._lock = threading.Lock()
-        self._con: duckdb.DuckDBPyConnection | None = None
-        # Views pruned to a range of days, by (snapshot ids, first day, last day): the suffix
-        # of their names on one connection, the least recently used first (see fetch_in).
-        self._ranges: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-        self._range_con: duckdb.DuckDBPyConnection | None = None
-        self._range_number = 0
-        self._made_at = 0.0
-        self._renewing = False
-        # The tables' snapshot ids the views show: figures are cached under them.
-        self.snapshots: tuple[int | None, ...] = ()
-        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        # The overview's month cost, computed at most every MONTH_COST_TTL_S.
-        self.month_cost: dict[tuple[int, str, str], tuple[Any, dict[str, Any]]] = {}
-        self.month_cost_lock = threading.Lock()
-        # Figures asked lately (key -> how to compute it, when last asked), and callbacks that
-        # compute figures depending on the time now (the overview's): both run for a new table
-        # state before requests see it (see renew).
-        self._recent: OrderedDict[tuple[Any, ...], tuple[Callable[[], Any], float]] = OrderedDict()
-        self.warmers: list[Callable[[], Any]] = []
-        self._warming = threading.local()
-
-    def _snapshot_ids(self) -> tuple[int | None, ...]:
-        """Return the current snapshot id of every table the figures read (a few ms each)."""
-        ids = []
-        for name in VIEW_TABLES:
-            snapshot = tables.open_table(self.lake, name).current_snapshot()
-            ids.append(None if snapshot is None else snapshot.snapshot_id)
-        return tuple(ids)
-
-    def cached(self, key: tuple[Any, ...], compute: Callable[[], T], *, again: bool = True) -> T:
-        """Return ``compute()``, kept under ``key`` and the snapshot ids the views show, so
-        a figure is computed once per table state (a new commit is seen within
-        ``VIEW_REFRESH_S + WARM_LIMIT_S``, as the views are). With ``again`` (for a
-        ``compute`` that does not depend on the time now), a figure asked lately is computed
-        for a new table state before requests see that state (see :meth:`renew`)."""
-        self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
-        ids = getattr(self._warming, "ids", None) or self.snapshots
-        full = (ids, *key)
-        if again and getattr(self._warming, "ids", None) is None:
-            with self._cache_lock:
-                self._recent[key] = (compute, time.monotonic())
-                self._recent.move_to_end(key)
-                while len(self._recent) > WARM_ENTRIES:
-                    self._recent.popitem(last=False)
-        with self._cache_lock:
-            if full in self._cache:
-                self._cache.move_to_end(full)
-                return cast(T, self._cache[full])
-        value = compute()
-        with self._cache_lock:
-            self._cache[full] = value
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        return value
-
-    def fetch(self, query: str, params: list[Any] | None = None) -> tuple[list[str], list[Any]]:
-        """Return the column names and rows of ``query`` over the current views.
-
-        Raises:
-            StorageError: the lake cannot be read.
-        """
-        if self._con is None:
-            ids = self._snapshot_ids()
-            fresh = self._connect(ids)
-            with self._lock:
-                if self._con is None:
-                    self._con, self._made_at, self.snapshots = fresh, time.monotonic(), ids
-        elif time.monotonic() - self._made_at > VIEW_REFRESH_S and not self._renewing:
-            self._renewing = True
-            threading.Thread(target=self.renew, name="lake-views", daemon=True).start()
-        with self._lock:
-            assert self._con is not None
-            cursor = self._con.execute(query, params or [])
-            return [d[0] for d in cursor.description or []], cursor.fetchall()
-
-    def _connect(self, ids: tuple[int | None, ...]) -> duckdb.DuckDBPyConnection:
-        """Return a connection whose views show the tables at snapshot ids ``ids``."""
-        return connect(
-            self.lake, snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)), keep_plans=True
-        )
-
-    def fetch_in(
-        self, start_ms: int, end_ms: int, query: str, params: list[Any] | None = None
-    ) -> tuple[list[str], list[Any]]:
-        """Return :meth:`fetch` of ``query`` over views pruned to the UTC days of [start, end)
-        at the table state the views show: a short range opens its few files, not the footer
-        of every file in the lake. The query names views in braces (``{readings}``) and must
-        filter its own range; a range longer than ``RANGE_VIEW_DAYS`` uses the whole views.
-
-        Raises:
-            StorageError: the lake cannot be read.
-        """
-        names = {view: view for view in (*VIEW_NAMES, *DERIVED_VIEWS)}
-        first, last = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
-        if last - first >= RANGE_VIEW_DAYS:
-            return self.fetch(query.format(**names), params)
-        self.fetch("SELECT 1")  # the views and snapshot ids exist (or are renewed)
-        ids = self.state()
-        key = (ids, first, last)
-        with self._lock:
-            suffix = self._ranges.get(key)
-            if suffix is None:
-                # Views of one more range on the one connection kept for them (planning is
-                # kept per table state, so this takes some ms, not the catalog's seconds).
-                if self._range_con is None:
-                    self._range_con = duckdb.connect()
-                self._range_number += 1
-                suffix = f"_r{self._range_number}"
-                define_views(
-                    self._range_con,
-                    self.lake,
-                    suffix=suffix,
-                    view_filter=ViewFilter(start_ms, end_ms),
-                    snapshot_ids=dict(zip(VIEW_TABLES, ids, strict=True)),
-                    keep_plans=True,
-                )
-                self._ranges[key] = suffix
-                while len(self._ranges) > RANGE_VIEWS:
-                    drop_views(self._range_con, self._ranges.popitem(last=False)[1])
-            self._ranges.move_to_end(key)
-            assert self._range_con is not None
-            named = query.format(**{n: f"{n}{suffix}" for n in names})
-            cursor = self._range_con.execute(named, params or [])
-            return [d[0] for d in cursor.description or []], cursor.fetchall()
-
-    def renew(self) -> None:
-        """Show the tables' current state if one changed: make the views again, compute the
-        figures asked lately (and the warmers') for the new state within ``WARM_LIMIT_S``,
-        then key the cache by the new snapshot ids, so the first request after a commit finds
-        its figures computed. Until then requests see the previous state (the new views
-        already answer uncached queries)."""
-        fresh = None
-        with self._lock:
-            self._renewing = True  # (called directly, too)
-        try:
-            ids = self._snapshot_ids()
-            # Planning the views' scans is the costly part: only when a table changed.
-            if ids != self.snapshots:
-                fresh = self._connect(ids)
-        except Exception:  # the old views keep serving; the next request tries again
-            ids = self.snapshots
-        if fresh is not None:
-            with self._lock:
-                old, self._con = self._con, fresh
-                if old is not None:
-                    old.close()
-            # The new state is shown after WARM_LIMIT_S at the latest (a figure still being
-            # computed then is kept for it when done; a request for it meanwhile computes it).
-            warming = threading.Thread(
-                target=self._warm, args=(ids,), name="lake-warm", daemon=True
-            )
-            warming.start()
-            warming.join(WARM_LIMIT_S)
-        with self._lock:
-            self._made_at = time.monotonic()
-            self.snapshots = ids
-            self._renewing = False
-
-    def _warm(self, ids: tuple[int | None, ...]) -> None:
-        """Compute the figures asked lately and the warmers' under snapshot ids ``ids`` (the
-        warmers first; no new one after ``WARM_LIMIT_S``)."""
-        deadline = time.monotonic() + WARM_LIMIT_S
-        with self._cache_lock:
-            recent = [
-                (key, compute)
-                for key, (compute, asked) in reversed(self._recent.items())
-                if asked > time.monotonic() - WARM_RECENT_S
-            ]
-        jobs: list[tuple[tuple[Any, ...] | None, Callable[[], Any]]] = [
-            *((None, w) for w in self.warmers),
-            *recent,
-        ]
-        self._warming.ids = ids
-        try:
-            for key, compute in jobs:
-                if time.monotonic() > deadline:
-                    break
-                try:
-                    if key is None:
-                        compute()
-                    else:
-                        self.cached(key, compute)
-                except Exception as exc:  # the request will compute (and report) it
-                    log.debug("warming %r failed: %s", key, exc)
-        finally:
-            self._warming.ids = None
-
-    _renew = renew
-
-    def warming(self) -> bool:
-        """Return whether this thread computes figures for a new table state."""
-        return getattr(self._warming, "ids", None) is not None
-
-    def state(self) -> tuple[int | None, ...]:
-        """Return the snapshot ids figures are computed for now (the new ones while warming)."""
-        return getattr(self._warming, "ids", None) or self.snapshots
 
 
 def tz_of(settings: Settings, tz_name: str | None = None) -> ZoneInfo:
@@ -390,11 +142,11 @@ def energy(
     Raises:
         UsageError: the range or bucket size is invalid.
     """
-    edges, results, source = device_energy(settings, device_id, start_ms, end_ms, every, tz)
-    rows = series_rows(results, edges, tz)
+    answer = energy_for(settings, EnergyRequest(start_ms, end_ms, tz, every, device_id=device_id))
+    rows = series_rows(answer.series, answer.edges, tz)
     shown = ("device_id", "channel", "start", "end", "import_wh", "export_wh", "net_wh", "coverage")
     columns = [c for c in ENERGY_COLUMNS if c in shown]
-    return Rows(columns, [{c: r[c] for c in columns} for r in rows], {"source": source})
+    return Rows(columns, [{c: r[c] for c in columns} for r in rows], {"source": answer.source})
 
 
 def sites(settings: Settings) -> Rows:
@@ -422,10 +174,14 @@ def site_energy(
 ) -> Rows:
     """Return a site's balance per bucket, as ``wattlake energy --site`` prints it [Wh]; local
     times in the site's zone unless ``tz_name`` is given."""
-    rows, balance, source = site_energy_report(settings, site_name, start, end, every, tz_name)
+    request = site_request(settings, site_name, start, end, every, tz_name)
+    answer = site_energy_for(settings, request)
+    balance = answer.site
+    assert balance is not None  # (a site's request is answered with its balance)
     circuits = [f"circuit_{name}_wh" for name in balance.balance.circuits_wh]
     columns = [*SITE_COLUMNS[:9], *circuits, *SITE_COLUMNS[9:]]
-    return Rows(columns, rows, {"warnings": list(balance.warnings), "source": source})
+    rows = site_rows(balance, request.tz)
+    return Rows(columns, rows, {"warnings": list(balance.warnings), "source": answer.source})
 
 
 def tariff_for(settings: Settings, name: str | None = None) -> Tariff:
@@ -521,10 +277,6 @@ def tariff_comparison(
     return Rows(columns, rows, {"shift_share": shift_share})
 
 
-# Rollup tables of power statistics and their period [ms], coarsest first.
-POWER_ROLLUPS: Final = (("power_1h", 3_600_000), ("power_1min", 60_000))
-
-
 def power_history(
     view: LakeView,
     *,
@@ -545,43 +297,9 @@ def power_history(
         raise UsageError("The end must be after the start.")
     points = max(10, min(int(points), 5000))
     bucket_ms = max(1000, -(-(end_ms - start_ms) // points))
-    device_sql = " AND device_id = ?" if device_id else ""
-    device_param: list[Any] = [device_id] if device_id else []
-    found: list[Any] = []
-    raw_from = start_ms
-    rollup = next(((t, p) for t, p in POWER_ROLLUPS if bucket_ms >= p), None)
-    if rollup is not None:
-        table, period_ms = rollup
-        _, reach = view.fetch_in(
-            start_ms,
-            end_ms,
-            f"SELECT epoch_ms(max(start)) FROM {{{table}}} WHERE start >= {TS_PARAM} "
-            f"AND start < {TS_PARAM}{device_sql}",
-            [start_ms, end_ms, *device_param],
-        )
-        if reach and reach[0][0] is not None:
-            raw_from = min(end_ms, int(reach[0][0]) + period_ms)
-            _, found = view.fetch_in(
-                start_ms,
-                end_ms,
-                "SELECT device_id, channel, (epoch_ms(start) - ?) // ? AS b, min(min_power_w), "
-                "sum(mean_power_w * samples) / sum(samples), max(max_power_w), sum(samples) "
-                f"FROM {{{table}}} WHERE start >= make_timestamptz(?::BIGINT * 1000) AND start < "
-                f"make_timestamptz(?::BIGINT * 1000){device_sql} GROUP BY ALL",
-                [start_ms, bucket_ms, start_ms, raw_from, *device_param],
-            )
-    if raw_from < end_ms:
-        _, raw = view.fetch_in(
-            start_ms,
-            end_ms,
-            "SELECT device_id, channel, (epoch_ms(ts) - ?) // ? AS b, min(power_w), "
-            "avg(power_w), max(power_w), count(*) FROM {readings} WHERE ts >= "
-            "make_timestamptz(?::BIGINT * 1000) AND ts < make_timestamptz(?::BIGINT * 1000)"
-            f"{device_sql} GROUP BY ALL",
-            [start_ms, bucket_ms, raw_from, end_ms, *device_param],
-        )
-        found = _merge_buckets(found, raw)
-    found.sort(key=lambda f: (f[0], f[1], f[2]))
+    found, source = power_buckets(
+        view, start_ms=start_ms, end_ms=end_ms, bucket_ms=bucket_ms, device_id=device_id
+    )
     rows = [
         {
             "device_id": d,
@@ -596,26 +314,7 @@ def power_history(
         for d, c, b, lo, mean, hi, n in found
     ]
     columns = ["device_id", "channel", "ts", "ts_ms", "min_w", "mean_w", "max_w", "readings"]
-    source = "readings" if rollup is None or raw_from == start_ms else rollup[0]
     return Rows(columns, rows, {"bucket_ms": bucket_ms, "source": source})
-
-
-def _merge_buckets(first: list[Any], second: list[Any]) -> list[Any]:
-    """Combine bucket statistics of two sources (a bucket may straddle where they meet)."""
-    merged: dict[tuple[Any, Any, Any], list[Any]] = {}
-    for d, c, b, lo, mean, hi, n in [*first, *second]:
-        key = (d, c, b)
-        if key not in merged:
-            merged[key] = [d, c, b, lo, mean, hi, n]
-            continue
-        m = merged[key]
-        total = (m[6] or 0) + (n or 0)
-        if mean is not None and m[4] is not None and total:
-            m[4] = (m[4] * m[6] + mean * n) / total
-        m[3] = lo if m[3] is None else m[3] if lo is None else min(m[3], lo)
-        m[5] = hi if m[5] is None else m[5] if hi is None else max(m[5], hi)
-        m[6] = total
-    return [tuple(v) for v in merged.values()]
 
 
 def _r(value: Any, digits: int = 2) -> float | None:
@@ -628,14 +327,7 @@ def devices(view: LakeView, settings: Settings, *, tz: ZoneInfo, at_ms: int | No
     since = (now - 7 * DAY_MS) // HOUR_MS * HOUR_MS  # from the hour: one query per table state
     found = view.cached(
         ("devices", since),
-        lambda: view.fetch_in(
-            since,
-            now + DAY_MS,
-            "SELECT device_id, channel, epoch_ms(max(ts)) AS last_ms, arg_max(power_w, ts), "
-            f"count(*) FROM {{readings}} WHERE ts >= {TS_PARAM} GROUP BY ALL "
-            "ORDER BY device_id, channel",
-            [since],
-        )[1],
+        lambda: last_readings(view, since, now + DAY_MS),
     )
     stale_s = float(settings["web.stale_after_s"])
     rows = [
@@ -763,16 +455,9 @@ def patterns(
     """Return the mean power by local weekday and hour (a heatmap) and by season and local
     hour (average daily profiles) [W] of the readings chosen (give a device and channel for
     one meter: what several channels measure is not summed unless asked)."""
-    query = (
-        "SELECT epoch_ms(date_trunc('hour', ts)) AS h, device_id, channel, avg(power_w) "
-        f"FROM readings WHERE ts >= {TS_PARAM} AND ts < {TS_PARAM}"
-        + (" AND device_id = ?" if device_id else "")
-        + (" AND channel = ?" if channel is not None else "")
-        + " GROUP BY ALL"
+    found = hourly_power(
+        view, start_ms=start_ms, end_ms=end_ms, device_id=device_id, channel=channel
     )
-    params: list[Any] = [start_ms, end_ms] + ([device_id] if device_id else [])
-    params += [channel] if channel is not None else []
-    _, found = view.fetch(query, params)
     if not found:
         empty_heat = Rows(["weekday", "hour", "mean_w"], [])
         return empty_heat, Rows(["season", "hour", "mean_w"], [])
@@ -856,18 +541,7 @@ def quality(
 
 def dead_letters(view: LakeView, *, limit: int = 20) -> tuple[Rows, Rows]:
     """Return dead letters counted by reason, and the latest ``limit`` with their payloads."""
-    _, by_reason = view.fetch(
-        "SELECT error_code AS reason, count(*) AS count FROM dead_letters GROUP BY 1 ORDER BY 2 "
-        "DESC"
-    )
-    columns, _ = view.fetch("SELECT * FROM dead_letters LIMIT 0")
-    order = "arrival_ms DESC" if "arrival_ms" in columns else "1"
-    wanted: list[str] = [
-        c for c in ("arrival_time", "error_code", "topic", "raw_text") if c in columns
-    ]
-    _, latest = view.fetch(
-        f"SELECT {', '.join(wanted) or '*'} FROM dead_letters ORDER BY {order} LIMIT ?", [limit]
-    )
+    by_reason, wanted, latest = dead_letter_rows(view, limit=limit)
     return (
         Rows(["reason", "count"], [{"reason": r, "count": int(n)} for r, n in by_reason]),
         Rows(

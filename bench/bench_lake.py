@@ -3,7 +3,10 @@ the Iceberg tables (the Hive-style layout, as issue 13 measured them).
 
 Run: ``.venv/bin/python bench/bench_lake.py --devices 10 --days 7``
 
-Steps, each on the same generated fleet (bench/fleet.py, fixed seed):
+Steps, each on the same generated fleet (bench/fleet.py, fixed seed; ``--fleet noisy``, the
+default, measures every quantity with its own noise as real meters do, ``--fleet quiet`` is the
+fleet the figures before issue 27 were measured on; ``--storage-only`` runs only the
+compaction lake and its storage table):
 
 * import: the fleet as one Parquet file and as one CSV file (``ts`` ISO 8601 with ``Z``) through
   ``wattlake.stream.file_import.import_file`` (what ``wattlake import`` calls) into fresh lakes;
@@ -247,7 +250,8 @@ def main() -> None:
         definition = TABLES[READINGS_TABLE]
         properties = tables.open_table(lake, READINGS_TABLE).properties
         level = properties.get(tables.COMPRESSION_LEVEL_PROPERTY, "pyarrow's default")
-        large = properties.get(tables.LARGE_FILE_LEVEL_PROPERTY, level)
+        # (getattr: the bench also runs on revisions before the property, e.g. git archive.)
+        large = properties.get(getattr(tables, "LARGE_FILE_LEVEL_PROPERTY", ""), level)
         print(f"storage of the compacted lake (zstd level {level}, {large} for large files):")
         print(f"{'column':20s} {'bytes/reading':>14s} {'entropy':>8s} {'(values)':>8s}  encoding")
         for name in definition.schema.names:

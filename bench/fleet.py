@@ -15,6 +15,15 @@ What makes it realistic rather than a sine:
   (0.2 W + 0.1 % of the reading, normal); voltage and grid frequency wander slowly (a smooth
   curve through random knots every 5 min and 1 min; frequency is one grid shared by all meters)
   with a little sample noise; the power factor follows the load.
+* **The noisy fleet** (``FleetSpec(noise="noisy")``, ``--fleet noisy``; issue 27) measures
+  every quantity with its own noise instead of deriving the rest from active power: the load
+  varies within the 10 s between readings (0.4 %) and so does the grid's voltage (0.25 V);
+  each meter has a calibration gain of up to +-0.5 % on voltage and current (power carries
+  both; Shelly states about +-1 % accuracy) and the metering chip's noise per reading on
+  voltage (0.05 V), current (2 mA + 0.2 %), active power (0.2 W + 0.2 %) and reactive power
+  (0.5 var + 0.5 %); apparent power is ``hypot(P, Q)`` and the power factor ``P / S`` of what
+  was measured (:data:`NOISY_LOAD_FLICKER` and the constants after it). The quiet fleet (the
+  default of :class:`FleetSpec`) is the one the figures before issue 27 were measured on.
 * **Every field rounded as the meter reports it** (:data:`RESOLUTION`), from the Shelly Gen2
   payloads in the fixtures: power and apparent power 0.1, voltage 0.1 V, current 1 mA, power
   factor 0.01, frequency 0.01 Hz, reactive power 0.01 var, counters 0.01 Wh.
@@ -77,12 +86,12 @@ RESOLUTION: Final[dict[str, float]] = {
     "energy_wh": 0.01,
     "returned_energy_wh": 0.01,
 }
-# The noisy fleet's measurement model. Shelly gives the Pro EM's and EM's accuracy as about
-# +-1 % of the reading (datasheets, "measurement accuracy"); that is mostly calibration, here a
-# gain per meter of up to +-0.5 % on voltage and on current (power carries both), while the
-# reading-to-reading noise of the metering chip is smaller: (floor, relative) standard
-# deviations below, in the field's unit. Beside the meter, the load itself varies within
-# the 10 s between readings, and so does the grid's voltage at the meter.
+# The noisy fleet's measurement model. Shelly states the accuracy of its energy meters as of
+# the order of +-1 % of the reading (not checked against a datasheet here); that is mostly
+# calibration, here a gain per meter of up to +-0.5 % on voltage and on current (power carries
+# both), while the reading-to-reading noise of the metering chip is smaller: (floor, relative)
+# standard deviations below, in the field's unit. Beside the meter, the load itself varies
+# within the 10 s between readings, and so does the grid's voltage at the meter.
 NOISY_LOAD_FLICKER: Final = 0.004  # [relative, standard deviation]
 NOISY_GRID_FLICKER_V: Final = 0.25  # [V, standard deviation]
 NOISY_VOLTAGE_NOISE_V: Final = 0.05  # [V, standard deviation]

@@ -3,7 +3,10 @@ the Iceberg tables (the Hive-style layout, as issue 13 measured them).
 
 Run: ``.venv/bin/python bench/bench_lake.py --devices 10 --days 7``
 
-Steps, each on the same generated fleet (bench/fleet.py, fixed seed):
+Steps, each on the same generated fleet (bench/fleet.py, fixed seed; ``--fleet noisy``, the
+default, measures every quantity with its own noise as real meters do, ``--fleet quiet`` is the
+fleet the figures before issue 27 were measured on; ``--storage-only`` runs only the
+compaction lake and its storage table):
 
 * import: the fleet as one Parquet file and as one CSV file (``ts`` ISO 8601 with ``Z``) through
   ``wattlake.stream.file_import.import_file`` (what ``wattlake import`` calls) into fresh lakes;
@@ -187,24 +190,31 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--slices", type=int, default=4, help="appends per day (compaction)")
     parser.add_argument("--flushes", type=int, default=20, help="small appends (commit cost)")
+    parser.add_argument(
+        "--fleet", choices=fleet.FLEETS, default="noisy", help="the fleet's measurement noise"
+    )
+    parser.add_argument(
+        "--storage-only", action="store_true", help="only the compacted lake's bytes per reading"
+    )
     args = parser.parse_args()
-    spec = fleet.FleetSpec(devices=args.devices, days=args.days)
+    spec = fleet.FleetSpec(devices=args.devices, days=args.days, noise=args.fleet)
     after: dict[str, tuple[float, float]] = {}  # name -> (wall figure, CPU figure)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         days = list(fleet.day_tables(spec))
         whole = pa.concat_tables(days)
         n = whole.num_rows
-        print(f"fleet: {args.devices} devices x {args.days} day(s) = {n:,} readings")
+        print(f"{args.fleet} fleet: {args.devices} devices x {args.days} day(s) = {n:,} readings")
         print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
-        pq.write_table(whole, root / "fleet.parquet", compression="zstd")
-        write_csv(whole, root / "fleet.csv")
         tables.ensure_tables(Lake.from_settings(settings_for(root / "warm")))  # imports, once
-
-        for name, path, fmt in (
+        if not args.storage_only:
+            pq.write_table(whole, root / "fleet.parquet", compression="zstd")
+            write_csv(whole, root / "fleet.csv")
+        imports = (
             ("import_parquet", root / "fleet.parquet", FileFormat.parquet),
             ("import_csv", root / "fleet.csv", FileFormat.csv),
-        ):
+        )
+        for name, path, fmt in () if args.storage_only else imports:
             lake_dir = root / name
             summary, wall, cpu = timed(
                 lambda p=path, f=fmt, d=lake_dir: import_file(settings_for(d), FileRows(p, f))
@@ -238,17 +248,23 @@ def main() -> None:
         per_reading, per_column, entropy, value_entropy, used = storage(lake)
         after["bytes_per_reading"] = (per_reading, per_reading)
         definition = TABLES[READINGS_TABLE]
-        level = tables.open_table(lake, READINGS_TABLE).properties.get(
-            "write.parquet.compression-level", "pyarrow's default"
-        )
-        print(f"storage of the compacted lake (zstd level {level}):")
+        properties = tables.open_table(lake, READINGS_TABLE).properties
+        level = properties.get(tables.COMPRESSION_LEVEL_PROPERTY, "pyarrow's default")
+        # (getattr: the bench also runs on revisions before the property, e.g. git archive.)
+        large = properties.get(getattr(tables, "LARGE_FILE_LEVEL_PROPERTY", ""), level)
+        print(f"storage of the compacted lake (zstd level {level}, {large} for large files):")
         print(f"{'column':20s} {'bytes/reading':>14s} {'entropy':>8s} {'(values)':>8s}  encoding")
         for name in definition.schema.names:
             print(
                 f"{name:20s} {per_column.get(name, 0.0):14.3f} {entropy.get(name, 0.0):8.3f}"
                 f" {value_entropy.get(name, 0.0):8.3f}  {' + '.join(sorted(used.get(name, set())))}"
             )
-        print(f"{'file total':20s} {per_reading:14.3f} (footers and headers included)")
+        print(
+            f"{'file total':20s} {per_reading:14.3f} {sum(entropy.values()):8.3f}"
+            f" {sum(value_entropy.values()):8.3f}  (footers and headers included)"
+        )
+        if args.storage_only:
+            return
         imported = Lake.from_settings(settings_for(root / "import_parquet"))
         _, import_columns, import_entropy, import_values, import_used = storage(imported)
         for name in ("received_at", "receive_lag_ms"):

@@ -15,6 +15,15 @@ What makes it realistic rather than a sine:
   (0.2 W + 0.1 % of the reading, normal); voltage and grid frequency wander slowly (a smooth
   curve through random knots every 5 min and 1 min; frequency is one grid shared by all meters)
   with a little sample noise; the power factor follows the load.
+* **The noisy fleet** (``FleetSpec(noise="noisy")``, ``--fleet noisy``; issue 27) measures
+  every quantity with its own noise instead of deriving the rest from active power: the load
+  varies within the 10 s between readings (0.4 %) and so does the grid's voltage (0.25 V);
+  each meter has a calibration gain of up to +-0.5 % on voltage and current (power carries
+  both; Shelly states about +-1 % accuracy) and the metering chip's noise per reading on
+  voltage (0.05 V), current (2 mA + 0.2 %), active power (0.2 W + 0.2 %) and reactive power
+  (0.5 var + 0.5 %); apparent power is ``hypot(P, Q)`` and the power factor ``P / S`` of what
+  was measured (:data:`NOISY_LOAD_FLICKER` and the constants after it). The quiet fleet (the
+  default of :class:`FleetSpec`) is the one the figures before issue 27 were measured on.
 * **Every field rounded as the meter reports it** (:data:`RESOLUTION`), from the Shelly Gen2
   payloads in the fixtures: power and apparent power 0.1, voltage 0.1 V, current 1 mA, power
   factor 0.01, frequency 0.01 Hz, reactive power 0.01 var, counters 0.01 Wh.
@@ -77,6 +86,19 @@ RESOLUTION: Final[dict[str, float]] = {
     "energy_wh": 0.01,
     "returned_energy_wh": 0.01,
 }
+# The noisy fleet's measurement model. Shelly states the accuracy of its energy meters as of
+# the order of +-1 % of the reading (not checked against a datasheet here); that is mostly
+# calibration, here a gain per meter of up to +-0.5 % on voltage and on current (power carries
+# both), while the reading-to-reading noise of the metering chip is smaller: (floor, relative)
+# standard deviations below, in the field's unit. Beside the meter, the load itself varies
+# within the 10 s between readings, and so does the grid's voltage at the meter.
+NOISY_LOAD_FLICKER: Final = 0.004  # [relative, standard deviation]
+NOISY_GRID_FLICKER_V: Final = 0.25  # [V, standard deviation]
+NOISY_VOLTAGE_NOISE_V: Final = 0.05  # [V, standard deviation]
+NOISY_POWER: Final = (0.2, 0.002)  # [W], [-]
+NOISY_REACTIVE: Final = (0.5, 0.005)  # [var], [-]: reactive power is measured less exactly
+NOISY_CURRENT: Final = (0.002, 0.002)  # [A], [-]
+FLEETS: Final = ("quiet", "noisy")
 _MS_PER_DAY: Final = 86_400_000
 _MASK64: Final = (1 << 64) - 1
 _U64 = np.uint64
@@ -229,6 +251,9 @@ class FleetSpec:
     heat_pump_share: float = 0.3
     utc_offset_s: float = 3_600.0
     gap_share: float = 0.04
+    # "quiet": the first bench fleet (noise on active power only, the rest derived from it);
+    # "noisy": every quantity measured with its own noise (:func:`_noisy_channel`).
+    noise: str = "quiet"
 
     @property
     def start_ms(self) -> int:
@@ -263,6 +288,8 @@ class Meter:
     export_wh: list[float]
     last_ts_ms: int | None = None
     last_power_w: list[float] = field(default_factory=lambda: [0.0] * CHANNELS)
+    # Calibration errors of this meter's voltage and current [relative] (noisy fleet only).
+    gain: tuple[float, float] = (0.0, 0.0)
 
 
 def make_meters(spec: FleetSpec) -> list[Meter]:
@@ -286,6 +313,9 @@ def make_meters(spec: FleetSpec) -> list[Meter]:
                 house=house,
                 phase_ms=rng.randrange(0, spec.step_s * 1000 - 20, 10),
                 voltage_offset_v=rng.uniform(-4.0, 4.0),
+                gain=(rng.uniform(-0.005, 0.005), rng.uniform(-0.005, 0.005))
+                if spec.noise == "noisy"
+                else (0.0, 0.0),
                 import_wh=[round(rng.uniform(1_000.0, 50_000.0), 2) for _ in range(CHANNELS)],
                 export_wh=[
                     round(rng.uniform(100.0, 5_000.0), 2) if house.pv_kwp > 0 else 0.0
@@ -307,6 +337,65 @@ def _smooth(seed: int, key: int, ts_s: FloatArray, knot_s: float) -> FloatArray:
     k = np.floor(ts_s / knot_s).astype(np.int64)
     frac = ts_s / knot_s - k
     return uniform(seed, key, k) * (1.0 - frac) + uniform(seed, key, k + 1) * frac
+
+
+def _true_pf(
+    meter: Meter, ch: int, power: FloatArray, resistive_share: FloatArray, ts_ms: IntArray
+) -> FloatArray:
+    """Return the load's power factor [-], from its resistive share: 0.80 to 0.99."""
+    noise = uniform(meter.seed, 7 + ch, ts_ms)
+    resistive = np.minimum(1.0, np.abs(power) / 2_000.0)
+    if ch == 0:
+        resistive = np.maximum(resistive, resistive_share)
+    elif meter.house.pv_kwp > 0:
+        resistive = np.ones(power.size)  # an inverter runs at unity power factor
+    pf: FloatArray = 0.80 + 0.19 * resistive + 0.02 * noise * (1 - resistive)
+    return pf
+
+
+def _noisy_channel(
+    rng: np.random.Generator,
+    power_w: FloatArray,
+    pf: FloatArray,
+    voltage_true_v: FloatArray,
+    voltage_v: FloatArray,
+    gain: tuple[float, float],
+) -> dict[str, FloatArray]:
+    """Return what a channel reports of a load of true power ``power_w`` [W] at power factor
+    ``pf`` [-] (inductive), each quantity measured with its own noise, rounded as reported.
+
+    The load itself varies within the 10 s between readings (LOAD_FLICKER); the meter
+    measures voltage (``voltage_v``, already measured and rounded), current, active and
+    reactive power, each with the meter's calibration error (``gain``: voltage, current;
+    power carries both) and its own noise (NOISY_*); apparent power is sqrt(P^2 + Q^2) of the
+    measured powers and the power factor P / S, as the meter computes them.
+    """
+    n = power_w.size
+    load = power_w * (1.0 + rng.normal(0.0, NOISY_LOAD_FLICKER, n))
+    reactive_true = np.abs(load) * np.tan(np.arccos(np.clip(pf, 0.0, 1.0)))
+    current_true = np.hypot(load, reactive_true) / voltage_true_v
+    scale = (1.0 + gain[0]) * (1.0 + gain[1])
+
+    def measure(true: FloatArray, floor: float, relative: float) -> FloatArray:
+        noise: FloatArray = rng.normal(0.0, 1.0, n) * (floor + relative * np.abs(true))
+        return true + noise
+
+    power = _round_to(measure(load * scale, *NOISY_POWER), "power_w")
+    reactive = _round_to(-measure(reactive_true * scale, *NOISY_REACTIVE), "reactive_power_var")
+    current = _round_to(
+        np.abs(measure(current_true * (1.0 + gain[1]), *NOISY_CURRENT)), "current_a"
+    )
+    apparent = _round_to(np.hypot(power, reactive), "apparent_power_va")
+    pf_abs = np.divide(np.abs(power), apparent, out=np.ones(n), where=apparent > 0)
+    pf_abs = _round_to(np.minimum(pf_abs, 1.0), "pf")
+    return {
+        "power_w": power,
+        "apparent_power_va": apparent,
+        "reactive_power_var": reactive,
+        "voltage_v": voltage_v,
+        "current_a": current,
+        "pf": np.where(power < 0, -pf_abs, pf_abs),
+    }
 
 
 def meter_day(spec: FleetSpec, meter: Meter, day: int) -> dict[str, np.ndarray]:
@@ -334,6 +423,11 @@ def meter_day(spec: FleetSpec, meter: Meter, day: int) -> dict[str, np.ndarray]:
         - 0.0004 * true_power[0]
         + rng.normal(0.0, 0.05, n)
     )
+    if spec.noise == "noisy":
+        # The grid's own short-term variation at the meter, then the meter's gain and noise.
+        voltage = voltage + rng.normal(0.0, NOISY_GRID_FLICKER_V, n)
+        voltage_true = voltage
+        voltage = voltage * (1.0 + meter.gain[0]) + rng.normal(0.0, NOISY_VOLTAGE_NOISE_V, n)
     voltage = _round_to(voltage, "voltage_v")
     grid_freq = 50.0 + 0.08 * (_smooth(spec.seed, 9, ts_s, 60.0) - 0.5)  # one grid for all
     freq = _round_to(grid_freq + rng.normal(0.0, 0.003, n), "freq_hz")
@@ -354,9 +448,20 @@ def meter_day(spec: FleetSpec, meter: Meter, day: int) -> dict[str, np.ndarray]:
     kept = int(keep.sum())
     for ch in range(CHANNELS):
         exact = true_power[ch]
-        power = _round_to(
-            exact + rng.normal(0.0, 1.0, n) * (0.2 + 0.001 * np.abs(exact)), "power_w"
-        )
+        if spec.noise == "noisy":
+            measured = _noisy_channel(
+                rng,
+                exact,
+                _true_pf(meter, ch, exact, resistive_share, ts_ms),
+                voltage_true,
+                voltage,
+                meter.gain,
+            )
+            power = measured["power_w"]
+        else:
+            power = _round_to(
+                exact + rng.normal(0.0, 1.0, n) * (0.2 + 0.001 * np.abs(exact)), "power_w"
+            )
         # Counters: trapezoid integral of the reported power since the last reading, import and
         # export apart, carried over from the previous day.
         prev_ts = np.concatenate(
@@ -372,25 +477,24 @@ def meter_day(spec: FleetSpec, meter: Meter, day: int) -> dict[str, np.ndarray]:
         meter.export_wh[ch] = float(returned[-1])
         meter.last_power_w[ch] = float(power[-1])
 
-        noise = uniform(meter.seed, 7 + ch, ts_ms)
-        resistive = np.minimum(1.0, np.abs(power) / 2_000.0)
-        if ch == 0:
-            resistive = np.maximum(resistive, resistive_share)
-        elif meter.house.pv_kwp > 0:
-            resistive = np.ones(n)  # an inverter runs at unity power factor
-        pf_abs = np.minimum(
-            _round_to(0.80 + 0.19 * resistive + 0.02 * noise * (1 - resistive), "pf"), 1.0
-        )
-        apparent = _round_to(np.abs(power) / pf_abs, "apparent_power_va")
-        values = {
-            "power_w": power,
-            "apparent_power_va": apparent,
-            "reactive_power_var": _round_to(
-                -np.sqrt(np.maximum(0.0, apparent**2 - power**2)), "reactive_power_var"
-            ),
-            "voltage_v": voltage,
-            "current_a": _round_to(apparent / voltage, "current_a"),
-            "pf": np.where(power < 0, -pf_abs, pf_abs),
+        if spec.noise == "noisy":
+            values = measured
+        else:
+            pf_abs = np.minimum(
+                _round_to(_true_pf(meter, ch, power, resistive_share, ts_ms), "pf"), 1.0
+            )
+            apparent = _round_to(np.abs(power) / pf_abs, "apparent_power_va")
+            values = {
+                "power_w": power,
+                "apparent_power_va": apparent,
+                "reactive_power_var": _round_to(
+                    -np.sqrt(np.maximum(0.0, apparent**2 - power**2)), "reactive_power_var"
+                ),
+                "voltage_v": voltage,
+                "current_a": _round_to(apparent / voltage, "current_a"),
+                "pf": np.where(power < 0, -pf_abs, pf_abs),
+            }
+        values = values | {
             "freq_hz": freq,
             "energy_wh": _round_to(energy, "energy_wh"),
             "returned_energy_wh": _round_to(returned, "returned_energy_wh"),
@@ -500,8 +604,11 @@ def main() -> None:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     parser.add_argument("--days-per-file", type=int, default=7)
     parser.add_argument("--check", action="store_true", help="compare loads with the simulator")
+    parser.add_argument("--fleet", choices=FLEETS, default="noisy", help="measurement noise")
     args = parser.parse_args()
-    spec = FleetSpec(devices=args.devices, days=args.days, start=args.start, seed=args.seed)
+    spec = FleetSpec(
+        devices=args.devices, days=args.days, start=args.start, seed=args.seed, noise=args.fleet
+    )
     if args.check:
         worst = check_loads(spec)
         print(f"largest relative difference to loads.sample: {worst:.3g}")

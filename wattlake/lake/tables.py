@@ -85,9 +85,11 @@ log = logging.getLogger(__name__)
 US_PER_DAY: Final = 86_400_000_000
 COMPRESSION_LEVEL_PROPERTY: Final = "write.parquet.compression-level"
 # zstd level of a data file of at least LARGE_FILE_ROWS rows (what an import or compaction
-# writes, and keeps): on the noisy bench fleet level 17 stores 7.91 bytes per reading where
-# level 3 stores 8.86, for about ten times the encoding CPU (377 against 36 ms per 172,800
-# readings); a stream's small files, compacted later, keep write.parquet.compression-level.
+# writes, and keeps), when the table has this property (unset: write.parquet.compression-level):
+# on the noisy bench fleet level 17 stores 7.91 bytes per reading where level 3 stores 8.86,
+# for about ten times the encoding CPU (377 against 36 ms per 172,800 readings), which makes
+# imports and compaction 3-5x slower; so it is a choice for a lake that values bytes over write
+# speed, not the default (docs/lake.md, Seventh pass).
 LARGE_FILE_LEVEL_PROPERTY: Final = "wattlake.parquet.large-file-compression-level"
 LARGE_FILE_ROWS: Final = 1 << 16
 # Table properties every wattlake table is created with.
@@ -97,7 +99,6 @@ TABLE_PROPERTIES: Final = {
     # zstd's own default level (and Iceberg Java's); pyarrow's default is 1. Level 3 stores
     # readings in about 4 % fewer bytes for more write CPU (docs/lake.md, Figures).
     "write.parquet.compression-level": "3",
-    LARGE_FILE_LEVEL_PROPERTY: "17",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
     # Compaction replaces files while writers append: snapshot isolation, as Iceberg's

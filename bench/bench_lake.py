@@ -196,7 +196,24 @@ def main() -> None:
     parser.add_argument(
         "--storage-only", action="store_true", help="only the compacted lake's bytes per reading"
     )
+    parser.add_argument(
+        "--large-file-level",
+        type=int,
+        default=None,
+        help="set the readings table's large-file zstd level (unset: the table's level, 3)",
+    )
     args = parser.parse_args()
+
+    def prepared(lake_dir: Path) -> Path:
+        """Make the lake at ``lake_dir`` with the large-file level asked for, if any."""
+        made = Lake.from_settings(settings_for(lake_dir))
+        tables.ensure_tables(made)
+        if args.large_file_level is not None:
+            with tables.open_table(made, READINGS_TABLE).transaction() as tx:
+                level = str(args.large_file_level)
+                tx.set_properties({tables.LARGE_FILE_LEVEL_PROPERTY: level})
+        return lake_dir
+
     spec = fleet.FleetSpec(devices=args.devices, days=args.days, noise=args.fleet)
     after: dict[str, tuple[float, float]] = {}  # name -> (wall figure, CPU figure)
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +232,7 @@ def main() -> None:
             ("import_csv", root / "fleet.csv", FileFormat.csv),
         )
         for name, path, fmt in () if args.storage_only else imports:
-            lake_dir = root / name
+            lake_dir = prepared(root / name)
             summary, wall, cpu = timed(
                 lambda p=path, f=fmt, d=lake_dir: import_file(settings_for(d), FileRows(p, f))
             )
@@ -229,7 +246,7 @@ def main() -> None:
                 f"{files} data files"
             )
 
-        lake = Lake.from_settings(settings_for(root / "compact"))
+        lake = Lake.from_settings(settings_for(prepared(root / "compact")))
         slice_ms = 86_400_000 // args.slices
         for day in days:
             ts = day["ts"].cast(pa.int64()).to_numpy()

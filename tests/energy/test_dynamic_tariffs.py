@@ -92,8 +92,11 @@ def test_a_15_minute_price_change_inside_a_reading_interval(tmp_path: Path) -> N
     assert list(np.diff(seg.edges_ms)) == [5 * M, 15 * M, 10 * M]
     assert list(r.import_wh) == pytest.approx([650 / 12, 212.5, 1100 / 6])
     assert cost.total == pytest.approx(0.0216667 + 0.17 + 0.0366667, abs=1e-6)
-    # one zone: nothing to shift into, so no saving is claimed
-    assert shift_savings(cost.tariff, seg, r.import_wh, 0.5)["savings"] == 0.0
+    # Shifting half of the load into the day's cheapest interval (0.20):
+    # 0.5 x (54.1667 Wh x (0.40 - 0.20) + 212.5 Wh x (0.80 - 0.20)) = 0.5 x 0.138333 = 0.069167
+    shift = shift_savings(cost.tariff, seg, r.import_wh, 0.5)
+    assert shift["shifted_wh"] == pytest.approx(0.5 * (650 / 12 + 212.5), abs=1e-3)
+    assert shift["savings"] == pytest.approx(0.069167, abs=1e-4)
 
 
 def warsaw_spring_day() -> str:
@@ -353,3 +356,12 @@ def test_cli_compare_a_zone_tariff_with_a_dynamic_one(data_dir: Path) -> None:
     assert by_name["spot"]["energy_cost"] == pytest.approx(7.84)
     assert by_name["spot"]["total"] == pytest.approx(9.84)
     assert by_name["pl-g11"]["import_wh"] == by_name["spot"]["import_wh"] == 16_800.0
+
+
+def test_cli_tariffs_show_lists_the_price_intervals(data_dir: Path) -> None:
+    show = [sys.executable, "-m", "wattlake", "tariffs", "show", str(data_dir / "spot.toml")]
+    out = subprocess.run([*show, "--format", "json"], capture_output=True, text=True, timeout=60)
+    rows = lines(out)
+    assert len(rows) == 24
+    assert rows[13]["start"] == "2026-06-01T13:00:00+02:00"
+    assert rows[13]["import_per_kwh"] == -0.30 and rows[13]["fixed_per_day"] == 2.0

@@ -795,8 +795,9 @@ def shift_savings(
     ``share`` of the energy imported in every zone dearer than the cheapest zone of the *same
     kind of day* — same day type and season, so the same rules in force — and the same price
     period is assumed to move to that cheapest zone (a dishwasher or an electric car started
-    later that day). Load never moves into another season's or day type's prices. Export is
-    left as it is.
+    later that day). Load never moves into another season's or day type's prices. Under a
+    dynamic tariff the cheapest price interval of the same local day within the range takes the
+    load. Export is left as it is.
 
     Parameters
     ----------
@@ -816,7 +817,16 @@ def shift_savings(
     imp = np.asarray(import_wh, dtype=np.float64)
     imp_price, _ = price_tables(tariff)
     zi, pi = segments.zone_index, segments.period_index
-    if segments.day_group is None or not segments.group_zones:
+    if tariff.dynamic is not None:
+        # the cheapest price interval of the same local day within the range
+        tz = ZoneInfo(tariff.timezone)
+        days = [_local_date(int(t), tz) for t in segments.edges_ms[:-1]]
+        _, day_of = np.unique(np.array(days, dtype="datetime64[D]"), return_inverse=True)
+        seg_price = imp_price[pi, zi]
+        cheapest_of_day = np.full(int(day_of.max()) + 1 if day_of.size else 0, np.inf)
+        np.minimum.at(cheapest_of_day, day_of, seg_price)
+        cheapest_of_segment = cheapest_of_day[day_of]
+    elif segments.day_group is None or not segments.group_zones:
         cheapest_of_segment = imp_price.min(axis=1)[pi]
     else:
         # cheapest[g, p]: cheapest import price among the zones of day group g in period p

@@ -365,3 +365,20 @@ def test_cli_tariffs_show_lists_the_price_intervals(data_dir: Path) -> None:
     assert len(rows) == 24
     assert rows[13]["start"] == "2026-06-01T13:00:00+02:00"
     assert rows[13]["import_per_kwh"] == -0.30 and rows[13]["fixed_per_day"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "sentence"),
+    [
+        ("short.csv", "start,import_price_per_kwh\n2026-06-01T00:00Z\n", "a price is missing"),
+        ("naive.csv", "start,import_price_per_kwh\n2026-06-01T00:00,1\n", "has no UTC offset"),
+        ("e.csv", ENTSOE_HEADER + '"01.06.2026 00:00 - 01.06.2026 01:00"\n', "has 1 columns"),
+        ("n.csv", "Delivery Start (CET);Delivery End (CET);SE3 (EUR)\n01.06.2026 00:00\n", "has 1"),
+        ("agile.json", '{"results": [{"valid_from": "x"}]}', "not an Octopus unit-rates answer"),
+    ],
+)
+def test_a_malformed_price_file_is_one_sentence(
+    tmp_path: Path, name: str, text: str, sentence: str
+) -> None:
+    with pytest.raises(UsageError, match=sentence):
+        load_tariff(write(tmp_path / name, text))

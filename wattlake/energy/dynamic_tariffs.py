@@ -79,7 +79,9 @@ class _DynamicFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 # -- reading the inputs ------------------------------------------------------------------------
-def _number(text: str, where: str) -> float:
+def _number(text: str | None, where: str) -> float:
+    if text is None:
+        raise UsageError(f"{where}: a price is missing.")
     cleaned = text.strip().replace("\u2212", "-").replace(" ", "")
     if "," in cleaned and "." not in cleaned:
         cleaned = cleaned.replace(",", ".")  # a decimal comma (semicolon-separated exports)
@@ -89,10 +91,10 @@ def _number(text: str, where: str) -> float:
         raise UsageError(f"{where}: {text!r} is not a price.") from exc
 
 
-def _instant_ms(text: str, where: str) -> int:
+def _instant_ms(text: str | None, where: str) -> int:
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+        moment = datetime.fromisoformat((text or "").strip().replace("Z", "+00:00"))
+    except (ValueError, TypeError) as exc:
         raise UsageError(f"{where}: {text!r} is not an ISO 8601 time.") from exc
     if moment.tzinfo is None:
         raise UsageError(
@@ -203,6 +205,8 @@ def read_entsoe_csv(text: str, origin: str) -> PriceIntervals:
     out = PriceIntervals([], [], [], None, currency, _CET)
     for n, row in enumerate(rows[1:], start=2):
         where = f"{origin} row {n}"
+        if len(row) <= max(mtu, price):
+            raise UsageError(f"{where} has {len(row)} columns; the header has {len(header)}.")
         if " - " not in row[mtu]:
             raise UsageError(f"{where}: {row[mtu]!r} is not an MTU like 29.03.2026 00:00 - …")
         first, last = row[mtu].split(" - ", 1)
@@ -250,6 +254,8 @@ def read_nordpool_csv(text: str, origin: str, area: str | None = None) -> PriceI
     out = PriceIntervals([], [], [], None, currency, tz_name)
     for n, row in enumerate(rows[1:], start=2):
         where = f"{origin} row {n}"
+        if len(row) <= max(start, end, column):
+            raise UsageError(f"{where} has {len(row)} columns; the header has {len(header)}.")
         if row[column].strip() in ("", "-"):
             continue
         start_ms, end_ms = clock.interval(row[start], row[end], where)

@@ -382,3 +382,11 @@ def test_a_malformed_price_file_is_one_sentence(
 ) -> None:
     with pytest.raises(UsageError, match=sentence):
         load_tariff(write(tmp_path / name, text))
+
+
+def test_cli_cost_of_a_device_without_readings_says_what_the_lake_holds(data_dir: Path) -> None:
+    # before: "No tariff named 'spot'" (the tariff was loaded again by its name), exit 2
+    spot = str(data_dir / "spot.toml")
+    out = wattlake(data_dir, "cost", "--tariff", spot, "--device", "other", *DAY_ARGS)
+    assert out.returncode == 0, out.stderr
+    assert "No readings of device other" in out.stderr and out.stdout == ""

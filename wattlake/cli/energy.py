@@ -294,7 +294,8 @@ def cost(
     if not rows:
         from wattlake.query.inventory import no_data_message
 
-        _, start_ms, end_ms = cost_period(load_tariff(str(first["tariff"])), start, end, tz)
+        chosen = load_tariff(tariff or str(first["tariff"]))  # a file's tariff: not by name
+        _, start_ms, end_ms = cost_period(chosen, start, end, tz)
         say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
         if list_gaps:
             emit_rows([], fmt, columns=gap_columns, title="Gaps bridged")

@@ -7,6 +7,7 @@ as zone tariffs (``integrate_power`` over the tariff's segment edges).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -390,3 +391,14 @@ def test_cli_cost_of_a_device_without_readings_says_what_the_lake_holds(data_dir
     out = wattlake(data_dir, "cost", "--tariff", spot, "--device", "other", *DAY_ARGS)
     assert out.returncode == 0, out.stderr
     assert "No readings of device other" in out.stderr and out.stdout == ""
+
+
+def test_cli_cost_from_rollups_is_the_same(data_dir: Path, tmp_path: Path) -> None:
+    # the query layer prices a dynamic tariff from energy_15min as from raw readings
+    lake = tmp_path / "lake"
+    shutil.copytree(data_dir, lake)
+    assert wattlake(lake, "jobs", "run", "rollup").returncode == 0
+    out = wattlake(lake, "cost", "--tariff", str(lake / "spot.toml"), *DAY_ARGS)
+    total = next(r for r in lines(out) if r["zone"] == "total")
+    assert "rollups" in out.stderr
+    assert total["cost"] == pytest.approx(9.84) and total["import_wh"] == pytest.approx(16_800.0)

@@ -27,6 +27,8 @@ IMPORT_DOC = ROOT / "docs" / "import.md"
 WATTLAKE = str(Path(sys.executable).parent / "wattlake")
 MAIN_COMMANDS = (
     "demo",
+    "up",
+    "serve",
     "import",
     "query",
     "energy",
@@ -154,3 +156,28 @@ def test_every_option_of_the_main_commands_is_in_the_readme(command: str) -> Non
         if not re.search(rf"(?<![\w-]){o}(?![\w-])", section.group(1))
     }
     assert missing == set()
+
+
+def test_every_command_of_wattlake_help_is_in_the_readme() -> None:
+    # Each command `wattlake --help` lists, and each subcommand of a group, is named in a
+    # `wattlake …` span of the README (a group's subcommands as `wattlake token create|list`).
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    spans = [
+        re.split(r"[\s|\\]+", span)
+        for span in re.findall(r"`wattlake ([^`]+)`", README.read_text(encoding="utf-8"))
+    ]
+    missing = []
+    for name, command in root.commands.items():
+        if command.hidden:
+            continue
+        named = [words for words in spans if words[0] == name]
+        if not named:
+            missing.append(name)
+        elif isinstance(command, click.Group):
+            missing += [
+                f"{name} {sub}"
+                for sub, c in command.commands.items()
+                if not c.hidden and not any(sub in words[1:] for words in named)
+            ]
+    assert missing == []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
+import math
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +19,9 @@ from wattlake.cli.output import (
     say,
 )
 from wattlake.errors import UsageError
+
+if TYPE_CHECKING:
+    from wattlake.energy.tariffs import Tariff
 
 
 class Every(enum.StrEnum):
@@ -216,7 +220,8 @@ def cost(
         str | None,
         typer.Option(
             "--tariff",
-            help="Built-in tariff name or a .toml file [the site's tariff, or cost.tariff].",
+            help="Built-in tariff name, a .toml file or a .csv/.json price file "
+            "[the site's tariff, or cost.tariff].",
         ),
     ] = None,
     device: DeviceOption = None,
@@ -302,7 +307,8 @@ def cost(
     if not rows:
         from wattlake.query.inventory import no_data_message
 
-        _, start_ms, end_ms = cost_period(load_tariff(str(first["tariff"])), start, end, tz)
+        chosen = load_tariff(tariff or str(first["tariff"]))  # a file's tariff: not by name
+        _, start_ms, end_ms = cost_period(chosen, start, end, tz)
         say(no_data_message(settings, device_id=device, start_ms=start_ms, end_ms=end_ms))
         if list_gaps:
             emit_rows([], fmt, columns=gap_columns, title="Gaps bridged")
@@ -338,13 +344,19 @@ def tariffs_list(fmt: FormatOption = OutputFormat.table) -> None:
 
 
 def tariffs_show(
-    name: Annotated[str, typer.Argument(help="Built-in tariff name or a .toml file.")],
+    name: Annotated[
+        str, typer.Argument(help="Built-in tariff name, a .toml file or a .csv/.json price file.")
+    ],
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show a tariff's zones and prices, one row per price period and zone."""
+    """Show a tariff's zones and prices, one row per price period and zone (a dynamic
+    tariff: one row per price interval)."""
     from wattlake.energy.tariffs import load_tariff
 
     t = load_tariff(name)
+    if t.dynamic is not None:
+        emit_rows(_interval_rows(t), fmt, title=t.title or t.name)
+        return
     rows = []
     for period in t.prices:
         for z in t.zones:
@@ -378,6 +390,27 @@ def tariffs_show(
     emit_rows(rows, fmt, title=t.title or t.name)
     if fmt is OutputFormat.table and t.leaves_out:
         say(f"{t.name} leaves out of the real bill: {'; '.join(t.leaves_out)}.")
+
+
+def _interval_rows(t: Tariff) -> list[dict[str, Any]]:
+    """Return one row per price interval of a dynamic tariff; a gap has no prices."""
+    from wattlake.energy.buckets import format_local, zone
+
+    assert t.dynamic is not None
+    d, tz = t.dynamic, zone(t.timezone)
+    return [
+        {
+            "tariff": t.name,
+            "start": format_local(int(d.edges_ms[i]), tz),
+            "end": format_local(int(d.edges_ms[i + 1]), tz),
+            "import_per_kwh": None if math.isnan(d.import_per_kwh[i]) else d.import_per_kwh[i],
+            "export_per_kwh": None if math.isnan(d.export_per_kwh[i]) else d.export_per_kwh[i],
+            "fixed_per_day": d.fixed_per_day,
+            "fixed_per_month": d.fixed_per_month,
+            "currency": t.currency,
+        }
+        for i in range(d.import_per_kwh.size)
+    ]
 
 
 def _months(months: frozenset[int]) -> str:

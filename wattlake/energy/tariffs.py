@@ -6,6 +6,10 @@ zone; the first matching rule wins and ``default_zone`` takes the rest. *Prices*
 periods that start at local midnight of ``valid_from``. Zone changes are just more bucket edges:
 :func:`tariff_segments` turns a tariff and a time range into UTC millisecond edges with the zone
 and price period of each segment, and the integration kernel splits every interval exactly there.
+
+A *dynamic* tariff (hourly or 15-minute market prices read from a file, see
+:mod:`wattlake.energy.dynamic_tariffs`) has one zone, ``dynamic``, and one price period per
+price interval: its segments are the price intervals, so the same kernel prices it exactly.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from wattlake.energy.buckets import local_midnight_ms, wall_time_ms, zone
+from wattlake.energy.buckets import format_local, local_midnight_ms, wall_time_ms, zone
 from wattlake.errors import UsageError
 
 FloatArray = npt.NDArray[np.float64]
@@ -102,6 +106,24 @@ class PricePeriod:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicPrices:
+    """Prices per interval of a dynamic tariff.
+
+    ``edges_ms`` [ms UTC] has one more element than the price arrays; interval ``i`` is
+    [edges_ms[i], edges_ms[i + 1]). A NaN import price marks a gap the price file does not cover.
+    Prices are [currency/kWh], negative ones included; fixed charges [currency] per local day
+    and per calendar month, pro rata as in zone tariffs.
+    """
+
+    origin: str
+    edges_ms: IntArray
+    import_per_kwh: FloatArray
+    export_per_kwh: FloatArray
+    fixed_per_day: float = 0.0
+    fixed_per_month: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Tariff:
     """A time-of-use tariff; build one with :func:`load_tariff` or :func:`parse_tariff`."""
 
@@ -116,6 +138,7 @@ class Tariff:
     prices: tuple[PricePeriod, ...]
     models: tuple[str, ...] = ()
     leaves_out: tuple[str, ...] = ()
+    dynamic: DynamicPrices | None = None
 
     def period_on(self, day: date) -> int:
         """Return the index of the price period in force on a local day.
@@ -171,16 +194,26 @@ def _months(span: list[int], where: str) -> frozenset[int]:
     return frozenset([*range(first, 13), *range(1, last + 1)])
 
 
-def parse_tariff(text: str, *, origin: str = "tariff") -> Tariff:
+def parse_tariff(text: str, *, origin: str = "tariff", folder: Path | None = None) -> Tariff:
     """Build a tariff from the text of a TOML tariff file.
+
+    A file with ``kind = "dynamic"`` names a price file (relative to ``folder``, the TOML
+    file's folder) and builds a dynamic tariff.
 
     Raises:
         UsageError: the file is not valid TOML or does not follow ``docs/tariffs.md``.
     """
     try:
-        raw = msgspec.convert(tomllib.loads(text), _TariffFile)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{origin} is not valid TOML: {exc}.") from exc
+    if table.get("kind", "zones") == "dynamic":
+        from wattlake.energy.dynamic_tariffs import dynamic_tariff_from_table
+
+        return dynamic_tariff_from_table(table, origin=origin, folder=folder)
+    table.pop("kind", None)
+    try:
+        raw = msgspec.convert(table, _TariffFile)
     except msgspec.ValidationError as exc:
         raise UsageError(f"{origin} does not follow docs/tariffs.md: {exc}.") from exc
     zone(raw.timezone)
@@ -275,16 +308,24 @@ def builtin_tariff_text(name: str) -> str:
 def load_tariff(name_or_path: str) -> Tariff:
     """Return a built-in tariff by name, or a tariff file by path.
 
+    A ``.csv`` or ``.json`` path is a price file of a dynamic tariff (formats in
+    ``docs/tariffs.md``); a ``.toml`` file is a zone tariff or, with ``kind = "dynamic"``, a
+    dynamic one.
+
     Raises:
-        UsageError: neither a built-in name nor a readable, valid tariff file.
+        UsageError: neither a built-in name nor a readable, valid tariff or price file.
     """
     path = Path(name_or_path)
+    if path.suffix.lower() in (".csv", ".json"):
+        from wattlake.energy.dynamic_tariffs import load_price_file
+
+        return load_price_file(path)
     if name_or_path.endswith(".toml") or path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"Cannot read tariff file {path}: {exc.strerror}.") from exc
-        return parse_tariff(text, origin=str(path))
+        return parse_tariff(text, origin=str(path), folder=path.parent)
     return parse_tariff(builtin_tariff_text(name_or_path), origin=f"built-in tariff {name_or_path}")
 
 
@@ -343,6 +384,8 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
     if end_ms <= start_ms:
         raise UsageError("The end of the range must be after the start.")
     tz = ZoneInfo(tariff.timezone)
+    if tariff.dynamic is not None:
+        return _dynamic_segments(tariff.dynamic, start_ms, end_ms, tz)
     calendar: Mapping[date, Any] | None = None
     first_day = _local_date(start_ms, tz)
     last_day = _local_date(end_ms, tz)
@@ -425,6 +468,57 @@ def tariff_segments(tariff: Tariff, start_ms: int, end_ms: int) -> TariffSegment
         group_index[keep],
         tuple(group_zones),
     )
+
+
+def _dynamic_segments(
+    prices: DynamicPrices, start_ms: int, end_ms: int, tz: ZoneInfo
+) -> TariffSegments:
+    """Split [start, end) at the price intervals' edges; the period index is the interval's.
+
+    Raises:
+        UsageError: part of the range has no price.
+    """
+    edges = prices.edges_ms
+    if start_ms < edges[0] or end_ms > edges[-1]:
+        raise UsageError(
+            f"{prices.origin} has prices from {format_local(int(edges[0]), tz)} to "
+            f"{format_local(int(edges[-1]), tz)} only; a cost from "
+            f"{format_local(start_ms, tz)} to {format_local(end_ms, tz)} needs prices for all "
+            "of it — shorten the range or use a price file that covers it."
+        )
+    first = int(np.searchsorted(edges, start_ms, side="right")) - 1
+    last = int(np.searchsorted(edges, end_ms, side="left"))
+    index = np.arange(first, last, dtype=np.intp)
+    missing = index[np.isnan(prices.import_per_kwh[index])]
+    if missing.size:
+        a, b = int(edges[missing[0]]), int(edges[missing[0] + 1])
+        raise UsageError(
+            f"{prices.origin} has no price from {format_local(a, tz)} to {format_local(b, tz)}; "
+            "a dynamic tariff prices only the times its file covers — shorten the range or "
+            "complete the price file."
+        )
+    seg_edges = np.concatenate(([start_ms], edges[first + 1 : last], [end_ms])).astype(np.int64)
+    fixed = _prorata_fixed(start_ms, end_ms, tz, prices.fixed_per_day, prices.fixed_per_month)
+    return TariffSegments(seg_edges, np.zeros(index.size, dtype=np.intp), index, fixed)
+
+
+def _prorata_fixed(
+    start_ms: int, end_ms: int, tz: ZoneInfo, per_day: float, per_month: float
+) -> float:
+    """Return fixed charges over [start, end): each local day's and month's share [currency]."""
+    fixed = 0.0
+    day = _local_date(start_ms, tz)
+    while day <= _local_date(end_ms, tz):
+        day_start = local_midnight_ms(day, tz)
+        day_end = local_midnight_ms(day + timedelta(days=1), tz)
+        overlap = min(day_end, end_ms) - max(day_start, start_ms)
+        if overlap > 0:
+            fixed += per_day * overlap / (day_end - day_start)
+            month_start = local_midnight_ms(day.replace(day=1), tz)
+            next_month = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+            fixed += per_month * overlap / (local_midnight_ms(next_month, tz) - month_start)
+        day += timedelta(days=1)
+    return fixed
 
 
 _MS_PER_DAY: Final = 86_400_000
@@ -555,7 +649,12 @@ class TariffCost:
 
 
 def price_tables(tariff: Tariff) -> tuple[FloatArray, FloatArray]:
-    """Return import and export prices as [period, zone] arrays [currency/kWh]."""
+    """Return import and export prices as [period, zone] arrays [currency/kWh].
+
+    A dynamic tariff's periods are its price intervals and its one zone is ``dynamic``.
+    """
+    if tariff.dynamic is not None:
+        return tariff.dynamic.import_per_kwh[:, None], tariff.dynamic.export_per_kwh[:, None]
     imp = np.array([[p.import_per_kwh[z] for z in tariff.zones] for p in tariff.prices])
     exp = np.array([[p.export_per_kwh[z] for z in tariff.zones] for p in tariff.prices])
     return imp.astype(np.float64), exp.astype(np.float64)
@@ -696,8 +795,9 @@ def shift_savings(
     ``share`` of the energy imported in every zone dearer than the cheapest zone of the *same
     kind of day* — same day type and season, so the same rules in force — and the same price
     period is assumed to move to that cheapest zone (a dishwasher or an electric car started
-    later that day). Load never moves into another season's or day type's prices. Export is
-    left as it is.
+    later that day). Load never moves into another season's or day type's prices. Under a
+    dynamic tariff the cheapest price interval of the same local day within the range takes the
+    load. Export is left as it is.
 
     Parameters
     ----------
@@ -717,7 +817,16 @@ def shift_savings(
     imp = np.asarray(import_wh, dtype=np.float64)
     imp_price, _ = price_tables(tariff)
     zi, pi = segments.zone_index, segments.period_index
-    if segments.day_group is None or not segments.group_zones:
+    if tariff.dynamic is not None:
+        # the cheapest price interval of the same local day within the range
+        tz = ZoneInfo(tariff.timezone)
+        days = [_local_date(int(t), tz) for t in segments.edges_ms[:-1]]
+        _, day_of = np.unique(np.array(days, dtype="datetime64[D]"), return_inverse=True)
+        seg_price = imp_price[pi, zi]
+        cheapest_of_day = np.full(int(day_of.max()) + 1 if day_of.size else 0, np.inf)
+        np.minimum.at(cheapest_of_day, day_of, seg_price)
+        cheapest_of_segment = cheapest_of_day[day_of]
+    elif segments.day_group is None or not segments.group_zones:
         cheapest_of_segment = imp_price.min(axis=1)[pi]
     else:
         # cheapest[g, p]: cheapest import price among the zones of day group g in period p

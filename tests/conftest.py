@@ -70,9 +70,11 @@ def quiet_ports(count: int, *, grpc: bool = False) -> list[int]:
     """
     low, high = ephemeral_port_range()
     offset = 10_000 if grpc else 0
+    worker, workers = xdist_worker()
     candidates = [
-        *range(10_000, low - offset),
-        *range(high + 1, 65_536 - offset),
+        port
+        for port in (*range(10_000, low - offset), *range(high + 1, 65_536 - offset))
+        if _port_owner(port, workers) == worker
     ]
     rng = random.Random()
     chosen: list[int] = []
@@ -85,6 +87,22 @@ def quiet_ports(count: int, *, grpc: bool = False) -> list[int]:
         chosen.append(port)
         taken |= pair
     return chosen
+
+
+def xdist_worker() -> tuple[int, int]:
+    """Return this pytest-xdist worker's index and the number of workers ((0, 1) without xdist)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not name.startswith("gw") or count < 2:
+        return 0, 1
+    return int(name[2:]) % count, count
+
+
+def _port_owner(port: int, workers: int) -> int:
+    """Return the worker whose servers may use ``port``: each worker of a parallel run draws from
+    its own share of the ports, so two workers never pick the same one. P and P + 10000
+    (SeaweedFS's gRPC port) always have the same owner."""
+    return (port % 10_000) % workers
 
 
 def free_port_with_grpc() -> int:
@@ -147,8 +165,20 @@ class Mosquitto:
 def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None = None) -> Mosquitto:
     """Start Mosquitto on a free port with a config file in ``workdir``."""
     binary = need("mosquitto")
-    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
+    # A port chosen here may be taken by another program before Mosquitto binds it (it then
+    # exits at once): a chosen port is tried again with another one, a given port is not.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_mosquitto_once(binary, workdir, extra_config, port or free_port())
+        except ProcessLookupError:
+            if port is not None or attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_mosquitto_once(binary: str, workdir: Path, extra_config: str, port: int) -> Mosquitto:
+    """Start Mosquitto on ``port``; raise ProcessLookupError when it exits during start-up."""
     config = workdir / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\n"
@@ -161,7 +191,7 @@ def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None =
     log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port)
+        wait_for_port(port, process=process)
     except TimeoutError:
         process.kill()
         raise

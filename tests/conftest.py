@@ -24,12 +24,21 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the user's WATTLAKE_* variables and working directory out of every test."""
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Keep the user's WATTLAKE_* variables, working directory and home folder out of every test.
+
+    A lake in S3 keeps its catalog, WAL and tokens under ``~/.local/state/wattlake``, and the
+    project CA defaults to a folder there: each test gets its own home, so neither the user's
+    files nor another test running at the same time (pytest-xdist) share them.
+    """
     for name in list(os.environ):
         if name.startswith("WATTLAKE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
 
 
 def need(program: str) -> str:

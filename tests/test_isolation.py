@@ -1,6 +1,9 @@
-"""The suite runs under pytest-xdist: each worker's test servers draw from their own ports."""
+"""The suite runs under pytest-xdist: each worker's test servers draw from their own ports, and
+each test has its own home folder."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +36,9 @@ def test_without_xdist_every_port_is_a_candidate(monkeypatch: pytest.MonkeyPatch
     assert xdist_worker() == (0, 1)
     residues = {p % 2 for p in quiet_ports(60)}
     assert residues == {0, 1}
+
+
+def test_each_test_has_its_own_empty_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # ~/.local/state/wattlake holds an S3 lake's catalog, WAL and tokens, and the default CA.
+    assert Path.home().is_relative_to(tmp_path_factory.getbasetemp())
+    assert list(Path.home().iterdir()) == []

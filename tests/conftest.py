@@ -24,12 +24,21 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep the user's WATTLAKE_* variables and working directory out of every test."""
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Keep the user's WATTLAKE_* variables, working directory and home folder out of every test.
+
+    A lake in S3 keeps its catalog, WAL and tokens under ``~/.local/state/wattlake``, and the
+    project CA defaults to a folder there: each test gets its own home, so neither the user's
+    files nor another test running at the same time (pytest-xdist) share them.
+    """
     for name in list(os.environ):
         if name.startswith("WATTLAKE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
 
 
 def need(program: str) -> str:
@@ -70,9 +79,11 @@ def quiet_ports(count: int, *, grpc: bool = False) -> list[int]:
     """
     low, high = ephemeral_port_range()
     offset = 10_000 if grpc else 0
+    worker, workers = xdist_worker()
     candidates = [
-        *range(10_000, low - offset),
-        *range(high + 1, 65_536 - offset),
+        port
+        for port in (*range(10_000, low - offset), *range(high + 1, 65_536 - offset))
+        if _port_owner(port, workers) == worker
     ]
     rng = random.Random()
     chosen: list[int] = []
@@ -85,6 +96,22 @@ def quiet_ports(count: int, *, grpc: bool = False) -> list[int]:
         chosen.append(port)
         taken |= pair
     return chosen
+
+
+def xdist_worker() -> tuple[int, int]:
+    """Return this pytest-xdist worker's index and the number of workers ((0, 1) without xdist)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not name.startswith("gw") or count < 2:
+        return 0, 1
+    return int(name[2:]) % count, count
+
+
+def _port_owner(port: int, workers: int) -> int:
+    """Return the worker whose servers may use ``port``: each worker of a parallel run draws from
+    its own share of the ports, so two workers never pick the same one. P and P + 10000
+    (SeaweedFS's gRPC port) always have the same owner."""
+    return (port % 10_000) % workers
 
 
 def free_port_with_grpc() -> int:
@@ -147,8 +174,20 @@ class Mosquitto:
 def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None = None) -> Mosquitto:
     """Start Mosquitto on a free port with a config file in ``workdir``."""
     binary = need("mosquitto")
-    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
+    # A port chosen here may be taken by another program before Mosquitto binds it (it then
+    # exits at once): a chosen port is tried again with another one, a given port is not.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_mosquitto_once(binary, workdir, extra_config, port or free_port())
+        except ProcessLookupError:
+            if port is not None or attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_mosquitto_once(binary: str, workdir: Path, extra_config: str, port: int) -> Mosquitto:
+    """Start Mosquitto on ``port``; raise ProcessLookupError when it exits during start-up."""
     config = workdir / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\n"
@@ -161,7 +200,7 @@ def start_mosquitto(workdir: Path, *, extra_config: str = "", port: int | None =
     log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(port)
+        wait_for_port(port, process=process)
     except TimeoutError:
         process.kill()
         raise

@@ -14,6 +14,10 @@ from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE, readings_to_table
 
+# One pytest-xdist worker runs this module: its module-scoped fixture (the generated lake) is
+# built once, not on every worker (./run test uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_forecast_cli")
+
 STEP_MS = 300_000  # one reading every 5 minutes (energy.max_gap_s is 300 s)
 
 

@@ -17,6 +17,10 @@ from wattlake.lake.storage import Lake
 from wattlake.query.reports import energy_rows, table_cost
 from wattlake.schema import readings_to_table
 
+# One pytest-xdist worker runs this module: its module-scoped fixture (the generated lake) is
+# built once, not on every worker (./run test uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_query_energy")
+
 WAW = zone("Europe/Warsaw")
 M = 60_000
 DAY0 = parse_time_ms("2026-03-29", WAW)  # the 23-hour day

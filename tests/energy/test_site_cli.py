@@ -15,6 +15,10 @@ from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE, readings_to_table
 
+# One pytest-xdist worker runs this module: its module-scoped fixture (the lake of sites) is
+# built once, not on every worker (./run test uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_site_cli")
+
 WAW = zone("Europe/Warsaw")
 M = 60_000
 DAY = parse_time_ms("2026-06-01", WAW)

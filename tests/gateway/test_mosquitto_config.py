@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, need, wait_for_port
+from tests.conftest import need, quiet_ports, wait_for_port
 from tests.gateway.security_helpers import Conn, connect, other_ca_cert, tls_context, wait_until
 from wattlake.gateway.mosquitto import MosquittoPorts, write_config
 from wattlake.gateway.registry import INGEST_ID, Registry
@@ -40,7 +40,8 @@ def mosq(tmp_path: Path) -> Iterator[Mosq]:
         "pw-gen2": registry.add("pw-gen2", auth="password").password,
         INGEST_ID: registry.service_password(),
     }
-    ports = MosquittoPorts(tls_port=free_port(), password_port=free_port(), plain_port=free_port())
+    tls_port, password_port, plain_port = quiet_ports(3)  # three distinct ports
+    ports = MosquittoPorts(tls_port=tls_port, password_port=password_port, plain_port=plain_port)
     conf = write_config(registry, tmp_path / "mosquitto", ports)
     # Running as root, Mosquitto would switch to its own user, which cannot read 0600 files.
     conf.write_text(conf.read_text() + "\nuser root\n")

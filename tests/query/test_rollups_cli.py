@@ -24,6 +24,10 @@ from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READING_SCHEMA, READINGS_TABLE
 
+# One pytest-xdist worker runs this module: its module-scoped fixture (the outputs before and
+# after the rollup job) is built once, not on every worker (./run test uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_rollups_cli")
+
 _HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("_rollup_readings", _HERE / "test_rollups.py")
 assert _spec is not None and _spec.loader is not None

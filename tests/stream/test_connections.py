@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mosquitto, need, start_mosquitto
+from tests.conftest import Mosquitto, free_port, need, start_mosquitto
 from tests.stream.support import (
     Publisher,
     expected_keys,
@@ -19,7 +19,6 @@ from tests.stream.support import (
 )
 from wattlake.config import Settings
 from wattlake.errors import BrokerError, UsageError
-from wattlake.gateway.broker import free_port
 from wattlake.stream.ingest import IngestWorker
 
 

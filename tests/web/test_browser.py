@@ -27,6 +27,10 @@ from tests.web.conftest import HistoryLake, cli
 from wattlake.config import Settings
 from wattlake.web.app import WebServer
 
+# One pytest-xdist worker runs this module: its module-scoped fixtures (the year lake, its
+# server and the browser) are built once, not on every worker (./run test uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_browser")
+
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"

@@ -101,7 +101,6 @@ class DeliveryStream:
         self._bytes = 0
         self._dead: list[DeadLetter] = []
         self._rows = 0
-        self._seq = 0
         self._last_flush = time.monotonic()
         self._interval_s = self.limits.first_flush_interval_s or self.limits.flush_interval_s
 
@@ -287,11 +286,6 @@ class DeliveryStream:
         table = pa.concat_tables([t for t in decoded if isinstance(t, pa.Table)])
         table = table.take(pc.sort_indices(table, sort_keys=[("device_id", "ascending")]))
         pq.write_table(table, io.BytesIO(), compression=self.compression)
-
-    def _next_seq(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ from typing import IO, Any, Final
 from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import DecodeError, StorageError
+from wattlake.gateway.retry import Backoff, RetryPolicy
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE
@@ -67,32 +68,6 @@ REPORT_EVERY_S: Final = 0.1
 # How long the writer waits for a command when it has nothing to do [s].
 IDLE_WAIT_S: Final = 0.05
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential retry delays, from ``first_s`` doubling up to ``max_s``."""
-
-    first_s: float
-    max_s: float
-    delay_s: float = 0.0
-    next_at: float = 0.0
-    failures: int = 0
-
-    def failed(self) -> float:
-        """Record a failure and return the wait before the next attempt [s]."""
-        self.failures += 1
-        self.delay_s = min(self.max_s, self.first_s if self.delay_s == 0 else self.delay_s * 2)
-        self.next_at = time.monotonic() + self.delay_s
-        return self.delay_s
-
-    def due(self) -> bool:
-        """Return True when the next attempt may start."""
-        return time.monotonic() >= self.next_at
-
-    def reset(self) -> None:
-        """Forget earlier failures."""
-        self.delay_s, self.failures = 0.0, 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +133,10 @@ class LakeWriter:
         self.closed_through = self.replay_through = closed_through
         self.commands = commands
         self.send = send
-        self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
+        # One writer per lake: no crowd to spread out, so the waits are not jittered.
+        self.backoff = Backoff(
+            RetryPolicy(RETRY_FIRST_S, settings["stream.retry_max_s"], jitter=0.0)
+        )
         self.lake_ok = True
         self.last_error = ""
         self.stopping = False

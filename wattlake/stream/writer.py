@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
+from wattlake import faults
 from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import DecodeError, StorageError
@@ -365,7 +366,7 @@ class LakeWriter:
             self.backoff.failed()
             self._report(force=True)
             return
-        tables.crash_point("commit-done")
+        faults.crash_point("commit-done")
         if written:  # a flush that wrote nothing (only a WAL position) is no latency
             took_s = time.monotonic() - started
             self.flush_counts = observe(FLUSH_BUCKETS_S, self.flush_counts, took_s)
@@ -376,7 +377,7 @@ class LakeWriter:
                 self.commit_sum_s += age_s
         freed = delete_segments(self.wal_dir, segments[:1])
         if len(segments) > 1:
-            tables.crash_point("wal-partly-trimmed")
+            faults.crash_point("wal-partly-trimmed")
             freed += delete_segments(self.wal_dir, segments[1:])
         self.deleted_bytes += freed
         self._held_bytes -= freed

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,32 +38,14 @@ from amqtt.broker import Broker
 from wattlake.errors import BrokerError
 from wattlake.gateway import amqtt_compat
 
+# Re-exported: tests and benchmarks take the port probes from here.
+from wattlake.gateway.ports import free_port as free_port
+from wattlake.gateway.ports import port_is_free as port_is_free
+
 if TYPE_CHECKING:
     from wattlake.gateway.auth import BrokerSecurity, WattlakeAuthPlugin
 
 log = logging.getLogger(__name__)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Return True when nothing listens on ``host:port``.
-
-    The probe binds with ``SO_REUSEADDR``, as the servers themselves do: connections of a
-    recent run that linger in TIME-WAIT do not make the port taken (a listener still does).
-    """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 class EmbeddedBroker:

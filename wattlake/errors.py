@@ -49,6 +49,11 @@ class BrokerError(WattlakeError):
     retryable = True
 
 
+class LibraryVersionError(WattlakeError):
+    """An installed library is not the release whose internals wattlake's compatibility
+    module for it was written for."""
+
+
 class DecodeError(BadInputError):
     """A device payload cannot be decoded into readings.
 

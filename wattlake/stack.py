@@ -21,6 +21,7 @@ start delivers it), and :meth:`Stack.stop` says what was left where.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import signal
 import socket
@@ -33,13 +34,31 @@ from typing import TYPE_CHECKING, Any, Final
 
 from wattlake.config import Settings
 from wattlake.errors import StorageError, UsageError, WattlakeError
+from wattlake.gateway.mqtt import BrokerAddress
+from wattlake.gateway.ports import port_is_free
+from wattlake.gateway.source import Source
+from wattlake.jobs import run_job
+from wattlake.lake.identity import read_identity
+from wattlake.lake.storage import Lake
+from wattlake.stream.ingest import (
+    DrainState,
+    IngestWorker,
+    broker_metrics_file,
+    default_client_id,
+    jobs_metrics_file,
+    wal_dir_from_settings,
+)
+from wattlake.stream.metrics import write_job_metrics
 
+# Imported where used, not here: the parts of a stack that only some stacks run, whose imports
+# cost start-up time that `wattlake serve` (which takes choose_port from here) and `wattlake up`
+# with an external broker and no security would pay for nothing: the embedded broker (amqtt),
+# broker security (passlib, cryptography), the demo's simulator, the web server (fastapi, an
+# optional extra: its absence is a sentence, not an ImportError).
 if TYPE_CHECKING:
     from wattlake.devices.sim.simulator import FleetConfig, Simulator
     from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.broker import EmbeddedBroker
-    from wattlake.gateway.source import Source
-    from wattlake.stream.ingest import DrainState, IngestWorker
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +114,6 @@ def choose_port(host: str, port: int, *, what: str, setting: str, origin: str) -
         PortTakenError: ``port`` was named by the user (``origin``: a flag, an environment
             variable or a settings file) and something listens on it.
     """
-    from wattlake.gateway.broker import port_is_free
 
     if port == 0 or port_is_free(host, port):
         return PortChoice(port)
@@ -143,9 +161,6 @@ def inspect_data_dir(settings: Settings) -> DataDirState:
     Raises:
         wattlake.errors.StorageError: the lake cannot be listed.
     """
-    from wattlake.lake.identity import read_identity
-    from wattlake.lake.storage import Lake
-    from wattlake.stream.ingest import wal_dir_from_settings
 
     lake = Lake.from_settings(settings)
     files = [
@@ -188,7 +203,6 @@ def empty_data_dir(settings: Settings) -> int:
         UsageError: the lake is not a local folder (an object store is never emptied).
         wattlake.errors.StorageError: something could not be removed.
     """
-    from wattlake.lake.storage import Lake
 
     lake = Lake.from_settings(settings)
     if not lake.is_local:
@@ -231,7 +245,6 @@ def write_demo_sites(settings: Settings) -> tuple[Path, dict[str, str]] | None:
         wattlake.errors.StorageError: the file cannot be written.
     """
     from wattlake.devices.sim.simulator import site_tables, sites_toml
-    from wattlake.lake.storage import Lake
 
     lake = Lake.from_settings(settings)
     if not lake.is_local or settings.tables.get("sites"):
@@ -286,8 +299,6 @@ def demo_security(settings: Settings) -> DemoSecurity:
     from wattlake.gateway.auth import BrokerSecurity
     from wattlake.gateway.ca import CertificateAuthority
     from wattlake.gateway.registry import ensure_demo_credentials
-    from wattlake.lake.storage import Lake
-    from wattlake.stream.ingest import wal_dir_from_settings
 
     root = wal_dir_from_settings(settings, Lake.from_settings(settings)).parent / DEMO_SECURITY_DIR
     try:
@@ -353,7 +364,6 @@ class JobLoop:
         """Write the runs and failures per job to :attr:`metrics_file` (a failure is logged)."""
         if self.metrics_file is None:
             return
-        from wattlake.stream.metrics import write_job_metrics
 
         try:
             write_job_metrics(self.metrics_file, self.runs, self.failures)
@@ -361,7 +371,6 @@ class JobLoop:
             log.warning("cannot write the jobs' counters to %s: %s", self.metrics_file, exc)
 
     def _run(self) -> None:
-        from wattlake.jobs import run_job
 
         due = {name: time.monotonic() + period for name, period in self.periods_s.items()}
         while not self._stop.wait(min(1.0, *self.periods_s.values())):
@@ -563,7 +572,6 @@ class Stack:
             wattlake.errors.WattlakeError: the ingest or the web server did not start.
         """
         from wattlake.gateway.broker import EmbeddedBroker
-        from wattlake.stream.ingest import IngestWorker, default_client_id
 
         settings = warm_start(self.settings)
         broker_port, web_port = self._choose_ports(settings)
@@ -618,8 +626,6 @@ class Stack:
             if self.web_wanted:
                 self._start_web(web_port)
             if self.job_periods_s:
-                from wattlake.stream.ingest import jobs_metrics_file
-
                 self.jobs = JobLoop(
                     settings,
                     self.job_periods_s,
@@ -639,7 +645,6 @@ class Stack:
         return self.external_broker or (self.broker.url if self.broker is not None else "")
 
     def _start_broker_metrics(self) -> None:
-        from wattlake.stream.ingest import broker_metrics_file
 
         assert self.worker is not None
         self.broker_metrics_file = broker_metrics_file(self.worker.wal.directory)
@@ -739,7 +744,6 @@ class Stack:
 
     def _start_simulator(self) -> None:
         from wattlake.devices.sim.simulator import Simulator
-        from wattlake.gateway.mqtt import BrokerAddress
 
         assert self.broker is not None
         settings = self.settings
@@ -786,7 +790,6 @@ class Stack:
         sim = self.simulator
         if sim is None or not sim.backfill_days:
             return None
-        import math
 
         from wattlake.devices.sim import loads
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.stream.support import expected_keys, lake_keys
 from tests.stream.test_writer import run_writer, write_segments
+from wattlake import faults
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE
@@ -34,7 +35,7 @@ LakeWriter(settings, Path(wal_dir), int(closed), commands, lambda report: None).
 
 
 def kill_writer_at(step: str, data_dir: Path, wal_dir: Path, closed: int, rows: int) -> None:
-    env = {**os.environ, tables.CRASH_ENV: step}
+    env = {**os.environ, faults.CRASH_ENV: step}
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(data_dir), str(wal_dir), str(closed), str(rows)],
         env=env,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
-import struct
 import threading
 import time
 import uuid
@@ -19,11 +18,11 @@ from paho.mqtt.properties import Properties
 
 from wattlake.devices.base import RawMessage
 from wattlake.errors import BrokerError, ConfigError, UsageError
+from wattlake.gateway import paho_compat
 from wattlake.gateway.retry import RetryPolicy, reconnect_with
 
 log = logging.getLogger(__name__)
 
-PUBACK_PACKET: Final = struct.Struct("!BBH")
 # Waits between reconnects to a lost broker [s] (gateway/retry.py: doubling, jittered).
 RECONNECT_FIRST_S: Final = 1.0
 RECONNECT_MAX_S: Final = 30.0
@@ -282,15 +281,8 @@ class MqttSource:
         mids = [d.mid for d in deliveries if d.qos == 1 and d.connection == current]
         if not mids:
             return
-        queue_packet = getattr(self._client, "_packet_queue", None)
-        if queue_packet is None:  # a paho without the internal queue: one PUBACK per call
-            for mid in mids:
-                self._client.ack(mid, 1)
-            return
-        # One write for the whole batch instead of a socket wake-up and a send per message:
-        # PUBACK is 0x40, remaining length 2, packet id (reason code 0 may be omitted in v5).
-        acks = b"".join(PUBACK_PACKET.pack(mqtt.PUBACK, 2, mid) for mid in mids)
-        queue_packet(mqtt.PUBACK, acks, 0, 0)
+        # One write for the whole batch instead of a socket wake-up and a send per message.
+        paho_compat.send_pubacks(self._client, mids)
 
     def close(self) -> None:
         """Nothing to do: at a stop the worker still takes what the broker holds (the drain)."""

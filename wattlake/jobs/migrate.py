@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from wattlake import faults
 from wattlake.config import Settings
 from wattlake.errors import BadInputError, StorageError
 from wattlake.lake import tables
@@ -295,14 +296,14 @@ def _commit(
     stored = pa.concat_tables(parts)
     table = tables.open_table(lake, name)
     files = tables.write_data_files(table, name, stored)
-    tables.crash_point("migrate-files-written")
+    faults.crash_point("migrate-files-written")
     properties = {MIGRATED_PROPERTY: json.dumps([i.relative for i in held])}
     tables.commit(table, files, properties=properties)
-    tables.crash_point("migrate-committed")
+    faults.crash_point("migrate-committed")
     for number, item in enumerate(held):
         _move_away(lake, item)
         if number == 0:
-            tables.crash_point("migrate-moving")
+            faults.crash_point("migrate-moving")
     progress.files += len(held)
     progress.rows += stored.num_rows
     log.info("migrated %d files (%d rows) into %s", len(held), stored.num_rows, name)

@@ -19,10 +19,9 @@ import copy
 import functools
 import logging
 import os
-import signal
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -50,18 +49,14 @@ from pyiceberg.manifest import (
     DataFileContent,
     FileFormat,
     ManifestEntry,
-    ManifestEntryStatus,
-    ManifestFile,
 )
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import FileScanTask, Table, Transaction
-from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Operation, Snapshot
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.sorting import SortField, SortOrder
-from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
 from pyiceberg.transforms import DayTransform, IdentityTransform
-from pyiceberg.typedef import KeyDefaultDict, Record
+from pyiceberg.typedef import Record
 from pyiceberg.types import (
     BinaryType,
     DecimalType,
@@ -75,7 +70,9 @@ from pyiceberg.types import (
 )
 from pyiceberg.utils.concurrent import ExecutorFactory
 
+from wattlake import faults
 from wattlake.errors import BadInputError, StorageError, TransientStorageError
+from wattlake.lake import pyiceberg_compat
 from wattlake.lake.catalog import open_catalog
 from wattlake.lake.storage import TABLES_DIR, Lake
 from wattlake.schema import DECIMALS, READINGS_TABLE, RECEIVE_LAG_COLUMN, TABLES, TableDefinition
@@ -121,16 +118,6 @@ WRITE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 FIELD_ID_KEY: Final = b"PARQUET:field_id"
 # Snapshot summary property holding a writer's WAL position: ``wattlake.wal.<stream>``.
 WAL_PROPERTY_PREFIX: Final = "wattlake.wal."
-# Tests set this to a step name to have the process SIGKILL itself there (crash tests):
-# files-written, commit-in-flight (new metadata written, catalog not yet updated), commit-done,
-# wal-partly-trimmed (the last two in the lake writer).
-CRASH_ENV: Final = "WATTLAKE_TEST_CRASH_AT"
-
-
-def crash_point(step: str) -> None:
-    """Die at once (SIGKILL) when the crash test asks for ``step``."""
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _iceberg_type(arrow_type: pa.DataType) -> IcebergType:
@@ -739,118 +726,6 @@ def write_data_files(table: Table, name: str, stored: pa.Table) -> list[DataFile
 # -- commits ------------------------------------------------------------------------------------
 
 
-class _Transaction(Transaction):
-    """pyiceberg's transaction, its staged metadata computed once per staged update.
-
-    pyiceberg applies every staged update to the table's metadata, and deep-copies the result,
-    each time a commit reads ``table_metadata`` (about 20 times per snapshot): most of a
-    commit's CPU, and growing with the snapshots kept. The metadata objects are frozen, so one
-    copy per state serves every read.
-    """
-
-    # (the table's metadata, how many updates were staged, the staged metadata)
-    _cached: tuple[TableMetadata, int, TableMetadata] | None = None
-
-    @property
-    def table_metadata(self) -> TableMetadata:
-        base, staged = self._table.metadata, len(self._updates)  # updates are only ever added
-        cached = self._cached
-        if cached is None or cached[0] is not base or cached[1] != staged:
-            cached = self._cached = (base, staged, super().table_metadata)
-        return cached[2]
-
-
-class _Overwrite(_OverwriteFiles):
-    """pyiceberg's overwrite (a replacement of files), each manifest of the parent snapshot
-    read once.
-
-    pyiceberg reads every manifest that may hold a replaced file twice: for the entries it
-    marks deleted (in parallel) and again, one after the other, for those it keeps. A table a
-    stream writes holds a manifest per flush, and reading one costs about 1.5 ms of CPU: on
-    the benchmark's 28 files, 56 reads took most of a compaction commit's 130 ms.
-    """
-
-    # Live entries per manifest path (manifests never change), read here or given.
-    _live: dict[str, list[ManifestEntry]] | None = None
-
-    def _live_entries(self, manifest: ManifestFile) -> list[ManifestEntry]:
-        if self._live is None:
-            self._live = {}
-        entries = self._live.get(manifest.manifest_path)
-        if entries is None:
-            entries = manifest.fetch_manifest_entry(io=self._io, discard_deleted=True)
-            self._live[manifest.manifest_path] = entries
-        return entries
-
-    def _deleted_entries(self) -> list[ManifestEntry]:
-        deleted: list[ManifestEntry] = []
-        if self._parent_snapshot_id is not None:
-            previous = self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
-            if previous is None:
-                raise ValueError(
-                    f"Could not find the previous snapshot: {self._parent_snapshot_id}"
-                )
-            evaluators: dict[int, Callable[[ManifestFile], bool]] = KeyDefaultDict(
-                self._build_manifest_evaluator
-            )
-
-            def entries(manifest: ManifestFile) -> list[ManifestEntry]:
-                if not evaluators[manifest.partition_spec_id](manifest):
-                    return []
-                return [
-                    ManifestEntry.from_args(
-                        status=ManifestEntryStatus.DELETED,
-                        snapshot_id=self._snapshot_id,
-                        sequence_number=entry.sequence_number,
-                        file_sequence_number=entry.file_sequence_number,
-                        data_file=entry.data_file,
-                    )
-                    for entry in self._live_entries(manifest)
-                    if entry.data_file.content == DataFileContent.DATA
-                    and entry.data_file in self._deleted_data_files
-                ]
-
-            executor = ExecutorFactory.get_or_create()
-            for found in executor.map(entries, previous.manifests(self._io)):
-                deleted += found
-        self._validate_required_deletes(deleted)
-        return deleted
-
-    def _existing_manifests(self) -> list[ManifestFile]:
-        existing: list[ManifestFile] = []
-        evaluators: dict[int, Callable[[ManifestFile], bool]] = KeyDefaultDict(
-            self._build_manifest_evaluator
-        )
-        snapshot = self._transaction.table_metadata.snapshot_by_name(name=self._target_branch)
-        for manifest in snapshot.manifests(io=self._io) if snapshot else []:
-            if not evaluators[manifest.partition_spec_id](manifest):
-                existing.append(manifest)
-                continue
-            kept = [
-                e
-                for e in self._live_entries(manifest)
-                if e.data_file not in self._deleted_data_files
-            ]
-            if len(kept) == len(self._live_entries(manifest)):
-                existing.append(manifest)  # nothing of it replaced
-                continue
-            if not kept:
-                continue  # every file of it replaced
-            with self.new_manifest_writer(self.spec(manifest.partition_spec_id)) as writer:
-                for entry in kept:
-                    writer.add_entry(
-                        ManifestEntry.from_args(
-                            status=ManifestEntryStatus.EXISTING,
-                            snapshot_id=entry.snapshot_id,
-                            sequence_number=entry.sequence_number,
-                            file_sequence_number=entry.file_sequence_number,
-                            data_file=entry.data_file,
-                        )
-                    )
-            existing.append(writer.to_manifest_file())
-        return existing
-
-
 def live_entries(table: Table) -> dict[str, list[ManifestEntry]]:
     """Return the live entries (data and delete files) of each manifest of the table's current
     snapshot, by manifest path, read in parallel: a scan plan without filters, which a commit
@@ -888,29 +763,14 @@ def commit(
         StorageError: the commit failed, or a file to replace is no longer in the table.
     """
     props = dict(properties or {})
-    if os.environ.get(CRASH_ENV) == "commit-in-flight":
-        write_metadata = table.catalog._write_metadata  # type: ignore[attr-defined]
-
-        def write_then_die(*args: Any, **kwargs: Any) -> None:
-            write_metadata(*args, **kwargs)
-            crash_point("commit-in-flight")
-
-        table.catalog._write_metadata = write_then_die  # type: ignore[attr-defined]
+    if faults.armed("commit-in-flight"):
+        pyiceberg_compat.after_metadata_written(
+            table, lambda: faults.crash_point("commit-in-flight")
+        )
     for attempt in range(COMMIT_ATTEMPTS):
         try:
-            with _Transaction(table) as tx:
-                update = tx.update_snapshot(snapshot_properties=props)
-                producer: _SnapshotProducer[Any]
-                if removed:
-                    producer = _Overwrite(
-                        operation=Operation.OVERWRITE,
-                        transaction=tx,
-                        io=table.io,
-                        snapshot_properties=props,
-                    )
-                    producer._live = dict(read or {})
-                else:
-                    producer = update.fast_append()
+            with pyiceberg_compat.Transaction(table) as tx:
+                producer = pyiceberg_compat.snapshot_producer(tx, props, bool(removed), read)
                 with producer as files:
                     for data_file in removed:
                         files.delete_data_file(data_file)
@@ -944,7 +804,7 @@ def append(
     """
     iceberg = open_table(lake, name)
     files = write_data_files(iceberg, name, to_stored(name, table))
-    crash_point("files-written")
+    faults.crash_point("files-written")
     if files or snapshot_properties:
         commit(iceberg, files, properties=snapshot_properties)
     return files

@@ -36,6 +36,7 @@ from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import DEAD_LETTERS_TABLE, READINGS_TABLE, Reading, readings_to_table
 from wattlake.stream.deadletters import DeadLetter, dead_letters_table
+from wattlake.stream.metrics import IngestCounters
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,11 @@ def catalog_failures(lake: Lake) -> Iterator[None]:
         ) from exc
 
 
-@dataclass(slots=True)
-class StreamStats:
-    """Counters a stream keeps for logs and metrics."""
+@dataclass(slots=True, kw_only=True)
+class StreamStats(IngestCounters):
+    """Counters a stream keeps for logs and metrics (the lake writer also counts into it what
+    it replays, per device format, and its latencies)."""
 
-    messages: int = 0
-    readings: int = 0
-    dead_letters: int = 0
-    files_written: int = 0
-    rows_written: int = 0
     flushes: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -101,7 +98,6 @@ class DeliveryStream:
         self._bytes = 0
         self._dead: list[DeadLetter] = []
         self._rows = 0
-        self._seq = 0
         self._last_flush = time.monotonic()
         self._interval_s = self.limits.first_flush_interval_s or self.limits.flush_interval_s
 
@@ -287,11 +283,6 @@ class DeliveryStream:
         table = pa.concat_tables([t for t in decoded if isinstance(t, pa.Table)])
         table = table.take(pc.sort_indices(table, sort_keys=[("device_id", "ascending")]))
         pq.write_table(table, io.BytesIO(), compression=self.compression)
-
-    def _next_seq(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
 
 
 @dataclass(slots=True)

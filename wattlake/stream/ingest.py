@@ -578,25 +578,14 @@ class IngestWorker:
         """Return what the worker and its writer have done and how they are, for metrics."""
         written = self.writer.totals
         return IngestFigures(
+            **written.counters(),
             stream=self.name,
             lake_writable=self.health.lake_ok,
             wal_writable=self.health.wal_ok,
             acknowledging=self.health.acknowledging,
             wal_bytes=self.wal.total_bytes,
             buffered_rows=written.buffered_rows,
-            messages=written.messages,
-            readings=written.readings,
-            dead_letters=written.dead_letters,
             acknowledged=self.health.acked,
-            replayed=written.replayed,
-            files_written=written.files_written,
-            rows_written=written.rows_written,
-            received_by_format=written.received_by_format,
-            accepted_by_format=written.accepted_by_format,
-            flush_counts=written.flush_counts,
-            flush_sum_s=written.flush_sum_s,
-            commit_counts=written.commit_counts,
-            commit_sum_s=written.commit_sum_s,
             wal_oldest_age_s=self.wal_oldest_age_s(),
         )
 

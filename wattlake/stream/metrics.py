@@ -14,10 +14,11 @@ are counted by the stack's job loop, which writes them with :func:`write_job_met
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Self
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import (
@@ -60,9 +61,51 @@ def add_by_key(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
-@dataclass(frozen=True, slots=True)
-class IngestFigures:
-    """One snapshot of what a worker has done and how it is."""
+@dataclass(slots=True, kw_only=True)
+class IngestCounters:
+    """What a stream has done since it started, carried unchanged from the stream
+    (:class:`~wattlake.stream.delivery.StreamStats`) through the writer's reports
+    (:class:`~wattlake.stream.writer.WriterReport`) to the worker's figures
+    (:class:`IngestFigures`): a new counter is a new field here, and :meth:`plus` and
+    :meth:`counters` take it along."""
+
+    messages: int = 0
+    readings: int = 0
+    dead_letters: int = 0
+    files_written: int = 0
+    rows_written: int = 0
+    replayed: int = 0
+    # Messages received and accepted (decoded, not dead letters) per device format.
+    received_by_format: dict[str, int] = field(default_factory=dict)
+    accepted_by_format: dict[str, int] = field(default_factory=dict)
+    # Histograms (FLUSH_BUCKETS_S, COMMIT_BUCKETS_S): counts per bucket (not cumulative, +Inf
+    # last) and the sum of observations [s].
+    flush_counts: list[int] = field(default_factory=list)
+    flush_sum_s: float = 0.0
+    commit_counts: list[int] = field(default_factory=list)
+    commit_sum_s: float = 0.0
+
+    def counters(self) -> dict[str, Any]:
+        """Return the counters (copies), by name: ``SomeCounters(**other.counters(), ...)``."""
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(IngestCounters)}
+
+    def plus(self, earlier: IngestCounters) -> Self:
+        """Return this object with the counters of ``earlier`` added (all else as is)."""
+        added: dict[str, Any] = {}
+        for f in fields(IngestCounters):
+            mine, theirs = getattr(self, f.name), getattr(earlier, f.name)
+            if isinstance(mine, dict):
+                added[f.name] = add_by_key(mine, theirs)
+            elif isinstance(mine, list):
+                added[f.name] = add_counts(mine, theirs)
+            else:
+                added[f.name] = mine + theirs
+        return replace(self, **added)
+
+
+@dataclass(slots=True, kw_only=True)
+class IngestFigures(IngestCounters):
+    """One snapshot of what a worker has done (its counters) and how it is."""
 
     stream: str
     lake_writable: bool
@@ -70,20 +113,7 @@ class IngestFigures:
     acknowledging: bool
     wal_bytes: int
     buffered_rows: int
-    messages: int
-    readings: int
-    dead_letters: int
     acknowledged: int
-    replayed: int
-    files_written: int
-    rows_written: int = 0
-    received_by_format: Mapping[str, int] = field(default_factory=dict)
-    accepted_by_format: Mapping[str, int] = field(default_factory=dict)
-    # Histograms: counts per bucket (not cumulative, +Inf last) and the sum of observations.
-    flush_counts: Sequence[int] = ()
-    flush_sum_s: float = 0.0
-    commit_counts: Sequence[int] = ()
-    commit_sum_s: float = 0.0
     wal_oldest_age_s: float = 0.0
 
 

@@ -38,13 +38,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
+from wattlake import faults
 from wattlake.config import REGISTRY, Settings
 from wattlake.devices.base import RawMessage
 from wattlake.errors import DecodeError, StorageError
+from wattlake.gateway.retry import Backoff, RetryPolicy
 from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.schema import READINGS_TABLE
@@ -52,8 +54,7 @@ from wattlake.stream.delivery import FlushBatch, catalog_failures, stream_from_s
 from wattlake.stream.metrics import (
     COMMIT_BUCKETS_S,
     FLUSH_BUCKETS_S,
-    add_by_key,
-    add_counts,
+    IngestCounters,
     observe,
 )
 from wattlake.stream.wal import delete_segments, read_segment, segment_number
@@ -69,42 +70,10 @@ IDLE_WAIT_S: Final = 0.05
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-@dataclass(slots=True)
-class Backoff:
-    """Exponential retry delays, from ``first_s`` doubling up to ``max_s``."""
+@dataclass(slots=True, kw_only=True)
+class WriterReport(IngestCounters):
+    """What a writer has done so far (its counters since it started) and how the lake is."""
 
-    first_s: float
-    max_s: float
-    delay_s: float = 0.0
-    next_at: float = 0.0
-    failures: int = 0
-
-    def failed(self) -> float:
-        """Record a failure and return the wait before the next attempt [s]."""
-        self.failures += 1
-        self.delay_s = min(self.max_s, self.first_s if self.delay_s == 0 else self.delay_s * 2)
-        self.next_at = time.monotonic() + self.delay_s
-        return self.delay_s
-
-    def due(self) -> bool:
-        """Return True when the next attempt may start."""
-        return time.monotonic() >= self.next_at
-
-    def reset(self) -> None:
-        """Forget earlier failures."""
-        self.delay_s, self.failures = 0.0, 0
-
-
-@dataclass(frozen=True, slots=True)
-class WriterReport:
-    """What a writer has done so far (counters since it started) and how the lake is."""
-
-    messages: int = 0
-    readings: int = 0
-    dead_letters: int = 0
-    files_written: int = 0
-    rows_written: int = 0
-    replayed: int = 0
     buffered_rows: int = 0
     deleted_bytes: int = 0
     held_bytes: int = 0
@@ -113,30 +82,6 @@ class WriterReport:
     failures: int = 0
     retry_in_s: float = 0.0
     finished: bool = False
-    # Messages received and accepted (decoded, not dead letters) per device format.
-    received_by_format: dict[str, int] = field(default_factory=dict)
-    accepted_by_format: dict[str, int] = field(default_factory=dict)
-    # Latency histograms (metrics.FLUSH_BUCKETS_S, COMMIT_BUCKETS_S): counts per bucket, sum.
-    flush_counts: list[int] = field(default_factory=list)
-    flush_sum_s: float = 0.0
-    commit_counts: list[int] = field(default_factory=list)
-    commit_sum_s: float = 0.0
-
-    def plus(self, earlier: WriterReport) -> WriterReport:
-        """Return this report with the counters of an ``earlier`` writer's last one added."""
-        counters = ("messages", "readings", "dead_letters", "files_written", "rows_written")
-        more = {name: getattr(self, name) + getattr(earlier, name) for name in counters}
-        return replace(
-            self,
-            **more,
-            replayed=self.replayed + earlier.replayed,
-            received_by_format=add_by_key(self.received_by_format, earlier.received_by_format),
-            accepted_by_format=add_by_key(self.accepted_by_format, earlier.accepted_by_format),
-            flush_counts=add_counts(self.flush_counts, earlier.flush_counts),
-            flush_sum_s=self.flush_sum_s + earlier.flush_sum_s,
-            commit_counts=add_counts(self.commit_counts, earlier.commit_counts),
-            commit_sum_s=self.commit_sum_s + earlier.commit_sum_s,
-        )
 
 
 class LakeWriter:
@@ -158,11 +103,13 @@ class LakeWriter:
         self.closed_through = self.replay_through = closed_through
         self.commands = commands
         self.send = send
-        self.backoff = Backoff(RETRY_FIRST_S, settings["stream.retry_max_s"])
+        # One writer per lake: no crowd to spread out, so the waits are not jittered.
+        self.backoff = Backoff(
+            RetryPolicy(RETRY_FIRST_S, settings["stream.retry_max_s"], jitter=0.0)
+        )
         self.lake_ok = True
         self.last_error = ""
         self.stopping = False
-        self.replayed = 0
         self.deleted_bytes = 0
         self._started_through = 0
         # The segment being read (a segment may span flushes) and those read whole.
@@ -179,13 +126,7 @@ class LakeWriter:
             tuple[Future[list[str]], FlushBatch, list[Path], float, int | None] | None
         ) = None
         # Metrics: messages per device format, the oldest arrival in the buffer, latencies.
-        self.received_by_format: dict[str, int] = {}
-        self.accepted_by_format: dict[str, int] = {}
         self._oldest_ms: int | None = None
-        self.flush_counts: list[int] = []
-        self.flush_sum_s = 0.0
-        self.commit_counts: list[int] = []
-        self.commit_sum_s = 0.0
         # Exactly once: the WAL position of the last commit of an earlier writer, this
         # writer's position after the last message it took, and what to skip of the segment
         # being read.
@@ -269,12 +210,13 @@ class LakeWriter:
                 fmt = "unknown"
             groups.setdefault(fmt, []).append(message)
         for fmt, messages in groups.items():
-            dead_before = self.stream.stats.dead_letters
+            stats = self.stream.stats
+            dead_before = stats.dead_letters
             self.stream.accept(messages)
-            dead = self.stream.stats.dead_letters - dead_before
-            self.received_by_format[fmt] = self.received_by_format.get(fmt, 0) + len(messages)
-            self.accepted_by_format[fmt] = (
-                self.accepted_by_format.get(fmt, 0) + len(messages) - dead
+            dead = stats.dead_letters - dead_before
+            stats.received_by_format[fmt] = stats.received_by_format.get(fmt, 0) + len(messages)
+            stats.accepted_by_format[fmt] = (
+                stats.accepted_by_format.get(fmt, 0) + len(messages) - dead
             )
         oldest = min(m.received_at_ms for m in chunk) if chunk else None
         if oldest is not None and (self._oldest_ms is None or oldest < self._oldest_ms):
@@ -326,7 +268,7 @@ class LakeWriter:
                     "id": segment_identity(path),
                 }
                 if segment_number(path) <= self.replay_through:
-                    self.replayed += len(chunk)
+                    self.stream.stats.replayed += len(chunk)
                 return chunk
             self._loaded.append(path)
             self._current = None
@@ -387,18 +329,19 @@ class LakeWriter:
             self.backoff.failed()
             self._report(force=True)
             return
-        tables.crash_point("commit-done")
+        faults.crash_point("commit-done")
         if written:  # a flush that wrote nothing (only a WAL position) is no latency
             took_s = time.monotonic() - started
-            self.flush_counts = observe(FLUSH_BUCKETS_S, self.flush_counts, took_s)
-            self.flush_sum_s += took_s
+            stats = self.stream.stats
+            stats.flush_counts = observe(FLUSH_BUCKETS_S, stats.flush_counts, took_s)
+            stats.flush_sum_s += took_s
             if oldest is not None:
                 age_s = max(0.0, (time.time_ns() // 1_000_000 - oldest) / 1000)
-                self.commit_counts = observe(COMMIT_BUCKETS_S, self.commit_counts, age_s)
-                self.commit_sum_s += age_s
+                stats.commit_counts = observe(COMMIT_BUCKETS_S, stats.commit_counts, age_s)
+                stats.commit_sum_s += age_s
         freed = delete_segments(self.wal_dir, segments[:1])
         if len(segments) > 1:
-            tables.crash_point("wal-partly-trimmed")
+            faults.crash_point("wal-partly-trimmed")
             freed += delete_segments(self.wal_dir, segments[1:])
         self.deleted_bytes += freed
         self._held_bytes -= freed
@@ -419,15 +362,9 @@ class LakeWriter:
             self._unreported = True
             return
         self._reported_at, self._unreported = now, False
-        stats = self.stream.stats
         self.send(
             WriterReport(
-                messages=stats.messages,
-                readings=stats.readings,
-                dead_letters=stats.dead_letters,
-                files_written=stats.files_written,
-                rows_written=stats.rows_written,
-                replayed=self.replayed,
+                **self.stream.stats.counters(),
                 buffered_rows=self.stream.buffered_rows,
                 deleted_bytes=self.deleted_bytes,
                 held_bytes=self._held_bytes,
@@ -436,12 +373,6 @@ class LakeWriter:
                 failures=self.backoff.failures,
                 retry_in_s=self.backoff.delay_s,
                 finished=finished,
-                received_by_format=dict(self.received_by_format),
-                accepted_by_format=dict(self.accepted_by_format),
-                flush_counts=list(self.flush_counts),
-                flush_sum_s=self.flush_sum_s,
-                commit_counts=list(self.commit_counts),
-                commit_sum_s=self.commit_sum_s,
             )
         )
 

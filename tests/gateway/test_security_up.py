@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import quiet_ports, wait_for_port
 from tests.gateway.security_helpers import Conn, tls_context
 from wattlake.devices.sim.rpc import FleetRpc, HttpRpcServer
 from wattlake.devices.sim.simulator import Fleet, FleetConfig
@@ -69,7 +69,7 @@ class Home:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
-    plain_port, tls_port = free_port(), free_port()
+    plain_port, tls_port = quiet_ports(2)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("WATTLAKE_")},
         "WATTLAKE_SECURITY__DIR": str(tmp_path / "security"),

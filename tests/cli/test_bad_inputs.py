@@ -346,7 +346,13 @@ def test_ctrl_c_during_an_import_says_which_files_and_rows_are_in_the_lake(
     assert process.stderr is not None
     first = process.stderr.readline()
     assert first.startswith("a.csv: 1000 row(s) read, 1000 stored"), first
-    time.sleep(2.0)  # into b.csv: a few of its commits are done, most are not
+    # Into b.csv: the signal goes as soon as its first commit (of 40) is in the table's
+    # metadata, not after a fixed wait, which on a quiet machine outlasted the whole import.
+    metadata = lake / "tables" / "readings" / "metadata"
+    after_a = len(list(metadata.glob("*.metadata.json")))
+    deadline = time.monotonic() + 60
+    while len(list(metadata.glob("*.metadata.json"))) <= after_a and time.monotonic() < deadline:
+        time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert (process.returncode, out) == (130, ""), err
@@ -368,7 +374,8 @@ def test_ctrl_c_during_an_import_says_which_files_and_rows_are_in_the_lake(
     )  # fmt: skip
     stored_b = int(partly[1])
     assert 0 <= stored_b < 2_000_000  # some commits of b.csv, usually; never all
-    assert counted.stdout.splitlines() == ["device_id,n", "a,1000", f"b,{stored_b}"]
+    expected = ["device_id,n", "a,1000"] + ([f"b,{stored_b}"] if stored_b else [])
+    assert counted.stdout.splitlines() == expected
 
 
 def test_a_taken_port_is_refused_before_the_demo_touches_its_data_dir(

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from wattlake.energy.rollup import QUARTER_HOUR_MS
 from wattlake.jobs.rollup import run_rollup
 from wattlake.lake import tables
 from wattlake.lake.freshness import DAY_MS, READINGS_SNAPSHOT_PROPERTY
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import DERIVED_VIEWS, connect
-from wattlake.schema import READINGS_TABLE, TABLES, readings_to_table
+from wattlake.schema import ENERGY_ROLLUP, READINGS_TABLE, TABLES, readings_to_table
 
 T0 = 20_454 * DAY_MS  # 2026-01-01 [ms UTC]
 STEP_MS = 10_000
@@ -77,3 +78,9 @@ def test_connect_defines_the_view_of_every_table(tmp_path: Path) -> None:
             [(count,)] = con.execute(f"SELECT count(*) FROM {t.view}").fetchall()
             assert count == tables.read_table(lake, t.name).num_rows > 0, t.name
     assert set(DERIVED_VIEWS) <= defined
+
+
+def test_energy_rollup_bucket_is_the_one_the_query_side_sums() -> None:
+    # query/rollups.py sums energy rollup rows into buckets whose edges are QUARTER_HOUR_MS.
+    energy = [t.rollup for t in TABLES.values() if t.rollup and t.rollup.kind == ENERGY_ROLLUP]
+    assert [spec.bucket_ms for spec in energy] == [QUARTER_HOUR_MS]

@@ -7,7 +7,7 @@ the lake's Iceberg tables (defined below with their decimal resolutions).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 
@@ -144,9 +144,9 @@ DEAD_LETTERS_STORED: Final[pa.Schema] = pa.schema(
     ]
 )
 
-# Rollups (filled by jobs/rollup.py): energy per UTC 15-minute bucket, per device and channel
-# (``site``/``role`` empty) or per site and role; power statistics per minute and hour.
-ENERGY_15MIN_STORED: Final[pa.Schema] = pa.schema(
+# Rollups (filled by jobs/rollup.py, see RollupSpec): energy per UTC bucket, per device and
+# channel (``site``/``role`` empty) or per site and role; power statistics per bucket.
+ENERGY_BUCKETS_STORED: Final[pa.Schema] = pa.schema(
     [
         _field("start", TABLE_TS_TYPE, False),
         _field("device_id", pa.string()),
@@ -196,9 +196,29 @@ SPLIT_COLUMNS: Final = (
 )
 
 
+# What a rollup aggregates: the raw energy path per bucket (import, export, coverage ... per
+# device channel, and the balance of each configured site), or min, max and mean power.
+RollupKind = Literal["energy", "power"]
+ENERGY_ROLLUP: Final = "energy"
+POWER_ROLLUP: Final = "power"
+_MINUTE_MS: Final = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSpec:
+    """How a rollup table is computed: ``kind`` of aggregate per UTC bucket of ``bucket_ms``
+    [ms] over the readings of table ``source``. Which function computes a kind is the rollup
+    job's choice (:mod:`wattlake.jobs.rollup`): this module stays free of the energy maths."""
+
+    kind: RollupKind
+    bucket_ms: int
+    source: str = READINGS_TABLE
+
+
 @dataclass(frozen=True, slots=True)
 class TableDefinition:
-    """One Iceberg table of the lake: its stored columns, day partition and sort order."""
+    """One Iceberg table of the lake: its stored columns, day partition, sort order, the
+    DuckDB view over its stored rows and, for a rollup, how it is computed."""
 
     name: str
     schema: pa.Schema
@@ -212,6 +232,14 @@ class TableDefinition:
     # (column, n): a file with fewer than n distinct values of the column stores it as a
     # dictionary instead of its encoding above.
     dictionary_below: tuple[tuple[str, int], ...] = ()
+    # The DuckDB view over the stored rows (:mod:`wattlake.query.engine`); empty: ``name``.
+    view: str = ""
+    # How the rollup job fills the table; None for a table that is not a rollup.
+    rollup: RollupSpec | None = None
+
+    def __post_init__(self) -> None:
+        if not self.view:
+            object.__setattr__(self, "view", self.name)
 
 
 TABLES: Final[dict[str, TableDefinition]] = {
@@ -227,14 +255,23 @@ TABLES: Final[dict[str, TableDefinition]] = {
                 *((c, "BYTE_STREAM_SPLIT") for c in SPLIT_COLUMNS),
             ),
             ((RECEIVE_LAG_COLUMN, LAG_DICTIONARY_BELOW),),
+            # The views ``raw_readings`` and ``readings`` read this one.
+            view="raw_readings_stored",
         ),
-        TableDefinition(DEAD_LETTERS_TABLE, DEAD_LETTERS_STORED, "received_at", ()),
+        TableDefinition(
+            DEAD_LETTERS_TABLE,
+            DEAD_LETTERS_STORED,
+            "received_at",
+            (),
+            view="dead_letters_stored",  # read by the view ``dead_letters``
+        ),
         TableDefinition(
             ENERGY_15MIN_TABLE,
-            ENERGY_15MIN_STORED,
+            ENERGY_BUCKETS_STORED,
             "start",
             ("site", "device_id", "channel", "start"),
             (("start", "DELTA_BINARY_PACKED"),),
+            rollup=RollupSpec(ENERGY_ROLLUP, 15 * _MINUTE_MS),
         ),
         TableDefinition(
             POWER_1MIN_TABLE,
@@ -242,6 +279,7 @@ TABLES: Final[dict[str, TableDefinition]] = {
             "start",
             ("device_id", "channel", "start"),
             (("start", "DELTA_BINARY_PACKED"),),
+            rollup=RollupSpec(POWER_ROLLUP, _MINUTE_MS),
         ),
         TableDefinition(
             POWER_1H_TABLE,
@@ -249,6 +287,11 @@ TABLES: Final[dict[str, TableDefinition]] = {
             "start",
             ("device_id", "channel", "start"),
             (("start", "DELTA_BINARY_PACKED"),),
+            rollup=RollupSpec(POWER_ROLLUP, 60 * _MINUTE_MS),
         ),
     )
+}
+# The rollup tables and how each is computed, in TABLES order.
+ROLLUPS: Final[dict[str, RollupSpec]] = {
+    t.name: t.rollup for t in TABLES.values() if t.rollup is not None
 }

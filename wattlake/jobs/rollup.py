@@ -1,5 +1,7 @@
 """Rollups: energy per 15 minutes and power statistics per minute and hour, kept up to date.
 
+The rollup tables are those of :data:`wattlake.schema.TABLES` with a rollup spec (kind of
+aggregate, bucket length); this job computes each kind with its kernel (:data:`KERNELS`).
 ``energy_15min`` holds, per device and channel and UTC quarter-hour, what the raw energy path
 (:func:`wattlake.energy.series.series_energy`, over the kernels in :mod:`wattlake.energy`) gives for
 that bucket: import, export, interpolated energy, covered time, counter minus power energy and the
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -37,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from wattlake.energy.rollup import HOUR_MS, MINUTE_MS, QUARTER_HOUR_MS, power_stats
+from wattlake.energy.rollup import power_stats
 from wattlake.energy.series import Series, SeriesEnergy, series_energies, site_energy, split_series
 from wattlake.energy.sites import Site
 from wattlake.jobs.compact import deduplicate, merge_order
@@ -54,15 +56,16 @@ from wattlake.lake.freshness import (
 from wattlake.lake.storage import Lake
 from wattlake.progress import ProgressCallback, no_progress
 from wattlake.schema import (
-    ENERGY_15MIN_STORED,
-    ENERGY_15MIN_TABLE,
-    POWER_1H_TABLE,
-    POWER_1MIN_TABLE,
+    ENERGY_BUCKETS_STORED,
+    ENERGY_ROLLUP,
+    POWER_ROLLUP,
     POWER_STATS_STORED,
     READINGS_TABLE,
     RECEIVE_LAG_COLUMN,
+    ROLLUPS,
     SERIES_COLUMNS,
     TABLES,
+    RollupKind,
 )
 
 _MS_TS: Final = pa.timestamp("ms", tz="UTC")
@@ -71,7 +74,7 @@ _US_TS: Final = pa.timestamp("us", tz="UTC")
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-ENERGY_15MIN_SCHEMA: Final = ENERGY_15MIN_STORED
+ENERGY_SCHEMA: Final = ENERGY_BUCKETS_STORED
 POWER_STATS_SCHEMA: Final = POWER_STATS_STORED
 
 
@@ -137,28 +140,34 @@ def _us(start_ms: IntArray) -> pa.Array:
     return pa.array(start_ms * 1000, pa.int64()).cast(_US_TS)
 
 
-def energy_15min(
+def _check_range(start_ms: int, end_ms: int, bucket_ms: int) -> None:
+    """Raise ValueError unless [start, end) is whole buckets of ``bucket_ms`` [ms], a whole
+    number of which make a day."""
+    if DAY_MS % bucket_ms or start_ms % bucket_ms or end_ms % bucket_ms or end_ms <= start_ms:
+        raise ValueError(f"rollup ranges start and end on UTC buckets of {bucket_ms} ms")
+
+
+def energy_buckets(
     readings: pa.Table | Sequence[Series],
     start_ms: int,
     end_ms: int,
+    bucket_ms: int,
     options: RollupOptions = RollupOptions(),
 ) -> pa.Table:
-    """Return the energy of every series of ``readings`` per UTC quarter-hour in [start, end)
-    (``readings`` a table, or its series as :func:`_series` splits it).
+    """Return the energy of every series of ``readings`` per UTC bucket of ``bucket_ms`` [ms]
+    in [start, end) (``readings`` a table, or its series as :func:`_series` splits it).
 
     ``readings`` should reach beyond the range by ``options.reach_ms`` so edge intervals are
-    whole. One row per series and quarter-hour, for every series with readings in the table.
+    whole. One row per series and bucket, for every series with readings in the table.
 
     Raises:
-        ValueError: the range does not start and end on quarter-hours.
+        ValueError: the range does not start and end on buckets.
     """
-    if start_ms % QUARTER_HOUR_MS or end_ms % QUARTER_HOUR_MS or end_ms <= start_ms:
-        raise ValueError("rollup ranges start and end on UTC quarter-hours")
-    columns: dict[str, list[Any]] = {name: [] for name in ENERGY_15MIN_SCHEMA.names}
+    _check_range(start_ms, end_ms, bucket_ms)
+    columns: dict[str, list[Any]] = {name: [] for name in ENERGY_SCHEMA.names}
     day_edges = [start_ms, *range((start_ms // DAY_MS + 1) * DAY_MS, end_ms, DAY_MS), end_ms]
     quarters = {
-        a: np.arange(a, b + 1, QUARTER_HOUR_MS, dtype=np.int64)
-        for a, b in itertools.pairwise(day_edges)
+        a: np.arange(a, b + 1, bucket_ms, dtype=np.int64) for a, b in itertools.pairwise(day_edges)
     }
     parts: list[tuple[Series, int, int]] = []
     for series in _series(readings):
@@ -184,9 +193,9 @@ def energy_15min(
         max_power_w=options.max_power_w,
     )
     for (part, a, b), result in zip(parts, results, strict=True):
-        _append_day(columns, part, a, b, quarters[a], result)
+        _append_day(columns, part, a, b, quarters[a], result, bucket_ms)
     if not columns["start"]:
-        return ENERGY_15MIN_SCHEMA.empty_table()
+        return ENERGY_SCHEMA.empty_table()
     start = np.concatenate(columns["start"])
     diff_all = np.concatenate(columns["counter_minus_power_wh"])
     arrays = {
@@ -201,7 +210,7 @@ def energy_15min(
     }
     for name in ("import_wh", "export_wh", "interpolated_wh", "coverage_s", "samples"):
         arrays[name] = pa.array(np.concatenate(columns[name]))
-    return pa.table([arrays[f.name] for f in ENERGY_15MIN_SCHEMA], schema=ENERGY_15MIN_SCHEMA)
+    return pa.table([arrays[f.name] for f in ENERGY_SCHEMA], schema=ENERGY_SCHEMA)
 
 
 def _append_day(
@@ -211,12 +220,13 @@ def _append_day(
     end_ms: int,
     edges: IntArray,
     result: SeriesEnergy,
+    bucket_ms: int,
 ) -> None:
-    """Append the quarter-hours (``edges``) of one series in [start, end), whose energy is
-    ``result``, to ``columns``."""
+    """Append the buckets of ``bucket_ms`` [ms] (``edges``) of one series in [start, end), whose
+    energy is ``result``, to ``columns``."""
     n = edges.size - 1
     inside = (series.ts_ms >= start_ms) & (series.ts_ms < end_ms) & np.isfinite(series.power_w)
-    bucket = (series.ts_ms[inside] - start_ms) // QUARTER_HOUR_MS
+    bucket = (series.ts_ms[inside] - start_ms) // bucket_ms
     interpolated = result.interpolated_wh
     columns["start"].append(edges[:-1])
     columns["device_id"].append(np.full(n, series.device_id, dtype=object))
@@ -231,16 +241,18 @@ def _append_day(
     columns["method"].append(np.full(n, result.method, dtype=object))
 
 
-def site_15min(
+def site_buckets(
     readings: pa.Table,
     sites: Sequence[Site],
     start_ms: int,
     end_ms: int,
+    bucket_ms: int,
     options: RollupOptions = RollupOptions(),
 ) -> pa.Table:
-    """Return the energy balance of every site per UTC quarter-hour in [start, end).
+    """Return the energy balance of every site per UTC bucket of ``bucket_ms`` [ms] in
+    [start, end).
 
-    The raw path's :func:`wattlake.energy.series.site_energy` over each day's quarter-hours, from
+    The raw path's :func:`wattlake.energy.series.site_energy` over each day's buckets, from
     the readings within ``options.reach_ms`` of the day. Rows have ``device_id`` and ``channel``
     null, ``site`` and ``role`` set; per role (Wh):
 
@@ -253,9 +265,11 @@ def site_15min(
     ``coverage_s`` is the lowest coverage of the site's channels times the bucket length,
     ``interpolated_wh`` the site's interpolated energy, and ``method`` the phase netting of the
     bucket; both the same on every role row of a bucket.
+
+    Raises:
+        ValueError: the range does not start and end on buckets.
     """
-    if start_ms % QUARTER_HOUR_MS or end_ms % QUARTER_HOUR_MS or end_ms <= start_ms:
-        raise ValueError("rollup ranges start and end on UTC quarter-hours")
+    _check_range(start_ms, end_ms, bucket_ms)
     readings = _with_ms_ts(readings)
     ts = readings["ts"].cast(pa.int64())
     parts: list[dict[str, Any]] = []
@@ -272,23 +286,23 @@ def site_15min(
             part = readings.filter(window)
             if part.num_rows == 0:
                 continue
-            edges = np.arange(a, b + 1, QUARTER_HOUR_MS, dtype=np.int64)
+            edges = np.arange(a, b + 1, bucket_ms, dtype=np.int64)
             energy = site_energy(
                 part, site, edges, max_gap_s=options.max_gap_s, max_power_w=options.max_power_w
             )
             parts.append(_site_rows(site.name, energy, edges))
     if not parts:
-        return ENERGY_15MIN_SCHEMA.empty_table()
-    columns = {f.name: [v for p in parts for v in p[f.name]] for f in ENERGY_15MIN_SCHEMA}
+        return ENERGY_SCHEMA.empty_table()
+    columns = {f.name: [v for p in parts for v in p[f.name]] for f in ENERGY_SCHEMA}
     arrays = {
         name: (
             _us(np.asarray(values, dtype=np.int64))
             if name == "start"
-            else pa.array(values, ENERGY_15MIN_SCHEMA.field(name).type)
+            else pa.array(values, ENERGY_SCHEMA.field(name).type)
         )
         for name, values in columns.items()
     }
-    return pa.table([arrays[f.name] for f in ENERGY_15MIN_SCHEMA], schema=ENERGY_15MIN_SCHEMA)
+    return pa.table([arrays[f.name] for f in ENERGY_SCHEMA], schema=ENERGY_SCHEMA)
 
 
 def _site_rows(name: str, energy: Any, edges: IntArray) -> dict[str, list[Any]]:
@@ -305,7 +319,7 @@ def _site_rows(name: str, energy: Any, edges: IntArray) -> dict[str, list[Any]]:
         *((f"circuit:{c}", wh, zero) for c, wh in b.circuits_wh.items()),
     ]
     coverage_s = np.asarray(energy.coverage, dtype=np.float64) * (np.diff(edges) / 1000.0)
-    columns: dict[str, list[Any]] = {f.name: [] for f in ENERGY_15MIN_SCHEMA}
+    columns: dict[str, list[Any]] = {f.name: [] for f in ENERGY_SCHEMA}
     for role, imp, exp in roles:
         columns["start"].extend(edges[:-1].tolist())
         columns["device_id"].extend([None] * n)
@@ -356,13 +370,39 @@ def power_periods(
     return pa.table(arrays, schema=POWER_STATS_SCHEMA)
 
 
+# What computes each kind of rollup (:class:`wattlake.schema.RollupSpec`): a function of the
+# series of a read, the range [start, end) [ms UTC], the bucket length [ms] and the options.
+Kernel = Callable[[Sequence[Series], int, int, int, RollupOptions], pa.Table]
+KERNELS: Final[dict[RollupKind, Kernel]] = {
+    ENERGY_ROLLUP: energy_buckets,
+    POWER_ROLLUP: lambda series, start_ms, end_ms, bucket_ms, _: power_periods(
+        series, start_ms, end_ms, bucket_ms
+    ),
+}
+ROLLUP_TABLES: Final = tuple(ROLLUPS)
+# The energy rollup also holds the balance of each configured site (rows with ``site`` and
+# ``role`` set) and records the sites' configuration; there is exactly one.
+(SITES_TABLE,) = (name for name, spec in ROLLUPS.items() if spec.kind == ENERGY_ROLLUP)
+
+
 @dataclass(frozen=True, slots=True)
 class RollupTables:
-    """The three rollups of a set of days."""
+    """The rollups of a set of days, by table name: ``result["power_1h"]``, or as an
+    attribute, ``result.power_1h``."""
 
-    energy_15min: pa.Table
-    power_1min: pa.Table
-    power_1h: pa.Table
+    by_table: Mapping[str, pa.Table]
+
+    def __getitem__(self, name: str) -> pa.Table:
+        """Return the rows of rollup table ``name``."""
+        return self.by_table[name]
+
+    def __getattr__(self, name: str) -> pa.Table:
+        if name.startswith("_") or name == "by_table":
+            raise AttributeError(name)
+        try:
+            return self.by_table[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def day_runs(days: Iterable[int]) -> list[tuple[int, int]]:
@@ -392,9 +432,7 @@ def compute_days(
     Consecutive days are read together, ``days_per_read`` at a time plus the reach on each side;
     ``on_progress(done, total)`` counts the days computed, once per read.
     """
-    energy: list[pa.Table] = []
-    minutes: list[pa.Table] = []
-    hours: list[pa.Table] = []
+    parts: dict[str, list[pa.Table]] = {name: [] for name in ROLLUPS}
     report = on_progress or no_progress
     total = len(set(days))
     done = 0
@@ -405,28 +443,26 @@ def compute_days(
             start_ms, end_ms = a * DAY_MS, b * DAY_MS
             readings = source.read(start_ms - options.reach_ms, end_ms + options.reach_ms)
             if sites:
-                energy.append(site_15min(readings, sites, start_ms, end_ms, options))
+                bucket_ms = ROLLUPS[SITES_TABLE].bucket_ms
+                rows = site_buckets(readings, sites, start_ms, end_ms, bucket_ms, options)
+                parts[SITES_TABLE].append(rows)
             if devices:
-                series = _series(readings)  # split once for the three rollups
-                energy.append(energy_15min(series, start_ms, end_ms, options))
-                minutes.append(power_periods(series, start_ms, end_ms, MINUTE_MS))
-                hours.append(power_periods(series, start_ms, end_ms, HOUR_MS))
+                series = _series(readings)  # split once for all the rollups
+                for name, spec in ROLLUPS.items():
+                    kernel = KERNELS[spec.kind]
+                    parts[name].append(kernel(series, start_ms, end_ms, spec.bucket_ms, options))
             done += b - a
             report(done, total)
 
-    def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-        return pa.concat_tables(tables) if tables else schema.empty_table()
-
     return RollupTables(
-        concat(energy, ENERGY_15MIN_SCHEMA),
-        concat(minutes, POWER_STATS_SCHEMA),
-        concat(hours, POWER_STATS_SCHEMA),
+        {
+            name: pa.concat_tables(rows) if rows else TABLES[name].schema.empty_table()
+            for name, rows in parts.items()
+        }
     )
 
 
 # -- the incremental job over the lake's tables --------------------------------------------------
-
-ROLLUP_TABLES: Final = (ENERGY_15MIN_TABLE, POWER_1MIN_TABLE, POWER_1H_TABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,21 +559,22 @@ def _widen(days: Iterable[int], options: RollupOptions) -> set[int]:
 
 
 def _kept_rows(lake: Lake, days: set[int], drop_sites: set[str]) -> pa.Table:
-    """Return the ``energy_15min`` rows of ``days`` except those of sites ``drop_sites``."""
-    table = tables.open_table(lake, ENERGY_15MIN_TABLE)
+    """Return the rows of the sites table (``energy_15min``) of ``days`` except those of sites
+    ``drop_sites``."""
+    table = tables.open_table(lake, SITES_TABLE)
     if table.current_snapshot() is None or not days:
-        return ENERGY_15MIN_SCHEMA.empty_table()
+        return ENERGY_SCHEMA.empty_table()
     tasks = [t for t in table.scan().plan_files() if file_day(t.file) in days]
     if not tasks:
-        return ENERGY_15MIN_SCHEMA.empty_table()
+        return ENERGY_SCHEMA.empty_table()
     if any(t.delete_files for t in tasks):
-        rows = tables.read_table(lake, ENERGY_15MIN_TABLE)
+        rows = tables.read_table(lake, SITES_TABLE)
         day = rows["start"].cast(pa.int64()).to_numpy() // (DAY_MS * 1000)
         rows = rows.filter(pa.array(np.isin(day, sorted(days))))
     else:
         paths = [tables.local_path(t.file.file_path) for t in tasks]
         rows = pads.dataset(paths, format="parquet", filesystem=lake.fs).to_table()
-    rows = rows.select(ENERGY_15MIN_SCHEMA.names).cast(ENERGY_15MIN_SCHEMA)
+    rows = rows.select(ENERGY_SCHEMA.names).cast(ENERGY_SCHEMA)
     dropped = pc.is_in(rows["site"], pa.array(sorted(drop_sites), pa.string()))
     return rows.filter(pc.invert(dropped))
 
@@ -578,7 +615,7 @@ def run_rollup(
     targets = {name: tables.open_table(lake, name) for name in ROLLUP_TABLES}
     processed = {name: reflected_sequence(readings, t) for name, t in targets.items()}
     stale = {name for name, since in processed.items() if since != current.sequence_number}
-    recorded = json.loads(tables.last_property(targets[ENERGY_15MIN_TABLE], SITES_PROPERTY) or "{}")
+    recorded = json.loads(tables.last_property(targets[SITES_TABLE], SITES_PROPERTY) or "{}")
     changed = {n for n in {*wanted, *recorded} if wanted.get(n) != recorded.get(n)}
     if full:
         changed = set(wanted) | set(recorded)
@@ -587,7 +624,7 @@ def run_rollup(
         return RollupRun(current.snapshot_id, (), {})
     committing = set(ROLLUP_TABLES) if full else set(stale)
     if changed:
-        committing.add(ENERGY_15MIN_TABLE)
+        committing.add(SITES_TABLE)
     touched: set[int] = set()
     all_days: set[int] | None = None
     for name in ROLLUP_TABLES if full else sorted(stale):
@@ -612,7 +649,7 @@ def run_rollup(
         sites=list(sites.values()),
         on_progress=lambda done, _: report(done, total),
     )
-    energy = result.energy_15min
+    energy = result[SITES_TABLE]
     if changed:
         again = [sites[n] for n in sorted(changed) if n in sites]
         recomputed = compute_days(
@@ -624,17 +661,13 @@ def run_rollup(
             on_progress=lambda done, _: report(len(days) + done, total),
         )
         kept = _kept_rows(lake, site_days, changed)
-        energy = pa.concat_tables([energy, kept, recomputed.energy_15min])
+        energy = pa.concat_tables([energy, kept, recomputed[SITES_TABLE]])
     properties = readings_mark(readings, current)
-    outputs = {
-        ENERGY_15MIN_TABLE: energy,
-        POWER_1MIN_TABLE: result.power_1min,
-        POWER_1H_TABLE: result.power_1h,
-    }
+    outputs = {**result.by_table, SITES_TABLE: energy}
     for name in ROLLUP_TABLES:
         if name not in committing:
             continue
-        if name == ENERGY_15MIN_TABLE:
+        if name == SITES_TABLE:
             props = {**properties, SITES_PROPERTY: json.dumps(wanted, sort_keys=True)}
             _replace_days(lake, name, days | site_days, outputs[name], props)
         else:

@@ -45,9 +45,6 @@ from wattlake.lake.storage import Lake
 from wattlake.schema import (
     COLUMNS,
     DEAD_LETTERS_TABLE,
-    ENERGY_15MIN_TABLE,
-    POWER_1H_TABLE,
-    POWER_1MIN_TABLE,
     READING_SCHEMA,
     READINGS_TABLE,
     RECEIVE_LAG_COLUMN,
@@ -73,13 +70,7 @@ _DEAD_LETTER_COLUMNS = (
     "raw_text"
 )
 # The column each table is partitioned by (by day) and views are pruned on.
-TIME_COLUMNS: Final = {
-    READINGS_TABLE: "ts",
-    DEAD_LETTERS_TABLE: "received_at",
-    ENERGY_15MIN_TABLE: "start",
-    POWER_1MIN_TABLE: "start",
-    POWER_1H_TABLE: "start",
-}
+TIME_COLUMNS: Final = {t.name: t.day_column for t in TABLES.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,13 +301,9 @@ def connect(
 
 # The views define_views creates (each name followed by its suffix), and the relations each
 # may read from (registered Arrow data or views), for drop_views.
-VIEW_NAMES: Final = (
-    "raw_readings_stored",
-    "dead_letters_stored",
-    ENERGY_15MIN_TABLE,
-    POWER_1MIN_TABLE,
-    POWER_1H_TABLE,
-)
+# (VIEWS: the view over each table's stored rows, by table name.)
+VIEWS: Final = {t.name: t.view for t in TABLES.values()}
+VIEW_NAMES: Final = tuple(VIEWS.values())
 DERIVED_VIEWS: Final = ("raw_readings", "readings", "dead_letters")
 
 
@@ -335,7 +322,7 @@ def define_views(
     or states can live on one connection (a new connection costs about 30 ms). Return the
     paths of the files DuckDB itself opens for them (see :func:`table_view`)."""
     by_path: list[str] = []
-    for name, view in zip(TIME_COLUMNS, VIEW_NAMES, strict=True):
+    for name, view in VIEWS.items():
         view = f"{view}{suffix}"
         snapshot_id = None
         if as_of_ms is not None:

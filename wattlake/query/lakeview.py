@@ -25,13 +25,7 @@ from wattlake.query.engine import (
     define_views,
     drop_views,
 )
-from wattlake.schema import (
-    DEAD_LETTERS_TABLE,
-    ENERGY_15MIN_TABLE,
-    POWER_1H_TABLE,
-    POWER_1MIN_TABLE,
-    READINGS_TABLE,
-)
+from wattlake.schema import TABLES
 
 # How often the tables' snapshot ids are checked [s]; when one changed, the views (their list
 # of data files) are made again (planning the Iceberg scans holds the GIL for a second or two)
@@ -45,13 +39,7 @@ WARM_LIMIT_S: Final = 5.0
 WARM_RECENT_S: Final = 600.0
 WARM_ENTRIES: Final = 32
 # The tables behind the views and the figures; their snapshot ids key the figures' cache.
-VIEW_TABLES: Final = (
-    READINGS_TABLE,
-    DEAD_LETTERS_TABLE,
-    ENERGY_15MIN_TABLE,
-    POWER_1MIN_TABLE,
-    POWER_1H_TABLE,
-)
+VIEW_TABLES: Final = tuple(TABLES)
 # Views pruned to a range of days kept (see LakeView.fetch_in), and the longest range of
 # days they are made for (a longer one reads most of the files anyway: the whole views).
 RANGE_VIEWS: Final = 8

@@ -7,11 +7,21 @@ from __future__ import annotations
 from typing import Any, Final
 
 from wattlake.query.lakeview import LakeView
+from wattlake.schema import POWER_ROLLUP, TABLES
 
 # Times in SQL: a TIMESTAMPTZ from epoch ms, so filters on ts reach the Parquet statistics.
 TS_PARAM: Final = "make_timestamptz(?::BIGINT * 1000)"
-# Rollup tables of power statistics and their period [ms], coarsest first.
-POWER_ROLLUPS: Final = (("power_1h", 3_600_000), ("power_1min", 60_000))
+# Views of the rollup tables of power statistics and their period [ms], coarsest first.
+POWER_ROLLUPS: Final = tuple(
+    sorted(
+        (
+            (t.view, t.rollup.bucket_ms)
+            for t in TABLES.values()
+            if t.rollup is not None and t.rollup.kind == POWER_ROLLUP
+        ),
+        key=lambda view_period: -view_period[1],
+    )
+)
 
 
 def power_buckets(

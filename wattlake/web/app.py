@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_router)
-    app.include_router(pages_router())
+    app.include_router(pages_router)
     return app
 
 

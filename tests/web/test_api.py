@@ -55,6 +55,19 @@ def test_every_error_has_one_shape(client: TestClient, history_lake: HistoryLake
     assert answers[0].headers["www-authenticate"].startswith("Bearer")
 
 
+def test_credentials_are_checked_before_parameters(
+    client: TestClient, history_lake: HistoryLake
+) -> None:
+    """Without a valid token every API route is a 401, even with missing or bad parameters:
+    a caller who may not read learns nothing about what a route takes."""
+    for path in ("/api/readings", "/api/energy?start=x&end=y", "/api/pv?start=2020-01-01"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer(history_lake, "ingest")).status_code == 403, path
+    run = client.post("/api/jobs/rollup/run?format=xls", headers=bearer(history_lake))
+    assert run.status_code == 403
+    assert client.get("/api/readings", headers=bearer(history_lake)).status_code == 422
+
+
 def test_open_and_closed_paths(client: TestClient, history_lake: HistoryLake) -> None:
     for path in ("/healthz", "/readyz", "/login", "/static/app.js"):
         assert client.get(path).status_code == 200, path

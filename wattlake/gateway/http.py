@@ -32,14 +32,11 @@ import ipaddress
 import logging
 import secrets
 import socket
-import ssl
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -51,6 +48,17 @@ from wattlake.gateway.ca import security_dir
 from wattlake.gateway.mqtt import Delivery, Intake
 from wattlake.gateway.registry import Client, Registry, argon2_verify
 from wattlake.gateway.tokens import TokenStore
+from wattlake.httpserver import (
+    BadRequest,
+    Forbidden,
+    HttpError,
+    PayloadTooLarge,
+    ServerThread,
+    Unauthorized,
+    Unavailable,
+    error_response,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +66,6 @@ log = logging.getLogger(__name__)
 DURABLE_WAIT_MAX_S: Final = 30.0
 # How often a waiting request looks whether the worker still takes messages [s].
 WAIT_SLICE_S: Final = 0.5
-# What a 503 tells the client to wait before sending again [s].
-RETRY_AFTER_S: Final = 5
 # Requests that may wait for durability at once; more are answered 503 (a memory bound).
 WAITING_MAX: Final = 1000
 # How long the server may take to start, and to answer its last requests at a stop [s].
@@ -67,54 +73,6 @@ START_MAX_S: Final = 10.0
 STOP_MAX_S: Final = 5
 # MQTT's limit on a topic name (and the WAL's) [bytes].
 TOPIC_MAX_BYTES: Final = 65_535
-
-
-class HttpError(WattlakeError):
-    """A request the HTTP gateway refuses; ``status`` is its HTTP status code."""
-
-    status: ClassVar[int] = 500
-    headers: ClassVar[dict[str, str]] = {}
-
-
-class BadRequest(HttpError):
-    """The request is malformed (topic, body, query); sending it again cannot help."""
-
-    status = 400
-
-
-class Unauthorized(HttpError):
-    """The bearer token is missing or wrong."""
-
-    status = 401
-    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="wattlake"'}
-
-
-class Forbidden(HttpError):
-    """The token is valid but lacks the ``ingest`` scope, or a device publishes on a topic that
-    is not its own."""
-
-    status = 403
-
-
-class PayloadTooLarge(HttpError):
-    """The body is larger than ``ingest.max_payload_bytes``."""
-
-    status = 413
-
-
-class Unavailable(HttpError):
-    """The message is not durable (WAL full or failing, stopping, too slow); send it again."""
-
-    status = 503
-    retryable = True
-    headers: ClassVar[dict[str, str]] = {"Retry-After": str(RETRY_AFTER_S)}
-
-
-def error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    """Return the one JSON shape of every refusal: ``{"error": message, "status": status}``."""
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,25 +230,17 @@ class HttpSource:
         self._tokens = tokens
         self._registry = devices
         self._devices: DeviceLogins | None = None  # made in the server's event loop
-        self._config = uvicorn.Config(
+        self._server = ServerThread(
             self.app(),
-            lifespan="off",
-            loop="asyncio",
+            what="HTTP listener",
+            thread_name="http-ingest",
+            graceful_stop_s=STOP_MAX_S,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
             http="h11",
-            ws="none",
-            log_config=None,
             log_level="warning",
-            access_log=False,
             proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=STOP_MAX_S,
-            ssl_certfile=tls_cert_file or None,
-            ssl_keyfile=tls_key_file or None,
         )
-        self._server = uvicorn.Server(self._config)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._failure: BaseException | None = None
         # Answers of requests waiting for durability; touched only in the server's thread.
         self._waiting: set[asyncio.Future[bool]] = set()
         self._closed = False
@@ -330,7 +280,7 @@ class HttpSource:
 
         async def refused(_request: Request, exc: Exception) -> JSONResponse:
             if isinstance(exc, HttpError):
-                return error_response(exc.status, str(exc), exc.headers)
+                return refusal(exc)
             assert isinstance(exc, StarletteHTTPException)  # unknown path, wrong method
             message = f"{exc.detail}: publish with POST /topics/<topic>."
             return error_response(exc.status_code, message, exc.headers)
@@ -510,11 +460,12 @@ class HttpSource:
 
     def _answer(self, deliveries: list[Delivery], *, durable: bool) -> None:
         answers = [d.answer for d in deliveries if isinstance(d, HttpDelivery)]
-        if answers and self._loop is not None:
+        loop = self._server.loop
+        if answers and loop is not None:
             # One wake-up of the server's thread per batch; a stopped server (RuntimeError)
             # has answered its requests 503 already.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, answers, durable)
+                loop.call_soon_threadsafe(_settle, answers, durable)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -524,26 +475,16 @@ class HttpSource:
         Raises:
             ConfigError: the address cannot be listened on or the TLS files cannot be used.
         """
-        try:
-            self._config.load()
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"Cannot use the HTTP TLS certificate or key: {exc}; check --http-tls-cert "
-                "and --http-tls-key."
-            ) from exc
+        self._server.load(
+            files="HTTP TLS certificate or key", advice="; check --http-tls-cert and --http-tls-key"
+        )
         listener = self._listen()
         self.port = int(listener.getsockname()[1])
-        self._thread = threading.Thread(
-            target=self._serve, args=(listener,), name="http-ingest", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + START_MAX_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                why = repr(self._failure) if self._failure else f"not within {START_MAX_S:g} s"
-                raise WattlakeError(f"The HTTP listener on {self.url} did not start: {why}.")
-            time.sleep(0.01)
+        try:
+            self._server.start(listener, url=self.url, start_max_s=START_MAX_S)
+        except WattlakeError:
+            self._closed = True
+            raise
         if not self.address.is_loopback and not self.tls:
             log.warning(
                 "HTTP publishing on %s without TLS: tokens and payloads cross the network in "
@@ -563,26 +504,13 @@ class HttpSource:
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(sockaddr)
-            listener.listen(self._config.backlog)
+            listener.listen(self._server.config.backlog)
         except OSError as exc:
             listener.close()
             raise ConfigError(
                 f"Cannot listen for HTTP on {where}: {exc}; choose another --http-listen."
             ) from exc
         return listener
-
-    def _serve(self, listener: socket.socket) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[listener])
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # uvicorn exits with SystemExit on a startup failure
-            self._failure = exc
-            log.error("the HTTP listener stopped: %r", exc)
-        finally:
-            listener.close()
 
     def describe(self) -> str:
         """Return where this source listens for HTTP publishes."""
@@ -596,15 +524,14 @@ class HttpSource:
         """Answer 503 to every request still waiting (the worker takes no more), finish the
         answers in flight and stop the server."""
         self._closed = True
-        if self._thread is None:
+        if not self._server.running:
             return
-        if self._loop is not None and self._thread.is_alive():
+        loop = self._server.loop
+        if loop is not None and self._server.alive:
             # After any answers the worker has sent: the loop runs its callbacks in order.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._refuse_waiting)
-        self._server.should_exit = True
-        self._thread.join(STOP_MAX_S + 5)
-        self._thread = None
+                loop.call_soon_threadsafe(self._refuse_waiting)
+        self._server.stop()
 
     def _refuse_waiting(self) -> None:
         _settle(list(self._waiting), False)

@@ -15,10 +15,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Final, cast
 from urllib.parse import parse_qs
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -27,11 +26,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from wattlake.config import Settings
 from wattlake.errors import ConfigError, WattlakeError
 from wattlake.gateway.tokens import TokenStore
+from wattlake.httpserver import ServerThread
 from wattlake.web import errors
+from wattlake.web.api import router as api_router
+from wattlake.web.appstate import Reader, WebState
 from wattlake.web.auth import SESSION_COOKIE, Auth
 from wattlake.web.figures import DAY_MS, LakeView, now_ms, overview, tz_of
 from wattlake.web.live import LivePower
-from wattlake.web.metrics import WebMetrics, alerts
+from wattlake.web.metrics import WebMetrics
 from wattlake.web.pages import router as pages_router
 
 log = logging.getLogger(__name__)
@@ -57,17 +59,19 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
         session_max_age_s=float(settings["web.session_max_age_s"]),
         login_code_ttl_s=float(settings["web.login_code_ttl_s"]),
     )
-    app.state.settings = settings
-    app.state.view = view
-    app.state.auth = auth
-    app.state.metrics = WebMetrics(settings, view)
-    app.state.live = LivePower.from_settings(settings, broker_url)
-    app.state.tls = tls
-    app.state.alerts = lambda: alerts(view, settings)
+    state = WebState(
+        settings=settings,
+        view=view,
+        auth=auth,
+        metrics=WebMetrics(settings, view),
+        live=LivePower.from_settings(settings, broker_url),
+        tls=tls,
+    )
+    app.state = state
     # The overview's figures (today so far, the month's cost, alerts) depend on the time now:
     # computed for each new table state before requests see it.
     view.warmers.append(lambda: overview(view, settings, tz=tz_of(settings)))
-    view.warmers.append(app.state.alerts)
+    view.warmers.append(state.alerts)
     # The views of the last day (the History page's first chart, the overview's last hour).
     view.warmers.append(lambda: view.fetch_in(now_ms() - DAY_MS, now_ms(), "SELECT 1"))
 
@@ -98,9 +102,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
-        auth.require(request, "read")
-        return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+    def metrics(s: Reader) -> Response:
+        return Response(s.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/login", include_in_schema=False)
     def login(request: Request, code: str = "") -> Response:
@@ -130,26 +133,21 @@ def create_app(settings: Settings, *, broker_url: str | None = None, tls: bool =
         return response
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(_api_router())
-    app.include_router(pages_router())
+    app.include_router(api_router)
+    app.include_router(pages_router)
     return app
 
 
-def _api_router() -> Any:
-    from wattlake.web.api import router
-
-    return router()
-
-
 def _signed_in(request: Request, session_id: str) -> Response:
+    state = WebState.of(request.app)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
-        max_age=int(request.app.state.auth.session_max_age_s),
+        max_age=int(state.auth.session_max_age_s),
         httponly=True,
         samesite="strict",
-        secure=bool(request.app.state.tls),
+        secure=state.tls,
         path="/",
     )
     return response
@@ -165,16 +163,15 @@ def readiness(app: FastAPI) -> dict[str, bool]:
     """Return each readiness check: broker connected (when live values are on), WAL folder
     writable (when it exists), lake reachable."""
     checks: dict[str, bool] = {}
-    live: LivePower = app.state.live
-    if live.broker_url:
-        checks["broker_connected"] = live.connected
-    view: LakeView = app.state.view
+    state = WebState.of(app)
+    if state.live.broker_url:
+        checks["broker_connected"] = state.live.connected
     try:
-        view.lake.list_files("", ".json")
+        state.view.lake.list_files("", ".json")
         checks["lake_reachable"] = True
     except Exception:  # any failure means not ready
         checks["lake_reachable"] = False
-    wal = app.state.metrics.ingest_file()
+    wal = state.metrics.ingest_file()
     if wal is not None and wal.parent.is_dir():
         checks["wal_writable"] = os.access(wal.parent, os.W_OK)
     return checks
@@ -213,22 +210,16 @@ class WebServer:
         self.port = int(settings["web.port"] if port is None else port)
         self.tls = bool(tls_cert_file)
         self.app = create_app(settings, broker_url=broker_url, tls=self.tls)
-        self._config = uvicorn.Config(
+        self.state = WebState.of(self.app)
+        self._server = ServerThread(
             self.app,
-            lifespan="off",
-            loop="asyncio",
+            what="web server",
+            thread_name="web",
+            graceful_stop_s=2,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
             http=_Http,
-            ws="none",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=2,
-            ssl_certfile=tls_cert_file or None,
-            ssl_keyfile=tls_key_file or None,
         )
-        self._server = uvicorn.Server(self._config)
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
         # Set when the overview's figures were computed after start (see _warm_up).
         self.warmed = threading.Event()
 
@@ -241,18 +232,16 @@ class WebServer:
 
     def login_url(self) -> str:
         """Return a URL that signs a browser in once, within ``web.login_code_ttl_s``."""
-        return f"{self.url}/login?code={self.app.state.auth.login_code('admin')}"
+        return f"{self.url}/login?code={self.state.auth.login_code('admin')}"
 
     def start(self) -> None:
         """Listen and serve from a thread; start the live feed.
 
         Raises:
             ConfigError: the address cannot be listened on or the TLS files cannot be used.
+            WattlakeError: the server did not start.
         """
-        try:
-            self._config.load()
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"Cannot use the TLS certificate or key: {exc}.") from exc
+        self._server.load()
         try:
             listener = socket.create_server((self.host, self.port), reuse_port=False)
         except OSError as exc:
@@ -260,23 +249,18 @@ class WebServer:
                 f"Cannot listen on {self.host}:{self.port}: {exc}; choose another port."
             ) from exc
         self.port = int(listener.getsockname()[1])
-        self.app.state.live.start()
-        self._thread = threading.Thread(
-            target=self._serve, args=(listener,), name="web", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + START_MAX_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise WattlakeError(f"The web server on {self.url} did not start: {self._failure}.")
-            time.sleep(0.01)
+        self.state.live.start()
+        try:
+            self._server.start(listener, url=self.url, start_max_s=START_MAX_S)
+        except WattlakeError:
+            self.state.live.stop()
+            raise
         # The overview's figures for the lake as it is now, before the first browser asks.
         threading.Thread(target=self._warm_up, name="web-warm-up", daemon=True).start()
 
     def _warm_up(self) -> None:
         try:
-            for warmer in self.app.state.view.warmers:
+            for warmer in self.state.view.warmers:
                 try:
                     warmer()
                 except Exception as exc:  # a request computes it again and reports what failed
@@ -284,19 +268,7 @@ class WebServer:
         finally:
             self.warmed.set()
 
-    def _serve(self, listener: socket.socket) -> None:
-        try:
-            asyncio.run(self._server.serve(sockets=[listener]))
-        except BaseException as exc:  # uvicorn exits with SystemExit on a startup failure
-            self._failure = exc
-            log.error("the web server stopped: %r", exc)
-        finally:
-            listener.close()
-
     def stop(self) -> None:
         """Stop serving and disconnect the live feed."""
-        self.app.state.live.stop()
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self.state.live.stop()
+        self._server.stop()

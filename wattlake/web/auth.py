@@ -26,7 +26,7 @@ from fastapi import Request
 
 from wattlake.gateway.ca import write_private
 from wattlake.gateway.tokens import TokenStore
-from wattlake.web.errors import Forbidden, NotAuthenticated
+from wattlake.httpserver import Forbidden, Unauthorized
 
 SESSION_COOKIE: Final = "wattlake_session"
 SESSIONS_FILE: Final = "sessions.json"
@@ -190,12 +190,12 @@ class Auth:
         """Return the request's scope if it grants ``scope``.
 
         Raises:
-            NotAuthenticated: no valid token or session.
+            Unauthorized: no valid token or session.
             Forbidden: valid, but without ``scope``.
         """
         held = self.scope_of(request)
         if held is None:
-            raise NotAuthenticated(
+            raise Unauthorized(
                 "Sign in or send a valid token (Authorization: Bearer <token>); create one with "
                 "`wattlake token create --scope read`."
             )

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from wattlake.web import figures
+from wattlake.web.appstate import Reader, WebState
 
 TEMPLATES: Final = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
@@ -32,7 +33,7 @@ def render_page(
     request: Request, template: str, context: dict[str, Any], *, status: int = 200
 ) -> Response:
     """Return ``template`` rendered with the navigation and the site's time zone."""
-    settings = request.app.state.settings
+    settings = WebState.of(request.app).settings
     html = TEMPLATES.get_template(template).render(
         pages=PAGES,
         path=request.url.path,
@@ -50,63 +51,56 @@ def render_page(
     )
 
 
-def router() -> APIRouter:
-    """Return the page routes; each needs the ``read`` scope."""
-    pages = APIRouter(include_in_schema=False)
+# Each page needs the ``read`` scope (the dependency ``Reader``).
+router = APIRouter(include_in_schema=False)
 
-    def state(request: Request) -> Any:
-        request.app.state.auth.require(request, "read")
-        return request.app.state
 
-    @pages.get("/")
-    def overview(request: Request) -> Response:
-        s = state(request)
-        tz = figures.tz_of(s.settings)
-        body = figures.overview(s.view, s.settings, tz=tz)
-        return render_page(
-            request, "overview.html", {"o": body, "alerts": s.alerts(), "page": "overview"}
-        )
+@router.get("/")
+def overview(request: Request, s: Reader) -> Response:
+    tz = figures.tz_of(s.settings)
+    body = figures.overview(s.view, s.settings, tz=tz)
+    return render_page(
+        request, "overview.html", {"o": body, "alerts": s.alerts(), "page": "overview"}
+    )
 
-    @pages.get("/energy")
-    def energy(request: Request) -> Response:
-        s = state(request)
-        sites = [r["site"] for r in figures.sites(s.settings).rows]
-        return render_page(request, "energy.html", {"page": "energy", "sites": sites})
 
-    @pages.get("/history")
-    def history(request: Request) -> Response:
-        s = state(request)
-        tz = figures.tz_of(s.settings)
-        devices = sorted({r["device_id"] for r in figures.devices(s.view, s.settings, tz=tz).rows})
-        return render_page(request, "history.html", {"page": "history", "devices": devices})
+@router.get("/energy")
+def energy(request: Request, s: Reader) -> Response:
+    sites = [r["site"] for r in figures.sites(s.settings).rows]
+    return render_page(request, "energy.html", {"page": "energy", "sites": sites})
 
-    @pages.get("/patterns")
-    def patterns(request: Request) -> Response:
-        s = state(request)
-        tz = figures.tz_of(s.settings)
-        devices = sorted({r["device_id"] for r in figures.devices(s.view, s.settings, tz=tz).rows})
-        return render_page(request, "patterns.html", {"page": "patterns", "devices": devices})
 
-    @pages.get("/devices")
-    def devices(request: Request) -> Response:
-        s = state(request)
-        tz = figures.tz_of(s.settings)
-        now = figures.now_ms()
-        start = figures.local_midnight_before(now, tz) - 6 * figures.DAY_MS
-        quality = figures.quality(s.view, s.settings, start_ms=start, end_ms=now, tz=tz)
-        by_reason, latest = figures.dead_letters(s.view, limit=10)
-        return render_page(
-            request,
-            "devices.html",
-            {
-                "page": "devices",
-                "devices": figures.devices(s.view, s.settings, tz=tz),
-                "quality": quality,
-                "by_reason": by_reason,
-                "latest": latest,
-                "start": figures.format_local(start, tz),
-                "end": figures.format_local(now, tz),
-            },
-        )
+@router.get("/history")
+def history(request: Request, s: Reader) -> Response:
+    tz = figures.tz_of(s.settings)
+    devices = sorted({r["device_id"] for r in figures.devices(s.view, s.settings, tz=tz).rows})
+    return render_page(request, "history.html", {"page": "history", "devices": devices})
 
-    return pages
+
+@router.get("/patterns")
+def patterns(request: Request, s: Reader) -> Response:
+    tz = figures.tz_of(s.settings)
+    devices = sorted({r["device_id"] for r in figures.devices(s.view, s.settings, tz=tz).rows})
+    return render_page(request, "patterns.html", {"page": "patterns", "devices": devices})
+
+
+@router.get("/devices")
+def devices(request: Request, s: Reader) -> Response:
+    tz = figures.tz_of(s.settings)
+    now = figures.now_ms()
+    start = figures.local_midnight_before(now, tz) - 6 * figures.DAY_MS
+    quality = figures.quality(s.view, s.settings, start_ms=start, end_ms=now, tz=tz)
+    by_reason, latest = figures.dead_letters(s.view, limit=10)
+    return render_page(
+        request,
+        "devices.html",
+        {
+            "page": "devices",
+            "devices": figures.devices(s.view, s.settings, tz=tz),
+            "quality": quality,
+            "by_reason": by_reason,
+            "latest": latest,
+            "start": figures.format_local(start, tz),
+            "end": figures.format_local(now, tz),
+        },
+    )

@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import duckdb
 
+from wattlake.httpserver import BadRequest, QueryTimeout
 from wattlake.lake.catalog import sql_string
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import define_views
-from wattlake.web.errors import BadRequest, QueryTimeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,8 +251,3 @@ def alerts(view: LakeView, settings: Settings, *, at_ms: int | None = None) -> l
                 }
             )
     return fired
-
-
-def timed(metrics: WebMetrics, endpoint: str) -> Any:
-    """Return a context manager that observes a request's duration."""
-    return metrics.query_seconds.labels(endpoint).time()

@@ -126,7 +126,7 @@ def test_a_damaged_plan_cache_file_is_ignored_and_rewritten(lake_dir: Path) -> N
     for damage in (b"{not json", b'{"version": 1}', b""):
         cached.write_bytes(damage)
         assert answer(lake_dir, sql) == [{"n": 3}]
-        assert json.loads(cached.read_bytes())["files"]  # planned again and kept
+        assert json.loads(cached.read_bytes())["value"]  # planned again and kept
 
 
 def test_a_plan_cache_naming_other_files_is_not_used_for_another_table_state(
@@ -139,6 +139,6 @@ def test_a_plan_cache_naming_other_files_is_not_used_for_another_table_state(
     (cached,) = (lake_dir / PLAN_CACHE_DIR).glob(f"{READINGS_TABLE}-*.json")
     kept = json.loads(cached.read_bytes())
     kept["metadata"] = "file:///elsewhere/00009.metadata.json"
-    kept["files"] = kept["files"][:1]
+    kept["value"] = kept["value"][:1]
     cached.write_text(json.dumps(kept))
     assert answer(lake_dir, sql) == [{"n": 3}]

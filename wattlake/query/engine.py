@@ -219,27 +219,65 @@ def plan_files(
     ]
 
 
-# The plan cache: a table's whole scan plan in a small JSON file per metadata file, beside the
-# catalog (wattlake.lake.catalog.plan_cache_dir), so that a short command skips opening and
-# planning a table that did not change since the last command (planning the five tables of a
-# small lake: about 0.3 s). A commit writes a new metadata file, so a changed table is never
-# answered from an old plan; a file that cannot be read is planned again and rewritten.
+# The plan cache: what a short command learns from a table's metadata (a table's whole scan
+# plan, the state of the rollups), kept in a small JSON file per table state beside the catalog
+# (wattlake.lake.catalog.plan_cache_dir), so that the next command skips opening and planning a
+# table that did not change (planning the five tables of a small lake: about 0.3 s). The key is
+# the metadata file (a commit writes a new one), so a changed table is never answered from an
+# old entry; a file that cannot be read is computed again and rewritten.
 PLAN_CACHE_VERSION: Final = 1
-PLAN_CACHE_KEPT: Final = 8  # files per table (older table states are removed)
+PLAN_CACHE_KEPT: Final = 8  # files per kind (older table states are removed)
 
 
-def _plan_cache_file(folder: Path, name: str, metadata_location: str) -> Path:
-    digest = hashlib.sha256(metadata_location.encode()).hexdigest()[:32]
-    return folder / f"{name}-{digest}.json"
+def _kept_file(folder: Path, kind: str, key: str) -> Path:
+    return folder / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def _read_cached_plan(path: Path, metadata_location: str) -> list[PlanFile] | None:
-    """Return the plan kept in ``path`` for ``metadata_location``, or None (absent, another
-    table state, or unreadable: a damaged file is planned again)."""
+def read_kept(lake: Lake, kind: str, key: str) -> object | None:
+    """Return the value kept for ``kind`` (a table name, ``rollup-files``) and ``key`` (the
+    metadata files it was learnt from) in ``lake``'s plan cache, or None: absent, kept for
+    another key, or unreadable (a damaged file is ignored)."""
+    folder = plan_cache_dir(lake)
+    if folder is None:
+        return None
+    path = _kept_file(folder, kind, key)
     try:
         kept = json.loads(path.read_bytes())
-        if kept["version"] != PLAN_CACHE_VERSION or kept["metadata"] != metadata_location:
+        if kept["version"] != PLAN_CACHE_VERSION or kept["metadata"] != key:
             return None
+        return kept["value"]  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("ignoring the damaged plan cache file %s: %s", path, exc)
+        return None
+
+
+def keep(lake: Lake, kind: str, key: str, value: object) -> None:
+    """Keep ``value`` (JSON) for ``kind`` and ``key`` in ``lake``'s plan cache, atomically (a
+    reader sees the whole file or none), removing the oldest files of ``kind`` beyond
+    :data:`PLAN_CACHE_KEPT`; a lake folder this process cannot write to keeps nothing."""
+    folder = plan_cache_dir(lake)
+    if folder is None:
+        return
+    target = _kept_file(folder, kind, key)
+    body = {"version": PLAN_CACHE_VERSION, "metadata": key, "value": value}
+    temporary = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(body, separators=(",", ":")))
+        os.replace(temporary, target)
+        kept = sorted(folder.glob(f"{kind}-*.json"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-PLAN_CACHE_KEPT]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("cannot keep %s in %s: %s", kind, folder, exc)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def _plan_from_json(value: object) -> list[PlanFile] | None:
+    try:
         return [
             PlanFile(
                 path=str(f[0]),
@@ -248,39 +286,10 @@ def _read_cached_plan(path: Path, metadata_location: str) -> list[PlanFile] | No
                 columns=frozenset(int(c) for c in f[3]),
                 deletes=bool(f[4]),
             )
-            for f in kept["files"]
+            for f in value  # type: ignore[attr-defined]
         ]
-    except FileNotFoundError:
+    except (ValueError, KeyError, TypeError, IndexError):
         return None
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        log.debug("ignoring the damaged plan cache file %s: %s", path, exc)
-        return None
-
-
-def _write_cached_plan(
-    folder: Path, name: str, metadata_location: str, plan: list[PlanFile]
-) -> None:
-    """Keep ``plan`` for ``metadata_location`` (atomically: a reader sees the whole file or
-    none), removing the oldest files of the table beyond :data:`PLAN_CACHE_KEPT`; a lake
-    folder this process cannot write to keeps nothing."""
-    target = _plan_cache_file(folder, name, metadata_location)
-    body = {
-        "version": PLAN_CACHE_VERSION,
-        "metadata": metadata_location,
-        "files": [[f.path, f.record_count, f.day, sorted(f.columns), f.deletes] for f in plan],
-    }
-    temporary = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(body, separators=(",", ":")))
-        os.replace(temporary, target)
-        kept = sorted(folder.glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime)
-        for old in kept[:-PLAN_CACHE_KEPT]:
-            old.unlink(missing_ok=True)
-    except OSError as exc:
-        log.debug("cannot keep the plan of %s in %s: %s", name, folder, exc)
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
 
 
 def cached_plan(lake: Lake, name: str) -> list[PlanFile] | None:
@@ -292,10 +301,9 @@ def cached_plan(lake: Lake, name: str) -> list[PlanFile] | None:
         wattlake.errors.StorageError: the table cannot be read.
     """
     location = current_metadata_location(lake, name)
-    folder = plan_cache_dir(lake)
-    if location is None or folder is None:
+    if location is None or plan_cache_dir(lake) is None:
         return None
-    found = _read_cached_plan(_plan_cache_file(folder, name, location), location)
+    found = _plan_from_json(read_kept(lake, name, location))
     if found is not None:
         return found
     from wattlake.lake import tables
@@ -304,7 +312,8 @@ def cached_plan(lake: Lake, name: str) -> list[PlanFile] | None:
     snapshot = table.current_snapshot()
     tasks = [] if snapshot is None else list(table.scan().plan_files())
     plan = plan_files(tasks, _by_day(table, name))
-    _write_cached_plan(folder, name, str(table.metadata_location), plan)
+    files = [[f.path, f.record_count, f.day, sorted(f.columns), f.deletes] for f in plan]
+    keep(lake, name, str(table.metadata_location), files)
     return plan
 
 

@@ -142,3 +142,38 @@ def test_a_plan_cache_naming_other_files_is_not_used_for_another_table_state(
     kept["value"] = kept["value"][:1]
     cached.write_text(json.dumps(kept))
     assert answer(lake_dir, sql) == [{"n": 3}]
+
+
+def energy(lake_dir: Path) -> tuple[str, list[dict[str, object]]]:
+    """Return the source ``wattlake energy`` names on stderr and its rows (2026-01-01..03)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "wattlake", "energy", "--start", "2026-01-01", "--end",
+         "2026-01-03", "--every", "day", "--tz", "UTC", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "WATTLAKE_DATA_DIR": str(lake_dir)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stderr.strip(), [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_energy_sees_readings_committed_after_the_rollups_it_answered_from(
+    lake_dir: Path,
+) -> None:
+    """The rollups' freshness is kept by both tables' metadata files: a commit of readings on
+    a day of the range makes the next ``energy`` leave the rollups that no longer cover it."""
+    rollup = subprocess.run(
+        [sys.executable, "-m", "wattlake", "jobs", "run", "rollup"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "WATTLAKE_DATA_DIR": str(lake_dir)},
+    )  # fmt: skip
+    assert rollup.returncode == 0, rollup.stderr
+    source, before = energy(lake_dir)
+    assert "from rollups" in source
+    assert energy(lake_dir) == (source, before)  # answered again from what was kept
+    assert list((lake_dir / PLAN_CACHE_DIR).glob("rollup-state-*.json"))
+    more = [reading(T0 + DAY_MS + 600_000 * k, 5000.0, "meter-3") for k in range(7)]
+    tables.append(Lake.open(str(lake_dir)), READINGS_TABLE, readings_to_table(more))
+    source, after = energy(lake_dir)
+    assert "from rollups" not in source
+    assert "meter-3" not in {row["device_id"] for row in before}
+    assert "meter-3" in {row["device_id"] for row in after}

@@ -148,6 +148,8 @@ def sqlite_catalog_path(lake: Lake) -> Path | None:
     config = lake.catalog
     if config.type != "sql":
         return None
+    if not config.uri and lake.is_local:  # (default_sql_uri would create the lake's folder)
+        return Path(lake.root) / CATALOG_FILE
     uri = config.uri or default_sql_uri(lake)
     prefix = "sqlite:///"
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None

@@ -13,6 +13,8 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+# wattlake.lake.tables (pyiceberg) is imported in the functions that use it: a short command
+# answered from the plan cache does not need it.
 if TYPE_CHECKING:
     from wattlake.energy.sites import Site
 

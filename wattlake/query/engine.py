@@ -12,6 +12,10 @@ repeat a reading, and the earliest received copy wins), ``raw_readings`` (every 
 values are stored as decimals and read as DOUBLE; timestamps are TIMESTAMPTZ (µs). The receive
 time is stored as a lag behind ``ts`` (files written before it hold ``received_at``): the views
 give ``received_at`` back as ``coalesce(received_at, ts + receive_lag_ms)``.
+
+A short command defines only the views its statement reads (:func:`tables_read_by`) and takes
+each table's plan from the plan cache beside a SQLite catalog (:func:`cached_plan`), keyed by
+the table's metadata file: the table is opened and planned only after it changed.
 """
 
 from __future__ import annotations

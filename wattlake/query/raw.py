@@ -35,6 +35,8 @@ from wattlake.schema import (
     TABLES,
 )
 
+# wattlake.lake.tables (pyiceberg) and pyarrow.dataset (which imports pandas) are imported in
+# the functions that use them: a short command answered from the plan cache needs neither.
 if TYPE_CHECKING:
     from wattlake.energy.series import Series
 

@@ -33,6 +33,8 @@ from wattlake.lake.freshness import (
 from wattlake.lake.storage import Lake
 from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
+# wattlake.lake.tables (pyiceberg) and pyarrow.dataset (which imports pandas) are imported in
+# the functions that use them: a short command answered from the plan cache needs neither.
 if TYPE_CHECKING:
     from wattlake.config import Settings
 

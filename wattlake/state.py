@@ -5,6 +5,10 @@ and device registry (``security/``) and, for a lake in object storage, the local
 belong to that one lake, each in a folder named by the lake's identity
 (:mod:`wattlake.lake.identity`): ``wal/<lake-id>/``, ``catalog/<lake-id>/`` and
 ``tokens/<lake-id>/``. Every module finds the folder here, so ``XDG_STATE_HOME`` moves all of it.
+
+Beside a lake's SQLite catalog (in the lake's folder for a local lake, in ``catalog/<lake-id>/``
+for one in object storage) ``plan-cache/`` keeps the tables' scan plans by metadata file, so that
+a short command does not plan a table that did not change (:mod:`wattlake.query.engine`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Final
 log = logging.getLogger(__name__)
 
 APP_DIR: Final = "wattlake"
+PLAN_CACHE_DIR: Final = "plan-cache"
+"""The folder, beside a lake's SQLite catalog, that keeps scan plans between commands."""
 
 
 def state_dir() -> Path:

@@ -92,3 +92,39 @@ def test_a_wattlake_process_sets_its_memory_defaults_unless_told_otherwise() -> 
     assert process_state({}) == (False, "1000")
     told = {"NUMPY_MADVISE_HUGEPAGE": "1", "MIMALLOC_PURGE_DELAY": "10"}
     assert process_state(told) == (True, "10")
+
+
+def imported_by(argv: list[str], data_dir: str) -> set[str]:
+    """Return the modules ``wattlake argv`` imports (from ``-X importtime``)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "wattlake", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WATTLAKE_DATA_DIR": data_dir},
+    )
+    assert done.returncode == 0, done.stderr
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+
+
+def test_a_short_query_imports_neither_pandas_nor_sqlalchemy(tmp_path: object) -> None:
+    """``query`` on a lake whose tables did not change since the last command reads the catalog
+    with sqlite3 and the plans from the plan cache: no sqlalchemy, pyiceberg or pandas."""
+    from pathlib import Path
+
+    from wattlake.lake import tables
+    from wattlake.lake.storage import Lake
+    from wattlake.schema import READINGS_TABLE, readings_to_table
+
+    root = str(Path(str(tmp_path)) / "lake")
+    row = {"ts": 1_767_225_600_000, "device_id": "m", "channel": 0, "power_w": 1.0, "source": "x"}
+    tables.append(Lake.open(root), READINGS_TABLE, readings_to_table([row]))
+    avoided = {"pandas", "sqlalchemy", "pyiceberg"}
+    assert imported_by(["query", "select 1"], root) & avoided == set()
+    count = ["query", "select count(*) from readings"]
+    imported_by(count, root)  # plans the table and keeps its plan
+    assert imported_by(count, root) & avoided == set()

@@ -11,16 +11,17 @@ REST catalog (SeaweedFS's or Amazon S3 Tables', signed with SigV4 when
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from pathlib import Path
-from typing import Final
-
-from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
+from typing import TYPE_CHECKING, Final
 
 from wattlake.errors import ConfigError, StorageError
 from wattlake.lake.storage import CATALOG_FILE, Lake
-from wattlake.state import adopt_legacy_lake_state
+from wattlake.state import PLAN_CACHE_DIR, adopt_legacy_lake_state
+
+if TYPE_CHECKING:  # pyiceberg is imported when a catalog is opened (it pulls in sqlalchemy)
+    from pyiceberg.catalog import Catalog
 
 CATALOG_NAME: Final = "wattlake"
 CATALOG_TYPES: Final = ("sql", "rest", "glue")
@@ -117,6 +118,9 @@ def open_catalog(lake: Lake) -> Catalog:
         ConfigError: the catalog settings cannot be used.
         StorageError: the catalog cannot be reached.
     """
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
     props = catalog_properties(lake)
     key = (lake.url, lake.catalog, tuple(sorted(props.items())))
     with _lock:
@@ -133,6 +137,62 @@ def open_catalog(lake: Lake) -> Catalog:
                 ) from exc
             _open[key] = catalog
         return catalog
+
+
+def sqlite_catalog_path(lake: Lake) -> Path | None:
+    """Return the file of ``lake``'s catalog when it is a SQLite catalog, else None.
+
+    Raises:
+        StorageError: the lake's identity (which names its local state) cannot be read.
+    """
+    config = lake.catalog
+    if config.type != "sql":
+        return None
+    if not config.uri and lake.is_local:  # (default_sql_uri would create the lake's folder)
+        return Path(lake.root) / CATALOG_FILE
+    uri = config.uri or default_sql_uri(lake)
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def current_metadata_location(lake: Lake, name: str) -> str | None:
+    """Return where the current metadata of table ``name`` is, read straight from a SQLite
+    catalog with the standard library (opening the catalog through pyiceberg imports
+    sqlalchemy, about 0.1 s of a short command); None when the catalog is not SQLite, does not
+    hold the table yet, or cannot be read now (the caller then opens the catalog).
+
+    The row is the one pyiceberg's SQL catalog keeps: ``iceberg_tables(catalog_name,
+    table_namespace, table_name, metadata_location, ...)``, updated by every commit.
+    """
+    try:
+        path = sqlite_catalog_path(lake)
+    except StorageError:
+        return None
+    if path is None or not path.is_file():
+        return None
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+        ) as con:
+            row = con.execute(
+                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? "
+                "AND table_namespace = ? AND table_name = ?",
+                (CATALOG_NAME, lake.catalog.namespace, name),
+            ).fetchone()
+    except sqlite3.Error:  # another schema, a locked file: the catalog answers instead
+        return None
+    return str(row[0]) if row and row[0] else None
+
+
+def plan_cache_dir(lake: Lake) -> Path | None:
+    """Return the folder that keeps ``lake``'s scan plans between commands: beside its SQLite
+    catalog (in the lake's folder for a local lake, in the local state folder for a lake in
+    object storage); None for other catalogs."""
+    try:
+        path = sqlite_catalog_path(lake)
+    except StorageError:
+        return None
+    return None if path is None else path.parent / PLAN_CACHE_DIR
 
 
 def forget_catalogs() -> None:

@@ -13,8 +13,8 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from wattlake.lake import tables
-
+# wattlake.lake.tables (pyiceberg) is imported in the functions that use it: a short command
+# answered from the plan cache does not need it.
 if TYPE_CHECKING:
     from wattlake.energy.sites import Site
 
@@ -71,6 +71,8 @@ def reflected_sequence(readings: Any, rollup: Any) -> int | None:
     None when it reflects none (never rolled up, or rolled up by a wattlake that recorded only
     the snapshot id and that snapshot has since expired, or rolled up from a readings table
     made anew since)."""
+    from wattlake.lake import tables
+
     sequence = tables.last_property(rollup, READINGS_SEQUENCE_PROPERTY)
     if sequence is not None:
         if tables.last_property(rollup, READINGS_TABLE_PROPERTY) != str(
@@ -152,6 +154,8 @@ def stale_days(lake: Any, readings: Any, rollup: Any) -> set[int] | None:
 def files_by_day(lake: Any, table: Any) -> tuple[bool, dict[int, list[str]]]:
     """Return whether the scan plan of day-partitioned ``table`` has delete files, and its data
     files (local paths) by UTC day; planned once per metadata file."""
+    from wattlake.lake import tables
+
     key = (str(lake.url), str(table.metadata_location))
     with _MEMO_LOCK:
         known = _TABLE_FILES.get(key)

@@ -22,10 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from wattlake.errors import StorageError
-from wattlake.lake import tables
 from wattlake.lake.storage import Lake
 from wattlake.query.engine import kept_plan
 from wattlake.schema import (
@@ -37,6 +35,8 @@ from wattlake.schema import (
     TABLES,
 )
 
+# wattlake.lake.tables (pyiceberg) and pyarrow.dataset (which imports pandas) are imported in
+# the functions that use them: a short command answered from the plan cache needs neither.
 if TYPE_CHECKING:
     from wattlake.energy.series import Series
 
@@ -230,6 +230,8 @@ def _sort_rows(table: pa.Table, more: Callable[[list[str]], pa.Table]) -> _Rows:
     """Order stored rows as :class:`_Rows` describes (``more(columns)`` returns the same rows'
     receive time columns and ``source``, needed only when copies of a reading must be
     chosen)."""
+    from wattlake.lake import tables
+
     table = table.unify_dictionaries()
     if table.num_rows and pa.types.is_dictionary(table["device_id"].type):
         names, rank = _names(table["device_id"])
@@ -389,6 +391,8 @@ _MEMO_LOCK = threading.Lock()
 def _plan(lake: Lake) -> list[Any]:
     """Return :func:`wattlake.lake.tables.scan_files` of the readings table, planned once per
     table state (kept as the web server's views keep it)."""
+    from wattlake.lake import tables
+
     snapshot = tables.open_table(lake, READINGS_TABLE).current_snapshot()
     if snapshot is None:
         return []
@@ -411,6 +415,8 @@ def _bracketed(
     day. The window's days are read in groups of about ``group_rows`` rows (None: at once),
     each given to ``take`` before the next is read, with the number of readings of the window
     in it and the groups after it (0 for readings outside the window)."""
+    from wattlake.lake import tables
+
     plan = _plan(lake)
     if any(task.delete_files for task in plan):
         return None
@@ -821,6 +827,8 @@ def _read_files(
 ) -> pa.Table:
     """Return ``columns`` (and what deduplication and brackets need) of the rows of readings
     data files (strings dictionary-encoded), only those of ``devices`` if given."""
+    import pyarrow.dataset as ds
+
     if not paths:
         return _STORED_READINGS.empty_table()
     fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=_STRINGS))
@@ -848,6 +856,8 @@ def _series_in(
     lake: Lake, paths: list[str], devices: Sequence[str] | None
 ) -> list[tuple[str, int]]:
     """Return the distinct (device_id, channel) of readings data files."""
+    import pyarrow.dataset as ds
+
     with _MEMO_LOCK:
         known = {p: _FILE_SERIES.get((str(lake.url), p)) for p in paths}
     missing = [p for p, found in known.items() if found is None]
@@ -879,6 +889,8 @@ def _series_in(
 def _readings(rows: _Rows, stored: IntArray, columns: Sequence[str]) -> pa.Table:
     """Return ``stored`` rows of readings with ``columns`` in the in-memory schema (ms
     timestamps, float64 values)."""
+    from wattlake.lake import tables
+
     arrays: list[pa.Array] = []
     indices = pa.array(stored, pa.int64())
     for name in columns:

@@ -11,19 +11,19 @@ quarter-hour, so a sum of quarter-hours is the energy of any bucket whose edges 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from wattlake.energy.rollup import QUARTER_HOUR_MS
 from wattlake.energy.series import Series, SeriesEnergy, SiteEnergy
 from wattlake.energy.sites import UNTRACKED_TOLERANCE_WH, Site, SiteBalance
-from wattlake.lake import tables
 from wattlake.lake.freshness import (
     DAY_MS,
     SITES_PROPERTY,
@@ -34,6 +34,8 @@ from wattlake.lake.freshness import (
 from wattlake.lake.storage import Lake
 from wattlake.schema import ENERGY_15MIN_TABLE, READINGS_TABLE
 
+# wattlake.lake.tables (pyiceberg) and pyarrow.dataset (which imports pandas) are imported in
+# the functions that use them: a short command answered from the plan cache needs neither.
 if TYPE_CHECKING:
     from wattlake.config import Settings
 
@@ -178,32 +180,114 @@ def _codes(column: pa.ChunkedArray) -> tuple[IntArray, list[Any]]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _RollupState:
+    """What a question over ``energy_15min`` learns from the metadata of it and the readings
+    table: the UTC days of readings committed since the rollups (None: they reflect none),
+    whether the rollups have delete files, their data files by UTC day, and the site
+    configurations they were computed for (snapshot property :data:`SITES_PROPERTY`)."""
+
+    stale: frozenset[int] | None
+    deletes: bool
+    by_day: dict[int, list[str]]
+    sites: str | None
+
+
+_ROLLUP_STATE: Final = "rollup-state"
+
+
+def _rollup_state(lake: Lake) -> _RollupState:
+    """Return the :class:`_RollupState` of ``lake``, from the plan cache when neither table
+    changed since a command learnt it (opening the two tables through the catalog and reading
+    their manifests costs a short command most of its time), else from the tables."""
+    from wattlake.lake.catalog import current_metadata_location
+    from wattlake.query.engine import keep, read_kept
+
+    locations = [current_metadata_location(lake, t) for t in (READINGS_TABLE, ENERGY_15MIN_TABLE)]
+    if None not in locations:
+        kept = read_kept(lake, _ROLLUP_STATE, "\n".join(map(str, locations)))
+        try:
+            stale, deletes, by_day, sites = cast(list[Any], kept)
+            return _RollupState(
+                None if stale is None else frozenset(int(d) for d in stale),
+                bool(deletes),
+                {int(d): [str(p) for p in paths] for d, paths in by_day.items()},
+                None if sites is None else str(sites),
+            )
+        except (TypeError, ValueError, AttributeError):
+            pass  # not kept yet, or damaged: learnt again below
+    from wattlake.lake import tables
+
+    readings = tables.open_table(lake, READINGS_TABLE)
+    energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
+    added = stale_days(lake, readings, energy)
+    # The table opened above plans the scan: opening it again would reread its metadata.
+    deletes, by_day = files_by_day(lake, energy)
+    sites = tables.last_property(energy, SITES_PROPERTY)
+    if None not in locations:
+        value = [None if added is None else sorted(added), deletes, by_day, sites]
+        keep(
+            lake, _ROLLUP_STATE, f"{readings.metadata_location}\n{energy.metadata_location}", value
+        )
+    return _RollupState(None if added is None else frozenset(added), deletes, by_day, sites)
+
+
+def _read_rows(lake: Lake, paths: Sequence[str], columns: Sequence[str]) -> pa.Table:
+    """Return ``columns`` of the Parquet files ``paths`` (a column a file lacks is null), read
+    file by file on a thread per core (Arrow lets go of the GIL): a ``pyarrow.dataset`` would
+    import pandas, 0.15 s of a short command."""
+    import pyarrow.parquet as pq
+
+    from wattlake.energy.series import usable_cores
+
+    def read(path: str) -> pa.Table:
+        with lake.fs.open_input_file(path) as source:
+            file = pq.ParquetFile(source)
+            present = set(file.schema_arrow.names)
+            return file.read(columns=[c for c in columns if c in present], use_threads=False)
+
+    workers = min(usable_cores(), len(paths))
+    if workers <= 1:
+        parts = [read(path) for path in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(read, paths))
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+# Which rows of energy_15min a question wants: a boolean mask over a table holding at least
+# the columns site and device_id.
+Wanted = Callable[[pa.Table], pa.ChunkedArray]
+_FILTER_COLUMNS: Final = ("site", "device_id")
+
+
 def fresh_rollups(
     lake: Any,
     start_ms: int,
     end_ms: int,
-    wanted: pc.Expression,
+    wanted: Wanted,
     columns: Sequence[str] = _ROLLUP_COLUMNS,
+    *,
+    state: _RollupState | None = None,
 ) -> pa.Table | None:
     """Return the ``energy_15min`` rows of the UTC days around [start, end) that match
     ``wanted``, or None when the rollups are not up to date for the range (see
     :func:`wattlake.query.energy.lake_sources`)."""
-
-    energy = tables.open_table(lake, ENERGY_15MIN_TABLE)
-    added = stale_days(lake, tables.open_table(lake, READINGS_TABLE), energy)
+    state = state or _rollup_state(lake)
     first, last = start_ms // DAY_MS - 1, (end_ms - 1) // DAY_MS + 1
-    if added is None or any(first <= d <= last for d in added):
+    if state.stale is None or any(first <= d <= last for d in state.stale):
         return None
-    # The table opened above plans the scan: opening it again would reread its metadata.
-    deletes, by_day = files_by_day(lake, energy)
     days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
-    paths = [p for d in days for p in by_day.get(d, [])]
-    if deletes or not paths:
-        if not paths and by_day:
+    paths = [p for d in days for p in state.by_day.get(d, [])]
+    if state.deletes or not paths:
+        if not paths and state.by_day:
             return None
-        return tables.read_table(lake, ENERGY_15MIN_TABLE).filter(wanted).select(list(columns))
-    dataset = pads.dataset(paths, format="parquet", filesystem=lake.fs)
-    return dataset.to_table(columns=list(columns), filter=wanted)
+        from wattlake.lake import tables
+
+        rows = tables.read_table(lake, ENERGY_15MIN_TABLE)
+        return rows.filter(wanted(rows)).select(list(columns))
+    rows = _read_rows(lake, paths, list(dict.fromkeys([*columns, *_FILTER_COLUMNS])))
+    return rows.filter(wanted(rows)).select(list(columns))
 
 
 def device_rollups(
@@ -211,9 +295,13 @@ def device_rollups(
 ) -> pa.Table | None:
     """Return the device rows of ``energy_15min`` (of ``device_id`` only if given) around
     [start, end), or None when the rollups are not up to date for the range."""
-    wanted = pads.field("site") == ""  # device rows (site rows name a site instead)
-    if device_id is not None:
-        wanted = wanted & (pads.field("device_id") == device_id)
+
+    def wanted(rows: pa.Table) -> pa.ChunkedArray:
+        mask = pc.equal(rows["site"], "")  # device rows (site rows name a site instead)
+        if device_id is not None:
+            mask = pc.and_(mask, pc.equal(rows["device_id"], device_id))
+        return mask
+
     return fresh_rollups(lake, start_ms, end_ms, wanted)
 
 
@@ -221,16 +309,19 @@ def site_rollups(settings: Settings, site: Site, start_ms: int, end_ms: int) -> 
     """Return the ``energy_15min`` rows of ``site`` and of its devices around [start, end), or
     None when they are not up to date for the range or were computed for another
     configuration of the site."""
-
     lake = Lake.from_settings(settings)
-    recorded = tables.last_property(tables.open_table(lake, ENERGY_15MIN_TABLE), SITES_PROPERTY)
-    if json.loads(recorded or "{}").get(site.name) != site_hash(site):
+    state = _rollup_state(lake)
+    if json.loads(state.sites or "{}").get(site.name) != site_hash(site):
         return None
     devices = pa.array(sorted(set(site.device_ids)), pa.string())
-    wanted = (pads.field("site") == site.name) | (
-        (pads.field("site") == "") & pads.field("device_id").isin(devices)
-    )
-    return fresh_rollups(lake, start_ms, end_ms, wanted, columns=_SITE_COLUMNS)
+
+    def wanted(rows: pa.Table) -> pa.ChunkedArray:
+        device_rows = pc.and_(
+            pc.equal(rows["site"], ""), pc.is_in(rows["device_id"], value_set=devices)
+        )
+        return pc.or_(pc.equal(rows["site"], site.name), device_rows)
+
+    return fresh_rollups(lake, start_ms, end_ms, wanted, columns=_SITE_COLUMNS, state=state)
 
 
 def site_energy_from_rollups(

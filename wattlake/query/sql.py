@@ -35,14 +35,15 @@ def run_sql(settings: Settings, sql: str, *, as_of_ms: int | None = None) -> Que
     import duckdb
 
     from wattlake.lake.storage import Lake
-    from wattlake.query.engine import connect
+    from wattlake.query.engine import connect, tables_read_by
 
     if not sql.strip() or not sql.strip().strip(";").strip():
         raise QueryError("The query is empty; give SQL such as: SELECT * FROM readings LIMIT 10")
     lake = Lake.from_settings(settings)
     if as_of_ms is not None:
         check_history(lake, as_of_ms)
-    con = connect(lake, as_of_ms=as_of_ms)
+    # Only the views the statement names: each costs opening and planning its table.
+    con = connect(lake, as_of_ms=as_of_ms, only=tables_read_by(sql))
     try:
         return _interruptible(con, sql)
     except duckdb.Error as exc:

@@ -3,6 +3,7 @@ and a writer (or its ingest worker) killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -25,6 +26,8 @@ from tests.stream.support import (
 )
 from wattlake.config import Settings
 from wattlake.devices.base import RawMessage
+from wattlake.lake.storage import Lake
+from wattlake.query.engine import connect
 from wattlake.stream.wal import WriteAheadLog, segment_number
 from wattlake.stream.writer import LakeWriter, WriterReport
 
@@ -166,3 +169,44 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_a_restarted_writer_decodes_gen2_changes_onto_the_state_before_the_restart(
+    tmp_path: Path,
+) -> None:
+    """A Gen2 NotifyStatus carries only what changed; a writer that starts again (after a stop
+    or a kill -9) replays such a message onto the component state the last commit left, not
+    onto nothing: a notification that changed no value still gives its readings."""
+    data_dir, wal_dir = tmp_path / "lake", tmp_path / "wal"
+    topic, src = "shellyproem50-sim0000/events/rpc", "shellyproem50-sim0000"
+
+    def notify(method: str, ts: int, em1: dict[str, Any]) -> RawMessage:
+        doc = {"src": src, "method": method, "params": {"ts": ts, "em1:0": {"id": 0, **em1}}}
+        return RawMessage(topic, json.dumps(doc).encode(), RECEIVED_MS + 10_000)
+
+    t0 = RECEIVED_MS // 1000
+    wal = WriteAheadLog(wal_dir)
+    wal.open()
+    wal.append(
+        [
+            notify("NotifyFullStatus", t0, {"act_power": 74.6, "voltage": 230.1}),
+            notify("NotifyStatus", t0 + 1, {"voltage": 229.4}),
+        ]
+    )
+    first = wal.rotate()
+    wal.append([notify("NotifyStatus", t0 + 2, {}), notify("NotifyStatus", t0 + 3, {"pf": 0.8})])
+    second = wal.rotate()
+    wal.close()
+    assert first is not None and second is not None
+
+    run_writer(data_dir, wal_dir, segment_number(first))  # commits the first segment
+    run_writer(data_dir, wal_dir, segment_number(second))  # a new writer replays the second
+    con = connect(Lake.open(str(data_dir)))
+    rows = con.sql("SELECT epoch(ts), power_w, voltage_v FROM readings ORDER BY ts").fetchall()
+    con.close()
+    assert rows == [
+        (t0, 74.6, 230.1),
+        (t0 + 1, 74.6, 229.4),
+        (t0 + 2, 74.6, 229.4),
+        (t0 + 3, 74.6, 229.4),
+    ]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, Protocol, cast, runtime_checkable
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
 from wattlake.devices.base import Decoded, Decoder, RawMessage
 from wattlake.devices.formats import FORMATS as DEVICE_FORMATS
@@ -73,6 +73,19 @@ class HoldsReadings(Protocol):
 
     def drain(self, now_ms: int | None = None) -> list[Reading]:
         """Return held readings: all (``now_ms`` None) or those quiet long enough [ms]."""
+        ...
+
+
+@runtime_checkable
+class KeepsState(Protocol):
+    """A decoder whose readings depend on the messages before (Gen2 sends only what changed)."""
+
+    def state(self) -> list[list[Any]]:
+        """Return what the decoder knows from earlier messages, JSON-ready."""
+        ...
+
+    def restore(self, state: list[list[Any]]) -> None:
+        """Take what :meth:`state` returned (of an earlier decoder of the same format)."""
         ...
 
 
@@ -289,6 +302,23 @@ class DecoderRouter:
         memory); otherwise only cycles quiet for the cycle timeout at ``now_ms`` [ms].
         """
         return [reading for decoder in self._holding for reading in decoder.drain(now_ms)]
+
+    def decoder_state(self) -> dict[str, list[list[Any]]]:
+        """Return the state of every decoder that keeps some between messages (format ->
+        state), JSON-ready: a decoder restarted with it decodes the next messages as this one
+        would (the lake writer keeps it with each commit, for the WAL replayed after it)."""
+        return {
+            name: decoder.state()
+            for name, decoder in self._decoders.items()
+            if isinstance(decoder, KeepsState)
+        }
+
+    def restore_decoder_state(self, state: Mapping[str, list[list[Any]]]) -> None:
+        """Take the decoder states that :meth:`decoder_state` returned (of an earlier router)."""
+        for name, value in state.items():
+            decoder = self._decoders.get(name)
+            if isinstance(decoder, KeepsState):
+                decoder.restore(value)
 
     def device_status(self) -> dict[str, DeviceStatus]:
         """Return what is known about every device seen: online, last seen, model, firmware."""

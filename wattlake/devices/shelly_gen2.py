@@ -117,6 +117,16 @@ class ShellyGen2Decoder:
         # (device_id, component) -> last known key/value state of that component
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
 
+    def state(self) -> list[list[Any]]:
+        """Return the known state of every component, JSON-ready: ``[device_id, component,
+        {key: value}]`` each (what a restarted decoder needs to decode the next changes)."""
+        return [[device, component, values] for (device, component), values in self._state.items()]
+
+    def restore(self, state: list[list[Any]]) -> None:
+        """Take the component states that :meth:`state` returned (of an earlier decoder)."""
+        for device_id, component, values in state:
+            self._state[(str(device_id), str(component))] = dict(values)
+
     def decode(self, message: RawMessage) -> list[Reading]:
         """Return the readings in a Gen2 message (none for ``online`` and most events).
 

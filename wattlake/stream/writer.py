@@ -48,7 +48,7 @@ from wattlake.devices.base import RawMessage
 from wattlake.errors import DecodeError, StorageError
 from wattlake.gateway.retry import Backoff, RetryPolicy
 from wattlake.lake import tables
-from wattlake.lake.storage import Lake
+from wattlake.lake.storage import Lake, fsync_dir
 from wattlake.schema import READINGS_TABLE
 from wattlake.stream.delivery import FlushBatch, catalog_failures, stream_from_settings
 from wattlake.stream.metrics import (
@@ -68,6 +68,9 @@ REPORT_EVERY_S: Final = 0.1
 # How long the writer waits for a command when it has nothing to do [s].
 IDLE_WAIT_S: Final = 0.05
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# In the WAL folder: the decoders' state at the WAL position of the last commit (and of the
+# commit in flight), so a writer that starts again decodes the rest of the WAL as this one would.
+DECODER_STATE_FILE: Final = "decoder-state.json"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -131,7 +134,13 @@ class LakeWriter:
         # writer's position after the last message it took, and what to skip of the segment
         # being read.
         self._wal_key = tables.WAL_PROPERTY_PREFIX + settings["stream.name"]
+        # The committed position as the commit wrote it, and the decoder state at each
+        # position named in the state file (that one and the one of the flush in flight).
+        self._committed_value: str | None = None
         self._committed = self._committed_position()
+        self._decoder_states: dict[str, Any] = {}
+        self._flushing_value: str | None = None
+        self._restore_decoder_state()
         self._position: dict[str, Any] | None = None
         self._taken = 0
         self._skip = 0
@@ -144,7 +153,56 @@ class LakeWriter:
         except StorageError as exc:  # replaying may repeat readings; the views keep one
             log.warning("cannot read the last committed WAL position: %s", exc)
             return None
+        self._committed_value = value
         return None if value is None else dict(json.loads(value))
+
+    def _restore_decoder_state(self) -> None:
+        """Give the decoders the state they had at the committed WAL position.
+
+        Gen2 notifications carry only what changed: the messages after that position (replayed
+        from the WAL) decode onto the component values before it, as they would have without
+        the restart; without it a notification that changed no value gave no reading at all.
+        """
+        path = self.wal_dir / DECODER_STATE_FILE
+        try:
+            states = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the decoder state %s (%s); starting without it", path, exc)
+            return
+        state = states.get(self._committed_value) if isinstance(states, dict) else None
+        if state is None:
+            return
+        try:
+            self.stream.router.restore_decoder_state(state)
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.warning("the decoder state %s is damaged (%s); starting without it", path, exc)
+            return
+        self._decoder_states = {str(self._committed_value): state}
+
+    def _keep_decoder_state(self, value: str) -> None:
+        """Write the decoders' state at WAL position ``value`` (the property the commit about
+        to start records) beside the state at the committed one, before that commit."""
+        states = {
+            key: state
+            for key, state in self._decoder_states.items()
+            if key == self._committed_value
+        }
+        states[value] = self.stream.router.decoder_state()
+        path = self.wal_dir / DECODER_STATE_FILE
+        tmp = path.with_name(f".{DECODER_STATE_FILE}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(states, fh, separators=(",", ":"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            fsync_dir(self.wal_dir)
+        except OSError as exc:  # a replay after a crash may then decode changes without it
+            log.warning("cannot write the decoder state %s: %s", path, exc)
+            return
+        self._decoder_states = states
 
     def _skip_for(self, path: Path) -> int | None:
         """Return how many messages of segment ``path`` an earlier commit covers (None: all)."""
@@ -302,8 +360,12 @@ class LakeWriter:
         segments, self._loaded = self._loaded, []
         batch = self.stream.detach()
         properties = None
+        self._flushing_value = None
         if self._position is not None and (batch.rows or batch.dead or segments):
-            properties = {self._wal_key: json.dumps(self._position)}
+            value = json.dumps(self._position)
+            self._keep_decoder_state(value)
+            self._flushing_value = value
+            properties = {self._wal_key: value}
         future = self._flusher.submit(self.stream.write, batch, properties)
         oldest, self._oldest_ms = self._oldest_ms, None
         self._in_flight = (future, batch, segments, time.monotonic(), oldest)
@@ -330,6 +392,8 @@ class LakeWriter:
             self._report(force=True)
             return
         faults.crash_point("commit-done")
+        if self._flushing_value is not None:
+            self._committed_value, self._flushing_value = self._flushing_value, None
         if written:  # a flush that wrote nothing (only a WAL position) is no latency
             took_s = time.monotonic() - started
             stats = self.stream.stats

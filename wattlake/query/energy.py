@@ -55,8 +55,10 @@ from wattlake.query.readings import (
 from wattlake.query.reports import (
     CostReport,
     cost_period,
+    joined,
     one_channel,
     priced,
+    priced_channel,
     segment_energy,
     site_grid_energy,
 )
@@ -566,29 +568,8 @@ def cost_for(
     for r in results:
         key = f"{r.series.device_id}:{r.series.channel}"
         gaps_from = [] if _full(r.covered_s, edges) else [found[key]] if key in found else []
-        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
-        reports.append(
-            priced(
-                tariff,
-                segments,
-                tz,
-                r.import_wh,
-                r.export_wh,
-                r.covered_s,
-                interpolated,
-                gaps_from,
-                label=f"{r.series.device_id} channel {r.series.channel}",
-                lead={"device_id": r.series.device_id, "channel": r.series.channel},
-                **options,
-            )
-        )
-    report = CostReport(
-        [row for r in reports for row in r.rows],
-        [gap for r in reports for gap in r.gaps],
-        [w for r in reports for w in r.warnings],
-        min(r.coverage for r in reports),
-    )
-    return report, source
+        reports.append(priced_channel(tariff, segments, tz, r, gaps_from, **options))
+    return joined(reports), source
 
 
 def hourly_energy(

@@ -391,29 +391,59 @@ def cost_report(
             shift_share=shift_share,
             min_coverage=min_coverage,
         )
-    reports = []
-    for s in series:
-        r = series_energy(s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w)
-        interpolated = r.interpolated_wh if r.interpolated_wh is not None else np.zeros(seg_s.size)
-        reports.append(
-            priced(
+    return joined(
+        [
+            priced_channel(
                 tariff,
                 segments,
                 tz,
-                r.import_wh,
-                r.export_wh,
-                r.covered_s,
-                interpolated,
+                series_energy(
+                    s, edges, method=method, max_gap_s=max_gap_s, max_power_w=max_power_w
+                ),
                 [s],
                 start_ms=start_ms,
                 end_ms=end_ms,
                 max_gap_s=max_gap_s,
                 shift_share=shift_share,
                 min_coverage=min_coverage,
-                label=f"{s.device_id} channel {s.channel}",
-                lead={"device_id": s.device_id, "channel": s.channel},
             )
-        )
+            for s in series
+        ]
+    )
+
+
+def priced_channel(
+    tariff: Tariff,
+    segments: TariffSegments,
+    tz: ZoneInfo,
+    result: SeriesEnergy,
+    billed: list[Series],
+    **options: Any,
+) -> CostReport:
+    """Price one device channel's energy ``result`` as :func:`priced` does (``options``: its
+    keywords), labelled with the channel; ``billed`` are the series its gaps are listed from."""
+    s = result.series
+    interpolated = result.interpolated_wh
+    if interpolated is None:
+        interpolated = np.zeros(segments.edges_ms.size - 1)
+    return priced(
+        tariff,
+        segments,
+        tz,
+        result.import_wh,
+        result.export_wh,
+        result.covered_s,
+        interpolated,
+        billed,
+        label=f"{s.device_id} channel {s.channel}",
+        lead={"device_id": s.device_id, "channel": s.channel},
+        **options,
+    )
+
+
+def joined(reports: Sequence[CostReport]) -> CostReport:
+    """Return the channels' reports as one: their rows, gaps and warnings in order, the lowest
+    coverage."""
     return CostReport(
         [row for r in reports for row in r.rows],
         [gap for r in reports for gap in r.gaps],
